@@ -1,0 +1,38 @@
+/* RAM blocks: the engine's view of guest memory. A block is a host mapping of
+ * a contiguous guest-physical range. The engine never maps or frees them; the
+ * VMM that registers them owns their memory. */
+#ifndef GODWIT_RAM_H
+#define GODWIT_RAM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <godwit/error.h>
+
+#define RAM_BLOCK_NAME_MAX 32
+
+struct ram_block {
+    char name[RAM_BLOCK_NAME_MAX];  /* stable across hosts: the stream names blocks by it */
+    uint8_t *host;                  /* start of the host mapping */
+    uint64_t size;                  /* bytes, a multiple of page_size */
+    uint64_t page_size;             /* bytes, a power of two */
+    uint64_t gpa;                   /* guest-physical address of byte 0 */
+};
+
+static inline uint64_t ram_block_pages(const struct ram_block *block)
+{
+    return block->size / block->page_size;
+}
+
+/* Checks a block's fields (name set, sizes page-aligned, page size a power of
+ * two, no wrap-around of gpa + size). */
+int ram_block_validate(const struct ram_block *block, struct gw_error *err);
+
+/* Finds the block holding the whole range [gpa, gpa + len) and returns a host
+ * pointer to gpa, or NULL with an error naming the range when it is not all in
+ * one block. */
+uint8_t *ram_blocks_translate(const struct ram_block *blocks, size_t nr_blocks,
+                              uint64_t gpa, uint64_t len, struct gw_error *err);
+
+#endif

@@ -1,0 +1,38 @@
+/* Migration URIs as QEMU writes them: tcp:HOST:PORT, unix:PATH, fd:N,
+ * file:PATH, rdma:HOST:PORT. Parsing only; opening is the channel's job. */
+#ifndef GODWIT_URI_H
+#define GODWIT_URI_H
+
+#include <limits.h>
+#include <stdint.h>
+
+#include <godwit/error.h>
+
+enum uri_kind {
+    URI_TCP,
+    URI_UNIX,
+    URI_FD,
+    URI_FILE,
+    URI_RDMA,
+};
+
+#define URI_HOST_MAX 256
+
+struct uri {
+    enum uri_kind kind;
+    char host[URI_HOST_MAX];  /* tcp, rdma: without the [] of an IPv6 literal */
+    uint16_t port;            /* tcp, rdma; 0 is allowed for tcp (any port) */
+    char path[PATH_MAX];      /* unix, file */
+    int fd;                   /* fd */
+};
+
+/* The sentence that lists every accepted form; error messages end with it. */
+extern const char uri_accepted_forms[];
+
+int uri_parse(const char *text, struct uri *uri, struct gw_error *err);
+
+/* The canonical text of uri ("tcp:[::1]:4444"), for messages and reports. */
+const char *uri_kind_name(enum uri_kind kind);
+void uri_format(const struct uri *uri, char *buf, unsigned len);
+
+#endif

@@ -1,0 +1,276 @@
+/* godwit-vm's entry point: checks the command line, builds the VM, runs the
+ * event loop, and tears everything down. Bad input is checked before any
+ * resource exists; whatever was created is removed again on failure, so a
+ * refused start leaves nothing behind. Exit status 2 means bad input. */
+#include "vm.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "debug_exit.h"
+#include "multiboot.h"
+
+#define EXIT_BAD_INPUT 2
+
+const char *run_state_name(enum run_state state)
+{
+    static const char *const names[] = {
+        [RUN_STATE_PRELAUNCH] = "prelaunch", [RUN_STATE_RUNNING] = "running",
+        [RUN_STATE_PAUSED] = "paused", [RUN_STATE_INMIGRATE] = "inmigrate",
+        [RUN_STATE_POSTMIGRATE] = "postmigrate", [RUN_STATE_SHUTDOWN] = "shutdown",
+    };
+    return names[state];
+}
+
+void vm_request_exit(struct vm *vm, int status, bool by_guest, const char *reason)
+{
+    uint64_t one = 1;
+    bool expected = false;
+
+    if (!atomic_compare_exchange_strong(&vm->exit_requested, &expected, true))
+        return;   /* the first reason wins */
+    snprintf(vm->exit_reason, sizeof(vm->exit_reason), "%s", reason);
+    atomic_store(&vm->exit_status, status);
+    atomic_store(&vm->guest_requested, by_guest);
+    if (write(vm->notify_fd, &one, sizeof(one)) < 0)
+        perror("godwit-vm: cannot wake the event loop");
+}
+
+void vm_pause(struct vm *vm)
+{
+    if (vm->run_state != RUN_STATE_RUNNING)
+        return;
+    for (unsigned i = 0; i < vm->nr_vcpus; i++)
+        vcpu_stop(&vm->vcpus[i]);
+    for (unsigned i = 0; i < vm->nr_vcpus; i++)
+        vcpu_wait_parked(&vm->vcpus[i]);
+    vm->run_state = RUN_STATE_PAUSED;
+    qmp_server_emit_event(vm->qmp, "STOP", NULL);
+}
+
+void vm_resume(struct vm *vm)
+{
+    if (vm->run_state != RUN_STATE_PAUSED && vm->run_state != RUN_STATE_PRELAUNCH)
+        return;
+    for (unsigned i = 0; i < vm->nr_vcpus; i++)
+        vcpu_resume(&vm->vcpus[i]);
+    vm->run_state = RUN_STATE_RUNNING;
+    qmp_server_emit_event(vm->qmp, "RESUME", NULL);
+}
+
+/* --- start-up, in the order that keeps failures clean --- */
+
+struct startup {
+    uint8_t *kernel_data;
+    size_t kernel_size;
+    struct multiboot_image kernel;
+    int serial_fd;
+    bool serial_created;
+    int signal_fd;
+};
+
+static int load_kernel(struct startup *start, const char *path, struct gw_error *err)
+{
+    int rc = multiboot_read_file(path, &start->kernel_data, &start->kernel_size, err);
+
+    if (rc < 0)
+        return rc;
+    rc = multiboot_parse(start->kernel_data, start->kernel_size, &start->kernel, err);
+    if (rc < 0)
+        gw_error_prefix(err, "kernel '%s' cannot be booted", path);
+    return rc;
+}
+
+static int open_serial(struct startup *start, const struct vm_config *config,
+                       struct gw_error *err)
+{
+    struct stat st;
+
+    start->serial_fd = -1;
+    if (config->serial == SERIAL_STDIO)
+        start->serial_fd = dup(STDOUT_FILENO);
+    if (config->serial != SERIAL_FILE)
+        return 0;
+    start->serial_created = stat(config->serial_path, &st) < 0;
+    start->serial_fd = open(config->serial_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (start->serial_fd < 0) {
+        start->serial_created = false;
+        return gw_error_set(err, -errno, "--serial: cannot open '%s' for writing: %s",
+                            config->serial_path, strerror(errno));
+    }
+    return 0;
+}
+
+/* SIGINT and SIGTERM end the VM through the event loop, like QMP quit. */
+static int open_signal_fd(struct gw_error *err)
+{
+    sigset_t set;
+    int fd;
+
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (fd < 0)
+        return gw_error_set(err, -errno, "signalfd failed: %s", strerror(errno));
+    return fd;
+}
+
+static int check_inputs(struct vm *vm, struct startup *start, struct gw_error *err)
+{
+    int rc;
+
+    if (vm->config.incoming_defer || vm->config.has_incoming_uri)
+        return gw_error_set(err, -ENOTSUP,
+                            "--incoming is not available yet: this build has no migration "
+                            "engine; start the VM without --incoming");
+    rc = memory_check_size(vm->config.memory, err);
+    if (rc < 0)
+        return rc;
+    return load_kernel(start, vm->config.kernel, err);
+}
+
+static int create_files(struct vm *vm, struct startup *start, struct gw_error *err)
+{
+    int rc;
+
+    vm->qmp = qmp_server_new("godwit " GODWIT_VERSION);
+    if (!vm->qmp)
+        return gw_error_set(err, -ENOMEM, "out of memory creating the QMP server");
+    if (vm->config.qmp_path) {
+        rc = qmp_server_listen_unix(vm->qmp, vm->config.qmp_path, err);
+        if (rc < 0) {
+            gw_error_prefix(err, "--qmp");
+            return rc;
+        }
+    }
+    return open_serial(start, &vm->config, err);
+}
+
+static int build_machine(struct vm *vm, struct startup *start, struct gw_error *err)
+{
+    struct vcpu_entry entry;
+    int rc;
+
+    if ((rc = vcpu_signals_init(err)) < 0 || (rc = kvm_init(&vm->kvm, err)) < 0 ||
+        (rc = memory_init(&vm->memory, &vm->config, err)) < 0)
+        return rc;
+    for (unsigned i = 0; i < vm->memory.nr_blocks; i++)
+        if ((rc = kvm_add_memslot(&vm->kvm, i, &vm->memory.blocks[i], err)) < 0)
+            return rc;
+    rc = multiboot_load(&start->kernel, vm->memory.blocks, vm->memory.nr_blocks,
+                        vm->config.append, &entry, err);
+    if (rc < 0)
+        return rc;
+    pio_init(&vm->pio);
+    uart_init(&vm->uart, start->serial_fd, &vm->kvm);
+    pio_register(&vm->pio, UART_COM1_BASE, 8, uart_io, &vm->uart);
+    pio_register(&vm->pio, DEBUG_EXIT_PORT, DEBUG_EXIT_SIZE, debug_exit_io, vm);
+    vm->nr_vcpus = 1;
+    if ((rc = vcpu_create(vm, &vm->vcpus[0], 0, err)) < 0 ||
+        (rc = vcpu_set_multiboot_entry(&vm->vcpus[0], &entry, err)) < 0 ||
+        (rc = monitor_init(vm, err)) < 0)
+        return rc;
+    return vcpu_start(&vm->vcpus[0], err);
+}
+
+/* --- the event loop: QMP, signals, and exit requests from vCPU threads --- */
+
+static void handle_signal(struct vm *vm, int signal_fd)
+{
+    struct signalfd_siginfo info;
+
+    if (read(signal_fd, &info, sizeof(info)) == sizeof(info))
+        vm_request_exit(vm, 0, false, "host-signal");
+}
+
+static void event_loop(struct vm *vm, int signal_fd)
+{
+    struct pollfd fds[4];
+
+    while (!atomic_load(&vm->exit_requested)) {
+        int nfds = qmp_server_pollfds(vm->qmp, fds, 2);
+        fds[nfds++] = (struct pollfd){ .fd = vm->notify_fd, .events = POLLIN };
+        fds[nfds++] = (struct pollfd){ .fd = signal_fd, .events = POLLIN };
+        if (poll(fds, (nfds_t)nfds, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            perror("godwit-vm: poll");
+            vm_request_exit(vm, 1, false, "host-error");
+            break;
+        }
+        if (fds[nfds - 1].revents)
+            handle_signal(vm, signal_fd);
+        qmp_server_service(vm->qmp, fds, nfds - 2);
+    }
+}
+
+static void shutdown_vm(struct vm *vm)
+{
+    for (unsigned i = 0; i < vm->nr_vcpus; i++)
+        vcpu_stop(&vm->vcpus[i]);
+    for (unsigned i = 0; i < vm->nr_vcpus; i++)
+        vcpu_wait_parked(&vm->vcpus[i]);
+    vm->run_state = RUN_STATE_SHUTDOWN;
+    qmp_server_emit_event(vm->qmp, "SHUTDOWN",
+                          json_pack("{s:b,s:s}", "guest", atomic_load(&vm->guest_requested),
+                                    "reason", vm->exit_reason));
+}
+
+static void teardown(struct vm *vm, struct startup *start, bool failed)
+{
+    for (unsigned i = 0; i < vm->nr_vcpus; i++)
+        vcpu_destroy(&vm->vcpus[i]);
+    if (vm->qmp)
+        qmp_server_free(vm->qmp);   /* closes the client, removes the socket file */
+    memory_cleanup(&vm->memory, failed);
+    kvm_cleanup(&vm->kvm);
+    if (start->serial_fd >= 0)
+        close(start->serial_fd);
+    if (failed && start->serial_created)
+        unlink(vm->config.serial_path);
+    if (start->signal_fd >= 0)
+        close(start->signal_fd);
+    if (vm->notify_fd >= 0)
+        close(vm->notify_fd);
+    free(start->kernel_data);
+}
+
+int main(int argc, char **argv)
+{
+    static struct vm vm = { .kvm = { .dev_fd = -1, .vm_fd = -1 }, .notify_fd = -1 };
+    struct startup start = { .serial_fd = -1, .signal_fd = -1 };
+    struct gw_error err = { 0 };
+    int rc, status = EXIT_BAD_INPUT;
+
+    rc = options_parse(argc, argv, &vm.config, &err);
+    if (rc == OPTIONS_EXIT)
+        return 0;
+    if (rc < 0 || check_inputs(&vm, &start, &err) < 0 || create_files(&vm, &start, &err) < 0)
+        goto fail;
+    status = 1;   /* from here on a failure is the host's, not the user's input */
+    vm.notify_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    start.signal_fd = open_signal_fd(&err);
+    if (vm.notify_fd < 0 || start.signal_fd < 0 || build_machine(&vm, &start, &err) < 0)
+        goto fail;
+    vm_resume(&vm);
+    event_loop(&vm, start.signal_fd);
+    shutdown_vm(&vm);
+    status = atomic_load(&vm.exit_status);
+    teardown(&vm, &start, false);
+    return status;
+fail:
+    fprintf(stderr, "godwit-vm: %s\n", err.msg[0] ? err.msg : "start-up failed");
+    teardown(&vm, &start, true);
+    return status;
+}

@@ -1,0 +1,38 @@
+/* godwit-vm's command line: parsed and checked before anything is created,
+ * so a bad option leaves nothing behind. */
+#ifndef GODWIT_VM_OPTIONS_H
+#define GODWIT_VM_OPTIONS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <godwit/error.h>
+#include <godwit/uri.h>
+
+#define VM_MEMORY_MIN (16ULL << 20)
+
+enum serial_kind { SERIAL_NONE, SERIAL_STDIO, SERIAL_FILE };
+
+struct vm_config {
+    uint64_t memory;          /* bytes */
+    const char *kernel;
+    const char *append;       /* "" when not given */
+    enum serial_kind serial;
+    const char *serial_path;  /* SERIAL_FILE */
+    const char *qmp_path;     /* NULL: no monitor */
+    const char *mem_path;     /* NULL: anonymous memory */
+    bool mem_prealloc;
+    bool incoming_defer;
+    bool has_incoming_uri;
+    struct uri incoming;
+};
+
+enum options_result { OPTIONS_RUN = 0, OPTIONS_EXIT = 1 };
+
+/* Returns OPTIONS_RUN, OPTIONS_EXIT (--help or --version was printed), or a
+ * negative errno with err filled. */
+int options_parse(int argc, char **argv, struct vm_config *config, struct gw_error *err);
+
+extern const char options_usage[];
+
+#endif

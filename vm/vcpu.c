@@ -1,0 +1,308 @@
+/* vCPU creation, entry state and the run loop. stop/resume is the primitive
+ * the migration engine builds on: vcpu_wait_parked returns only when the
+ * thread is out of KVM_RUN and waiting, so the caller may read or change
+ * guest state. */
+#include "vm.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+/* A signal that only interrupts KVM_RUN: blocked in every thread, unblocked
+ * only inside KVM_RUN through KVM_SET_SIGNAL_MASK. A kick sent while the
+ * thread is outside KVM_RUN stays pending and makes the next KVM_RUN return
+ * at once, so no kick is ever lost. */
+#define SIG_VCPU_KICK SIGUSR1
+
+static void kick_handler(int signo)
+{
+    (void)signo;
+}
+
+int vcpu_signals_init(struct gw_error *err)
+{
+    struct sigaction action = { .sa_handler = kick_handler };
+    sigset_t set;
+
+    sigemptyset(&action.sa_mask);
+    if (sigaction(SIG_VCPU_KICK, &action, NULL) < 0)
+        return gw_error_set(err, -errno, "cannot install the vCPU kick handler: %s",
+                            strerror(errno));
+    sigemptyset(&set);
+    sigaddset(&set, SIG_VCPU_KICK);
+    return -pthread_sigmask(SIG_BLOCK, &set, NULL);
+}
+
+static int set_cpuid(struct vcpu *vcpu, struct gw_error *err)
+{
+    int nent = 128, rc;
+    struct kvm_cpuid2 *cpuid;
+
+    for (;;) {
+        cpuid = calloc(1, sizeof(*cpuid) + (size_t)nent * sizeof(cpuid->entries[0]));
+        if (!cpuid)
+            return gw_error_set(err, -ENOMEM, "out of memory for CPUID entries");
+        cpuid->nent = (__u32)nent;
+        if (ioctl(vcpu->vm->kvm.dev_fd, KVM_GET_SUPPORTED_CPUID, cpuid) == 0)
+            break;
+        rc = -errno;
+        free(cpuid);
+        if (rc != -E2BIG || nent >= 4096)
+            return gw_error_set(err, rc, "KVM_GET_SUPPORTED_CPUID failed: %s", strerror(-rc));
+        nent *= 2;
+    }
+    rc = ioctl(vcpu->fd, KVM_SET_CPUID2, cpuid) < 0 ? -errno : 0;
+    free(cpuid);
+    if (rc < 0)
+        return gw_error_set(err, rc, "KVM_SET_CPUID2 failed: %s", strerror(-rc));
+    return 0;
+}
+
+static int set_signal_mask(struct vcpu *vcpu, struct gw_error *err)
+{
+    struct {
+        struct kvm_signal_mask header;
+        uint8_t sigset[8];     /* the kernel's sigset_t on x86-64 */
+    } mask;
+    sigset_t set;
+
+    pthread_sigmask(SIG_BLOCK, NULL, &set);
+    sigdelset(&set, SIG_VCPU_KICK);
+    mask.header.len = sizeof(mask.sigset);
+    memcpy(mask.sigset, &set, sizeof(mask.sigset));
+    if (ioctl(vcpu->fd, KVM_SET_SIGNAL_MASK, &mask) < 0)
+        return gw_error_set(err, -errno, "KVM_SET_SIGNAL_MASK failed: %s", strerror(errno));
+    return 0;
+}
+
+int vcpu_create(struct vm *vm, struct vcpu *vcpu, unsigned id, struct gw_error *err)
+{
+    int rc;
+
+    *vcpu = (struct vcpu){ .id = id, .vm = vm, .fd = -1 };
+    pthread_mutex_init(&vcpu->lock, NULL);
+    pthread_cond_init(&vcpu->changed, NULL);
+    vcpu->fd = ioctl(vm->kvm.vm_fd, KVM_CREATE_VCPU, id);
+    if (vcpu->fd < 0)
+        return gw_error_set(err, -errno, "KVM_CREATE_VCPU %u failed: %s", id, strerror(errno));
+    vcpu->run = mmap(NULL, (size_t)vm->kvm.vcpu_mmap_size, PROT_READ | PROT_WRITE, MAP_SHARED,
+                     vcpu->fd, 0);
+    if (vcpu->run == MAP_FAILED) {
+        vcpu->run = NULL;
+        return gw_error_set(err, -errno, "cannot map vCPU %u's kvm_run: %s", id, strerror(errno));
+    }
+    rc = set_cpuid(vcpu, err);
+    if (rc < 0)
+        return rc;
+    /* The vCPU thread blocks the kick signal; KVM_RUN alone unblocks it. */
+    return set_signal_mask(vcpu, err);
+}
+
+static void flat_segment(struct kvm_segment *seg, uint16_t selector, uint8_t type)
+{
+    *seg = (struct kvm_segment){
+        .base = 0, .limit = 0xffffffff, .selector = selector, .type = type,
+        .present = 1, .dpl = 0, .db = 1, .s = 1, .l = 0, .g = 1,
+    };
+}
+
+int vcpu_set_multiboot_entry(struct vcpu *vcpu, const struct vcpu_entry *entry,
+                             struct gw_error *err)
+{
+    struct kvm_sregs sregs;
+    struct kvm_regs regs = { .rip = entry->eip, .rax = entry->eax, .rbx = entry->ebx,
+                             .rflags = 0x2 };
+
+    if (ioctl(vcpu->fd, KVM_GET_SREGS, &sregs) < 0)
+        return gw_error_set(err, -errno, "KVM_GET_SREGS failed: %s", strerror(errno));
+    flat_segment(&sregs.cs, 0x08, 0xb);   /* execute/read, accessed */
+    flat_segment(&sregs.ds, 0x10, 0x3);   /* read/write, accessed */
+    sregs.es = sregs.fs = sregs.gs = sregs.ss = sregs.ds;
+    sregs.cr0 = 0x11;                     /* PE, ET: protected mode, no paging */
+    sregs.cr4 = 0;
+    sregs.efer = 0;
+    if (ioctl(vcpu->fd, KVM_SET_SREGS, &sregs) < 0)
+        return gw_error_set(err, -errno, "KVM_SET_SREGS failed: %s", strerror(errno));
+    if (ioctl(vcpu->fd, KVM_SET_REGS, &regs) < 0)
+        return gw_error_set(err, -errno, "KVM_SET_REGS failed: %s", strerror(errno));
+    return 0;
+}
+
+/* Handles requests between two KVM_RUNs; returns false when the thread must
+ * end. Parks here while a stop is requested. */
+static bool handle_requests(struct vcpu *vcpu)
+{
+    bool keep_running = true;
+
+    pthread_mutex_lock(&vcpu->lock);
+    for (;;) {
+        if (vcpu->quit_requested) {
+            keep_running = false;
+            break;
+        }
+        if (vcpu->nmi_requested) {
+            vcpu->nmi_requested = false;
+            pthread_mutex_unlock(&vcpu->lock);
+            if (ioctl(vcpu->fd, KVM_NMI, 0) < 0)
+                fprintf(stderr, "godwit-vm: KVM_NMI failed: %s\n", strerror(errno));
+            pthread_mutex_lock(&vcpu->lock);
+            continue;
+        }
+        if (!vcpu->stop_requested)
+            break;
+        if (!vcpu->parked) {
+            vcpu->parked = true;
+            pthread_cond_broadcast(&vcpu->changed);
+        }
+        pthread_cond_wait(&vcpu->changed, &vcpu->lock);
+    }
+    vcpu->parked = false;
+    pthread_mutex_unlock(&vcpu->lock);
+    return keep_running;
+}
+
+static void report_fatal_exit(struct vcpu *vcpu, const char *what)
+{
+    fprintf(stderr, "godwit-vm: vCPU %u: %s; the VM stops\n", vcpu->id, what);
+    vm_request_exit(vcpu->vm, 1, true, "guest-panic");
+}
+
+/* Returns false when the vCPU cannot go on. */
+static bool handle_exit(struct vcpu *vcpu)
+{
+    struct kvm_run *run = vcpu->run;
+    char what[128];
+
+    switch (run->exit_reason) {
+    case KVM_EXIT_IO:
+        pio_handle(&vcpu->vm->pio, run->io.port, run->io.direction == KVM_EXIT_IO_OUT,
+                   (uint8_t *)run + run->io.data_offset, run->io.size, run->io.count);
+        return true;
+    case KVM_EXIT_MMIO:
+        pio_handle_mmio(&vcpu->vm->pio, run->mmio.phys_addr, run->mmio.is_write,
+                        run->mmio.data, run->mmio.len);
+        return true;
+    case KVM_EXIT_INTR:
+        return true;
+    case KVM_EXIT_SHUTDOWN:
+        /* A triple fault: QEMU resets the machine; this VMM has no reset, so
+         * it ends the VM and says why. */
+        fprintf(stderr, "godwit-vm: the guest triple-faulted (KVM_EXIT_SHUTDOWN)\n");
+        vm_request_exit(vcpu->vm, 1, true, "guest-reset");
+        return false;
+    case KVM_EXIT_FAIL_ENTRY:
+        snprintf(what, sizeof(what), "KVM could not enter the guest (hardware reason 0x%llx)",
+                 (unsigned long long)run->fail_entry.hardware_entry_failure_reason);
+        break;
+    case KVM_EXIT_INTERNAL_ERROR:
+        snprintf(what, sizeof(what), "KVM internal error, suberror %u (an instruction the "
+                 "hypervisor cannot emulate?)", run->internal.suberror);
+        break;
+    default:
+        snprintf(what, sizeof(what), "unexpected KVM exit reason %u", run->exit_reason);
+        break;
+    }
+    report_fatal_exit(vcpu, what);
+    return false;
+}
+
+static void *vcpu_thread(void *opaque)
+{
+    struct vcpu *vcpu = opaque;
+
+    while (handle_requests(vcpu)) {
+        if (ioctl(vcpu->fd, KVM_RUN, 0) < 0) {
+            if (errno == EINTR || errno == EAGAIN)
+                continue;
+            char what[96];
+            snprintf(what, sizeof(what), "KVM_RUN failed: %s", strerror(errno));
+            report_fatal_exit(vcpu, what);
+            break;
+        }
+        if (!handle_exit(vcpu))
+            break;
+    }
+    /* Whatever ended the loop, say so: vcpu_wait_parked must not hang. */
+    pthread_mutex_lock(&vcpu->lock);
+    vcpu->exited = true;
+    pthread_cond_broadcast(&vcpu->changed);
+    pthread_mutex_unlock(&vcpu->lock);
+    return NULL;
+}
+
+int vcpu_start(struct vcpu *vcpu, struct gw_error *err)
+{
+    int rc;
+
+    vcpu->stop_requested = true;
+    rc = pthread_create(&vcpu->thread, NULL, vcpu_thread, vcpu);
+    if (rc)
+        return gw_error_set(err, -rc, "cannot start the vCPU thread: %s", strerror(rc));
+    vcpu->thread_started = true;
+    return 0;
+}
+
+static void kick(struct vcpu *vcpu)
+{
+    if (vcpu->thread_started)
+        pthread_kill(vcpu->thread, SIG_VCPU_KICK);
+}
+
+void vcpu_stop(struct vcpu *vcpu)
+{
+    pthread_mutex_lock(&vcpu->lock);
+    vcpu->stop_requested = true;
+    pthread_mutex_unlock(&vcpu->lock);
+    kick(vcpu);
+}
+
+void vcpu_wait_parked(struct vcpu *vcpu)
+{
+    pthread_mutex_lock(&vcpu->lock);
+    while (vcpu->thread_started && !vcpu->parked && !vcpu->exited)
+        pthread_cond_wait(&vcpu->changed, &vcpu->lock);
+    pthread_mutex_unlock(&vcpu->lock);
+}
+
+void vcpu_resume(struct vcpu *vcpu)
+{
+    pthread_mutex_lock(&vcpu->lock);
+    vcpu->stop_requested = false;
+    pthread_cond_broadcast(&vcpu->changed);
+    pthread_mutex_unlock(&vcpu->lock);
+}
+
+void vcpu_inject_nmi(struct vcpu *vcpu)
+{
+    pthread_mutex_lock(&vcpu->lock);
+    vcpu->nmi_requested = true;
+    pthread_cond_broadcast(&vcpu->changed);   /* a parked thread injects it too */
+    pthread_mutex_unlock(&vcpu->lock);
+    kick(vcpu);
+}
+
+void vcpu_destroy(struct vcpu *vcpu)
+{
+    if (vcpu->thread_started) {
+        pthread_mutex_lock(&vcpu->lock);
+        vcpu->quit_requested = true;
+        pthread_cond_broadcast(&vcpu->changed);
+        pthread_mutex_unlock(&vcpu->lock);
+        kick(vcpu);
+        pthread_join(vcpu->thread, NULL);
+        vcpu->thread_started = false;
+    }
+    if (vcpu->run)
+        munmap(vcpu->run, (size_t)vcpu->vm->kvm.vcpu_mmap_size);
+    if (vcpu->fd >= 0)
+        close(vcpu->fd);
+    vcpu->run = NULL;
+    vcpu->fd = -1;
+    pthread_mutex_destroy(&vcpu->lock);
+    pthread_cond_destroy(&vcpu->changed);
+}

@@ -1,0 +1,57 @@
+/* A vCPU and its thread. The thread owns the vCPU fd while in KVM_RUN; other
+ * threads talk to it only through the request flags under lock, and a kick
+ * signal that makes KVM_RUN return. */
+#ifndef GODWIT_VM_VCPU_H
+#define GODWIT_VM_VCPU_H
+
+#include <linux/kvm.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <godwit/error.h>
+
+struct vm;
+
+struct vcpu {
+    unsigned id;
+    int fd;
+    struct kvm_run *run;
+    struct vm *vm;
+    pthread_t thread;
+    bool thread_started;
+
+    pthread_mutex_t lock;
+    pthread_cond_t changed;   /* broadcast on any change of the fields below */
+    bool stop_requested;      /* set by the main thread */
+    bool nmi_requested;
+    bool quit_requested;
+    bool parked;              /* set by the vCPU thread: out of KVM_RUN, waiting */
+    bool exited;              /* set by the vCPU thread as it ends */
+};
+
+/* The register state a multiboot v1 loader hands over. */
+struct vcpu_entry {
+    uint32_t eip;
+    uint32_t eax;
+    uint32_t ebx;
+};
+
+int vcpu_create(struct vm *vm, struct vcpu *vcpu, unsigned id, struct gw_error *err);
+/* 32-bit protected mode, flat segments, paging off, interrupts off. */
+int vcpu_set_multiboot_entry(struct vcpu *vcpu, const struct vcpu_entry *entry,
+                             struct gw_error *err);
+/* Starts the thread parked: it enters the guest on the first vcpu_resume. */
+int vcpu_start(struct vcpu *vcpu, struct gw_error *err);
+
+void vcpu_stop(struct vcpu *vcpu);          /* asks; returns at once */
+void vcpu_wait_parked(struct vcpu *vcpu);   /* returns when out of KVM_RUN */
+void vcpu_resume(struct vcpu *vcpu);
+void vcpu_inject_nmi(struct vcpu *vcpu);
+void vcpu_destroy(struct vcpu *vcpu);       /* ends the thread, closes the fd */
+
+/* Blocks the kick signal in the calling thread (call before starting
+ * vCPU threads, so that only KVM_RUN ever takes it). */
+int vcpu_signals_init(struct gw_error *err);
+
+#endif
