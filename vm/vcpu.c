@@ -24,6 +24,21 @@ static void kick_handler(int signo)
     (void)signo;
 }
 
+/* KVM_RUN returns EINTR with the kick still pending (KVM restores the
+ * blocking mask before the signal can be delivered): take it, or every later
+ * KVM_RUN returns at once and the guest never runs again. Requests are
+ * checked after this, so a kick that arrives now is not lost either. */
+static void consume_kicks(void)
+{
+    static const struct timespec no_wait = { 0, 0 };
+    sigset_t set;
+
+    sigemptyset(&set);
+    sigaddset(&set, SIG_VCPU_KICK);
+    while (sigtimedwait(&set, NULL, &no_wait) > 0)
+        ;
+}
+
 int vcpu_signals_init(struct gw_error *err)
 {
     struct sigaction action = { .sa_handler = kick_handler };
@@ -188,6 +203,7 @@ static bool handle_exit(struct vcpu *vcpu)
                         run->mmio.data, run->mmio.len);
         return true;
     case KVM_EXIT_INTR:
+        consume_kicks();
         return true;
     case KVM_EXIT_SHUTDOWN:
         /* A triple fault: QEMU resets the machine; this VMM has no reset, so
@@ -217,8 +233,10 @@ static void *vcpu_thread(void *opaque)
 
     while (handle_requests(vcpu)) {
         if (ioctl(vcpu->fd, KVM_RUN, 0) < 0) {
-            if (errno == EINTR || errno == EAGAIN)
+            if (errno == EINTR || errno == EAGAIN) {
+                consume_kicks();
                 continue;
+            }
             char what[96];
             snprintf(what, sizeof(what), "KVM_RUN failed: %s", strerror(errno));
             report_fatal_exit(vcpu, what);

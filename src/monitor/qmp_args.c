@@ -53,11 +53,11 @@ int qmp_args_check(const struct qmp_arg *spec, json_t *args, struct gw_error *er
                 return gw_error_set(err, -EINVAL, "Parameter '%s' is missing", arg->name);
             continue;
         }
+        if (arg->type == QMP_ARG_UINT && json_is_integer(value) && json_integer_value(value) < 0)
+            return gw_error_set(err, -EINVAL, "Parameter '%s' must not be negative", arg->name);
         if (!type_matches(arg->type, value))
-            return gw_error_set(err, -EINVAL,
-                                "Invalid parameter type for '%s', expected: %s%s",
-                                arg->name, type_name(arg->type),
-                                arg->type == QMP_ARG_UINT ? " (not negative)" : "");
+            return gw_error_set(err, -EINVAL, "Invalid parameter type for '%s', expected: %s",
+                                arg->name, type_name(arg->type));
     }
     if (args) {
         json_object_foreach(args, key, value) {

@@ -1,0 +1,58 @@
+# The front door. Every target installs what is missing first (scripts/setup-deps).
+#   make          build everything into build/
+#   make demo     boot the test guest and drive it over QMP
+#   make check    every test (unit and fuzz corpus under ASan/UBSan), one summary line
+#   make bench    measurements, printed as tables (scripts/setup-deps --bench)
+#   make fuzz     libFuzzer on every parser for FUZZ_SECONDS each (clang)
+
+BUILD      ?= build
+SAN_BUILD  ?= build-san
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 60
+MESON      ?= meson
+NINJA      ?= ninja
+
+.PHONY: all deps demo check bench fuzz clean
+
+all: deps
+	@test -f $(BUILD)/build.ninja || $(MESON) setup $(BUILD) >/dev/null
+	$(NINJA) -C $(BUILD)
+
+deps:
+	@scripts/setup-deps
+
+demo: all
+	python3 scripts/demo --vm $(BUILD)/vm/godwit-vm --guest $(BUILD)/guest/testguest.elf
+
+# The sanitizer build runs every test: the unit tests and corpus replays, and
+# the integration tests drive the sanitized godwit-vm too. build/ is built as
+# well, so a -Werror failure there cannot hide.
+check: all
+	@test -f $(SAN_BUILD)/build.ninja || \
+		$(MESON) setup $(SAN_BUILD) -Dsanitize=address,undefined >/dev/null
+	$(NINJA) -C $(SAN_BUILD)
+	@rc=0; ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+		$(MESON) test -C $(SAN_BUILD) --print-errorlogs || rc=$$?; \
+		python3 scripts/test-summary $(SAN_BUILD)/meson-logs/testlog.json || rc=1; \
+		exit $$rc
+
+bench: all
+	@scripts/setup-deps --bench
+	python3 bench/guest_rates.py --vm $(BUILD)/vm/godwit-vm --guest $(BUILD)/guest/testguest.elf
+
+fuzz:
+	@scripts/setup-deps --fuzz
+	@test -f $(FUZZ_BUILD)/build.ninja || CC=clang $(MESON) setup $(FUZZ_BUILD) \
+		-Dfuzzing=true -Dsanitize=address,undefined -Dtests=disabled >/dev/null
+	$(NINJA) -C $(FUZZ_BUILD)
+	@for target in qmp multiboot uri_size; do \
+		mkdir -p $(FUZZ_BUILD)/corpus/$$target; \
+		echo "== fuzz_$$target for $(FUZZ_SECONDS)s"; \
+		$(FUZZ_BUILD)/tests/fuzz/fuzz_$$target -max_total_time=$(FUZZ_SECONDS) \
+			-print_final_stats=1 $(FUZZ_BUILD)/corpus/$$target tests/fuzz/corpus/$$target \
+			2>&1 | tail -12 || exit 1; \
+	done
+	@echo "New inputs are in $(FUZZ_BUILD)/corpus/; copy interesting ones to tests/fuzz/corpus/."
+
+clean:
+	rm -rf $(BUILD) $(SAN_BUILD) $(FUZZ_BUILD)

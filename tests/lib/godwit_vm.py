@@ -1,0 +1,221 @@
+"""Drives godwit-vm (or QEMU) from tests: start it, talk QMP, read the serial
+output, check guest memory with the migration-test rule. Standard library
+only, so the tests run on a fresh machine."""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import unittest
+
+GODWIT_VM = os.environ.get("GODWIT_VM", "build/vm/godwit-vm")
+TESTGUEST = os.environ.get("TESTGUEST", "build/guest/testguest.elf")
+PAGE_SIZE = 4096
+
+
+def kvm_skip_reason():
+    """Why a test that needs KVM cannot run here, or None."""
+    if not os.path.exists("/dev/kvm"):
+        return "/dev/kvm does not exist on this machine"
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return "/dev/kvm is not readable and writable by this user"
+    return None
+
+
+def require_kvm(test):
+    reason = kvm_skip_reason()
+    if reason:
+        test.skipTest(reason)
+
+
+class QmpError(Exception):
+    def __init__(self, error):
+        super().__init__(f"{error.get('class')}: {error.get('desc')}")
+        self.error_class = error.get("class")
+        self.desc = error.get("desc")
+
+
+class Qmp:
+    """A QMP client: replies are matched to requests, events are kept."""
+
+    def __init__(self, path, timeout=10.0, negotiate=True):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.sock.connect(path)
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+        self.buffer = b""
+        self.events = []
+        self.greeting = self.read_message()
+        if negotiate:
+            self.command("qmp_capabilities")
+
+    def read_message(self):
+        while b"\n" not in self.buffer:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("QMP connection closed")
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return json.loads(line)
+
+    def send_raw(self, data):
+        self.sock.sendall(data if isinstance(data, bytes) else data.encode())
+
+    def read_reply(self):
+        """The next reply (return or error), keeping events aside."""
+        while True:
+            message = self.read_message()
+            if "event" in message:
+                self.events.append(message)
+                continue
+            return message
+
+    def execute(self, command, **arguments):
+        """Sends a command, returns the whole reply."""
+        request = {"execute": command}
+        if arguments:
+            request["arguments"] = arguments
+        self.send_raw(json.dumps(request) + "\n")
+        return self.read_reply()
+
+    def command(self, command, **arguments):
+        reply = self.execute(command, **arguments)
+        if "error" in reply:
+            raise QmpError(reply["error"])
+        return reply["return"]
+
+    def hmp(self, command_line):
+        return self.command("human-monitor-command", **{"command-line": command_line})
+
+    def wait_event(self, name, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, event in enumerate(self.events):
+                if event["event"] == name:
+                    return self.events.pop(i)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no {name} event within {timeout}s")
+            self.sock.settimeout(remaining)
+            message = self.read_message()
+            if "event" in message:
+                self.events.append(message)
+
+    def close(self):
+        self.sock.close()
+
+
+class Serial:
+    """The guest's COM1 output, read from the file godwit-vm writes it to."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def text(self):
+        try:
+            with open(self.path, "rb") as f:
+                return f.read().decode("latin-1")
+        except FileNotFoundError:
+            return ""
+
+    def wait_for(self, predicate, what, timeout=20.0, process=None):
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.text()
+            if predicate(text):
+                return text
+            if process is not None and process.poll() is not None:
+                raise AssertionError(f"the VM exited with status {process.returncode} "
+                                     f"while waiting for {what}; serial: {text[-200:]!r}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no {what} within {timeout}s; serial: {text[-200:]!r}")
+            time.sleep(0.01)
+
+    def wait_count(self, char, count, timeout=20.0, process=None):
+        return self.wait_for(lambda t: t.count(char) >= count,
+                             f"{count} x {char!r} on the serial port", timeout, process)
+
+
+class Vm:
+    """A godwit-vm process in a temporary directory, with QMP and serial."""
+
+    def __init__(self, memory="64M", append="", extra=(), binary=None, kernel=None):
+        self.dir = tempfile.mkdtemp(prefix="godwit-test-")
+        self.qmp_path = os.path.join(self.dir, "qmp.sock")
+        self.serial = Serial(os.path.join(self.dir, "serial.txt"))
+        self.args = [binary or GODWIT_VM, "--memory", memory, "--kernel", kernel or TESTGUEST,
+                     "--append", append, "--serial", f"file:{self.serial.path}",
+                     "--qmp", f"unix:{self.qmp_path}", *extra]
+        self.process = subprocess.Popen(self.args, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True)
+        self.qmp = None
+
+    def connect(self):
+        self.qmp = Qmp(self.qmp_path)
+        return self.qmp
+
+    def wait_exit(self, timeout=10.0):
+        out, err = self.process.communicate(timeout=timeout)
+        return self.process.returncode, out, err
+
+    def close(self):
+        if self.qmp:
+            self.qmp.close()
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.communicate()
+        else:
+            self.process.communicate()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+
+def first_bytes_of_pages(data):
+    return data[::PAGE_SIZE]
+
+
+def check_increment_pattern(data):
+    """QEMU's migration-test rule for the dirty guest: every page's first byte
+    equals the one before, except at most one place where a page is one less
+    (mod 256) than the page before: where the guest's pass was when it
+    stopped. Returns the number of such edges; raises on any other pattern."""
+    values = first_bytes_of_pages(data)
+    edges = 0
+    for i in range(1, len(values)):
+        if values[i] == values[i - 1]:
+            continue
+        if (values[i - 1] - values[i]) & 0xff == 1:
+            edges += 1
+            if edges > 1:
+                raise AssertionError(f"a second edge at page {i}: lost or stale pages")
+            continue
+        raise AssertionError(f"page {i} holds {values[i]} after {values[i - 1]}: "
+                             "neither equal nor one less")
+    return edges
+
+
+class VmTestCase(unittest.TestCase):
+    """Starts no VM itself; tracks the ones a test starts and cleans them up."""
+
+    def setUp(self):
+        self.vms = []
+
+    def tearDown(self):
+        for vm in self.vms:
+            vm.close()
+
+    def start_vm(self, **kwargs):
+        vm = Vm(**kwargs)
+        self.vms.append(vm)
+        return vm
