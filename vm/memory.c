@@ -92,6 +92,32 @@ static int open_backing_file(struct guest_memory *mem, const char *path, uint64_
     return fd;
 }
 
+/* Maps size bytes at a 2 MiB-aligned address, so that guest-physical huge
+ * pages line up with host huge pages. */
+static uint8_t *map_aligned(uint64_t size, int flags, int fd)
+{
+    const uint64_t align = 2ULL << 20;
+    uint8_t *reserved, *aligned;
+    uint64_t head;
+
+    reserved = mmap(NULL, size + align, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                    -1, 0);
+    if (reserved == MAP_FAILED)
+        return MAP_FAILED;
+    aligned = (uint8_t *)(((uintptr_t)reserved + align - 1) & ~(uintptr_t)(align - 1));
+    head = (uint64_t)(aligned - reserved);
+    if (head)
+        munmap(reserved, head);
+    munmap(aligned + size, align - head);
+    uint8_t *host = mmap(aligned, size, PROT_READ | PROT_WRITE, flags | MAP_FIXED, fd, 0);
+    if (host == MAP_FAILED) {
+        int saved = errno;
+        munmap(aligned, size);   /* the reservation */
+        errno = saved;
+    }
+    return host;
+}
+
 static int map_memory(struct guest_memory *mem, const struct vm_config *config,
                       struct gw_error *err)
 {
@@ -103,7 +129,7 @@ static int map_memory(struct guest_memory *mem, const struct vm_config *config,
             return fd;
         flags = MAP_SHARED;
     }
-    mem->host = mmap(NULL, mem->size, PROT_READ | PROT_WRITE, flags, fd, 0);
+    mem->host = map_aligned(mem->size, flags, fd);
     if (fd >= 0)
         close(fd);
     if (mem->host == MAP_FAILED) {
@@ -111,6 +137,9 @@ static int map_memory(struct guest_memory *mem, const struct vm_config *config,
         return gw_error_set(err, -errno, "cannot map %" PRIu64 " bytes of guest RAM: %s",
                             mem->size, strerror(errno));
     }
+    /* Huge pages make the guest's page walks and KVM's mappings cheaper, as
+     * QEMU asks too; a kernel that says no still gives 4 KiB pages. */
+    madvise(mem->host, mem->size, MADV_HUGEPAGE);
     return 0;
 }
 
