@@ -15,6 +15,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <godwit/migration.h>
+
 #include "debug_exit.h"
 #include "multiboot.h"
 
@@ -25,7 +27,8 @@ const char *run_state_name(enum run_state state)
     static const char *const names[] = {
         [RUN_STATE_PRELAUNCH] = "prelaunch", [RUN_STATE_RUNNING] = "running",
         [RUN_STATE_PAUSED] = "paused", [RUN_STATE_INMIGRATE] = "inmigrate",
-        [RUN_STATE_POSTMIGRATE] = "postmigrate", [RUN_STATE_SHUTDOWN] = "shutdown",
+        [RUN_STATE_POSTMIGRATE] = "postmigrate",
+        [RUN_STATE_FINISH_MIGRATE] = "finish-migrate", [RUN_STATE_SHUTDOWN] = "shutdown",
     };
     return names[state];
 }
@@ -44,26 +47,51 @@ void vm_request_exit(struct vm *vm, int status, bool by_guest, const char *reaso
         perror("godwit-vm: cannot wake the event loop");
 }
 
-void vm_pause(struct vm *vm)
+bool vm_pause(struct vm *vm, enum run_state new_state)
 {
-    if (vm->run_state != RUN_STATE_RUNNING)
-        return;
-    for (unsigned i = 0; i < vm->nr_vcpus; i++)
-        vcpu_stop(&vm->vcpus[i]);
-    for (unsigned i = 0; i < vm->nr_vcpus; i++)
-        vcpu_wait_parked(&vm->vcpus[i]);
-    vm->run_state = RUN_STATE_PAUSED;
-    qmp_server_emit_event(vm->qmp, "STOP", NULL);
+    bool was_running;
+
+    pthread_mutex_lock(&vm->state_lock);
+    was_running = vm->run_state == RUN_STATE_RUNNING;
+    if (was_running) {
+        for (unsigned i = 0; i < vm->nr_vcpus; i++)
+            vcpu_stop(&vm->vcpus[i]);
+        for (unsigned i = 0; i < vm->nr_vcpus; i++)
+            vcpu_wait_parked(&vm->vcpus[i]);
+    }
+    if (was_running || new_state != RUN_STATE_PAUSED)
+        vm->run_state = new_state;
+    pthread_mutex_unlock(&vm->state_lock);
+    if (was_running)
+        qmp_server_emit_event(vm->qmp, "STOP", NULL);
+    return was_running;
 }
 
-void vm_resume(struct vm *vm)
+bool vm_resume(struct vm *vm)
 {
-    if (vm->run_state != RUN_STATE_PAUSED && vm->run_state != RUN_STATE_PRELAUNCH)
-        return;
-    for (unsigned i = 0; i < vm->nr_vcpus; i++)
-        vcpu_resume(&vm->vcpus[i]);
-    vm->run_state = RUN_STATE_RUNNING;
-    qmp_server_emit_event(vm->qmp, "RESUME", NULL);
+    bool started;
+
+    pthread_mutex_lock(&vm->state_lock);
+    started = vm->run_state != RUN_STATE_RUNNING && vm->run_state != RUN_STATE_SHUTDOWN;
+    if (started) {
+        for (unsigned i = 0; i < vm->nr_vcpus; i++)
+            vcpu_resume(&vm->vcpus[i]);
+        vm->run_state = RUN_STATE_RUNNING;
+    }
+    pthread_mutex_unlock(&vm->state_lock);
+    if (started)
+        qmp_server_emit_event(vm->qmp, "RESUME", NULL);
+    return started;
+}
+
+enum run_state vm_run_state(struct vm *vm)
+{
+    enum run_state state;
+
+    pthread_mutex_lock(&vm->state_lock);
+    state = vm->run_state;
+    pthread_mutex_unlock(&vm->state_lock);
+    return state;
 }
 
 /* --- start-up, in the order that keeps failures clean --- */
@@ -130,10 +158,6 @@ static int check_inputs(struct vm *vm, struct startup *start, struct gw_error *e
 {
     int rc;
 
-    if (vm->config.incoming_defer || vm->config.has_incoming_uri)
-        return gw_error_set(err, -ENOTSUP,
-                            "--incoming is not available yet: this build has no migration "
-                            "engine; start the VM without --incoming");
     rc = memory_check_size(vm->config.memory, err);
     if (rc < 0)
         return rc;
@@ -165,6 +189,7 @@ static int build_machine(struct vm *vm, struct startup *start, struct gw_error *
     if ((rc = vcpu_signals_init(err)) < 0 || (rc = kvm_init(&vm->kvm, err)) < 0 ||
         (rc = memory_init(&vm->memory, &vm->config, err)) < 0)
         return rc;
+    dirty_log_init(&vm->dirty_log, &vm->kvm, &vm->memory);
     for (unsigned i = 0; i < vm->memory.nr_blocks; i++)
         if ((rc = kvm_add_memslot(&vm->kvm, i, &vm->memory.blocks[i], err)) < 0)
             return rc;
@@ -179,7 +204,8 @@ static int build_machine(struct vm *vm, struct startup *start, struct gw_error *
     vm->nr_vcpus = 1;
     if ((rc = vcpu_create(vm, &vm->vcpus[0], 0, err)) < 0 ||
         (rc = vcpu_set_multiboot_entry(&vm->vcpus[0], &entry, err)) < 0 ||
-        (rc = monitor_init(vm, err)) < 0)
+        (rc = vm_devices_register(vm, err)) < 0 || (rc = monitor_init(vm, err)) < 0 ||
+        (rc = vm_migration_init(vm, err)) < 0)
         return rc;
     return vcpu_start(&vm->vcpus[0], err);
 }
@@ -196,10 +222,10 @@ static void handle_signal(struct vm *vm, int signal_fd)
 
 static void event_loop(struct vm *vm, int signal_fd)
 {
-    struct pollfd fds[4];
+    struct pollfd fds[8];
 
     while (!atomic_load(&vm->exit_requested)) {
-        int nfds = qmp_server_pollfds(vm->qmp, fds, 2);
+        int nfds = qmp_server_pollfds(vm->qmp, fds, 6);
         fds[nfds++] = (struct pollfd){ .fd = vm->notify_fd, .events = POLLIN };
         fds[nfds++] = (struct pollfd){ .fd = signal_fd, .events = POLLIN };
         if (poll(fds, (nfds_t)nfds, -1) < 0) {
@@ -217,11 +243,15 @@ static void event_loop(struct vm *vm, int signal_fd)
 
 static void shutdown_vm(struct vm *vm)
 {
+    migration_free(vm->migration);   /* cancels and joins whatever runs */
+    vm->migration = NULL;
+    pthread_mutex_lock(&vm->state_lock);
     for (unsigned i = 0; i < vm->nr_vcpus; i++)
         vcpu_stop(&vm->vcpus[i]);
     for (unsigned i = 0; i < vm->nr_vcpus; i++)
         vcpu_wait_parked(&vm->vcpus[i]);
     vm->run_state = RUN_STATE_SHUTDOWN;
+    pthread_mutex_unlock(&vm->state_lock);
     qmp_server_emit_event(vm->qmp, "SHUTDOWN",
                           json_pack("{s:b,s:s}", "guest", atomic_load(&vm->guest_requested),
                                     "reason", vm->exit_reason));
@@ -229,10 +259,13 @@ static void shutdown_vm(struct vm *vm)
 
 static void teardown(struct vm *vm, struct startup *start, bool failed)
 {
+    migration_free(vm->migration);
+    vm->migration = NULL;
     for (unsigned i = 0; i < vm->nr_vcpus; i++)
         vcpu_destroy(&vm->vcpus[i]);
     if (vm->qmp)
         qmp_server_free(vm->qmp);   /* closes the client, removes the socket file */
+    dirty_log_cleanup(&vm->dirty_log);
     memory_cleanup(&vm->memory, failed);
     kvm_cleanup(&vm->kvm);
     if (start->serial_fd >= 0)
@@ -248,11 +281,13 @@ static void teardown(struct vm *vm, struct startup *start, bool failed)
 
 int main(int argc, char **argv)
 {
-    static struct vm vm = { .kvm = { .dev_fd = -1, .vm_fd = -1 }, .notify_fd = -1 };
+    static struct vm vm = { .kvm = { .dev_fd = -1, .vm_fd = -1 }, .notify_fd = -1,
+                            .state_lock = PTHREAD_MUTEX_INITIALIZER };
     struct startup start = { .serial_fd = -1, .signal_fd = -1 };
     struct gw_error err = { 0 };
     int rc, status = EXIT_BAD_INPUT;
 
+    signal(SIGPIPE, SIG_IGN);   /* a vanished peer is an error to report, not a kill */
     rc = options_parse(argc, argv, &vm.config, &err);
     if (rc == OPTIONS_EXIT)
         return 0;
@@ -263,7 +298,10 @@ int main(int argc, char **argv)
     start.signal_fd = open_signal_fd(&err);
     if (vm.notify_fd < 0 || start.signal_fd < 0 || build_machine(&vm, &start, &err) < 0)
         goto fail;
-    vm_resume(&vm);
+    if (vm.config.incoming_defer || vm.config.has_incoming_uri)
+        vm.run_state = RUN_STATE_INMIGRATE;   /* the guest starts when the migration ends */
+    else
+        vm_resume(&vm);
     event_loop(&vm, start.signal_fd);
     shutdown_vm(&vm);
     status = atomic_load(&vm.exit_status);

@@ -1,5 +1,6 @@
 /* godwit-vm's QMP and HMP commands: run state, memory dump, NMI, quit.
- * Handlers run on the main thread, which owns run_state. */
+ * Handlers run on the main thread; run-state changes go through vm_pause and
+ * vm_resume, which lock. */
 #include "vm.h"
 
 #include <errno.h>
@@ -17,8 +18,10 @@ static int query_status(json_t *args, json_t **ret, struct gw_error *err, void *
 
     (void)args;
     (void)err;
-    *ret = json_pack("{s:b,s:b,s:s}", "running", vm->run_state == RUN_STATE_RUNNING,
-                     "singlestep", 0, "status", run_state_name(vm->run_state));
+    enum run_state state = vm_run_state(vm);
+
+    *ret = json_pack("{s:b,s:b,s:s}", "running", state == RUN_STATE_RUNNING,
+                     "singlestep", 0, "status", run_state_name(state));
     return 0;
 }
 
@@ -27,7 +30,7 @@ static int stop_cmd(json_t *args, json_t **ret, struct gw_error *err, void *opaq
     (void)args;
     (void)ret;
     (void)err;
-    vm_pause(opaque);
+    vm_pause(opaque, RUN_STATE_PAUSED);
     return 0;
 }
 
@@ -37,12 +40,24 @@ static int cont_cmd(json_t *args, json_t **ret, struct gw_error *err, void *opaq
 
     (void)args;
     (void)ret;
-    if (vm->run_state == RUN_STATE_INMIGRATE)
+    switch (vm_run_state(vm)) {
+    case RUN_STATE_INMIGRATE:
         return gw_error_set(err, -EBUSY,
                             "the VM is waiting for an incoming migration; it starts when the "
                             "migration completes");
-    if (vm->run_state == RUN_STATE_SHUTDOWN)
+    case RUN_STATE_FINISH_MIGRATE:
+        return gw_error_set(err, -EBUSY,
+                            "the VM is stopped for a migration's switchover; cancel the "
+                            "migration with migrate_cancel to keep it here");
+    case RUN_STATE_POSTMIGRATE:
+        return gw_error_set(err, -EINVAL,
+                            "the VM has migrated away and runs on the destination; "
+                            "resuming it here too would run the guest twice");
+    case RUN_STATE_SHUTDOWN:
         return gw_error_set(err, -EINVAL, "the VM has shut down and cannot continue");
+    default:
+        break;
+    }
     vm_resume(vm);
     return 0;
 }
@@ -137,7 +152,7 @@ static int hmp_info_status(const char *args, struct hmp_output *out, struct gw_e
 
     (void)args;
     (void)err;
-    hmp_printf(out, "VM status: %s\r\n", run_state_name(vm->run_state));
+    hmp_printf(out, "VM status: %s\r\n", run_state_name(vm_run_state(vm)));
     return 0;
 }
 

@@ -18,7 +18,7 @@ const char options_usage[] =
     "  --kernel FILE        multiboot v1 kernel in ELF32 format (required)\n"
     "  --append STRING      the kernel's command line\n"
     "  --serial KIND        where COM1 output goes: file:PATH, stdio or none (default none)\n"
-    "  --qmp unix:PATH      serve QMP on a unix socket; clients may connect one after another\n"
+    "  --qmp unix:PATH      serve QMP on a unix socket, to up to 4 clients at once\n"
     "  --mem-path FILE      back guest RAM with FILE (MAP_SHARED), grown to the memory size,\n"
     "                       so another process can read and write guest RAM; guest-physical\n"
     "                       [0, 3G) is file offset [0, 3G), RAM above 3G lives at 4G\n"

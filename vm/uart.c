@@ -118,3 +118,42 @@ void uart_io(void *opaque, uint16_t port, bool is_write, uint8_t *data, unsigned
     update_irq(uart);
     pthread_mutex_unlock(&uart->lock);
 }
+
+/* --- migration: the registers in and out, with the VM stopped --- */
+
+void uart_get_state(struct uart *uart, struct uart_state *state)
+{
+    pthread_mutex_lock(&uart->lock);
+    *state = (struct uart_state){
+        .ier = uart->ier, .lcr = uart->lcr, .mcr = uart->mcr, .scr = uart->scr,
+        .fcr = uart->fcr, .dll = uart->dll, .dlm = uart->dlm,
+        .thr_interrupt = uart->thr_interrupt,
+    };
+    pthread_mutex_unlock(&uart->lock);
+}
+
+int uart_set_state(struct uart *uart, const struct uart_state *state, struct gw_error *err)
+{
+    /* write_reg keeps only these bits, so a guest cannot have set others. */
+    if (state->ier & ~0x0f)
+        return gw_error_set(err, -EINVAL, "serial: IER 0x%02x has bits above 0x0f set, "
+                            "which this UART never holds", state->ier);
+    if (state->mcr & ~0x1f)
+        return gw_error_set(err, -EINVAL, "serial: MCR 0x%02x has bits above 0x1f set, "
+                            "which this UART never holds", state->mcr);
+    pthread_mutex_lock(&uart->lock);
+    uart->ier = state->ier;
+    uart->lcr = state->lcr;
+    uart->mcr = state->mcr;
+    uart->scr = state->scr;
+    uart->fcr = state->fcr;
+    uart->dll = state->dll;
+    uart->dlm = state->dlm;
+    uart->thr_interrupt = state->thr_interrupt;
+    /* No level is ever -1, so update_irq drives the line whatever it is. */
+    if (uart->kvm)
+        uart->irq_level = -1;
+    update_irq(uart);
+    pthread_mutex_unlock(&uart->lock);
+    return 0;
+}

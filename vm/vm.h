@@ -1,6 +1,7 @@
 /* godwit-vm: the machine as a whole. Which thread owns what:
- *  - the main thread (event loop) owns the QMP server, run_state and every
- *    stop/resume; it is the only thread that changes run_state;
+ *  - the main thread (event loop) owns the QMP server; run_state and every
+ *    stop/resume happen under state_lock, from the main thread or from the
+ *    migration thread (switchover, rollback, the destination's start);
  *  - each vCPU thread owns its kvm_run and its KVM vCPU fd while running, and
  *    handles port I/O, which reaches the UART (locked) and pio counters;
  *  - guest RAM is written by the guest and read by anyone; the VMM writes it
@@ -13,10 +14,12 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <godwit/device.h>
 #include <godwit/error.h>
 #include <godwit/qmp.h>
 #include <godwit/ram.h>
 
+#include "dirty_log.h"
 #include "kvm.h"
 #include "memory.h"
 #include "options.h"
@@ -33,6 +36,7 @@ enum run_state {
     RUN_STATE_PAUSED,
     RUN_STATE_INMIGRATE,
     RUN_STATE_POSTMIGRATE,
+    RUN_STATE_FINISH_MIGRATE,
     RUN_STATE_SHUTDOWN,
 };
 
@@ -47,8 +51,12 @@ struct vm {
     struct pio_bus pio;
     struct uart uart;
     struct qmp_server *qmp;
+    struct device_registry devices;  /* filled at start-up, read-only afterwards */
 
-    enum run_state run_state;       /* main thread only */
+    pthread_mutex_t state_lock;     /* run_state and vCPU stop/resume */
+    enum run_state run_state;
+    struct dirty_log dirty_log;
+    struct migration *migration;
 
     /* vCPU threads ask the main thread to end the VM through these. */
     int notify_fd;                  /* eventfd the event loop polls */
@@ -61,10 +69,19 @@ struct vm {
 /* Ask the main thread to end the VM with status; any thread may call it. */
 void vm_request_exit(struct vm *vm, int status, bool by_guest, const char *reason);
 
-/* Stops every vCPU (returns when all are parked outside KVM_RUN) / restarts
- * them. Main thread only. */
-void vm_pause(struct vm *vm);
-void vm_resume(struct vm *vm);
+/* Stops every vCPU (returns when all are parked outside KVM_RUN) and
+ * enters new_state, or restarts them; any thread. Return whether the VM
+ * was running / was not running. */
+bool vm_pause(struct vm *vm, enum run_state new_state);
+bool vm_resume(struct vm *vm);
+enum run_state vm_run_state(struct vm *vm);
+
+/* The engine's view of this VMM (migration_glue.c). */
+int vm_migration_init(struct vm *vm, struct gw_error *err);
+
+/* Registers the migratable state of the vCPUs, the in-kernel irqchip, PIT
+ * and clock, and the UART as devices (vm_devices.c). */
+int vm_devices_register(struct vm *vm, struct gw_error *err);
 
 /* QMP and HMP commands of the VMM (monitor.c). */
 int monitor_init(struct vm *vm, struct gw_error *err);

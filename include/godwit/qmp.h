@@ -71,7 +71,7 @@ int qmp_server_execute(struct qmp_server *server, const char *name, json_t *args
  * call it. data is stolen; NULL means {}. */
 void qmp_server_emit_event(struct qmp_server *server, const char *event, json_t *data);
 
-/* --- the socket side: one client at a time, others wait in the backlog --- */
+/* --- the socket side: up to 4 clients at once, more wait in the backlog --- */
 
 /* Listens on a unix socket. A live server on path is -EADDRINUSE; a stale
  * socket file is replaced; any other file there is -EEXIST. */

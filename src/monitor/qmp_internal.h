@@ -28,8 +28,10 @@ struct qmp_server {
 
     /* Socket state: owned by the monitor thread (the VMM's event loop). */
     int listen_fd;
-    int client_fd;
-    struct qmp_session *client;
+    struct qmp_client {
+        int fd;                       /* -1: slot free */
+        struct qmp_session *session;
+    } clients[QMP_SESSIONS_MAX];
     char socket_path[108];
 };
 

@@ -1,6 +1,7 @@
 /* The QMP server: the command table, events, and a unix socket that serves
- * one client at a time from the VMM's event loop. It never blocks that loop
- * on accept or read; a write to a client that stops reading does block. */
+ * up to QMP_SESSIONS_MAX clients at once from the VMM's event loop. It never
+ * blocks that loop on accept or read; a write to a client that stops reading
+ * does block. */
 #include "qmp_internal.h"
 
 #include <errno.h>
@@ -37,7 +38,8 @@ struct qmp_server *qmp_server_new(const char *package)
     snprintf(server->package, sizeof(server->package), "%s", package);
     pthread_mutex_init(&server->out_lock, NULL);
     server->listen_fd = -1;
-    server->client_fd = -1;
+    for (unsigned i = 0; i < QMP_SESSIONS_MAX; i++)
+        server->clients[i].fd = -1;
     server->query_commands = (struct qmp_command){
         .name = "query-commands", .handler = query_commands, .opaque = server,
     };
@@ -208,48 +210,62 @@ int qmp_server_listen_unix(struct qmp_server *server, const char *path,
 
 int qmp_server_pollfds(struct qmp_server *server, struct pollfd *fds, int max)
 {
-    int fd = server->client_fd >= 0 ? server->client_fd : server->listen_fd;
+    bool free_slot = false;
+    int n = 0;
 
-    if (fd < 0 || max < 1)
-        return 0;
-    fds[0] = (struct pollfd){ .fd = fd, .events = POLLIN };
-    return 1;
+    for (unsigned i = 0; i < QMP_SESSIONS_MAX && n < max; i++) {
+        if (server->clients[i].fd >= 0)
+            fds[n++] = (struct pollfd){ .fd = server->clients[i].fd, .events = POLLIN };
+        else
+            free_slot = true;
+    }
+    /* With every slot taken, new clients wait in the backlog. */
+    if (free_slot && server->listen_fd >= 0 && n < max)
+        fds[n++] = (struct pollfd){ .fd = server->listen_fd, .events = POLLIN };
+    return n;
 }
 
-static void drop_client(struct qmp_server *server)
+static void drop_client(struct qmp_client *client)
 {
-    qmp_session_free(server->client);
-    server->client = NULL;
-    close(server->client_fd);
-    server->client_fd = -1;
+    qmp_session_free(client->session);
+    client->session = NULL;
+    close(client->fd);
+    client->fd = -1;
 }
 
 static void accept_client(struct qmp_server *server)
 {
-    int fd = accept4(server->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+    struct qmp_client *client = NULL;
+    int fd;
 
+    for (unsigned i = 0; i < QMP_SESSIONS_MAX && !client; i++)
+        if (server->clients[i].fd < 0)
+            client = &server->clients[i];
+    if (!client)
+        return;
+    fd = accept4(server->listen_fd, NULL, NULL, SOCK_CLOEXEC);
     if (fd < 0)
         return;   /* EAGAIN or a client that gave up: poll again */
-    server->client_fd = fd;
-    server->client = qmp_session_new(server, write_to_fd, &server->client_fd);
-    if (!server->client) {
+    client->fd = fd;
+    client->session = qmp_session_new(server, write_to_fd, &client->fd);
+    if (!client->session) {
         close(fd);
-        server->client_fd = -1;
+        client->fd = -1;
     }
 }
 
-static void read_client(struct qmp_server *server)
+static void read_client(struct qmp_client *client)
 {
     char chunk[65536];
-    ssize_t n = recv(server->client_fd, chunk, sizeof(chunk), MSG_DONTWAIT);
+    ssize_t n = recv(client->fd, chunk, sizeof(chunk), MSG_DONTWAIT);
 
     if (n < 0 && (errno == EAGAIN || errno == EINTR))
         return;
     if (n <= 0) {
-        drop_client(server);
+        drop_client(client);
         return;
     }
-    qmp_session_feed(server->client, chunk, (size_t)n);
+    qmp_session_feed(client->session, chunk, (size_t)n);
 }
 
 void qmp_server_service(struct qmp_server *server, const struct pollfd *fds, int nfds)
@@ -257,17 +273,21 @@ void qmp_server_service(struct qmp_server *server, const struct pollfd *fds, int
     for (int i = 0; i < nfds; i++) {
         if (!fds[i].revents)
             continue;
-        if (fds[i].fd == server->client_fd && server->client_fd >= 0)
-            read_client(server);
-        else if (fds[i].fd == server->listen_fd && server->listen_fd >= 0)
+        if (fds[i].fd == server->listen_fd) {
             accept_client(server);
+            continue;
+        }
+        for (unsigned c = 0; c < QMP_SESSIONS_MAX; c++)
+            if (server->clients[c].fd >= 0 && server->clients[c].fd == fds[i].fd)
+                read_client(&server->clients[c]);
     }
 }
 
 void qmp_server_close(struct qmp_server *server)
 {
-    if (server->client_fd >= 0)
-        drop_client(server);
+    for (unsigned i = 0; i < QMP_SESSIONS_MAX; i++)
+        if (server->clients[i].fd >= 0)
+            drop_client(&server->clients[i]);
     if (server->listen_fd >= 0) {
         close(server->listen_fd);
         server->listen_fd = -1;

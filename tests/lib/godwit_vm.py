@@ -148,7 +148,8 @@ class Serial:
 class Vm:
     """A godwit-vm process in a temporary directory, with QMP and serial."""
 
-    def __init__(self, memory="64M", append="", extra=(), binary=None, kernel=None):
+    def __init__(self, memory="64M", append="", extra=(), binary=None, kernel=None,
+                 pass_fds=()):
         self.dir = tempfile.mkdtemp(prefix="godwit-test-")
         self.qmp_path = os.path.join(self.dir, "qmp.sock")
         self.serial = Serial(os.path.join(self.dir, "serial.txt"))
@@ -156,7 +157,7 @@ class Vm:
                      "--append", append, "--serial", f"file:{self.serial.path}",
                      "--qmp", f"unix:{self.qmp_path}", *extra]
         self.process = subprocess.Popen(self.args, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, text=True)
+                                        stderr=subprocess.PIPE, text=True, pass_fds=pass_fds)
         self.qmp = None
 
     def connect(self):
@@ -179,6 +180,41 @@ class Vm:
 
     def path(self, name):
         return os.path.join(self.dir, name)
+
+    def read_memory(self, address, size, name="dump.bin"):
+        """Guest-physical memory through pmemsave."""
+        dump = self.path(name)
+        self.qmp.command("pmemsave", val=address, size=size, filename=dump)
+        with open(dump, "rb") as f:
+            data = f.read()
+        os.unlink(dump)
+        return data
+
+
+def free_tcp_port(host="127.0.0.1"):
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+FINAL_STATUSES = ("completed", "failed", "cancelled")
+
+
+def wait_migration(qmp, statuses=FINAL_STATUSES, timeout=60.0, predicate=None):
+    """Polls query-migrate until its status is one of statuses (and
+    predicate(info) holds, if given); returns the last answer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        info = qmp.command("query-migrate")
+        if info.get("status") in statuses and (predicate is None or predicate(info)):
+            return info
+        if info.get("status") in FINAL_STATUSES and info.get("status") not in statuses:
+            raise AssertionError(f"migration ended as {info.get('status')}: "
+                                 f"{info.get('error-desc')}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"migration still {info.get('status')} after {timeout}s: {info}")
+        time.sleep(0.02)
 
 
 def first_bytes_of_pages(data):

@@ -94,11 +94,11 @@ class BadInput(VmTestCase):
         self.assert_refused(["--kernel", TESTGUEST, "stray"], "stray")
         self.assert_refused(["--kernel"], "needs a value")
 
-    def test_incoming_is_refused_until_migration_exists(self):
-        self.assert_refused(["--kernel", TESTGUEST, "--incoming", "defer", *self.common()],
-                            "--incoming")
+    def test_incoming_with_a_bad_uri(self):
         self.assert_refused(["--kernel", TESTGUEST, "--incoming", "tcp:nohost", *self.common()],
                             "accepted forms")
+        self.assert_refused(["--kernel", TESTGUEST, "--incoming", "ftp:x:1", *self.common()],
+                            "unknown transport 'ftp'")
 
     def test_help_and_version(self):
         result = subprocess.run([GODWIT_VM, "--help"], capture_output=True, text=True)

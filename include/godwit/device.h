@@ -1,0 +1,51 @@
+/* Devices in a migration (QEMU's SaveVMHandlers, trimmed to what precopy
+ * needs now). A device registers its ops in its own file; the engine calls
+ * them in registration order. Every id/instance pair is unique. */
+#ifndef GODWIT_DEVICE_H
+#define GODWIT_DEVICE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <godwit/buffer.h>
+#include <godwit/error.h>
+
+#define DEVICE_ID_MAX 32
+#define DEVICE_MAX 64
+/* Largest state one device may send in one record (bounds the decoder). */
+#define DEVICE_STATE_MAX (64u << 20)
+
+struct device_ops {
+    /* Called with the VM stopped: append the whole state to out. */
+    int (*save)(void *opaque, struct gw_buffer *out, struct gw_error *err);
+    /* Called on the destination with the VM stopped: data came from the
+     * wire, so check every length before use. version is the sender's. */
+    int (*load)(void *opaque, const uint8_t *data, size_t len, uint32_t version,
+                struct gw_error *err);
+    /* Bytes still to send while running, and bytes the stop-copy phase will
+     * send. May be NULL (a small device: its saved size is not known ahead;
+     * the engine counts it as 0 while running). May report nonsense; the
+     * engine clamps what it reads. */
+    void (*query_pending)(void *opaque, uint64_t *precopy_bytes, uint64_t *stopcopy_bytes);
+};
+
+struct device {
+    char id[DEVICE_ID_MAX];
+    uint32_t instance;
+    uint32_t version;          /* of the state format; load gets the sender's */
+    const struct device_ops *ops;
+    void *opaque;
+};
+
+struct device_registry {
+    struct device devices[DEVICE_MAX];
+    unsigned count;
+};
+
+int device_register(struct device_registry *registry, const char *id, uint32_t instance,
+                    uint32_t version, const struct device_ops *ops, void *opaque,
+                    struct gw_error *err);
+struct device *device_find(struct device_registry *registry, const char *id,
+                           uint32_t instance);
+
+#endif

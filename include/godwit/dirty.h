@@ -1,0 +1,28 @@
+/* Dirty tracking: how the engine learns which guest pages changed. A
+ * provider (the KVM dirty log in godwit-vm) fills and re-arms per-block
+ * bitmaps; the engine never sees KVM. Bitmaps have one bit per page, bit i
+ * of word w is page 64*w + i. */
+#ifndef GODWIT_DIRTY_H
+#define GODWIT_DIRTY_H
+
+#include <stdint.h>
+
+#include <godwit/error.h>
+
+struct dirty_tracker_ops {
+    /* Starts tracking every block. Afterwards every page counts as dirty
+     * until cleared (the first pass sends everything). */
+    int (*start)(void *opaque, struct gw_error *err);
+    /* ORs the pages dirtied since they were last cleared into bitmap. */
+    int (*sync)(void *opaque, unsigned block, uint64_t *bitmap, struct gw_error *err);
+    /* Re-arms tracking for the pages set in bits, which covers pages
+     * [first_page, first_page + 64 * nr_words) of block: called just before
+     * those pages are read for sending, so a write after it is caught by the
+     * next sync. first_page is a multiple of 64. */
+    int (*clear)(void *opaque, unsigned block, uint64_t first_page, const uint64_t *bits,
+                 unsigned nr_words, struct gw_error *err);
+    /* Stops tracking. Safe to call when start failed or was never called. */
+    void (*stop)(void *opaque);
+};
+
+#endif

@@ -1,0 +1,75 @@
+/* The migration engine: precopy live migration of RAM and device state, as
+ * a source or a destination, driven through QMP. The VMM describes itself in
+ * a migration_host and never calls into the engine's threads otherwise.
+ *
+ * Threads: the monitor thread (the VMM's event loop) runs QMP commands; one
+ * migration thread per side runs the migration; on the source a return-path
+ * thread reads the destination's answers. */
+#ifndef GODWIT_MIGRATION_H
+#define GODWIT_MIGRATION_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <godwit/device.h>
+#include <godwit/dirty.h>
+#include <godwit/error.h>
+#include <godwit/qmp.h>
+#include <godwit/ram.h>
+#include <godwit/uri.h>
+
+/* What the VMM gives the engine. The callbacks may be called from the
+ * migration thread. */
+struct migration_host {
+    void *opaque;
+    const struct ram_block *blocks;
+    unsigned nr_blocks;
+    const struct dirty_tracker_ops *dirty;
+    void *dirty_opaque;
+    struct device_registry *devices;
+
+    /* Source: stops every vCPU for the switchover (run state
+     * "finish-migrate"); returns when none runs. Returns false if the VM was
+     * not running (then the engine does not resume it on failure). */
+    bool (*stop_for_switchover)(void *opaque);
+    /* Source: the migration completed; the VM stays stopped ("postmigrate"). */
+    void (*source_completed)(void *opaque);
+    /* Source rollback after a failure or cancel in stop-copy, and the
+     * destination's start: run the vCPUs. */
+    void (*resume)(void *opaque);
+    /* Destination: the incoming migration failed; the VMM must not run the
+     * guest and should end with an error. */
+    void (*incoming_failed)(void *opaque, const char *message);
+};
+
+/* QEMU's MigrationStatus names. */
+enum migration_status {
+    MIGRATION_NONE,
+    MIGRATION_SETUP,
+    MIGRATION_ACTIVE,
+    MIGRATION_DEVICE,      /* stop-and-copy: VM stopped, last pages and devices */
+    MIGRATION_CANCELLING,
+    MIGRATION_CANCELLED,
+    MIGRATION_FAILED,
+    MIGRATION_COMPLETED,
+};
+
+const char *migration_status_name(enum migration_status status);
+
+struct migration;
+
+struct migration *migration_new(const struct migration_host *host, struct qmp_server *qmp,
+                                struct gw_error *err);
+/* Registers migrate, migrate-incoming, migrate_cancel, the parameter and
+ * capability commands, query-migrate and the HMP commands. */
+int migration_register_monitor(struct migration *migration, struct gw_error *err);
+/* Starts waiting for an incoming migration (--incoming URI). */
+int migration_incoming(struct migration *migration, const char *uri, struct gw_error *err);
+/* Marks this side as a destination waiting for migrate-incoming (--incoming defer). */
+void migration_expect_incoming(struct migration *migration);
+/* Cancels whatever runs, joins the threads, frees. */
+void migration_free(struct migration *migration);
+
+enum migration_status migration_status(struct migration *migration);
+
+#endif

@@ -1,0 +1,97 @@
+/* The migration stream (docs/stream.md): a fixed header, then records
+ * {type, length, crc32c, reserved, body, zero padding to 8}. The reader
+ * checks magic, version, every length against its bound and every CRC
+ * before a byte of a body is used, and names the record type and stream
+ * offset in every error. */
+#ifndef GODWIT_STREAM_H
+#define GODWIT_STREAM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include <godwit/error.h>
+
+#define STREAM_MAGIC "GODWITMS"
+#define STREAM_VERSION 1
+#define STREAM_HEADER_SIZE 24
+#define STREAM_RECORD_HEADER_SIZE 16
+
+/* Bit 31 of a type marks a record a reader may skip if it does not know it. */
+#define STREAM_OPTIONAL 0x80000000u
+
+enum stream_record_type {
+    /* source -> destination */
+    REC_RAM_BLOCKS = 1,    /* the source's RAM blocks: first record */
+    REC_PAGES = 2,         /* pages with data */
+    REC_ZERO_PAGES = 3,    /* runs of zero pages, no data */
+    REC_DEVICE = 4,        /* one device's state */
+    REC_END = 5,           /* everything is sent; counts to check */
+    REC_GO = 6,            /* the source has stopped for good: run */
+    REC_PASS_END = 7 | STREAM_OPTIONAL,   /* a dirty pass ended (informational) */
+    /* destination -> source, on the return path */
+    REC_RP_READY = 0x101,  /* all loaded and checked */
+    REC_RP_RUNNING = 0x102,/* the guest runs on the destination */
+    REC_RP_ERROR = 0x103,  /* the load failed: errno and a sentence */
+};
+
+/* Bounds, checked before anything is read into memory. */
+#define STREAM_BLOCKS_MAX 64
+#define STREAM_PAGES_PER_RECORD 256
+#define STREAM_ZERO_RUNS_PER_RECORD 4096
+#define STREAM_PAGE_SIZE_MAX 65536
+#define STREAM_ERROR_TEXT_MAX 1024
+#define STREAM_BODY_MAX (64u << 20)   /* the largest record of any type (device state) */
+
+const char *stream_record_name(uint32_t type);
+bool stream_record_known(uint32_t type);
+/* The largest body a record of a known type may have. */
+uint32_t stream_record_max(uint32_t type, uint32_t page_size);
+
+/* I/O is through callbacks so a stream can come from a socket, a file or a
+ * fuzzer's buffer. Both return 0 or a negative errno with err filled; read
+ * returns -ENODATA at a clean end of input before any byte of len. */
+struct stream_io {
+    int (*read)(void *opaque, void *buf, size_t len, struct gw_error *err);
+    int (*writev)(void *opaque, const struct iovec *iov, int iovcnt, struct gw_error *err);
+    void *opaque;
+};
+
+struct stream_writer {
+    struct stream_io io;
+    uint64_t offset;        /* bytes written so far */
+};
+
+int stream_write_header(struct stream_writer *writer, uint32_t page_size,
+                        struct gw_error *err);
+/* Writes one record whose body is the concatenation of parts (at most 6). */
+int stream_write_record(struct stream_writer *writer, uint32_t type,
+                        const struct iovec *parts, int nparts, struct gw_error *err);
+
+struct stream_reader {
+    struct stream_io io;
+    uint64_t offset;        /* bytes consumed so far */
+    uint32_t page_size;     /* from the header */
+    uint8_t *body;          /* the current record's body (owned) */
+    uint32_t body_cap;
+};
+
+struct stream_record {
+    uint32_t type;
+    uint32_t length;
+    const uint8_t *body;    /* valid until the next read */
+    uint64_t offset;        /* where the record started in the stream */
+};
+
+int stream_read_header(struct stream_reader *reader, struct gw_error *err);
+/* Reads the next record, checked: length within its type's bound, CRC right.
+ * Unknown optional records are skipped; an unknown mandatory record is an
+ * error. */
+int stream_read_record(struct stream_reader *reader, struct stream_record *record,
+                       struct gw_error *err);
+void stream_reader_free(struct stream_reader *reader);
+
+uint32_t stream_crc32c(uint32_t crc, const void *data, size_t len);
+
+#endif

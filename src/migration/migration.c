@@ -1,0 +1,240 @@
+/* The migration object: status transitions and their events, parameters,
+ * cancel, and the life cycle of the migration threads. */
+#include "migration_internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+const char *migration_status_name(enum migration_status status)
+{
+    static const char *const names[] = {
+        [MIGRATION_NONE] = "none", [MIGRATION_SETUP] = "setup",
+        [MIGRATION_ACTIVE] = "active", [MIGRATION_DEVICE] = "device",
+        [MIGRATION_CANCELLING] = "cancelling", [MIGRATION_CANCELLED] = "cancelled",
+        [MIGRATION_FAILED] = "failed", [MIGRATION_COMPLETED] = "completed",
+    };
+    return names[status];
+}
+
+uint64_t migration_now_us(void)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (uint64_t)now.tv_sec * 1000000 + (uint64_t)now.tv_nsec / 1000;
+}
+
+void migration_emit(struct migration *migration, const char *event, json_t *data)
+{
+    bool events;
+
+    pthread_mutex_lock(&migration->lock);
+    events = migration->cap_events;
+    pthread_mutex_unlock(&migration->lock);
+    if (events && migration->qmp)
+        qmp_server_emit_event(migration->qmp, event, data);
+    else
+        json_decref(data);
+}
+
+void migration_set_status(struct migration *migration, enum migration_status status)
+{
+    pthread_mutex_lock(&migration->lock);
+    if (migration->status == status) {
+        pthread_mutex_unlock(&migration->lock);
+        return;
+    }
+    migration->status = status;
+    pthread_cond_broadcast(&migration->changed);
+    pthread_mutex_unlock(&migration->lock);
+    migration_emit(migration, "MIGRATION",
+                   json_pack("{s:s}", "status", migration_status_name(status)));
+}
+
+bool migration_cancelled(struct migration *migration)
+{
+    return atomic_load(&migration->cancel_requested);
+}
+
+void migration_fail(struct migration *migration, const struct gw_error *err)
+{
+    bool cancelled = migration_cancelled(migration);
+
+    pthread_mutex_lock(&migration->lock);
+    if (!migration->error[0] && !cancelled)
+        snprintf(migration->error, sizeof(migration->error), "%s", err->msg);
+    pthread_mutex_unlock(&migration->lock);
+    migration_set_status(migration, cancelled ? MIGRATION_CANCELLED : MIGRATION_FAILED);
+}
+
+enum migration_status migration_status(struct migration *migration)
+{
+    enum migration_status status;
+
+    pthread_mutex_lock(&migration->lock);
+    status = migration->status;
+    pthread_mutex_unlock(&migration->lock);
+    return status;
+}
+
+struct migration *migration_new(const struct migration_host *host, struct qmp_server *qmp,
+                                struct gw_error *err)
+{
+    struct migration *migration;
+
+    if (host->nr_blocks == 0 || host->nr_blocks > STREAM_BLOCKS_MAX) {
+        gw_error_set(err, -EINVAL, "a migration needs 1 to %d RAM blocks", STREAM_BLOCKS_MAX);
+        return NULL;
+    }
+    for (unsigned i = 0; i < host->nr_blocks; i++) {
+        if (ram_block_validate(&host->blocks[i], err) < 0 ||
+            host->blocks[i].page_size != host->blocks[0].page_size ||
+            host->blocks[i].page_size > STREAM_PAGE_SIZE_MAX) {
+            if (!err || !err->code)
+                gw_error_set(err, -EINVAL, "every RAM block needs the same page size of at "
+                             "most 64 KiB");
+            return NULL;
+        }
+    }
+    migration = calloc(1, sizeof(*migration));
+    if (!migration) {
+        gw_error_set(err, -ENOMEM, "out of memory creating the migration state");
+        return NULL;
+    }
+    migration->host = *host;
+    migration->qmp = qmp;
+    migration->params.downtime_limit_ms = 300;
+    migration->channel.fd = -1;
+    migration->cancel_pipe[0] = migration->cancel_pipe[1] = -1;
+    pthread_mutex_init(&migration->lock, NULL);
+    pthread_cond_init(&migration->changed, NULL);
+    return migration;
+}
+
+static void free_bitmaps(struct migration *migration)
+{
+    for (unsigned i = 0; i < STREAM_BLOCKS_MAX; i++) {
+        free(migration->bitmaps[i]);
+        migration->bitmaps[i] = NULL;
+    }
+}
+
+/* Asks whatever runs to stop: flags it, shuts the channel down so blocked I/O
+ * returns, and wakes a destination waiting for its source. */
+void migration_request_cancel(struct migration *migration)
+{
+    atomic_store(&migration->cancel_requested, true);
+    pthread_mutex_lock(&migration->lock);
+    channel_shutdown(&migration->channel);
+    if (migration->cancel_pipe[1] >= 0 && write(migration->cancel_pipe[1], "x", 1) < 0) {
+        /* the pipe is full: a wake-up is already pending */
+    }
+    pthread_cond_broadcast(&migration->changed);
+    pthread_mutex_unlock(&migration->lock);
+}
+
+void migration_join(struct migration *migration)
+{
+    bool running;
+
+    pthread_mutex_lock(&migration->lock);
+    running = migration->thread_running;
+    migration->thread_running = false;
+    pthread_mutex_unlock(&migration->lock);
+    if (running)
+        pthread_join(migration->thread, NULL);
+}
+
+void migration_free(struct migration *migration)
+{
+    if (!migration)
+        return;
+    migration_request_cancel(migration);
+    migration_join(migration);
+    free_bitmaps(migration);
+    for (int i = 0; i < 2; i++)
+        if (migration->cancel_pipe[i] >= 0)
+            close(migration->cancel_pipe[i]);
+    pthread_mutex_destroy(&migration->lock);
+    pthread_cond_destroy(&migration->changed);
+    free(migration->qmp_commands);
+    free(migration->hmp_commands);
+    free(migration);
+}
+
+/* Starts a thread for a new migration; refuses while one is in progress. */
+int migration_launch(struct migration *migration, const struct uri *uri, bool destination,
+                     struct gw_error *err)
+{
+    enum migration_status status;
+    int rc;
+
+    pthread_mutex_lock(&migration->lock);
+    status = migration->status;
+    if (status == MIGRATION_SETUP || status == MIGRATION_ACTIVE ||
+        status == MIGRATION_DEVICE || status == MIGRATION_CANCELLING) {
+        pthread_mutex_unlock(&migration->lock);
+        return gw_error_set(err, -EBUSY, "a migration is already in progress (status %s); "
+                            "wait for it or cancel it with migrate_cancel",
+                            migration_status_name(status));
+    }
+    pthread_mutex_unlock(&migration->lock);
+    migration_join(migration);   /* the previous, finished thread */
+    free_bitmaps(migration);
+    memset(&migration->stats, 0, sizeof(migration->stats));
+    atomic_store(&migration->cancel_requested, false);
+    migration->error[0] = '\0';
+    migration->rp_error[0] = '\0';
+    migration->rp_ready = migration->rp_running_seen = migration->rp_closed = false;
+    migration->uri = *uri;
+    migration->is_destination = destination;
+    atomic_store(&migration->stats.start_ms, migration_now_us() / 1000);
+    migration_set_status(migration, MIGRATION_SETUP);
+    rc = pthread_create(&migration->thread, NULL,
+                        destination ? migration_destination_thread : migration_source_thread,
+                        migration);
+    if (rc) {
+        struct gw_error thread_err;
+        gw_error_set(&thread_err, -rc, "cannot start the migration thread: %s", strerror(rc));
+        migration_fail(migration, &thread_err);
+        return gw_error_set(err, -rc, "%s", thread_err.msg);
+    }
+    pthread_mutex_lock(&migration->lock);
+    migration->thread_running = true;
+    pthread_mutex_unlock(&migration->lock);
+    return 0;
+}
+
+int migration_incoming(struct migration *migration, const char *uri_text, struct gw_error *err)
+{
+    struct uri uri;
+    int rc = uri_parse(uri_text, &uri, err);
+
+    if (rc < 0)
+        return rc;
+    if (migration->status != MIGRATION_NONE)
+        return gw_error_set(err, -EBUSY, "an incoming migration was already started here "
+                            "(status %s); start a new destination VM for another",
+                            migration_status_name(migration->status));
+    if (migration->cancel_pipe[0] < 0 && pipe2(migration->cancel_pipe, O_CLOEXEC | O_NONBLOCK) < 0)
+        return gw_error_set(err, -errno, "pipe failed: %s", strerror(errno));
+    /* Listen now, so the socket exists and its errors reach the caller
+     * before anyone tries to connect. */
+    rc = channel_listen(&uri, &migration->listener, err);
+    if (rc < 0)
+        return rc;
+    migration->incoming_expected = false;
+    rc = migration_launch(migration, &uri, true, err);
+    if (rc < 0)
+        channel_listener_close(&migration->listener);
+    return rc;
+}
+
+void migration_expect_incoming(struct migration *migration)
+{
+    migration->incoming_expected = true;
+}

@@ -1,0 +1,471 @@
+/* The migration's QMP and HMP commands, with QEMU's names and units.
+ * Parameters are checked here, where they are set, and the message says the
+ * allowed range. */
+#include "migration_internal.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <godwit/hmp.h>
+#include <godwit/size.h>
+
+static bool in_progress(enum migration_status status)
+{
+    return status == MIGRATION_SETUP || status == MIGRATION_ACTIVE ||
+           status == MIGRATION_DEVICE || status == MIGRATION_CANCELLING;
+}
+
+static int start_migrate(struct migration *migration, const char *uri_text, struct gw_error *err)
+{
+    struct uri uri;
+    int rc = uri_parse(uri_text, &uri, err);
+
+    if (rc < 0)
+        return rc;
+    if (migration->incoming_expected || (migration->is_destination &&
+                                         migration_status(migration) != MIGRATION_COMPLETED))
+        return gw_error_set(err, -EBUSY, "this VM is waiting for an incoming migration; it "
+                            "can migrate out once it runs");
+    if (!migration->is_destination && migration_status(migration) == MIGRATION_COMPLETED)
+        return gw_error_set(err, -EINVAL, "this VM has already migrated away; its guest runs "
+                            "on the destination now");
+    return migration_launch(migration, &uri, false, err);
+}
+
+static int qmp_migrate(json_t *args, json_t **ret, struct gw_error *err, void *opaque)
+{
+    (void)ret;
+    if (json_is_true(json_object_get(args, "resume")) || json_is_true(json_object_get(args, "blk")) ||
+        json_is_true(json_object_get(args, "inc")))
+        return gw_error_set(err, -ENOTSUP, "godwit migrates RAM and devices only: 'blk', 'inc' "
+                            "and 'resume' must be false or absent");
+    return start_migrate(opaque, json_string_value(json_object_get(args, "uri")), err);
+}
+
+static int qmp_migrate_incoming(json_t *args, json_t **ret, struct gw_error *err, void *opaque)
+{
+    struct migration *migration = opaque;
+
+    (void)ret;
+    if (!migration->incoming_expected)
+        return gw_error_set(err, -EINVAL, "migrate-incoming needs a VM started with "
+                            "--incoming defer");
+    return migration_incoming(migration, json_string_value(json_object_get(args, "uri")), err);
+}
+
+static int qmp_migrate_cancel(json_t *args, json_t **ret, struct gw_error *err, void *opaque)
+{
+    struct migration *migration = opaque;
+    enum migration_status status = migration_status(migration);
+
+    (void)args;
+    (void)ret;
+    (void)err;
+    if (migration->is_destination || !in_progress(status))
+        return 0;   /* as QEMU: nothing to cancel is not an error */
+    migration_set_status(migration, MIGRATION_CANCELLING);
+    migration_request_cancel(migration);
+    return 0;
+}
+
+/* --- parameters --- */
+
+struct parameter {
+    const char *name;
+    uint64_t max;
+    size_t offset;
+    const char *unit;
+};
+
+static const struct parameter parameters[] = {
+    { "downtime-limit", DOWNTIME_LIMIT_MAX_MS,
+      offsetof(struct migration_params, downtime_limit_ms), "ms" },
+    { "max-bandwidth", BANDWIDTH_MAX, offsetof(struct migration_params, max_bandwidth),
+      "bytes/second" },
+    { "avail-switchover-bandwidth", BANDWIDTH_MAX,
+      offsetof(struct migration_params, avail_switchover_bandwidth), "bytes/second" },
+};
+#define NR_PARAMETERS (sizeof(parameters) / sizeof(parameters[0]))
+
+static uint64_t *parameter_field(struct migration_params *params, const struct parameter *p)
+{
+    return (uint64_t *)((char *)params + p->offset);
+}
+
+static int check_parameter(const struct parameter *p, json_t *value, struct gw_error *err)
+{
+    if (!json_is_integer(value) || json_integer_value(value) < 0 ||
+        (uint64_t)json_integer_value(value) > p->max)
+        return gw_error_set(err, -EINVAL, "Parameter '%s' expects an integer from 0 to %" PRIu64
+                            " (%s)", p->name, p->max, p->unit);
+    return 0;
+}
+
+static int qmp_set_parameters(json_t *args, json_t **ret, struct gw_error *err, void *opaque)
+{
+    struct migration *migration = opaque;
+    struct migration_params params;
+    const char *key;
+    json_t *value;
+
+    (void)ret;
+    pthread_mutex_lock(&migration->lock);
+    params = migration->params;
+    pthread_mutex_unlock(&migration->lock);
+    /* All or nothing: check every value before applying any. */
+    json_object_foreach(args, key, value) {
+        const struct parameter *found = NULL;
+        for (size_t i = 0; i < NR_PARAMETERS; i++)
+            if (!strcmp(parameters[i].name, key))
+                found = &parameters[i];
+        if (!found)
+            return gw_error_set(err, -EINVAL, "Parameter '%s' is unexpected; godwit has "
+                                "downtime-limit, max-bandwidth and avail-switchover-bandwidth",
+                                key);
+        if (check_parameter(found, value, err) < 0)
+            return -EINVAL;
+        *parameter_field(&params, found) = (uint64_t)json_integer_value(value);
+    }
+    pthread_mutex_lock(&migration->lock);
+    migration->params = params;
+    pthread_mutex_unlock(&migration->lock);
+    return 0;
+}
+
+static int qmp_query_parameters(json_t *args, json_t **ret, struct gw_error *err, void *opaque)
+{
+    struct migration *migration = opaque;
+    json_t *result = json_object();
+
+    (void)args;
+    (void)err;
+    pthread_mutex_lock(&migration->lock);
+    for (size_t i = 0; i < NR_PARAMETERS; i++)
+        json_object_set_new(result, parameters[i].name,
+                            json_integer((json_int_t)*parameter_field(&migration->params,
+                                                                      &parameters[i])));
+    pthread_mutex_unlock(&migration->lock);
+    *ret = result;
+    return 0;
+}
+
+/* --- capabilities --- */
+
+static int qmp_set_capabilities(json_t *args, json_t **ret, struct gw_error *err, void *opaque)
+{
+    struct migration *migration = opaque;
+    json_t *list = json_object_get(args, "capabilities"), *entry;
+    bool events;
+    size_t i;
+
+    (void)ret;
+    if (!json_is_array(list))
+        return gw_error_set(err, -EINVAL, "Invalid parameter type for 'capabilities', "
+                            "expected: array");
+    if (in_progress(migration_status(migration)))
+        return gw_error_set(err, -EBUSY, "There's a migration process in progress");
+    pthread_mutex_lock(&migration->lock);
+    events = migration->cap_events;
+    pthread_mutex_unlock(&migration->lock);
+    json_array_foreach(list, i, entry) {
+        const char *name = json_string_value(json_object_get(entry, "capability"));
+        json_t *state = json_object_get(entry, "state");
+        if (!name || !json_is_boolean(state))
+            return gw_error_set(err, -EINVAL, "each capability is {\"capability\": NAME, "
+                                "\"state\": BOOL}");
+        if (strcmp(name, "events"))
+            return gw_error_set(err, -EINVAL, "Capability '%s' is not supported by godwit; "
+                                "supported: events", name);
+        events = json_is_true(state);
+    }
+    pthread_mutex_lock(&migration->lock);
+    migration->cap_events = events;
+    pthread_mutex_unlock(&migration->lock);
+    return 0;
+}
+
+static int qmp_query_capabilities(json_t *args, json_t **ret, struct gw_error *err, void *opaque)
+{
+    struct migration *migration = opaque;
+
+    (void)args;
+    (void)err;
+    pthread_mutex_lock(&migration->lock);
+    *ret = json_pack("[{s:s,s:b}]", "capability", "events", "state", migration->cap_events);
+    pthread_mutex_unlock(&migration->lock);
+    return 0;
+}
+
+/* --- query-migrate --- */
+
+static json_t *ram_info(struct migration *migration)
+{
+    struct migration_stats *stats = &migration->stats;
+    uint64_t page_size = migration->host.blocks[0].page_size, total = 0;
+    uint64_t transfer_us = atomic_load(&stats->transfer_time_us);
+    uint64_t pass_started = atomic_load(&stats->pass_started_us);
+
+    if (pass_started)   /* a pass in progress counts too: live figures */
+        transfer_us += migration_now_us() - pass_started;
+    uint64_t precopy = atomic_load(&stats->precopy_bytes);
+    uint64_t normal = atomic_load(&stats->normal_pages);
+
+    for (unsigned i = 0; i < migration->host.nr_blocks; i++)
+        total += migration->host.blocks[i].size;
+    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:I,s:I,s:I,s:I,s:I}",
+        "transferred", (json_int_t)atomic_load(&stats->transferred),
+        "remaining", (json_int_t)atomic_load(&stats->remaining_bytes),
+        "total", (json_int_t)total,
+        "duplicate", (json_int_t)atomic_load(&stats->zero_pages),
+        "normal", (json_int_t)normal,
+        "normal-bytes", (json_int_t)(normal * page_size),
+        "dirty-pages-rate", (json_int_t)atomic_load(&stats->dirty_pages_rate),
+        "mbps", transfer_us ? (double)precopy * 8 / (double)transfer_us : 0.0,
+        "dirty-sync-count", (json_int_t)atomic_load(&stats->dirty_sync_count),
+        "pages-per-second", (json_int_t)atomic_load(&stats->pages_per_second),
+        "precopy-bytes", (json_int_t)precopy,
+        "downtime-bytes", (json_int_t)atomic_load(&stats->downtime_bytes),
+        "dirty-sync-time", (json_int_t)(atomic_load(&stats->dirty_sync_time_us) / 1000));
+}
+
+static json_t *migrate_info(struct migration *migration)
+{
+    struct migration_stats *stats = &migration->stats;
+    enum migration_status status;
+    char error[GW_ERROR_MSG_MAX];
+    json_t *info;
+
+    pthread_mutex_lock(&migration->lock);
+    status = migration->status;
+    memcpy(error, migration->error, sizeof(error));
+    pthread_mutex_unlock(&migration->lock);
+    if (status == MIGRATION_NONE)
+        return json_object();
+    info = json_pack("{s:s}", "status", migration_status_name(status));
+    uint64_t total = in_progress(status)
+                         ? migration_now_us() / 1000 - atomic_load(&stats->start_ms)
+                         : atomic_load(&stats->total_ms);
+    json_object_set_new(info, "total-time", json_integer((json_int_t)total));
+    if (status != MIGRATION_SETUP)
+        json_object_set_new(info, "setup-time",
+                            json_integer((json_int_t)atomic_load(&stats->setup_ms)));
+    if (status == MIGRATION_ACTIVE || status == MIGRATION_DEVICE)
+        json_object_set_new(info, "expected-downtime",
+                            json_integer((json_int_t)atomic_load(&stats->expected_downtime_ms)));
+    if (status == MIGRATION_COMPLETED && !migration->is_destination) {
+        json_object_set_new(info, "downtime",
+                            json_integer((json_int_t)atomic_load(&stats->downtime_ms)));
+        json_object_set_new(info, "expected-downtime-at-switchover",
+                            json_integer((json_int_t)atomic_load(
+                                &stats->expected_downtime_at_switchover_ms)));
+    }
+    if (status != MIGRATION_SETUP)
+        json_object_set_new(info, "ram", ram_info(migration));
+    if ((status == MIGRATION_FAILED || status == MIGRATION_CANCELLED) && error[0])
+        json_object_set_new(info, "error-desc", json_string(error));
+    return info;
+}
+
+static int qmp_query_migrate(json_t *args, json_t **ret, struct gw_error *err, void *opaque)
+{
+    (void)args;
+    (void)err;
+    *ret = migrate_info(opaque);
+    return 0;
+}
+
+/* --- HMP --- */
+
+static int hmp_info_migrate(const char *args, struct hmp_output *out, struct gw_error *err,
+                            void *opaque)
+{
+    json_t *info = migrate_info(opaque), *ram = json_object_get(info, "ram");
+    const char *status = json_string_value(json_object_get(info, "status"));
+
+    (void)args;
+    (void)err;
+    hmp_printf(out, "Migration status: %s\r\n", status ? status : "none");
+    static const struct { const char *field, *label; } times[] = {
+        { "total-time", "total time" }, { "expected-downtime", "expected downtime" },
+        { "downtime", "downtime" }, { "expected-downtime-at-switchover",
+                                      "expected downtime at switchover" },
+        { "setup-time", "setup" },
+    };
+    for (size_t i = 0; i < sizeof(times) / sizeof(times[0]); i++)
+        if (json_object_get(info, times[i].field))
+            hmp_printf(out, "%s: %" JSON_INTEGER_FORMAT " ms\r\n", times[i].label,
+                       json_integer_value(json_object_get(info, times[i].field)));
+    if (ram) {
+#define RAM_I(name) json_integer_value(json_object_get(ram, name))
+        hmp_printf(out, "transferred ram: %" JSON_INTEGER_FORMAT " kbytes\r\n",
+                   RAM_I("transferred") / 1024);
+        hmp_printf(out, "throughput: %.2f mbps\r\n",
+                   json_real_value(json_object_get(ram, "mbps")));
+        hmp_printf(out, "remaining ram: %" JSON_INTEGER_FORMAT " kbytes\r\n",
+                   RAM_I("remaining") / 1024);
+        hmp_printf(out, "total ram: %" JSON_INTEGER_FORMAT " kbytes\r\n", RAM_I("total") / 1024);
+        hmp_printf(out, "duplicate: %" JSON_INTEGER_FORMAT " pages\r\n", RAM_I("duplicate"));
+        hmp_printf(out, "normal: %" JSON_INTEGER_FORMAT " pages\r\n", RAM_I("normal"));
+        hmp_printf(out, "normal bytes: %" JSON_INTEGER_FORMAT " kbytes\r\n",
+                   RAM_I("normal-bytes") / 1024);
+        hmp_printf(out, "dirty sync count: %" JSON_INTEGER_FORMAT "\r\n", RAM_I("dirty-sync-count"));
+        hmp_printf(out, "dirty sync time: %" JSON_INTEGER_FORMAT " ms\r\n",
+                   RAM_I("dirty-sync-time"));
+        hmp_printf(out, "dirty pages rate: %" JSON_INTEGER_FORMAT " pages\r\n",
+                   RAM_I("dirty-pages-rate"));
+        hmp_printf(out, "pages-per-second: %" JSON_INTEGER_FORMAT "\r\n", RAM_I("pages-per-second"));
+        hmp_printf(out, "precopy ram: %" JSON_INTEGER_FORMAT " kbytes\r\n",
+                   RAM_I("precopy-bytes") / 1024);
+        hmp_printf(out, "downtime ram: %" JSON_INTEGER_FORMAT " kbytes\r\n",
+                   RAM_I("downtime-bytes") / 1024);
+#undef RAM_I
+    }
+    if (json_object_get(info, "error-desc"))
+        hmp_printf(out, "error description: %s\r\n",
+                   json_string_value(json_object_get(info, "error-desc")));
+    json_decref(info);
+    return 0;
+}
+
+static int hmp_info_parameters(const char *args, struct hmp_output *out, struct gw_error *err,
+                               void *opaque)
+{
+    struct migration *migration = opaque;
+
+    (void)args;
+    (void)err;
+    pthread_mutex_lock(&migration->lock);
+    for (size_t i = 0; i < NR_PARAMETERS; i++)
+        hmp_printf(out, "%s: %" PRIu64 " %s\r\n", parameters[i].name,
+                   *parameter_field(&migration->params, &parameters[i]), parameters[i].unit);
+    pthread_mutex_unlock(&migration->lock);
+    return 0;
+}
+
+static int hmp_info_capabilities(const char *args, struct hmp_output *out, struct gw_error *err,
+                                 void *opaque)
+{
+    struct migration *migration = opaque;
+
+    (void)args;
+    (void)err;
+    pthread_mutex_lock(&migration->lock);
+    hmp_printf(out, "events: %s\r\n", migration->cap_events ? "on" : "off");
+    pthread_mutex_unlock(&migration->lock);
+    return 0;
+}
+
+static int hmp_migrate(const char *args, struct hmp_output *out, struct gw_error *err,
+                       void *opaque)
+{
+    (void)out;
+    if (!args[0])
+        return gw_error_set(err, -EINVAL, "migrate needs a URI: %s", uri_accepted_forms);
+    return start_migrate(opaque, args, err);
+}
+
+static int hmp_migrate_incoming(const char *args, struct hmp_output *out, struct gw_error *err,
+                                void *opaque)
+{
+    json_t *request = json_pack("{s:s}", "uri", args), *ret = NULL;
+    int rc = qmp_migrate_incoming(request, &ret, err, opaque);
+
+    (void)out;
+    json_decref(request);
+    return rc;
+}
+
+static int hmp_migrate_cancel(const char *args, struct hmp_output *out, struct gw_error *err,
+                              void *opaque)
+{
+    (void)args;
+    (void)out;
+    return qmp_migrate_cancel(NULL, NULL, err, opaque);
+}
+
+/* HMP takes human sizes for bandwidths ("100M" is 100 MiB/s) and plain
+ * milliseconds for the downtime limit. */
+static int hmp_set_parameter(const char *args, struct hmp_output *out, struct gw_error *err,
+                             void *opaque)
+{
+    char name[64];
+    const char *value_text;
+    uint64_t value;
+    int rc;
+
+    (void)out;
+    if (sscanf(args, "%63s", name) != 1 || !(value_text = strchr(args, ' ')))
+        return gw_error_set(err, -EINVAL, "usage: migrate_set_parameter NAME VALUE");
+    while (*value_text == ' ')
+        value_text++;
+    rc = size_parse(value_text, strcmp(name, "downtime-limit") ? SIZE_MiB : 1, &value, err);
+    if (rc < 0)
+        return rc;
+    json_t *request = json_pack("{s:I}", name, (json_int_t)(value > BANDWIDTH_MAX
+                                                             ? BANDWIDTH_MAX + 1 : value));
+    json_t *ret = NULL;
+    rc = qmp_set_parameters(request, &ret, err, opaque);
+    json_decref(request);
+    return rc;
+}
+
+static const struct qmp_arg migrate_args[] = {
+    { "uri", QMP_ARG_STR, false }, { "blk", QMP_ARG_BOOL, true }, { "inc", QMP_ARG_BOOL, true },
+    { "detach", QMP_ARG_BOOL, true }, { "resume", QMP_ARG_BOOL, true }, { NULL, 0, false },
+};
+static const struct qmp_arg uri_args[] = { { "uri", QMP_ARG_STR, false }, { NULL, 0, false } };
+static const struct qmp_arg parameter_args[] = {
+    { "downtime-limit", QMP_ARG_ANY, true }, { "max-bandwidth", QMP_ARG_ANY, true },
+    { "avail-switchover-bandwidth", QMP_ARG_ANY, true }, { NULL, 0, false },
+};
+static const struct qmp_arg capability_args[] = {
+    { "capabilities", QMP_ARG_ANY, false }, { NULL, 0, false },
+};
+
+int migration_register_monitor(struct migration *migration, struct gw_error *err)
+{
+    const struct qmp_command qmp[] = {
+        { "migrate", migrate_args, qmp_migrate, migration, NULL },
+        { "migrate-incoming", uri_args, qmp_migrate_incoming, migration, NULL },
+        { "migrate_cancel", NULL, qmp_migrate_cancel, migration, NULL },
+        { "migrate-set-parameters", parameter_args, qmp_set_parameters, migration, NULL },
+        { "query-migrate-parameters", NULL, qmp_query_parameters, migration, NULL },
+        { "migrate-set-capabilities", capability_args, qmp_set_capabilities, migration, NULL },
+        { "query-migrate-capabilities", NULL, qmp_query_capabilities, migration, NULL },
+        { "query-migrate", NULL, qmp_query_migrate, migration, NULL },
+    };
+    const struct hmp_command hmp[] = {
+        { "info migrate", "", "show the migration's status and figures", hmp_info_migrate,
+          migration },
+        { "info migrate_parameters", "", "show the migration parameters", hmp_info_parameters,
+          migration },
+        { "info migrate_capabilities", "", "show the migration capabilities",
+          hmp_info_capabilities, migration },
+        { "migrate", "URI", "migrate the VM to URI", hmp_migrate, migration },
+        { "migrate_incoming", "URI", "receive a migration on URI (with --incoming defer)",
+          hmp_migrate_incoming, migration },
+        { "migrate_cancel", "", "cancel the outgoing migration", hmp_migrate_cancel, migration },
+        { "migrate_set_parameter", "NAME VALUE", "set a migration parameter (bandwidths in "
+          "MiB/s unless suffixed)", hmp_set_parameter, migration },
+    };
+    /* The server keeps pointers: the tables live as long as the migration. */
+    migration->qmp_commands = malloc(sizeof(qmp));
+    migration->hmp_commands = malloc(sizeof(hmp));
+    if (!migration->qmp_commands || !migration->hmp_commands)
+        return gw_error_set(err, -ENOMEM, "out of memory registering migration commands");
+    memcpy(migration->qmp_commands, qmp, sizeof(qmp));
+    memcpy(migration->hmp_commands, hmp, sizeof(hmp));
+    for (size_t i = 0; i < sizeof(qmp) / sizeof(qmp[0]); i++) {
+        int rc = qmp_server_register(migration->qmp, &migration->qmp_commands[i], err);
+        if (rc < 0)
+            return rc;
+    }
+    for (size_t i = 0; i < sizeof(hmp) / sizeof(hmp[0]); i++) {
+        int rc = hmp_register(migration->qmp, &migration->hmp_commands[i], err);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}

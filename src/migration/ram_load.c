@@ -1,0 +1,157 @@
+/* The destination's side of the stream: RAM blocks, pages, zero runs,
+ * devices and END. Everything in a body is checked before it is used: block
+ * ids against the block list, page indexes against the block, counts against
+ * the record length. No write ever leaves a block. */
+#include "migration_internal.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <string.h>
+
+#include <godwit/size.h>
+
+#define RAM_BLOCK_ENTRY 48   /* name[32], size u64, gpa u64 */
+
+uint32_t ram_blocks_record(const struct ram_block *blocks, unsigned nr_blocks, uint8_t *body)
+{
+    uint32_t count = nr_blocks, reserved = 0;
+    uint8_t *at = body + 8;
+
+    memcpy(body, &count, 4);
+    memcpy(body + 4, &reserved, 4);
+    for (unsigned i = 0; i < nr_blocks; i++, at += RAM_BLOCK_ENTRY) {
+        memset(at, 0, 32);
+        memcpy(at, blocks[i].name, strnlen(blocks[i].name, 31));
+        memcpy(at + 32, &blocks[i].size, 8);
+        memcpy(at + 40, &blocks[i].gpa, 8);
+    }
+    return 8 + nr_blocks * RAM_BLOCK_ENTRY;
+}
+
+int ram_check_blocks(const struct ram_block *blocks, unsigned nr_blocks, uint32_t page_size,
+                     const uint8_t *body, uint32_t length, struct gw_error *err)
+{
+    char theirs[32], ours[32];
+    uint32_t count;
+
+    if (length < 8)
+        return gw_error_set(err, -EPROTO, "RAM_BLOCKS record is too short");
+    memcpy(&count, body, 4);
+    if (count > STREAM_BLOCKS_MAX || length != 8 + count * RAM_BLOCK_ENTRY)
+        return gw_error_set(err, -EPROTO, "RAM_BLOCKS record lists %u blocks in %u bytes",
+                            count, length);
+    if (page_size != blocks[0].page_size)
+        return gw_error_set(err, -EPROTO, "the source's page size is %u, this VM's is %" PRIu64,
+                            page_size, blocks[0].page_size);
+    for (uint32_t i = 0; i < count || i < nr_blocks; i++) {
+        const uint8_t *entry = body + 8 + i * RAM_BLOCK_ENTRY;
+        char name[33] = { 0 };
+        uint64_t size = 0;
+
+        if (i < count) {
+            memcpy(name, entry, 32);
+            memcpy(&size, entry + 32, 8);
+        }
+        if (i >= count)
+            return gw_error_set(err, -EINVAL,
+                                "this VM has RAM block '%s' (%s) that the source lacks: start "
+                                "the destination with the source's --memory",
+                                blocks[i].name, size_format(blocks[i].size, ours, sizeof(ours)));
+        if (i >= nr_blocks)
+            return gw_error_set(err, -EINVAL,
+                                "the source has RAM block '%s' (%s) that this VM lacks: start "
+                                "the destination with the source's --memory",
+                                name, size_format(size, theirs, sizeof(theirs)));
+        if (strcmp(name, blocks[i].name) || size != blocks[i].size)
+            return gw_error_set(err, -EINVAL,
+                                "RAM block %u differs: the source has '%s' of %s, this VM has "
+                                "'%s' of %s; start the destination with the source's --memory",
+                                i, name, size_format(size, theirs, sizeof(theirs)),
+                                blocks[i].name, size_format(blocks[i].size, ours, sizeof(ours)));
+    }
+    return 0;
+}
+
+static int check_block(unsigned nr_blocks, uint32_t block, const char *what,
+                       struct gw_error *err)
+{
+    if (block >= nr_blocks)
+        return gw_error_set(err, -EPROTO, "%s record names RAM block %u; there are %u", what,
+                            block, nr_blocks);
+    return 0;
+}
+
+int ram_load_pages(const struct ram_block *blocks, unsigned nr_blocks, uint32_t page_size,
+                   const uint8_t *body, uint32_t length, uint64_t *pages, struct gw_error *err)
+{
+    uint32_t block, count;
+    const uint8_t *data;
+    uint64_t block_pages;
+    int rc;
+
+    if (length < 8)
+        return gw_error_set(err, -EPROTO, "PAGES record is too short");
+    memcpy(&block, body, 4);
+    memcpy(&count, body + 4, 4);
+    if ((rc = check_block(nr_blocks, block, "PAGES", err)) < 0)
+        return rc;
+    if (count == 0 || count > STREAM_PAGES_PER_RECORD ||
+        length != 8 + (uint64_t)count * (8 + page_size))
+        return gw_error_set(err, -EPROTO, "PAGES record of %u bytes cannot hold %u pages",
+                            length, count);
+    block_pages = blocks[block].size / page_size;
+    data = body + 8 + (size_t)count * 8;
+    for (uint32_t i = 0; i < count; i++) {
+        uint64_t index;
+        memcpy(&index, body + 8 + (size_t)i * 8, 8);
+        if (index >= block_pages)
+            return gw_error_set(err, -EPROTO,
+                                "PAGES record names page %" PRIu64 " of block '%s', which has %"
+                                PRIu64 " pages", index, blocks[block].name, block_pages);
+        memcpy(blocks[block].host + index * page_size, data + (size_t)i * page_size, page_size);
+    }
+    *pages += count;
+    return 0;
+}
+
+/* Fresh destination memory reads as zero without being written: only a page
+ * that holds something is cleared, so a zero page costs no first touch. */
+static void clear_page(uint8_t *page, uint32_t page_size)
+{
+    if (!ram_page_is_zero(page, page_size))
+        memset(page, 0, page_size);
+}
+
+int ram_load_zero_pages(const struct ram_block *blocks, unsigned nr_blocks, uint32_t page_size,
+                        const uint8_t *body, uint32_t length, uint64_t *pages,
+                        struct gw_error *err)
+{
+    uint32_t block, count;
+    uint64_t block_pages;
+    int rc;
+
+    if (length < 8)
+        return gw_error_set(err, -EPROTO, "ZERO_PAGES record is too short");
+    memcpy(&block, body, 4);
+    memcpy(&count, body + 4, 4);
+    if ((rc = check_block(nr_blocks, block, "ZERO_PAGES", err)) < 0)
+        return rc;
+    if (count == 0 || count > STREAM_ZERO_RUNS_PER_RECORD || length != 8 + (uint64_t)count * 16)
+        return gw_error_set(err, -EPROTO, "ZERO_PAGES record of %u bytes cannot hold %u runs",
+                            length, count);
+    block_pages = blocks[block].size / page_size;
+    for (uint32_t i = 0; i < count; i++) {
+        uint64_t first, run;
+        memcpy(&first, body + 8 + (size_t)i * 16, 8);
+        memcpy(&run, body + 16 + (size_t)i * 16, 8);
+        if (run == 0 || first >= block_pages || run > block_pages - first)
+            return gw_error_set(err, -EPROTO,
+                                "ZERO_PAGES record names pages [%" PRIu64 ", +%" PRIu64
+                                ") of block '%s', which has %" PRIu64 " pages",
+                                first, run, blocks[block].name, block_pages);
+        for (uint64_t page = first; page < first + run; page++)
+            clear_page(blocks[block].host + page * page_size, page_size);
+        *pages += run;
+    }
+    return 0;
+}

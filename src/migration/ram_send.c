@@ -1,0 +1,272 @@
+/* The source's page sender: walks the dirty bitmaps in chunks, re-arms
+ * tracking for a chunk just before reading it, sends zero pages as runs and
+ * other pages as copies. Pages are copied into the record buffer before the
+ * CRC is computed, so a guest write during the send cannot make the record
+ * lie; that write re-dirties the page and the next pass sends it again. */
+#include "migration_internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* Pages re-armed and read together: one KVM_CLEAR_DIRTY_LOG per chunk. */
+#define CHUNK_WORDS 4
+#define CHUNK_PAGES (CHUNK_WORDS * 64)
+
+struct ram_sender {
+    struct migration *migration;
+    struct stream_writer *writer;
+    uint32_t page_size;
+    bool vm_stopped;
+
+    uint32_t batch_block;
+    uint32_t batch_count;
+    uint64_t batch_index[STREAM_PAGES_PER_RECORD];
+    uint8_t *batch_data;
+
+    uint32_t zero_block;
+    uint32_t zero_count;
+    uint64_t zero_runs[STREAM_ZERO_RUNS_PER_RECORD][2];
+
+    uint64_t window_start_us, window_bytes;   /* max-bandwidth pacing */
+};
+
+bool ram_page_is_zero(const uint8_t *page, size_t len)
+{
+    const uint64_t *words = (const uint64_t *)page;
+
+    for (size_t i = 0; i < len / 8; i += 8) {
+        if (words[i] | words[i + 1] | words[i + 2] | words[i + 3] | words[i + 4] |
+            words[i + 5] | words[i + 6] | words[i + 7])
+            return false;
+    }
+    return true;
+}
+
+struct ram_sender *ram_sender_new(struct migration *migration, struct stream_writer *writer,
+                                  uint32_t page_size)
+{
+    struct ram_sender *sender = calloc(1, sizeof(*sender));
+
+    if (!sender)
+        return NULL;
+    sender->batch_data = malloc((size_t)STREAM_PAGES_PER_RECORD * page_size);
+    if (!sender->batch_data) {
+        free(sender);
+        return NULL;
+    }
+    sender->migration = migration;
+    sender->writer = writer;
+    sender->page_size = page_size;
+    return sender;
+}
+
+void ram_sender_free(struct ram_sender *sender)
+{
+    if (sender) {
+        free(sender->batch_data);
+        free(sender);
+    }
+}
+
+/* Sleeps as needed to keep to max-bandwidth, in slices that notice cancel. */
+static void pace(struct ram_sender *sender, uint64_t bytes)
+{
+    struct migration *migration = sender->migration;
+    uint64_t limit, now = migration_now_us(), due_us;
+
+    pthread_mutex_lock(&migration->lock);
+    limit = migration->params.max_bandwidth;
+    pthread_mutex_unlock(&migration->lock);
+    if (!limit || sender->vm_stopped)
+        return;   /* the stop-copy phase is never throttled: it is downtime */
+    if (!sender->window_start_us || now - sender->window_start_us > 1000000) {
+        sender->window_start_us = now;
+        sender->window_bytes = 0;
+    }
+    sender->window_bytes += bytes;
+    due_us = sender->window_start_us + sender->window_bytes * 1000000 / limit;
+    while (now < due_us && !migration_cancelled(migration)) {
+        uint64_t nap = due_us - now > 20000 ? 20000 : due_us - now;
+        struct timespec ts = { 0, (long)(nap * 1000) };
+        nanosleep(&ts, NULL);
+        now = migration_now_us();
+    }
+}
+
+static int write_counted(struct ram_sender *sender, uint32_t type, struct iovec *parts,
+                         int nparts, struct gw_error *err)
+{
+    struct migration_stats *stats = &sender->migration->stats;
+    uint64_t before = sender->writer->offset, bytes;
+    int rc = stream_write_record(sender->writer, type, parts, nparts, err);
+
+    if (rc < 0)
+        return rc;
+    bytes = sender->writer->offset - before;
+    atomic_fetch_add(&stats->transferred, bytes);
+    atomic_fetch_add(sender->vm_stopped ? &stats->downtime_bytes : &stats->precopy_bytes, bytes);
+    pace(sender, bytes);
+    return 0;
+}
+
+static int flush_batch(struct ram_sender *sender, struct gw_error *err)
+{
+    uint32_t header[2] = { sender->batch_block, sender->batch_count };
+    struct iovec parts[3] = {
+        { header, sizeof(header) },
+        { sender->batch_index, sender->batch_count * sizeof(uint64_t) },
+        { sender->batch_data, (size_t)sender->batch_count * sender->page_size },
+    };
+    int rc;
+
+    if (!sender->batch_count)
+        return 0;
+    rc = write_counted(sender, REC_PAGES, parts, 3, err);
+    atomic_fetch_add(&sender->migration->stats.normal_pages, sender->batch_count);
+    sender->batch_count = 0;
+    return rc;
+}
+
+static int flush_zero(struct ram_sender *sender, struct gw_error *err)
+{
+    uint32_t header[2] = { sender->zero_block, sender->zero_count };
+    struct iovec parts[2] = {
+        { header, sizeof(header) },
+        { sender->zero_runs, sender->zero_count * sizeof(sender->zero_runs[0]) },
+    };
+    uint64_t pages = 0;
+    int rc;
+
+    if (!sender->zero_count)
+        return 0;
+    for (uint32_t i = 0; i < sender->zero_count; i++)
+        pages += sender->zero_runs[i][1];
+    rc = write_counted(sender, REC_ZERO_PAGES, parts, 2, err);
+    atomic_fetch_add(&sender->migration->stats.zero_pages, pages);
+    sender->zero_count = 0;
+    return rc;
+}
+
+static int add_zero(struct ram_sender *sender, uint32_t block, uint64_t page,
+                    struct gw_error *err)
+{
+    int rc;
+
+    if (sender->zero_count && sender->zero_block == block) {
+        uint64_t *last = sender->zero_runs[sender->zero_count - 1];
+        if (last[0] + last[1] == page) {
+            last[1]++;
+            return 0;
+        }
+    }
+    if (sender->zero_count == STREAM_ZERO_RUNS_PER_RECORD ||
+        (sender->zero_count && sender->zero_block != block)) {
+        rc = flush_zero(sender, err);
+        if (rc < 0)
+            return rc;
+    }
+    sender->zero_block = block;
+    sender->zero_runs[sender->zero_count][0] = page;
+    sender->zero_runs[sender->zero_count][1] = 1;
+    sender->zero_count++;
+    return 0;
+}
+
+static int add_page(struct ram_sender *sender, uint32_t block, uint64_t page,
+                    const uint8_t *data, struct gw_error *err)
+{
+    int rc;
+
+    if (sender->batch_count == STREAM_PAGES_PER_RECORD ||
+        (sender->batch_count && sender->batch_block != block)) {
+        rc = flush_batch(sender, err);
+        if (rc < 0)
+            return rc;
+    }
+    sender->batch_block = block;
+    sender->batch_index[sender->batch_count] = page;
+    memcpy(sender->batch_data + (size_t)sender->batch_count * sender->page_size, data,
+           sender->page_size);
+    sender->batch_count++;
+    return 0;
+}
+
+static int send_chunk(struct ram_sender *sender, uint32_t block_index, uint64_t first_page,
+                      uint64_t *words, unsigned nr_words, bool clear_tracker,
+                      struct gw_error *err)
+{
+    struct migration *migration = sender->migration;
+    const struct ram_block *block = &migration->host.blocks[block_index];
+    uint64_t bits[CHUNK_WORDS];
+    int rc;
+
+    memcpy(bits, words, nr_words * sizeof(uint64_t));
+    memset(words, 0, nr_words * sizeof(uint64_t));
+    uint64_t pages = 0;
+    for (unsigned w = 0; w < nr_words; w++)
+        pages += (uint64_t)__builtin_popcountll(bits[w]);
+    /* remaining counts what is not sent yet, as QEMU's does. */
+    atomic_fetch_sub(&migration->stats.remaining_bytes, pages * sender->page_size);
+    if (clear_tracker) {
+        rc = migration->host.dirty->clear(migration->host.dirty_opaque, block_index, first_page,
+                                          bits, nr_words, err);
+        if (rc < 0)
+            return rc;
+    }
+    for (unsigned w = 0; w < nr_words; w++) {
+        for (uint64_t word = bits[w]; word; word &= word - 1) {
+            uint64_t page = first_page + w * 64 + (uint64_t)__builtin_ctzll(word);
+            const uint8_t *data = block->host + page * sender->page_size;
+            rc = ram_page_is_zero(data, sender->page_size)
+                     ? add_zero(sender, block_index, page, err)
+                     : add_page(sender, block_index, page, data, err);
+            if (rc < 0)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+int ram_sender_send_dirty(struct ram_sender *sender, bool clear_tracker, bool vm_stopped,
+                          struct gw_error *err)
+{
+    struct migration *migration = sender->migration;
+    int rc;
+
+    sender->vm_stopped = vm_stopped;
+    for (unsigned b = 0; b < migration->host.nr_blocks; b++) {
+        uint64_t *bitmap = migration->bitmaps[b];
+        uint64_t words = (ram_block_pages(&migration->host.blocks[b]) + 63) / 64;
+
+        for (uint64_t w = 0; w < words; w += CHUNK_WORDS) {
+            unsigned nr_words = words - w < CHUNK_WORDS ? (unsigned)(words - w) : CHUNK_WORDS;
+            bool any = false;
+            for (unsigned i = 0; i < nr_words; i++)
+                any |= bitmap[w + i] != 0;
+            if (!any)
+                continue;
+            if (migration_cancelled(migration))
+                return gw_error_set(err, -ECANCELED, "the migration was cancelled");
+            rc = send_chunk(sender, b, w * 64, bitmap + w, nr_words, clear_tracker, err);
+            if (rc < 0)
+                return rc;
+        }
+    }
+    if ((rc = flush_batch(sender, err)) < 0)
+        return rc;
+    return flush_zero(sender, err);
+}
+
+uint64_t ram_count_dirty(struct migration *migration)
+{
+    uint64_t pages = 0;
+
+    for (unsigned b = 0; b < migration->host.nr_blocks; b++) {
+        uint64_t words = (ram_block_pages(&migration->host.blocks[b]) + 63) / 64;
+        for (uint64_t w = 0; w < words; w++)
+            pages += (uint64_t)__builtin_popcountll(migration->bitmaps[b][w]);
+    }
+    return pages;
+}

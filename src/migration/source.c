@@ -1,0 +1,412 @@
+/* The source's migration thread. It owns the channel's write side, the
+ * dirty bitmaps and the page sender; the return-path thread owns the read
+ * side. The guest is stopped only in switchover(), and every failure path
+ * after that resumes it: until the destination has said RP_READY and GO has
+ * been sent, the source still owns the guest. */
+#include "migration_internal.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Below this, what is left to send while stopped counts as "small": stop
+ * now, whatever the limit, since more passes cannot make it much smaller. */
+#define SMALL_DOWNTIME_US 2000
+/* A pass must shrink the dirty set by 10% to be worth another one. */
+#define SHRINK_PERCENT 90
+/* Waiting for the destination's answers during switchover. */
+#define READY_TIMEOUT_US (60ULL * 1000000)
+#define RUNNING_TIMEOUT_US (10ULL * 1000000)
+
+struct source {
+    struct migration *migration;
+    struct stream_writer writer;
+    struct ram_sender *sender;
+    uint32_t page_size;
+    bool tracking;
+    bool vm_stopped;           /* by us, so ours to resume on failure */
+    uint64_t stop_us;
+    uint64_t expected_downtime_us;
+};
+
+static void *return_path_thread(void *opaque)
+{
+    struct migration *migration = opaque;
+    struct stream_reader reader = { .io = channel_stream_io(&migration->channel),
+                                    .page_size = 4096 };
+    struct stream_record record;
+    struct gw_error err = { 0 };
+
+    while (stream_read_record(&reader, &record, &err) == 0) {
+        pthread_mutex_lock(&migration->lock);
+        if (record.type == REC_RP_READY) {
+            migration->rp_ready = true;
+        } else if (record.type == REC_RP_RUNNING) {
+            migration->rp_running_seen = true;
+        } else if (record.type == REC_RP_ERROR && record.length >= 4) {
+            snprintf(migration->rp_error, sizeof(migration->rp_error), "%.*s",
+                     (int)(record.length - 4), (const char *)record.body + 4);
+        }
+        pthread_cond_broadcast(&migration->changed);
+        pthread_mutex_unlock(&migration->lock);
+        if (record.type == REC_RP_ERROR) {
+            channel_shutdown(&migration->channel);   /* stop the sender at once */
+            break;
+        }
+    }
+    pthread_mutex_lock(&migration->lock);
+    migration->rp_closed = true;
+    pthread_cond_broadcast(&migration->changed);
+    pthread_mutex_unlock(&migration->lock);
+    stream_reader_free(&reader);
+    return NULL;
+}
+
+static int allocate_bitmaps(struct migration *migration, struct gw_error *err)
+{
+    for (unsigned b = 0; b < migration->host.nr_blocks; b++) {
+        uint64_t pages = ram_block_pages(&migration->host.blocks[b]);
+        uint64_t words = (pages + 63) / 64;
+        migration->bitmaps[b] = malloc(words * sizeof(uint64_t));
+        if (!migration->bitmaps[b])
+            return gw_error_set(err, -ENOMEM, "out of memory for the dirty bitmaps");
+        /* Every page is dirty before the first pass; no bit past the end. */
+        memset(migration->bitmaps[b], 0xff, words * sizeof(uint64_t));
+        if (pages % 64)
+            migration->bitmaps[b][words - 1] = (1ULL << (pages % 64)) - 1;
+    }
+    return 0;
+}
+
+static int setup(struct source *source, struct gw_error *err)
+{
+    struct migration *migration = source->migration;
+    uint8_t blocks_body[8 + STREAM_BLOCKS_MAX * 48];
+    struct iovec part = { blocks_body, 0 };
+    struct channel channel;
+    int rc;
+
+    rc = channel_connect(&migration->uri, &channel, err);
+    if (rc < 0)
+        return rc;
+    pthread_mutex_lock(&migration->lock);
+    migration->channel = channel;
+    if (migration_cancelled(migration))
+        channel_shutdown(&migration->channel);
+    pthread_mutex_unlock(&migration->lock);
+    source->writer.io = channel_stream_io(&migration->channel);
+    source->page_size = (uint32_t)migration->host.blocks[0].page_size;
+    part.iov_len = ram_blocks_record(migration->host.blocks, migration->host.nr_blocks,
+                                     blocks_body);
+    if ((rc = stream_write_header(&source->writer, source->page_size, err)) < 0 ||
+        (rc = stream_write_record(&source->writer, REC_RAM_BLOCKS, &part, 1, err)) < 0)
+        return rc;
+    if (migration->channel.has_return_path) {
+        rc = pthread_create(&migration->rp_thread, NULL, return_path_thread, migration);
+        if (rc)
+            return gw_error_set(err, -rc, "cannot start the return-path thread");
+        migration->rp_running = true;
+    }
+    if ((rc = allocate_bitmaps(migration, err)) < 0)
+        return rc;
+    rc = migration->host.dirty->start(migration->host.dirty_opaque, err);
+    if (rc < 0)
+        return rc;
+    source->tracking = true;
+    source->sender = ram_sender_new(migration, &source->writer, source->page_size);
+    if (!source->sender)
+        return gw_error_set(err, -ENOMEM, "out of memory for the page sender");
+    return 0;
+}
+
+/* Device bytes the stop-copy phase will send, clamped: a device may report
+ * nonsense and must not break the estimate. */
+static uint64_t device_stopcopy_bytes(struct migration *migration)
+{
+    struct device_registry *devices = migration->host.devices;
+    uint64_t total = 0;
+
+    for (unsigned i = 0; devices && i < devices->count; i++) {
+        uint64_t precopy = 0, stopcopy = 0;
+        if (!devices->devices[i].ops->query_pending)
+            continue;
+        devices->devices[i].ops->query_pending(devices->devices[i].opaque, &precopy, &stopcopy);
+        total += stopcopy > DEVICE_STATE_MAX ? DEVICE_STATE_MAX : stopcopy;
+    }
+    return total;
+}
+
+static int sync_dirty(struct source *source, struct gw_error *err)
+{
+    struct migration *migration = source->migration;
+    uint64_t started = migration_now_us();
+    int rc;
+
+    for (unsigned b = 0; b < migration->host.nr_blocks; b++) {
+        rc = migration->host.dirty->sync(migration->host.dirty_opaque, b, migration->bitmaps[b],
+                                         err);
+        if (rc < 0)
+            return rc;
+    }
+    atomic_fetch_add(&migration->stats.dirty_sync_time_us, migration_now_us() - started);
+    atomic_fetch_add(&migration->stats.dirty_sync_count, 1);
+    return 0;
+}
+
+/* Sends one pass and updates the estimates; returns the dirty pages left. */
+static int run_pass(struct source *source, uint64_t pass, uint64_t *dirty_pages,
+                    struct gw_error *err)
+{
+    struct migration *migration = source->migration;
+    struct migration_stats *stats = &migration->stats;
+    uint64_t bytes_before = atomic_load(&stats->transferred);
+    uint64_t started = migration_now_us(), sent_us, bytes;
+    struct iovec part = { &pass, sizeof(pass) };
+    int rc;
+
+    migration_emit(migration, "MIGRATION_PASS", json_pack("{s:I}", "pass", (json_int_t)pass));
+    atomic_store(&stats->remaining_bytes, ram_count_dirty(migration) * source->page_size);
+    atomic_store(&stats->pass_started_us, started);
+    rc = ram_sender_send_dirty(source->sender, true, false, err);
+    atomic_store(&stats->pass_started_us, 0);
+    if (rc == 0)
+        rc = stream_write_record(&source->writer, REC_PASS_END, &part, 1, err);
+    if (rc < 0)
+        return rc;
+    sent_us = migration_now_us() - started;
+    bytes = atomic_load(&stats->transferred) - bytes_before;
+    atomic_fetch_add(&stats->transfer_time_us, sent_us);
+    /* A pass of a few pages says more about latency than bandwidth: keep the
+     * last estimate from a pass that moved real data. */
+    if (bytes >= (1u << 20) && sent_us > 0) {
+        atomic_store(&stats->bandwidth, bytes * 1000000 / sent_us);
+        atomic_store(&stats->pages_per_second,
+                     (bytes / source->page_size) * 1000000 / sent_us);
+    }
+    rc = sync_dirty(source, err);
+    if (rc < 0)
+        return rc;
+    *dirty_pages = ram_count_dirty(migration);
+    atomic_store(&stats->remaining_bytes, *dirty_pages * source->page_size);
+    atomic_store(&stats->dirty_pages_rate,
+                 *dirty_pages * 1000000 / (migration_now_us() - started + 1));
+    return 0;
+}
+
+static uint64_t expected_downtime_us(struct source *source, uint64_t dirty_pages)
+{
+    struct migration *migration = source->migration;
+    uint64_t bandwidth, remaining;
+
+    pthread_mutex_lock(&migration->lock);
+    bandwidth = migration->params.avail_switchover_bandwidth;
+    pthread_mutex_unlock(&migration->lock);
+    if (!bandwidth)
+        bandwidth = atomic_load(&migration->stats.bandwidth);
+    if (!bandwidth)
+        bandwidth = 1;   /* nothing measured yet: expect the worst */
+    remaining = dirty_pages * source->page_size + device_stopcopy_bytes(migration);
+    return (uint64_t)((double)remaining * 1e6 / (double)bandwidth);
+}
+
+static int precopy(struct source *source, struct gw_error *err)
+{
+    struct migration *migration = source->migration;
+    uint64_t previous_dirty = UINT64_MAX, dirty_pages, limit_us;
+    int rc;
+
+    for (uint64_t pass = 1;; pass++) {
+        rc = run_pass(source, pass, &dirty_pages, err);
+        if (rc < 0)
+            return rc;
+        source->expected_downtime_us = expected_downtime_us(source, dirty_pages);
+        atomic_store(&migration->stats.expected_downtime_ms,
+                     (source->expected_downtime_us + 999) / 1000);
+        pthread_mutex_lock(&migration->lock);
+        limit_us = migration->params.downtime_limit_ms * 1000;
+        pthread_mutex_unlock(&migration->lock);
+        /* QEMU stops as soon as the estimate fits; we go on while passes
+         * still shrink what is left, so the stop-copy phase is as short as
+         * this guest allows. */
+        bool shrinking = previous_dirty == UINT64_MAX ||
+                         dirty_pages * 100 < previous_dirty * SHRINK_PERCENT;
+        if (source->expected_downtime_us <= limit_us &&
+            (source->expected_downtime_us <= SMALL_DOWNTIME_US || !shrinking))
+            return 0;
+        if (shrinking)
+            previous_dirty = dirty_pages;
+        if (migration_cancelled(migration))
+            return gw_error_set(err, -ECANCELED, "the migration was cancelled");
+    }
+}
+
+static int send_devices(struct source *source, struct gw_error *err)
+{
+    struct device_registry *devices = source->migration->host.devices;
+    struct gw_buffer state = { 0 };
+    int rc = 0;
+
+    for (unsigned i = 0; devices && i < devices->count && rc == 0; i++) {
+        struct device *device = &devices->devices[i];
+        uint8_t header[40] = { 0 };
+        gw_buffer_reset(&state);
+        rc = device->ops->save(device->opaque, &state, err);
+        if (rc < 0) {
+            gw_error_prefix(err, "saving device '%s'", device->id);
+            break;
+        }
+        memcpy(header, device->id, strnlen(device->id, DEVICE_ID_MAX));
+        memcpy(header + 32, &device->instance, 4);
+        memcpy(header + 36, &device->version, 4);
+        struct iovec parts[2] = { { header, sizeof(header) }, { state.data, state.len } };
+        uint64_t before = source->writer.offset;
+        rc = stream_write_record(&source->writer, REC_DEVICE, parts, 2, err);
+        atomic_fetch_add(&source->migration->stats.transferred, source->writer.offset - before);
+        atomic_fetch_add(&source->migration->stats.downtime_bytes, source->writer.offset - before);
+    }
+    gw_buffer_free(&state);
+    return rc;
+}
+
+static int send_end(struct source *source, struct gw_error *err)
+{
+    struct migration_stats *stats = &source->migration->stats;
+    struct device_registry *devices = source->migration->host.devices;
+    uint64_t counts[3] = { atomic_load(&stats->normal_pages), atomic_load(&stats->zero_pages),
+                           devices ? devices->count : 0 };
+    struct iovec part = { counts, sizeof(counts) };
+
+    return stream_write_record(&source->writer, REC_END, &part, 1, err);
+}
+
+/* Waits until the return path sets *flag, fails, or the deadline passes. */
+static int wait_for_destination(struct migration *migration, bool *flag, uint64_t timeout_us,
+                                const char *what, struct gw_error *err)
+{
+    uint64_t deadline = migration_now_us() + timeout_us;
+    int rc = 0;
+
+    pthread_mutex_lock(&migration->lock);
+    while (!*flag && !migration->rp_error[0] && !migration->rp_closed &&
+           !migration_cancelled(migration)) {
+        uint64_t now = migration_now_us();
+        if (now >= deadline) {
+            rc = gw_error_set(err, -ETIMEDOUT, "the destination did not say %s within %" PRIu64
+                              " s", what, timeout_us / 1000000);
+            break;
+        }
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 20 * 1000000;
+        if (until.tv_nsec >= 1000000000) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&migration->changed, &migration->lock, &until);
+    }
+    if (!rc && !*flag)
+        rc = migration->rp_error[0]
+                 ? gw_error_set(err, -EIO, "the destination failed: %s", migration->rp_error)
+                 : migration_cancelled(migration)
+                       ? gw_error_set(err, -ECANCELED, "the migration was cancelled")
+                       : gw_error_set(err, -EPIPE, "the destination closed the connection "
+                                      "before it said %s", what);
+    pthread_mutex_unlock(&migration->lock);
+    return rc;
+}
+
+static int switchover(struct source *source, struct gw_error *err)
+{
+    struct migration *migration = source->migration;
+    struct migration_stats *stats = &migration->stats;
+    int rc;
+
+    migration_set_status(migration, MIGRATION_DEVICE);
+    source->vm_stopped = migration->host.stop_for_switchover(migration->host.opaque);
+    source->stop_us = migration_now_us();
+    atomic_store(&stats->expected_downtime_at_switchover_ms,
+                 (source->expected_downtime_us + 999) / 1000);
+    if ((rc = sync_dirty(source, err)) < 0)
+        return rc;
+    atomic_store(&stats->remaining_bytes, ram_count_dirty(migration) * source->page_size);
+    if ((rc = ram_sender_send_dirty(source->sender, false, true, err)) < 0 ||
+        (rc = send_devices(source, err)) < 0 || (rc = send_end(source, err)) < 0)
+        return rc;
+    atomic_store(&stats->remaining_bytes, 0);
+    if (!migration->channel.has_return_path) {
+        /* A file or a pipe: nobody answers. The stream is whole; done. */
+        atomic_store(&stats->downtime_ms, (migration_now_us() - source->stop_us) / 1000);
+        return 0;
+    }
+    rc = wait_for_destination(migration, &migration->rp_ready, READY_TIMEOUT_US,
+                              "it loaded everything", err);
+    if (rc < 0)
+        return rc;
+    /* The point of no return: after GO the destination owns the guest. */
+    rc = stream_write_record(&source->writer, REC_GO, NULL, 0, err);
+    if (rc < 0)
+        return rc;
+    source->vm_stopped = false;   /* never resume it here again */
+    if (wait_for_destination(migration, &migration->rp_running_seen, RUNNING_TIMEOUT_US,
+                             "it runs", err) < 0) {
+        /* GO went out, so the destination may well run: keep the source
+         * stopped. Downtime is then measured to GO. */
+        gw_error_clear(err);
+    }
+    atomic_store(&stats->downtime_ms, (migration_now_us() - source->stop_us + 999) / 1000);
+    return 0;
+}
+
+static void finish(struct source *source, int rc, struct gw_error *err)
+{
+    struct migration *migration = source->migration;
+    struct migration_stats *stats = &migration->stats;
+
+    if (source->tracking)
+        migration->host.dirty->stop(migration->host.dirty_opaque);
+    if (rc < 0 && source->vm_stopped)
+        migration->host.resume(migration->host.opaque);
+    pthread_mutex_lock(&migration->lock);
+    channel_shutdown(&migration->channel);
+    pthread_mutex_unlock(&migration->lock);
+    if (migration->rp_running) {
+        pthread_join(migration->rp_thread, NULL);
+        migration->rp_running = false;
+    }
+    pthread_mutex_lock(&migration->lock);
+    channel_close(&migration->channel);
+    if (rc < 0 && migration->rp_error[0] && !migration_cancelled(migration))
+        gw_error_set(err, -EIO, "the destination failed: %s", migration->rp_error);
+    pthread_mutex_unlock(&migration->lock);
+    ram_sender_free(source->sender);
+    atomic_store(&stats->total_ms, migration_now_us() / 1000 - atomic_load(&stats->start_ms));
+    if (rc < 0) {
+        migration_fail(migration, err);
+        return;
+    }
+    migration->host.source_completed(migration->host.opaque);
+    migration_set_status(migration, MIGRATION_COMPLETED);
+}
+
+void *migration_source_thread(void *opaque)
+{
+    struct source source = { .migration = opaque };
+    struct migration *migration = opaque;
+    struct gw_error err = { 0 };
+    int rc;
+
+    rc = setup(&source, &err);
+    if (rc == 0) {
+        atomic_store(&migration->stats.setup_ms,
+                     migration_now_us() / 1000 - atomic_load(&migration->stats.start_ms));
+        migration_set_status(migration, MIGRATION_ACTIVE);
+        rc = precopy(&source, &err);
+    }
+    if (rc == 0)
+        rc = switchover(&source, &err);
+    if (rc < 0 && migration_cancelled(migration))
+        gw_error_set(&err, -ECANCELED, "the migration was cancelled");
+    finish(&source, rc, &err);
+    return NULL;
+}

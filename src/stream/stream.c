@@ -1,0 +1,236 @@
+/* Record framing of the migration stream. Nothing here knows what a page or a
+ * device is; it guarantees that a record handed up has a known type, a body
+ * within that type's bound, and a matching CRC32C. */
+#include <godwit/stream.h>
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <isa-l/crc.h>
+
+static const uint8_t zero_padding[8];
+
+uint32_t stream_crc32c(uint32_t crc, const void *data, size_t len)
+{
+    /* isa-l's crc32_iscsi is CRC32C without the final inversion. */
+    while (len > 0) {
+        int chunk = len > (1u << 30) ? (1 << 30) : (int)len;
+        crc = ~crc32_iscsi((unsigned char *)data, chunk, ~crc);
+        data = (const uint8_t *)data + chunk;
+        len -= (size_t)chunk;
+    }
+    return crc;
+}
+
+const char *stream_record_name(uint32_t type)
+{
+    switch (type) {
+    case REC_RAM_BLOCKS: return "RAM_BLOCKS";
+    case REC_PAGES: return "PAGES";
+    case REC_ZERO_PAGES: return "ZERO_PAGES";
+    case REC_DEVICE: return "DEVICE";
+    case REC_END: return "END";
+    case REC_GO: return "GO";
+    case REC_PASS_END: return "PASS_END";
+    case REC_RP_READY: return "RP_READY";
+    case REC_RP_RUNNING: return "RP_RUNNING";
+    case REC_RP_ERROR: return "RP_ERROR";
+    default: return "unknown";
+    }
+}
+
+bool stream_record_known(uint32_t type)
+{
+    return strcmp(stream_record_name(type), "unknown") != 0;
+}
+
+uint32_t stream_record_max(uint32_t type, uint32_t page_size)
+{
+    switch (type) {
+    case REC_RAM_BLOCKS: return 4 + STREAM_BLOCKS_MAX * 48;
+    case REC_PAGES: return 8 + STREAM_PAGES_PER_RECORD * (8 + page_size);
+    case REC_ZERO_PAGES: return 8 + STREAM_ZERO_RUNS_PER_RECORD * 16;
+    case REC_DEVICE: return STREAM_BODY_MAX;
+    case REC_END: return 32;
+    case REC_GO: return 0;
+    case REC_PASS_END: return 8;
+    case REC_RP_READY: return 0;
+    case REC_RP_RUNNING: return 0;
+    case REC_RP_ERROR: return 4 + STREAM_ERROR_TEXT_MAX;
+    default: return 0;
+    }
+}
+
+static void put_u32(uint8_t *at, uint32_t value)
+{
+    memcpy(at, &value, 4);   /* little-endian hosts only: x86-64 */
+}
+
+static uint32_t get_u32(const uint8_t *at)
+{
+    uint32_t value;
+
+    memcpy(&value, at, 4);
+    return value;
+}
+
+int stream_write_header(struct stream_writer *writer, uint32_t page_size,
+                        struct gw_error *err)
+{
+    uint8_t header[STREAM_HEADER_SIZE] = { 0 };
+    struct iovec iov = { header, sizeof(header) };
+    int rc;
+
+    memcpy(header, STREAM_MAGIC, 8);
+    put_u32(header + 8, STREAM_VERSION);
+    put_u32(header + 12, page_size);
+    put_u32(header + 20, stream_crc32c(0, header, 20));
+    rc = writer->io.writev(writer->io.opaque, &iov, 1, err);
+    if (rc == 0)
+        writer->offset += sizeof(header);
+    return rc;
+}
+
+int stream_write_record(struct stream_writer *writer, uint32_t type,
+                        const struct iovec *parts, int nparts, struct gw_error *err)
+{
+    uint8_t header[STREAM_RECORD_HEADER_SIZE] = { 0 };
+    struct iovec iov[8];
+    uint64_t length = 0;
+    uint32_t crc;
+    int rc;
+
+    if (nparts > 6)
+        return gw_error_set(err, -EINVAL, "a record has at most 6 parts");
+    for (int i = 0; i < nparts; i++)
+        length += parts[i].iov_len;
+    if (length > STREAM_BODY_MAX)
+        return gw_error_set(err, -EMSGSIZE, "%s record of %llu bytes is over the limit",
+                            stream_record_name(type), (unsigned long long)length);
+    put_u32(header, type);
+    put_u32(header + 4, (uint32_t)length);
+    crc = stream_crc32c(0, header, 8);
+    for (int i = 0; i < nparts; i++)
+        crc = stream_crc32c(crc, parts[i].iov_base, parts[i].iov_len);
+    put_u32(header + 8, crc);
+    iov[0] = (struct iovec){ header, sizeof(header) };
+    if (nparts > 0)
+        memcpy(iov + 1, parts, sizeof(*parts) * (size_t)nparts);
+    iov[nparts + 1] = (struct iovec){ (void *)zero_padding, (8 - length % 8) % 8 };
+    rc = writer->io.writev(writer->io.opaque, iov, nparts + 2, err);
+    if (rc == 0)
+        writer->offset += sizeof(header) + length + iov[nparts + 1].iov_len;
+    return rc;
+}
+
+static int read_exact(struct stream_reader *reader, void *buf, size_t len, const char *what,
+                      struct gw_error *err)
+{
+    int rc = reader->io.read(reader->io.opaque, buf, len, err);
+
+    if (rc == -ENODATA)
+        return gw_error_set(err, -ENODATA,
+                            "the stream ended at offset %llu inside %s: the sender stopped "
+                            "before the end of the migration",
+                            (unsigned long long)reader->offset, what);
+    if (rc == 0)
+        reader->offset += len;
+    return rc;
+}
+
+int stream_read_header(struct stream_reader *reader, struct gw_error *err)
+{
+    uint8_t header[STREAM_HEADER_SIZE];
+    uint32_t version, page_size;
+    int rc = read_exact(reader, header, sizeof(header), "the stream header", err);
+
+    if (rc < 0)
+        return rc;
+    if (memcmp(header, STREAM_MAGIC, 8))
+        return gw_error_set(err, -EPROTO,
+                            "this is not a godwit migration stream (wrong magic at offset 0)");
+    if (get_u32(header + 20) != stream_crc32c(0, header, 20))
+        return gw_error_set(err, -EBADMSG, "the stream header's CRC does not match (offset 0)");
+    version = get_u32(header + 8);
+    if (version != STREAM_VERSION)
+        return gw_error_set(err, -EPROTO,
+                            "the stream has version %u; this godwit reads version %u",
+                            version, STREAM_VERSION);
+    page_size = get_u32(header + 12);
+    if (page_size < 512 || page_size > STREAM_PAGE_SIZE_MAX || (page_size & (page_size - 1)))
+        return gw_error_set(err, -EPROTO,
+                            "the stream's page size %u is not a power of two from 512 to 65536",
+                            page_size);
+    reader->page_size = page_size;
+    return 0;
+}
+
+static int ensure_body(struct stream_reader *reader, uint32_t length, struct gw_error *err)
+{
+    if (length <= reader->body_cap)
+        return 0;
+    free(reader->body);
+    reader->body = malloc(length);
+    reader->body_cap = reader->body ? length : 0;
+    if (!reader->body)
+        return gw_error_set(err, -ENOMEM, "out of memory for a %u-byte record", length);
+    return 0;
+}
+
+int stream_read_record(struct stream_reader *reader, struct stream_record *record,
+                       struct gw_error *err)
+{
+    uint8_t header[STREAM_RECORD_HEADER_SIZE], padding[8];
+    uint32_t crc, max;
+    bool known;
+    int rc;
+
+    for (;;) {
+        record->offset = reader->offset;
+        rc = read_exact(reader, header, sizeof(header), "a record header", err);
+        if (rc < 0)
+            return rc;
+        record->type = get_u32(header);
+        record->length = get_u32(header + 4);
+        known = stream_record_known(record->type);
+        if (!known && !(record->type & STREAM_OPTIONAL))
+            return gw_error_set(err, -EPROTO,
+                                "unknown mandatory record type 0x%x at stream offset %llu",
+                                record->type, (unsigned long long)record->offset);
+        /* An unknown optional record is read, checked and skipped. */
+        max = known ? stream_record_max(record->type, reader->page_size) : STREAM_BODY_MAX;
+        if (record->length > max)
+            return gw_error_set(err, -EPROTO,
+                                "%s record at stream offset %llu is %u bytes, more than its "
+                                "limit of %u", stream_record_name(record->type),
+                                (unsigned long long)record->offset, record->length, max);
+        if ((rc = ensure_body(reader, record->length, err)) < 0 ||
+            (rc = read_exact(reader, reader->body, record->length, "a record body", err)) < 0 ||
+            (rc = read_exact(reader, padding, (8 - record->length % 8) % 8, "record padding",
+                             err)) < 0)
+            return rc;
+        crc = stream_crc32c(stream_crc32c(0, header, 8), reader->body, record->length);
+        if (crc != get_u32(header + 8))
+            return gw_error_set(err, -EBADMSG,
+                                "%s record at stream offset %llu has a bad CRC (stored "
+                                "0x%08x, computed 0x%08x): the stream is corrupt",
+                                stream_record_name(record->type),
+                                (unsigned long long)record->offset, get_u32(header + 8), crc);
+        if (memcmp(padding, zero_padding, (8 - record->length % 8) % 8))
+            return gw_error_set(err, -EBADMSG,
+                                "%s record at stream offset %llu has non-zero padding",
+                                stream_record_name(record->type),
+                                (unsigned long long)record->offset);
+        record->body = reader->body;
+        if (known)
+            return 0;
+    }
+}
+
+void stream_reader_free(struct stream_reader *reader)
+{
+    free(reader->body);
+    reader->body = NULL;
+    reader->body_cap = 0;
+}

@@ -1,0 +1,523 @@
+"""The godwit command-line tool against a fake source VM: a QMP server in a
+thread that answers migrate-set-parameters, migrate, query-migrate and
+migrate_cancel from a script, so the tool's exit codes, progress output,
+report and Ctrl-C handling are checked without the migration engine."""
+import fcntl
+import json
+import os
+import re
+import select
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import termios
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
+import tap  # noqa: E402
+
+GODWIT = os.environ.get("GODWIT", "build/tools/godwit")
+
+RAM_TOTAL = 1 << 30
+
+# The last query-migrate answer of a successful migration; every number is
+# distinct so a report that prints the wrong field is caught.
+COMPLETED = {
+    "status": "completed", "total-time": 2345, "setup-time": 12, "downtime": 7,
+    "expected-downtime-at-switchover": 6,
+    "ram": {"transferred": 1181116006, "remaining": 0, "total": RAM_TOTAL,
+            "duplicate": 1234, "normal": 260000, "normal-bytes": 1064960000,
+            "dirty-pages-rate": 0, "mbps": 4049.1, "dirty-sync-count": 3,
+            "pages-per-second": 111000, "precopy-bytes": 1181000000,
+            "downtime-bytes": 116006, "dirty-sync-time": 1},
+}
+
+FAILED = {"status": "failed", "total-time": 321, "setup-time": 2,
+          "error-desc": "Unable to write to socket: Broken pipe",
+          "ram": dict(COMPLETED["ram"], transferred=5000000, **{"dirty-sync-count": 1})}
+
+
+class Script:
+    """What the fake VM answers, as a function of the time since migrate:
+    setup, then active with transferred growing, then `final`. A cancel turns
+    it into cancelling, then cancelled after cancel_delay seconds."""
+
+    def __init__(self, active_s=0.3, final=None, migrate_error=None, params_error=None,
+                 cancel_delay=0.2, huge_reply=False, silent_query=False):
+        self.active_s = active_s
+        self.final = final or COMPLETED
+        self.migrate_error = migrate_error
+        self.params_error = params_error
+        self.cancel_delay = cancel_delay
+        self.huge_reply = huge_reply
+        self.silent_query = silent_query
+        self.started = None
+        self.cancelled = None
+
+    def status(self, now):
+        if self.started is None:
+            return {"status": "none"}
+        if self.cancelled is not None:
+            if now - self.cancelled >= self.cancel_delay:
+                return {"status": "cancelled", "total-time": 999, "setup-time": 1}
+            return {"status": "cancelling"}
+        elapsed = now - self.started
+        if elapsed < 0.05:
+            return {"status": "setup"}
+        if elapsed < self.active_s:
+            sent = min(RAM_TOTAL, int(RAM_TOTAL * elapsed / 2.0))
+            return {"status": "active", "total-time": int(elapsed * 1000), "setup-time": 12,
+                    "expected-downtime": 40,
+                    "ram": {"transferred": sent, "remaining": RAM_TOTAL - sent,
+                            "total": RAM_TOTAL, "duplicate": 0, "normal": sent // 4096,
+                            "dirty-pages-rate": 2500, "mbps": 4294.9,
+                            "dirty-sync-count": 1 if elapsed < 1.5 else 2}}
+        return self.final
+
+
+class FakeVm:
+    """A QMP server on a unix socket in a temporary directory, one client at
+    a time, in a thread. Records every request in `received`."""
+
+    def __init__(self, script):
+        self.script = script
+        self.dir = tempfile.mkdtemp(prefix="godwit-cli-test-")
+        self.path = os.path.join(self.dir, "qmp.sock")
+        self.received = []
+        self.events = False
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(self.path)
+        self.listener.listen(4)
+        self.listener.settimeout(0.05)
+        self.stopping = False
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.stopping = True
+        self.thread.join(5)
+        self.listener.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def commands(self):
+        return [r["execute"] for r in self.received]
+
+    def arguments(self, command):
+        return [r.get("arguments") for r in self.received if r["execute"] == command]
+
+    def serve(self):
+        while not self.stopping:
+            try:
+                conn, _ = self.listener.accept()
+            except socket.timeout:
+                continue
+            with conn:
+                try:
+                    self.session(conn)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+    def send(self, conn, message):
+        conn.sendall(json.dumps(message).encode() + b"\r\n")
+
+    def session(self, conn):
+        conn.settimeout(0.02)
+        self.send(conn, {"QMP": {"version": {"qemu": {"micro": 0, "minor": 1, "major": 0},
+                                             "package": "fake"}, "capabilities": []}})
+        buffer, negotiated, last_status = b"", False, None
+        while not self.stopping:
+            if self.events:   # MIGRATION events arrive on their own, as from a VM
+                status = self.script.status(time.monotonic())["status"]
+                if status != last_status:
+                    self.send(conn, {"event": "MIGRATION", "data": {"status": status},
+                                     "timestamp": {"seconds": 0, "microseconds": 0}})
+                    last_status = status
+            try:
+                chunk = conn.recv(65536)
+            except socket.timeout:
+                continue
+            if not chunk:
+                return
+            buffer += chunk
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                request = json.loads(line)
+                self.received.append(request)
+                if not negotiated:
+                    negotiated = request["execute"] == "qmp_capabilities"
+                    reply = {"return": {}} if negotiated else self.error(
+                        "CommandNotFound", "Expecting capabilities negotiation with "
+                        "'qmp_capabilities'")
+                    self.send(conn, dict(reply, id=request.get("id")))
+                    # An event the client did not ask for: it must skip it.
+                    self.send(conn, {"event": "RESUME", "data": {},
+                                     "timestamp": {"seconds": 0, "microseconds": 0}})
+                    continue
+                reply = self.answer(request)
+                if reply is None:
+                    continue
+                if isinstance(reply, bytes):
+                    conn.sendall(reply)
+                    continue
+                if "id" in request:
+                    reply["id"] = request["id"]
+                self.send(conn, reply)
+
+    @staticmethod
+    def error(error_class, desc):
+        return {"error": {"class": error_class, "desc": desc}}
+
+    def answer(self, request):
+        script, command = self.script, request["execute"]
+        args = request.get("arguments", {})
+        if command == "migrate-set-parameters":
+            if script.params_error:
+                return self.error("GenericError", script.params_error)
+            return {"return": {}}
+        if command == "migrate-set-capabilities":
+            for cap in args.get("capabilities", []):
+                if cap["capability"] == "events":
+                    self.events = cap["state"]
+            return {"return": {}}
+        if command == "migrate":
+            if script.migrate_error:
+                return self.error("GenericError", script.migrate_error)
+            script.started = time.monotonic()
+            return {"return": {}}
+        if command == "migrate_cancel":
+            if script.cancelled is None:
+                script.cancelled = time.monotonic()
+            return {"return": {}}
+        if command == "query-migrate":
+            if script.silent_query:
+                return None
+            if script.huge_reply:
+                return b'{"return": {"status": "active", "pad": "' + b"x" * (1200 * 1024) \
+                    + b'"}}\r\n'
+            return {"return": script.status(time.monotonic())}
+        return self.error("CommandNotFound", f"The command {command} has not been found")
+
+
+def run_godwit(*args, env=None, timeout=15):
+    full_env = dict(os.environ, **(env or {}))
+    return subprocess.run([GODWIT, *args], capture_output=True, text=True, timeout=timeout,
+                          env=full_env)
+
+
+def parse_report(stdout):
+    """The report's 'name: value' lines, by name."""
+    report = {}
+    for line in stdout.splitlines():
+        match = re.match(r"^([a-z ]+):\s+(.*)$", line)
+        if match:
+            report[match.group(1)] = match.group(2)
+    return report
+
+
+class GodwitCliTestCase(unittest.TestCase):
+    def fake(self, **script):
+        vm = FakeVm(Script(**script))
+        self.addCleanup(vm.close)
+        return vm
+
+    def migrate(self, vm, *extra, **kwargs):
+        return run_godwit("migrate", "--from", f"unix:{vm.path}", "--to", "tcp:localhost:4444",
+                          *extra, **kwargs)
+
+
+class Migrate(GodwitCliTestCase):
+    def test_completed_migration_exits_0_and_reports_the_final_numbers(self):
+        vm = self.fake()
+        result = self.migrate(vm)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stderr, "")
+        ram = COMPLETED["ram"]
+        throughput = ram["transferred"] / (COMPLETED["total-time"] - COMPLETED["setup-time"]) \
+            / 1000
+        report = parse_report(result.stdout)
+        self.assertEqual(report["status"], "completed")
+        self.assertEqual(report["total time"], "2345 ms")
+        self.assertEqual(report["downtime"], "7 ms")
+        self.assertEqual(report["expected downtime at switchover"], "6 ms")
+        self.assertEqual(report["setup time"], "12 ms")
+        self.assertEqual(report["transferred"], "1181116006 bytes (1.1 GiB)")
+        self.assertEqual(report["throughput"], f"{throughput:.1f} MB/s")
+        self.assertEqual(report["passes"], "3")
+        self.assertEqual(report["zero pages"], "1234")
+        self.assertEqual(report["pages sent with data"], "260000")
+        self.assertEqual(report["bytes sent while stopped"], "116006 bytes (113.3 KiB)")
+        self.assertEqual(vm.arguments("migrate"), [{"uri": "tcp:localhost:4444"}])
+        # No parameter given: none is set.
+        self.assertNotIn("migrate-set-parameters", vm.commands())
+
+    def test_the_parameters_given_are_the_ones_sent_before_migrate(self):
+        vm = self.fake(active_s=0.1)
+        result = self.migrate(vm, "--max-bandwidth", "100M", "--downtime-limit", "50",
+                              "--avail-switchover-bandwidth", "1G")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(vm.arguments("migrate-set-parameters"), [
+            {"max-bandwidth": 104857600, "downtime-limit": 50,
+             "avail-switchover-bandwidth": 1073741824}])
+        commands = vm.commands()
+        self.assertLess(commands.index("migrate-set-parameters"), commands.index("migrate"))
+        # The bounds themselves are allowed.
+        vm = self.fake(active_s=0.1)
+        result = self.migrate(vm, "--max-bandwidth", str(1 << 53), "--downtime-limit", "0")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(vm.arguments("migrate-set-parameters"),
+                         [{"max-bandwidth": 1 << 53, "downtime-limit": 0}])
+
+    def test_plain_output_is_one_line_per_second(self):
+        vm = self.fake(active_s=2.5)
+        result = self.migrate(vm)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        lines = [l for l in result.stdout.splitlines() if l.startswith("[")]
+        self.assertNotIn("\r", result.stdout)
+        self.assertTrue(2 <= len(lines) <= 4, lines)
+        stamps = [float(re.match(r"\[\s*([0-9.]+)s\]", l).group(1)) for l in lines]
+        for before, after in zip(stamps, stamps[1:]):
+            self.assertGreaterEqual(after - before, 0.9, lines)
+            self.assertLessEqual(after - before, 1.4, lines)
+        active = [l for l in lines if " active " in l]
+        self.assertTrue(active, lines)
+        for field in ("first pass", "MB/s", "dirty pages/s", "remaining", "expected downtime",
+                      "ETA"):
+            self.assertIn(field, active[0])
+        # mbps 4294.9 is shown as MB/s, divided by 8.
+        self.assertIn("536.9 MB/s", active[0])
+        self.assertRegex(lines[-1], r"pass 2")
+
+    def test_failed_migration_exits_1_with_the_reason_on_stderr(self):
+        vm = self.fake(active_s=0.2, final=FAILED)
+        result = self.migrate(vm)
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(result.stderr,
+                         "godwit: migration failed: Unable to write to socket: Broken pipe\n")
+        report = parse_report(result.stdout)
+        self.assertEqual(report["status"], "failed")
+        self.assertEqual(report["transferred"], "5000000 bytes (4.8 MiB)")
+
+    def test_migration_cancelled_elsewhere_exits_1(self):
+        vm = self.fake(active_s=0.2, final={"status": "cancelled"})
+        result = self.migrate(vm)
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("migration cancelled by the VM or another client", result.stderr)
+
+    def test_migrate_refused_by_the_vm_shows_its_error(self):
+        desc = "Failed to connect to 'localhost:4444': Connection refused"
+        vm = self.fake(migrate_error=desc)
+        result = self.migrate(vm)
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(result.stderr, "godwit: the VM refused to migrate to "
+                         f"tcp:localhost:4444: {desc}\n")
+        self.assertNotIn("query-migrate", vm.commands())
+
+    def test_a_parameter_refused_by_the_vm_shows_its_error_and_nothing_starts(self):
+        desc = "Parameter 'max-bandwidth' expects a value below the host's limit"
+        vm = self.fake(params_error=desc)
+        result = self.migrate(vm, "--max-bandwidth", "1G")
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("refused migrate-set-parameters: " + desc, result.stderr)
+        self.assertNotIn("migrate", vm.commands())
+
+    def test_events_turn_on_the_capability_and_migration_completes(self):
+        vm = self.fake(active_s=0.3)
+        result = self.migrate(vm, "--events")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(vm.arguments("migrate-set-capabilities"),
+                         [{"capabilities": [{"capability": "events", "state": True}]}])
+        self.assertEqual(parse_report(result.stdout)["status"], "completed")
+
+
+class Interrupt(GodwitCliTestCase):
+    def start_and_wait_active(self, vm):
+        process = subprocess.Popen([GODWIT, "migrate", "--from", f"unix:{vm.path}",
+                                    "--to", "unix:/tmp/nowhere.sock"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.addCleanup(lambda: process.poll() is None and process.kill())
+        deadline = time.monotonic() + 5
+        while vm.commands().count("query-migrate") < 3:
+            self.assertLess(time.monotonic(), deadline, "godwit never polled query-migrate")
+            time.sleep(0.02)
+        return process
+
+    def test_sigint_sends_migrate_cancel_and_exits_1_once_cancelled(self):
+        vm = self.fake(active_s=1e9)
+        process = self.start_and_wait_active(vm)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=10)
+        self.assertEqual(process.returncode, 1, err)
+        self.assertEqual(vm.commands().count("migrate_cancel"), 1)
+        # It kept polling until the VM said cancelled.
+        self.assertEqual(parse_report(out)["status"], "cancelled")
+        self.assertIn("guest keeps running on the source", err)
+
+    def test_second_sigint_stops_waiting_for_a_slow_cancel(self):
+        vm = self.fake(active_s=1e9, cancel_delay=1e9)
+        process = self.start_and_wait_active(vm)
+        process.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + 5
+        while "migrate_cancel" not in vm.commands():
+            self.assertLess(time.monotonic(), deadline, "no migrate_cancel")
+            time.sleep(0.02)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=10)
+        self.assertEqual(process.returncode, 1)
+        self.assertIn("stopped waiting", err)
+        self.assertIn(f"godwit status --qmp unix:{vm.path}", err)
+
+
+class Terminal(GodwitCliTestCase):
+    def test_terminal_progress_is_redrawn_with_carriage_returns(self):
+        vm = self.fake(active_s=0.6)
+        master, slave = os.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 70, 0, 0))
+        process = subprocess.Popen([GODWIT, "migrate", "--from", f"unix:{vm.path}",
+                                    "--to", "tcp:localhost:4444"],
+                                   stdout=slave, stderr=subprocess.PIPE)
+        os.close(slave)
+        output = b""
+        while True:
+            ready, _, _ = select.select([master], [], [], 10)
+            self.assertTrue(ready, "no output from godwit within 10 s")
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:   # EIO: godwit closed the terminal
+                break
+            if not chunk:
+                break
+            output += chunk
+        os.close(master)
+        process.wait(timeout=5)
+        self.assertEqual(process.returncode, 0, process.stderr.read())
+        process.stderr.close()
+        text = output.decode().replace("\r\n", "\n")   # the tty's own newline mapping
+        progress, _, report = text.partition("status:")
+        self.assertGreaterEqual(progress.count("\r"), 3, repr(progress))
+        self.assertTrue(progress.endswith("\n"), repr(progress))
+        self.assertEqual(progress.count("\n"), 1, repr(progress))
+        # Every redraw fits the 70 columns, so it never wraps.
+        for frame in progress.split("\r"):
+            self.assertLess(len(frame.replace("\x1b[K", "").rstrip("\n")), 70, repr(frame))
+        self.assertIn("completed", progress.split("\r")[-1])
+        self.assertTrue(report.endswith("\n"))
+
+
+class Status(GodwitCliTestCase):
+    def test_no_migration_has_run(self):
+        vm = self.fake()
+        result = run_godwit("status", "--qmp", f"unix:{vm.path}")
+        self.assertEqual((result.returncode, result.stdout, result.stderr),
+                         (0, "no migration has run\n", ""))
+
+    def test_status_reports_the_last_migration(self):
+        vm = self.fake()
+        vm.script.started = time.monotonic() - 10
+        result = run_godwit("status", "--qmp", f"unix:{vm.path}")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        report = parse_report(result.stdout)
+        self.assertEqual(report["status"], "completed")
+        self.assertEqual(report["downtime"], "7 ms")
+        self.assertEqual(report["passes"], "3")
+        vm.script.final = FAILED
+        result = run_godwit("status", "--qmp", f"unix:{vm.path}")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(parse_report(result.stdout)["error"],
+                         "Unable to write to socket: Broken pipe")
+
+
+class Errors(GodwitCliTestCase):
+    def test_cannot_connect_names_the_fix(self):
+        path = os.path.join(tempfile.gettempdir(), "godwit-no-such-vm.sock")
+        result = run_godwit("migrate", "--from", f"unix:{path}", "--to", "tcp:localhost:4444")
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(result.stderr,
+                         f"godwit: cannot connect to unix:{path}: No such file or directory; "
+                         f"is godwit-vm running with --qmp unix:{path}?\n")
+
+    def test_a_line_over_1_mib_is_an_error_not_a_crash(self):
+        vm = self.fake(huge_reply=True)
+        result = self.migrate(vm)
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("longer than 1 MiB", result.stderr)
+        self.assertIn("godwit status --qmp", result.stderr)
+
+    def test_no_answer_within_the_timeout_is_a_clear_error(self):
+        vm = self.fake(silent_query=True)
+        started = time.monotonic()
+        result = self.migrate(vm, env={"GODWIT_QMP_TIMEOUT": "0.3"})
+        self.assertLess(time.monotonic() - started, 5)
+        self.assertEqual(result.returncode, 1)
+        self.assertIn(f"unix:{vm.path} did not answer 'query-migrate' within 0.3 s",
+                      result.stderr)
+
+    def test_bad_usage_exits_2_with_one_line_saying_what_is_allowed(self):
+        sock = "unix:" + os.path.join(tempfile.gettempdir(), "godwit-no-such-vm.sock")
+        to = ["--to", "tcp:localhost:4444"]
+        cases = [
+            ([], "no command given; the commands are migrate and status"),
+            (["frob"], "unknown command 'frob'; the commands are migrate and status"),
+            (["--frob"], "unknown option '--frob'"),
+            (["migrate", *to], "--from is required"),
+            (["migrate", "--from", sock], "--to is required: the destination, accepted forms"),
+            (["migrate", "--from", "tcp:localhost:1", *to], "as unix:PATH"),
+            (["migrate", "--from", sock, "--to", "pigeon:7"], "accepted forms are tcp:HOST:PORT"),
+            (["migrate", "--from", sock, *to, "--downtime-limit", "2000001"],
+             "--downtime-limit 2000001 is out of range; allowed: 0 to 2000000 ms"),
+            (["migrate", "--from", sock, *to, "--downtime-limit", "-1"], "allowed: 0 to 2000000"),
+            (["migrate", "--from", sock, *to, "--downtime-limit", "1s"], "allowed: 0 to 2000000"),
+            (["migrate", "--from", sock, *to, "--max-bandwidth", "12X"],
+             "'12X' is not a size"),
+            (["migrate", "--from", sock, *to, "--max-bandwidth", str((1 << 53) + 1)],
+             "out of range; allowed: 0 to 9007199254740992 bytes/s"),
+            (["migrate", "--from", sock, *to, "--avail-switchover-bandwidth", "8193T"],
+             "out of range; allowed: 0 to 9007199254740992 bytes/s"),
+            (["migrate", "--from", sock, *to, "--bogus"], "unknown option '--bogus'"),
+            (["migrate", "--from", sock, "--to"], "option '--to' needs a value"),
+            (["migrate", "--from", sock, *to, "extra"], "unexpected argument 'extra'"),
+            (["status"], "--qmp is required"),
+            (["status", "--qmp", "/tmp/vm.sock"], "as unix:PATH"),
+        ]
+        for args, expected in cases:
+            with self.subTest(args=args):
+                result = run_godwit(*args)
+                self.assertEqual(result.returncode, 2, result.stderr)
+                self.assertEqual(result.stdout, "")
+                self.assertEqual(result.stderr.count("\n"), 1, result.stderr)
+                self.assertIn(expected, result.stderr)
+        result = run_godwit("migrate", "--from", sock, *to, env={"GODWIT_QMP_TIMEOUT": "soon"})
+        self.assertEqual(result.returncode, 2)
+        self.assertIn("GODWIT_QMP_TIMEOUT", result.stderr)
+
+
+class Help(unittest.TestCase):
+    def test_version(self):
+        result = run_godwit("--version")
+        self.assertEqual(result.returncode, 0)
+        self.assertRegex(result.stdout, r"^godwit \d+\.\d+\.\d+\n$")
+
+    def test_help_lists_exactly_the_options_that_exist(self):
+        result = run_godwit("--help")
+        self.assertEqual(result.returncode, 0)
+        self.assertIn("migrate", result.stdout)
+        self.assertIn("status", result.stdout)
+        for command in ("migrate", "status"):
+            with self.subTest(command=command):
+                help_text = run_godwit(command, "--help")
+                self.assertEqual(help_text.returncode, 0)
+                # The unknown-option error lists what the parser accepts.
+                error = run_godwit(command, "--no-such-option").stderr
+                accepted = set(re.findall(r"--[a-z-]+", error.split("the options are")[1]))
+                documented = set(re.findall(r"^\s+(?:-h, )?(--[a-z-]+)", help_text.stdout,
+                                            re.M))
+                self.assertEqual(documented, accepted)
+
+
+if __name__ == "__main__":
+    tap.main()

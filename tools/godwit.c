@@ -1,0 +1,302 @@
+/* godwit, the command-line tool: reads the command line, checks every value
+ * before touching the VM, and hands the work to migrate.c. A bad command line
+ * is one line on stderr saying what was wrong and what is allowed, exit 2. */
+#include <errno.h>
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <godwit/size.h>
+#include <godwit/uri.h>
+
+#include "migrate.h"
+#include "qmp_client.h"
+
+#define EXIT_USAGE 2
+#define DOWNTIME_LIMIT_MAX 2000000ULL      /* ms, as QEMU's */
+#define BANDWIDTH_MAX (1ULL << 53)         /* bytes/s, as QEMU's */
+
+static const char main_usage[] =
+    "Usage: godwit COMMAND [OPTIONS]\n"
+    "Live-migrates a godwit-vm guest by driving the source VM over QMP.\n"
+    "\n"
+    "Commands:\n"
+    "  migrate   start a migration on the source VM and follow it to the end\n"
+    "  status    print the report of the migration running now or the last one\n"
+    "\n"
+    "  -h, --help       print this help and exit\n"
+    "  -V, --version    print the version and exit\n"
+    "\n"
+    "'godwit COMMAND --help' describes a command's options.\n"
+    "Exit status: 0 success; 1 the migration failed or was cancelled, or the VM\n"
+    "could not be reached or refused a command; 2 bad command line.\n"
+    "Environment: GODWIT_QMP_TIMEOUT, seconds to wait for each QMP answer\n"
+    "(default 10).\n";
+
+static const char migrate_usage[] =
+    "Usage: godwit migrate --from unix:PATH --to URI [OPTIONS]\n"
+    "Connects to the source VM's QMP socket, sets the parameters given\n"
+    "(migrate-set-parameters), starts the migration (migrate) and follows it\n"
+    "(query-migrate every 100 ms) until it completes, fails or is cancelled;\n"
+    "then prints a report.\n"
+    "\n"
+    "  --from unix:PATH       the source VM's QMP socket (godwit-vm --qmp unix:PATH)\n"
+    "  --to URI               where the source sends the stream: tcp:HOST:PORT,\n"
+    "                         tcp:[IPV6]:PORT, unix:PATH, fd:N or file:PATH\n"
+    "  --downtime-limit MS    the longest the guest may stay stopped at the\n"
+    "                         switchover, 0 to 2000000 ms (the VM's default: 300)\n"
+    "  --max-bandwidth RATE   bytes/s the migration may use, a size like 100M or\n"
+    "                         1G (binary units); 0 = unlimited; at most 2^53\n"
+    "  --avail-switchover-bandwidth RATE\n"
+    "                         bytes/s available for the final copy, used to\n"
+    "                         predict the downtime; 0 = the measured bandwidth\n"
+    "  --events               turn on the 'events' capability and wake on\n"
+    "                         MIGRATION events as well as polling\n"
+    "  -h, --help             print this help and exit\n"
+    "\n"
+    "Progress: on a terminal, one line redrawn in place; otherwise one line a\n"
+    "second. Fields: first-pass percentage (then the pass number), MB/s\n"
+    "(10^6 bytes), remaining dirty RAM, ETA, dirty pages/s, expected downtime;\n"
+    "a terminal too narrow for the line shows the first fields only.\n"
+    "Ctrl-C sends migrate_cancel and waits for the final status: the guest\n"
+    "stays on the source unless the migration completed first. A second\n"
+    "Ctrl-C stops waiting.\n"
+    "Exit status: 0 completed; 1 failed or cancelled (the reason on stderr), or\n"
+    "the VM could not be reached or refused a command; 2 bad command line.\n";
+
+static const char status_usage[] =
+    "Usage: godwit status --qmp unix:PATH\n"
+    "Prints the report of the migration in progress on the VM, or of the last\n"
+    "one that finished; \"no migration has run\" if there was none. Exit status\n"
+    "0; 1 if the VM could not be reached; 2 bad command line.\n"
+    "\n"
+    "  --qmp unix:PATH   the VM's QMP socket (godwit-vm --qmp unix:PATH)\n"
+    "  -h, --help        print this help and exit\n";
+
+static int usage_error(const char *command, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static int usage_error(const char *command, const char *fmt, ...)
+{
+    va_list ap;
+
+    fprintf(stderr, "godwit%s%s: ", command ? " " : "", command ? command : "");
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    return EXIT_USAGE;
+}
+
+/* --from and --qmp: the VM's QMP socket, which is always unix:PATH. */
+static int parse_qmp_socket(const char *command, const char *option, const char *text,
+                            const char **path)
+{
+    struct gw_error err;
+    struct uri uri;
+
+    if (strncmp(text, "unix:", 5))
+        return usage_error(command, "%s '%s' is not a QMP socket: give the VM's QMP socket "
+                           "as unix:PATH, as passed to godwit-vm --qmp", option, text);
+    if (uri_parse(text, &uri, &err) < 0)
+        return usage_error(command, "%s: %s", option, err.msg);
+    *path = text + 5;
+    return 0;
+}
+
+static int parse_downtime_limit(const char *text, struct migrate_request *req)
+{
+    char *end;
+    unsigned long long value;
+
+    errno = 0;
+    value = strtoull(text, &end, 10);
+    if (text[0] < '0' || text[0] > '9' || *end || errno)
+        return usage_error("migrate", "--downtime-limit '%s' is not a number of milliseconds; "
+                           "allowed: 0 to %llu", text, DOWNTIME_LIMIT_MAX);
+    if (value > DOWNTIME_LIMIT_MAX)
+        return usage_error("migrate", "--downtime-limit %s is out of range; allowed: 0 to "
+                           "%llu ms", text, DOWNTIME_LIMIT_MAX);
+    req->downtime_limit = value;
+    req->has_downtime_limit = true;
+    return 0;
+}
+
+static int parse_rate(const char *option, const char *text, uint64_t *rate, bool *given)
+{
+    struct gw_error err;
+
+    if (size_parse(text, 1, rate, &err) < 0)
+        return usage_error("migrate", "%s: %s; allowed: 0 to %llu bytes/s", option,
+                           err.msg, BANDWIDTH_MAX);
+    if (*rate > BANDWIDTH_MAX)
+        return usage_error("migrate", "%s %s is out of range; allowed: 0 to %llu bytes/s "
+                           "(2^53; 0 = %s)", option, text, BANDWIDTH_MAX,
+                           strcmp(option, "--max-bandwidth") ? "the measured bandwidth"
+                                                             : "unlimited");
+    *given = true;
+    return 0;
+}
+
+/* GODWIT_QMP_TIMEOUT, in seconds; decimals allowed. */
+static int parse_timeout(const char *command, int *timeout_ms)
+{
+    const char *text = getenv("GODWIT_QMP_TIMEOUT");
+    char *end;
+    double seconds;
+
+    *timeout_ms = QMP_CLIENT_TIMEOUT_MS;
+    if (!text || !*text)
+        return 0;
+    seconds = strtod(text, &end);
+    if (*end || !(seconds > 0) || seconds > 86400)
+        return usage_error(command, "GODWIT_QMP_TIMEOUT='%s' is not a number of seconds; "
+                           "allowed: more than 0 and up to 86400, like 10 or 0.5", text);
+    *timeout_ms = seconds * 1000 < 1 ? 1 : (int)(seconds * 1000);
+    return 0;
+}
+
+enum { OPT_FROM = 256, OPT_TO, OPT_DOWNTIME, OPT_MAX_BW, OPT_AVAIL_BW, OPT_EVENTS, OPT_QMP };
+
+static const struct option migrate_options[] = {
+    { "from", required_argument, NULL, OPT_FROM },
+    { "to", required_argument, NULL, OPT_TO },
+    { "downtime-limit", required_argument, NULL, OPT_DOWNTIME },
+    { "max-bandwidth", required_argument, NULL, OPT_MAX_BW },
+    { "avail-switchover-bandwidth", required_argument, NULL, OPT_AVAIL_BW },
+    { "events", no_argument, NULL, OPT_EVENTS },
+    { "help", no_argument, NULL, 'h' },
+    { NULL, 0, NULL, 0 },
+};
+
+static const struct option status_options[] = {
+    { "qmp", required_argument, NULL, OPT_QMP },
+    { "help", no_argument, NULL, 'h' },
+    { NULL, 0, NULL, 0 },
+};
+
+/* The shared cases of both commands' getopt loops: 1 to go on, or an exit
+ * status (0 after --help, 2 on a bad option). */
+static int common_option(const char *command, int id, char **argv, const char *usage,
+                         const char *option_list)
+{
+    if (id == 'h') {
+        fputs(usage, stdout);
+        return 0;
+    }
+    if (id == ':')
+        return usage_error(command, "option '%s' needs a value; see godwit %s --help",
+                           argv[optind - 1], command);
+    if (id == '?')
+        return usage_error(command, "unknown option '%s'; the options are %s",
+                           argv[optind - 1], option_list);
+    return 1;
+}
+
+static int migrate_parse_one(int id, const char *arg, struct migrate_request *req)
+{
+    struct gw_error err;
+    struct uri uri;
+
+    switch (id) {
+    case OPT_FROM:
+        return parse_qmp_socket("migrate", "--from", arg, &req->qmp_path);
+    case OPT_TO:
+        if (uri_parse(arg, &uri, &err) < 0)
+            return usage_error("migrate", "--to: %s", err.msg);
+        req->uri = arg;
+        return 0;
+    case OPT_DOWNTIME:
+        return parse_downtime_limit(arg, req);
+    case OPT_MAX_BW:
+        return parse_rate("--max-bandwidth", arg, &req->max_bandwidth, &req->has_max_bandwidth);
+    case OPT_AVAIL_BW:
+        return parse_rate("--avail-switchover-bandwidth", arg,
+                          &req->avail_switchover_bandwidth,
+                          &req->has_avail_switchover_bandwidth);
+    case OPT_EVENTS:
+        req->events = true;
+        return 0;
+    }
+    return usage_error("migrate", "internal error: option %d has no parser", id);
+}
+
+static int cmd_migrate(int argc, char **argv)
+{
+    static const char option_list[] = "--from, --to, --downtime-limit, --max-bandwidth, "
+                                      "--avail-switchover-bandwidth, --events and --help";
+    struct migrate_request req = { 0 };
+    int id, rc;
+
+    while ((id = getopt_long(argc, argv, ":h", migrate_options, NULL)) != -1) {
+        rc = common_option("migrate", id, argv, migrate_usage, option_list);
+        if (rc != 1)
+            return rc;
+        if (migrate_parse_one(id, optarg, &req))
+            return EXIT_USAGE;
+    }
+    if (optind < argc)
+        return usage_error("migrate", "unexpected argument '%s'; every setting is an option: "
+                           "%s", argv[optind], option_list);
+    if (!req.qmp_path)
+        return usage_error("migrate", "--from is required: the source VM's QMP socket, "
+                           "unix:PATH");
+    if (!req.uri)
+        return usage_error("migrate", "--to is required: the destination, %s",
+                           uri_accepted_forms);
+    if (parse_timeout("migrate", &req.timeout_ms))
+        return EXIT_USAGE;
+    return migrate_run(&req);
+}
+
+static int cmd_status(int argc, char **argv)
+{
+    const char *path = NULL;
+    int id, rc, timeout_ms;
+
+    while ((id = getopt_long(argc, argv, ":h", status_options, NULL)) != -1) {
+        rc = common_option("status", id, argv, status_usage, "--qmp and --help");
+        if (rc != 1)
+            return rc;
+        if (parse_qmp_socket("status", "--qmp", optarg, &path))
+            return EXIT_USAGE;
+    }
+    if (optind < argc)
+        return usage_error("status", "unexpected argument '%s'; the options are --qmp and "
+                           "--help", argv[optind]);
+    if (!path)
+        return usage_error("status", "--qmp is required: the VM's QMP socket, unix:PATH");
+    if (parse_timeout("status", &timeout_ms))
+        return EXIT_USAGE;
+    return status_run(path, timeout_ms);
+}
+
+int main(int argc, char **argv)
+{
+    const char *command = argc > 1 ? argv[1] : NULL;
+
+    opterr = 0;
+    if (!command)
+        return usage_error(NULL, "no command given; the commands are migrate and status "
+                           "(see godwit --help)");
+    if (!strcmp(command, "--help") || !strcmp(command, "-h")) {
+        fputs(main_usage, stdout);
+        return 0;
+    }
+    if (!strcmp(command, "--version") || !strcmp(command, "-V")) {
+        printf("godwit %s\n", GODWIT_VERSION);
+        return 0;
+    }
+    /* Each command parses its own options; argv[1] plays argv[0]'s part. */
+    if (!strcmp(command, "migrate"))
+        return cmd_migrate(argc - 1, argv + 1);
+    if (!strcmp(command, "status"))
+        return cmd_status(argc - 1, argv + 1);
+    if (command[0] == '-')
+        return usage_error(NULL, "unknown option '%s' before the command; the options are "
+                           "--help and --version, the commands migrate and status", command);
+    return usage_error(NULL, "unknown command '%s'; the commands are migrate and status "
+                       "(see godwit --help)", command);
+}

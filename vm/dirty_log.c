@@ -1,0 +1,119 @@
+/* Dirty tracking through KVM's dirty log. With manual protection
+ * (KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, initially-all-set) reading the log does
+ * not re-protect: the engine clears a chunk just before it reads those pages,
+ * so a write after the clear shows up in the next sync, and pages never
+ * sent are never write-protected. Without it, reading the log re-protects
+ * everything at once and clear has nothing to do. */
+#include "dirty_log.h"
+
+#include <errno.h>
+#include <linux/kvm.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+
+#include "kvm.h"
+
+void dirty_log_init(struct dirty_log *log, struct kvm *kvm, struct guest_memory *memory)
+{
+    struct kvm_enable_cap cap = { .cap = KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 };
+    int supported = ioctl(kvm->vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2);
+    uint64_t wanted = KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE | KVM_DIRTY_LOG_INITIALLY_SET;
+
+    *log = (struct dirty_log){ .kvm = kvm, .memory = memory };
+    if (supported > 0 && ((uint64_t)supported & wanted) == wanted) {
+        cap.args[0] = wanted;
+        log->manual_protect = ioctl(kvm->vm_fd, KVM_ENABLE_CAP, &cap) == 0;
+    }
+}
+
+void dirty_log_cleanup(struct dirty_log *log)
+{
+    for (unsigned i = 0; i < 2; i++) {
+        free(log->scratch[i]);
+        log->scratch[i] = NULL;
+    }
+}
+
+static int set_logging(struct dirty_log *log, bool on, struct gw_error *err)
+{
+    for (unsigned i = 0; i < log->memory->nr_blocks; i++) {
+        const struct ram_block *block = &log->memory->blocks[i];
+        struct kvm_userspace_memory_region region = {
+            .slot = i, .flags = on ? KVM_MEM_LOG_DIRTY_PAGES : 0,
+            .guest_phys_addr = block->gpa, .memory_size = block->size,
+            .userspace_addr = (__u64)(uintptr_t)block->host,
+        };
+        if (ioctl(log->kvm->vm_fd, KVM_SET_USER_MEMORY_REGION, &region) < 0)
+            return gw_error_set(err, -errno, "cannot %s dirty logging on RAM block '%s': %s",
+                                on ? "start" : "stop", block->name, strerror(errno));
+    }
+    return 0;
+}
+
+static int dirty_log_start(void *opaque, struct gw_error *err)
+{
+    struct dirty_log *log = opaque;
+
+    for (unsigned i = 0; i < log->memory->nr_blocks; i++) {
+        uint64_t words = (ram_block_pages(&log->memory->blocks[i]) + 63) / 64;
+        if (!log->scratch[i])
+            log->scratch[i] = calloc(words, sizeof(uint64_t));
+        if (!log->scratch[i])
+            return gw_error_set(err, -ENOMEM, "out of memory for the dirty log");
+    }
+    int rc = set_logging(log, true, err);
+    log->active = rc == 0;
+    return rc;
+}
+
+static int dirty_log_sync(void *opaque, unsigned block, uint64_t *bitmap, struct gw_error *err)
+{
+    struct dirty_log *log = opaque;
+    uint64_t words = (ram_block_pages(&log->memory->blocks[block]) + 63) / 64;
+    struct kvm_dirty_log dirty = { .slot = block, .dirty_bitmap = log->scratch[block] };
+
+    if (ioctl(log->kvm->vm_fd, KVM_GET_DIRTY_LOG, &dirty) < 0)
+        return gw_error_set(err, -errno, "KVM_GET_DIRTY_LOG on block '%s' failed: %s",
+                            log->memory->blocks[block].name, strerror(errno));
+    for (uint64_t w = 0; w < words; w++)
+        bitmap[w] |= log->scratch[block][w];
+    return 0;
+}
+
+static int dirty_log_clear(void *opaque, unsigned block, uint64_t first_page,
+                           const uint64_t *bits, unsigned nr_words, struct gw_error *err)
+{
+    struct dirty_log *log = opaque;
+    uint64_t pages = ram_block_pages(&log->memory->blocks[block]);
+    struct kvm_clear_dirty_log clear = {
+        .slot = block, .first_page = first_page,
+        .dirty_bitmap = (void *)bits,
+    };
+
+    if (!log->manual_protect)
+        return 0;
+    /* KVM wants a multiple of 64 pages, or a range that ends the slot. */
+    clear.num_pages = (uint32_t)(pages - first_page < (uint64_t)nr_words * 64
+                                     ? pages - first_page : (uint64_t)nr_words * 64);
+    if (ioctl(log->kvm->vm_fd, KVM_CLEAR_DIRTY_LOG, &clear) < 0)
+        return gw_error_set(err, -errno, "KVM_CLEAR_DIRTY_LOG on block '%s' failed: %s",
+                            log->memory->blocks[block].name, strerror(errno));
+    return 0;
+}
+
+static void dirty_log_stop(void *opaque)
+{
+    struct dirty_log *log = opaque;
+
+    if (log->active)
+        set_logging(log, false, NULL);
+    log->active = false;
+}
+
+const struct dirty_tracker_ops dirty_log_ops = {
+    .start = dirty_log_start,
+    .sync = dirty_log_sync,
+    .clear = dirty_log_clear,
+    .stop = dirty_log_stop,
+};

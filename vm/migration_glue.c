@@ -1,0 +1,70 @@
+/* godwit-vm as the migration engine sees it: its RAM blocks, the KVM dirty
+ * log, its devices, and the run-state changes a migration makes. */
+#include "vm.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+
+#include <godwit/migration.h>
+
+static bool stop_for_switchover(void *opaque)
+{
+    return vm_pause(opaque, RUN_STATE_FINISH_MIGRATE);
+}
+
+static void source_completed(void *opaque)
+{
+    struct vm *vm = opaque;
+
+    pthread_mutex_lock(&vm->state_lock);
+    vm->run_state = RUN_STATE_POSTMIGRATE;
+    pthread_mutex_unlock(&vm->state_lock);
+}
+
+static void resume(void *opaque)
+{
+    vm_resume(opaque);
+}
+
+/* As QEMU does, a destination whose migration failed ends: it never ran the
+ * guest, and the source still has it. */
+static void incoming_failed(void *opaque, const char *message)
+{
+    fprintf(stderr, "godwit-vm: incoming migration failed: %s\n", message);
+    vm_request_exit(opaque, 1, false, "host-error");
+}
+
+int vm_migration_init(struct vm *vm, struct gw_error *err)
+{
+    struct migration_host host = {
+        .opaque = vm,
+        .blocks = vm->memory.blocks,
+        .nr_blocks = vm->memory.nr_blocks,
+        .dirty = &dirty_log_ops,
+        .dirty_opaque = &vm->dirty_log,
+        .devices = &vm->devices,
+        .stop_for_switchover = stop_for_switchover,
+        .source_completed = source_completed,
+        .resume = resume,
+        .incoming_failed = incoming_failed,
+    };
+    int rc;
+
+    vm->migration = migration_new(&host, vm->qmp, err);
+    if (!vm->migration)
+        return -EINVAL;
+    rc = migration_register_monitor(vm->migration, err);
+    if (rc < 0)
+        return rc;
+    if (vm->config.incoming_defer)
+        migration_expect_incoming(vm->migration);
+    if (vm->config.has_incoming_uri) {
+        char uri[PATH_MAX + 32];
+        uri_format(&vm->config.incoming, uri, sizeof(uri));
+        rc = migration_incoming(vm->migration, uri, err);
+        if (rc < 0)
+            gw_error_prefix(err, "--incoming");
+    }
+    return rc;
+}
