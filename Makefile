@@ -22,7 +22,8 @@ deps:
 	@scripts/setup-deps
 
 demo: all
-	python3 scripts/demo --vm $(BUILD)/vm/godwit-vm --guest $(BUILD)/guest/testguest.elf
+	python3 scripts/demo --vm $(BUILD)/vm/godwit-vm --guest $(BUILD)/guest/testguest.elf \
+		--godwit $(BUILD)/tools/godwit
 
 # The sanitizer build runs every test: the unit tests and corpus replays, and
 # the integration tests drive the sanitized godwit-vm too. build/ is built as
@@ -45,7 +46,7 @@ fuzz:
 	@test -f $(FUZZ_BUILD)/build.ninja || CC=clang $(MESON) setup $(FUZZ_BUILD) \
 		-Dfuzzing=true -Dsanitize=address,undefined -Dtests=disabled >/dev/null
 	$(NINJA) -C $(FUZZ_BUILD)
-	@for target in qmp multiboot uri_size; do \
+	@for target in qmp multiboot uri_size stream; do \
 		mkdir -p $(FUZZ_BUILD)/corpus/$$target; \
 		echo "== fuzz_$$target for $(FUZZ_SECONDS)s"; \
 		$(FUZZ_BUILD)/tests/fuzz/fuzz_$$target -max_total_time=$(FUZZ_SECONDS) \

@@ -193,7 +193,7 @@ static int get_msrs(struct vcpu *vcpu, struct cpu_state *state, struct gw_error 
         return gw_error_set(err, -errno, "cpu %u: KVM_GET_MSRS failed: %s", vcpu->id,
                             strerror(errno));
     if ((__u32)got < state->msrs->nmsrs)
-        return gw_error_set(err, -EIO, "cpu %u: KVM cannot read MSR 0x%x (%s), which it lists",
+        return gw_error_set(err, -EIO, "cpu %u: KVM cannot read MSR 0x%x (%s), which it offers",
                             vcpu->id, state->msrs->entries[got].index,
                             msr_name(state->msrs->entries[got].index));
     return 0;

@@ -45,7 +45,7 @@ static int get_chip(struct kvm *kvm, __u32 chip_id, struct kvm_irqchip *chip,
     return vm_ioctl(kvm, KVM_GET_IRQCHIP, chip, what, err);
 }
 
-int kvm_state_get_irqchip(struct kvm *kvm, struct kvm_irqchip_state *state,
+int kvm_state_get_irqchip(struct kvm *kvm, struct kvm_state_irqchip *state,
                           struct gw_error *err)
 {
     struct kvm_irqchip chip;
@@ -65,7 +65,7 @@ int kvm_state_get_irqchip(struct kvm *kvm, struct kvm_irqchip_state *state,
     return 0;
 }
 
-int kvm_state_set_irqchip(struct kvm *kvm, const struct kvm_irqchip_state *state,
+int kvm_state_set_irqchip(struct kvm *kvm, const struct kvm_state_irqchip *state,
                           struct gw_error *err)
 {
     struct kvm_irqchip chip;

@@ -10,7 +10,7 @@
 
 #include "kvm.h"
 
-struct kvm_irqchip_state {
+struct kvm_state_irqchip {
     struct kvm_pic_state pic_master;
     struct kvm_pic_state pic_slave;
     struct kvm_ioapic_state ioapic;
@@ -20,10 +20,10 @@ struct kvm_irqchip_state {
  * VMM's state needs and this host's KVM lacks (vCPU ones included). */
 int kvm_state_require_caps(struct kvm *kvm, struct gw_error *err);
 
-int kvm_state_get_irqchip(struct kvm *kvm, struct kvm_irqchip_state *state,
+int kvm_state_get_irqchip(struct kvm *kvm, struct kvm_state_irqchip *state,
                           struct gw_error *err);
 /* PIC master, PIC slave, then IOAPIC (which re-injects its pending IRR). */
-int kvm_state_set_irqchip(struct kvm *kvm, const struct kvm_irqchip_state *state,
+int kvm_state_set_irqchip(struct kvm *kvm, const struct kvm_state_irqchip *state,
                           struct gw_error *err);
 
 int kvm_state_get_pit(struct kvm *kvm, struct kvm_pit_state2 *pit, struct gw_error *err);

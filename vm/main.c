@@ -183,6 +183,7 @@ static int create_files(struct vm *vm, struct startup *start, struct gw_error *e
 
 static int build_machine(struct vm *vm, struct startup *start, struct gw_error *err)
 {
+    bool incoming = vm->config.incoming_defer || vm->config.has_incoming_uri;
     struct vcpu_entry entry;
     int rc;
 
@@ -193,17 +194,21 @@ static int build_machine(struct vm *vm, struct startup *start, struct gw_error *
     for (unsigned i = 0; i < vm->memory.nr_blocks; i++)
         if ((rc = kvm_add_memslot(&vm->kvm, i, &vm->memory.blocks[i], err)) < 0)
             return rc;
-    rc = multiboot_load(&start->kernel, vm->memory.blocks, vm->memory.nr_blocks,
-                        vm->config.append, &entry, err);
-    if (rc < 0)
-        return rc;
+    /* An incoming VM gets RAM and vCPU state from the stream: its RAM stays
+     * untouched (all zero), which spares the migration work on zero pages. */
+    if (!incoming) {
+        rc = multiboot_load(&start->kernel, vm->memory.blocks, vm->memory.nr_blocks,
+                            vm->config.append, &entry, err);
+        if (rc < 0)
+            return rc;
+    }
     pio_init(&vm->pio);
     uart_init(&vm->uart, start->serial_fd, &vm->kvm);
     pio_register(&vm->pio, UART_COM1_BASE, 8, uart_io, &vm->uart);
     pio_register(&vm->pio, DEBUG_EXIT_PORT, DEBUG_EXIT_SIZE, debug_exit_io, vm);
     vm->nr_vcpus = 1;
     if ((rc = vcpu_create(vm, &vm->vcpus[0], 0, err)) < 0 ||
-        (rc = vcpu_set_multiboot_entry(&vm->vcpus[0], &entry, err)) < 0 ||
+        (!incoming && (rc = vcpu_set_multiboot_entry(&vm->vcpus[0], &entry, err)) < 0) ||
         (rc = vm_devices_register(vm, err)) < 0 || (rc = monitor_init(vm, err)) < 0 ||
         (rc = vm_migration_init(vm, err)) < 0)
         return rc;

@@ -53,13 +53,14 @@ static void layout_blocks(struct guest_memory *mem)
 
     mem->blocks[0] = (struct ram_block){
         .name = "ram-below-4g", .host = mem->host, .size = low,
-        .page_size = MEMORY_PAGE_SIZE, .gpa = 0,
+        .page_size = MEMORY_PAGE_SIZE, .gpa = 0, .fd = mem->fd, .fd_offset = 0,
     };
     mem->nr_blocks = 1;
     if (mem->size > low) {
         mem->blocks[1] = (struct ram_block){
             .name = "ram-above-4g", .host = mem->host + low, .size = mem->size - low,
-            .page_size = MEMORY_PAGE_SIZE, .gpa = MEMORY_HIGH_BASE,
+            .page_size = MEMORY_PAGE_SIZE, .gpa = MEMORY_HIGH_BASE, .fd = mem->fd,
+            .fd_offset = low,
         };
         mem->nr_blocks = 2;
     }
@@ -130,8 +131,7 @@ static int map_memory(struct guest_memory *mem, const struct vm_config *config,
         flags = MAP_SHARED;
     }
     mem->host = map_aligned(mem->size, flags, fd);
-    if (fd >= 0)
-        close(fd);
+    mem->fd = fd;   /* kept: the engine finds holes (zero pages) in it */
     if (mem->host == MAP_FAILED) {
         mem->host = NULL;
         return gw_error_set(err, -errno, "cannot map %" PRIu64 " bytes of guest RAM: %s",
@@ -164,7 +164,7 @@ int memory_init(struct guest_memory *mem, const struct vm_config *config,
 {
     int rc;
 
-    *mem = (struct guest_memory){ .size = config->memory, .path = config->mem_path };
+    *mem = (struct guest_memory){ .size = config->memory, .path = config->mem_path, .fd = -1 };
     rc = map_memory(mem, config, err);
     if (rc < 0)
         goto fail;
@@ -185,6 +185,9 @@ void memory_cleanup(struct guest_memory *mem, bool on_failure)
     if (mem->host)
         munmap(mem->host, mem->size);
     mem->host = NULL;
+    if (mem->fd >= 0)
+        close(mem->fd);
+    mem->fd = -1;
     if (on_failure && mem->created_file)
         unlink(mem->path);
     mem->created_file = false;

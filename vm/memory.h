@@ -21,6 +21,7 @@ struct guest_memory {
     uint64_t size;
     struct ram_block blocks[2];
     unsigned nr_blocks;
+    int fd;                       /* the --mem-path file, or -1 */
     bool created_file;            /* --mem-path did not exist: remove it on failure */
     const char *path;
 };

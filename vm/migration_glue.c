@@ -44,6 +44,10 @@ int vm_migration_init(struct vm *vm, struct gw_error *err)
         .dirty = &dirty_log_ops,
         .dirty_opaque = &vm->dirty_log,
         .devices = &vm->devices,
+        /* Nothing was loaded into an incoming VM's RAM: fresh anonymous memory
+         * or a file this run created is all zero. */
+        .ram_zero_at_start = (vm->config.incoming_defer || vm->config.has_incoming_uri) &&
+                             (vm->memory.fd < 0 || vm->memory.created_file),
         .stop_for_switchover = stop_for_switchover,
         .source_completed = source_completed,
         .resume = resume,

@@ -80,16 +80,18 @@ static int set_cpuid(struct vcpu *vcpu, struct gw_error *err)
 
 static int set_signal_mask(struct vcpu *vcpu, struct gw_error *err)
 {
-    struct {
+    /* struct kvm_signal_mask ends in a flexible array: the kernel's sigset_t,
+     * 8 bytes on x86-64, follows the header. */
+    union {
         struct kvm_signal_mask header;
-        uint8_t sigset[8];     /* the kernel's sigset_t on x86-64 */
+        uint8_t bytes[sizeof(struct kvm_signal_mask) + 8];
     } mask;
     sigset_t set;
 
     pthread_sigmask(SIG_BLOCK, NULL, &set);
     sigdelset(&set, SIG_VCPU_KICK);
-    mask.header.len = sizeof(mask.sigset);
-    memcpy(mask.sigset, &set, sizeof(mask.sigset));
+    mask.header.len = 8;
+    memcpy(mask.bytes + sizeof(struct kvm_signal_mask), &set, 8);
     if (ioctl(vcpu->fd, KVM_SET_SIGNAL_MASK, &mask) < 0)
         return gw_error_set(err, -errno, "KVM_SET_SIGNAL_MASK failed: %s", strerror(errno));
     return 0;

@@ -280,7 +280,7 @@ static const struct piece_spec irqchip_specs[IRQCHIP_PIECES] = {
     [IRQCHIP_IOAPIC] = { 3, "IOAPIC", sizeof(struct kvm_ioapic_state), 0, 0, 0 },
 };
 
-static void irqchip_parts(struct kvm_irqchip_state *s, struct part parts[IRQCHIP_PIECES])
+static void irqchip_parts(struct kvm_state_irqchip *s, struct part parts[IRQCHIP_PIECES])
 {
     parts[IRQCHIP_PIC_MASTER] = (struct part){ &s->pic_master, sizeof(s->pic_master) };
     parts[IRQCHIP_PIC_SLAVE] = (struct part){ &s->pic_slave, sizeof(s->pic_slave) };
@@ -289,7 +289,7 @@ static void irqchip_parts(struct kvm_irqchip_state *s, struct part parts[IRQCHIP
 
 static int irqchip_save(void *opaque, struct gw_buffer *out, struct gw_error *err)
 {
-    struct kvm_irqchip_state state;
+    struct kvm_state_irqchip state;
     struct part parts[IRQCHIP_PIECES];
     int rc = kvm_state_get_irqchip(opaque, &state, err);
 
@@ -304,7 +304,7 @@ static int irqchip_save(void *opaque, struct gw_buffer *out, struct gw_error *er
 static int irqchip_load(void *opaque, const uint8_t *data, size_t len, uint32_t version,
                         struct gw_error *err)
 {
-    struct kvm_irqchip_state state;
+    struct kvm_state_irqchip state;
     struct piece found[IRQCHIP_PIECES];
     struct part parts[IRQCHIP_PIECES];
     int rc;
@@ -417,9 +417,13 @@ static int serial_save(void *opaque, struct gw_buffer *out, struct gw_error *err
     };
 
     uart_get_state(opaque, &state);
-    memcpy(regs, (uint8_t[SERIAL_REGISTERS_LEN]){ state.ier, state.lcr, state.mcr, state.scr,
-                                                   state.fcr, state.dll, state.dlm },
-           sizeof(regs));
+    regs[0] = state.ier;
+    regs[1] = state.lcr;
+    regs[2] = state.mcr;
+    regs[3] = state.scr;
+    regs[4] = state.fcr;
+    regs[5] = state.dll;
+    regs[6] = state.dlm;
     pending = state.thr_interrupt;
     return save_pieces("serial", out, serial_specs, parts, SERIAL_PIECES, err);
 }

@@ -27,6 +27,9 @@ struct migration_host {
     const struct dirty_tracker_ops *dirty;
     void *dirty_opaque;
     struct device_registry *devices;
+    /* Destination: guest RAM is all zero before the migration (fresh
+     * memory, nothing loaded), so zero pages never written need no work. */
+    bool ram_zero_at_start;
 
     /* Source: stops every vCPU for the switchover (run state
      * "finish-migrate"); returns when none runs. Returns false if the VM was

@@ -18,6 +18,10 @@ struct ram_block {
     uint64_t size;                  /* bytes, a multiple of page_size */
     uint64_t page_size;             /* bytes, a power of two */
     uint64_t gpa;                   /* guest-physical address of byte 0 */
+    /* The file the memory maps, or -1 for anonymous memory. The engine uses
+     * it only to find holes (pages that are zero without being read). */
+    int fd;
+    uint64_t fd_offset;             /* of byte 0 in that file */
 };
 
 static inline uint64_t ram_block_pages(const struct ram_block *block)

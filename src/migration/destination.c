@@ -5,6 +5,7 @@
 #include "migration_internal.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int send_answer(struct stream_writer *writer, uint32_t type, const void *body,
@@ -56,7 +57,19 @@ static int receive(struct migration *migration, struct gw_error *err)
     struct load_state state = { .blocks = migration->host.blocks,
                                 .nr_blocks = migration->host.nr_blocks,
                                 .devices = migration->host.devices };
-    int rc = migration_load_stream(&reader, &state, err);
+    int rc = 0;
+
+    if (migration->host.ram_zero_at_start) {
+        for (unsigned b = 0; b < migration->host.nr_blocks && rc == 0; b++) {
+            uint64_t words = (ram_block_pages(&migration->host.blocks[b]) + 63) / 64;
+            migration->bitmaps[b] = calloc(words, sizeof(uint64_t));
+            if (!migration->bitmaps[b])
+                rc = gw_error_set(err, -ENOMEM, "out of memory for the page bitmaps");
+        }
+        state.written = migration->bitmaps;
+    }
+    if (rc == 0)
+        rc = migration_load_stream(&reader, &state, err);
 
     atomic_store(&migration->stats.normal_pages, state.normal_pages);
     atomic_store(&migration->stats.zero_pages, state.zero_pages);

@@ -72,10 +72,11 @@ static int load_record(struct stream_reader *reader, struct load_state *state,
     switch (record->type) {
     case REC_PAGES:
         return ram_load_pages(state->blocks, state->nr_blocks, reader->page_size, record->body,
-                              record->length, &state->normal_pages, err);
+                              record->length, state->written, &state->normal_pages, err);
     case REC_ZERO_PAGES:
         return ram_load_zero_pages(state->blocks, state->nr_blocks, reader->page_size,
-                                   record->body, record->length, &state->zero_pages, err);
+                                   record->body, record->length, state->written,
+                                   &state->zero_pages, err);
     case REC_DEVICE:
         return load_device(state, record, err);
     case REC_PASS_END:

@@ -92,12 +92,14 @@ uint64_t ram_count_dirty(struct migration *migration);
 bool ram_page_is_zero(const uint8_t *page, size_t len);
 
 /* Page loading (ram_load.c): every index is checked before use. */
+/* written, if not NULL, has a bitmap per block of the pages a PAGES record
+ * wrote (RAM was zero at the start: only those need clearing). */
 int ram_load_pages(const struct ram_block *blocks, unsigned nr_blocks, uint32_t page_size,
-                   const uint8_t *body, uint32_t length, uint64_t *pages,
-                   struct gw_error *err);
+                   const uint8_t *body, uint32_t length, uint64_t *const *written,
+                   uint64_t *pages, struct gw_error *err);
 int ram_load_zero_pages(const struct ram_block *blocks, unsigned nr_blocks, uint32_t page_size,
-                        const uint8_t *body, uint32_t length, uint64_t *pages,
-                        struct gw_error *err);
+                        const uint8_t *body, uint32_t length, uint64_t *const *written,
+                        uint64_t *pages, struct gw_error *err);
 int ram_check_blocks(const struct ram_block *blocks, unsigned nr_blocks, uint32_t page_size,
                      const uint8_t *body, uint32_t length, struct gw_error *err);
 /* The RAM_BLOCKS record body for the source's blocks; returns its length. */
@@ -108,6 +110,7 @@ struct load_state {
     const struct ram_block *blocks;
     unsigned nr_blocks;
     struct device_registry *devices;
+    uint64_t **written;           /* NULL, or a bitmap per block: see ram_load_pages */
     uint64_t normal_pages, zero_pages, devices_loaded;
     bool device_seen[DEVICE_MAX];
 };

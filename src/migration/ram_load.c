@@ -82,7 +82,8 @@ static int check_block(unsigned nr_blocks, uint32_t block, const char *what,
 }
 
 int ram_load_pages(const struct ram_block *blocks, unsigned nr_blocks, uint32_t page_size,
-                   const uint8_t *body, uint32_t length, uint64_t *pages, struct gw_error *err)
+                   const uint8_t *body, uint32_t length, uint64_t *const *written,
+                   uint64_t *pages, struct gw_error *err)
 {
     uint32_t block, count;
     const uint8_t *data;
@@ -109,13 +110,17 @@ int ram_load_pages(const struct ram_block *blocks, unsigned nr_blocks, uint32_t 
                                 "PAGES record names page %" PRIu64 " of block '%s', which has %"
                                 PRIu64 " pages", index, blocks[block].name, block_pages);
         memcpy(blocks[block].host + index * page_size, data + (size_t)i * page_size, page_size);
+        if (written)
+            written[block][index / 64] |= 1ULL << (index % 64);
     }
     *pages += count;
     return 0;
 }
 
-/* Fresh destination memory reads as zero without being written: only a page
- * that holds something is cleared, so a zero page costs no first touch. */
+/* Without knowing what the memory held before, a page is read first and
+ * cleared only if it holds something, so a zero page costs no first write.
+ * When RAM was zero at the start, `written` says which pages need clearing
+ * and the others are not touched at all. */
 static void clear_page(uint8_t *page, uint32_t page_size)
 {
     if (!ram_page_is_zero(page, page_size))
@@ -123,8 +128,8 @@ static void clear_page(uint8_t *page, uint32_t page_size)
 }
 
 int ram_load_zero_pages(const struct ram_block *blocks, unsigned nr_blocks, uint32_t page_size,
-                        const uint8_t *body, uint32_t length, uint64_t *pages,
-                        struct gw_error *err)
+                        const uint8_t *body, uint32_t length, uint64_t *const *written,
+                        uint64_t *pages, struct gw_error *err)
 {
     uint32_t block, count;
     uint64_t block_pages;
@@ -149,8 +154,15 @@ int ram_load_zero_pages(const struct ram_block *blocks, unsigned nr_blocks, uint
                                 "ZERO_PAGES record names pages [%" PRIu64 ", +%" PRIu64
                                 ") of block '%s', which has %" PRIu64 " pages",
                                 first, run, blocks[block].name, block_pages);
-        for (uint64_t page = first; page < first + run; page++)
-            clear_page(blocks[block].host + page * page_size, page_size);
+        for (uint64_t page = first; page < first + run; page++) {
+            uint8_t *host = blocks[block].host + page * page_size;
+            if (!written) {
+                clear_page(host, page_size);
+            } else if (written[block][page / 64] >> (page % 64) & 1) {
+                memset(host, 0, page_size);   /* written by an earlier pass */
+                written[block][page / 64] &= ~(1ULL << (page % 64));
+            }
+        }
         *pages += run;
     }
     return 0;

@@ -6,9 +6,11 @@
 #include "migration_internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 /* Pages re-armed and read together: one KVM_CLEAR_DIRTY_LOG per chunk. */
 #define CHUNK_WORDS 4
@@ -30,6 +32,8 @@ struct ram_sender {
     uint64_t zero_runs[STREAM_ZERO_RUNS_PER_RECORD][2];
 
     uint64_t window_start_us, window_bytes;   /* max-bandwidth pacing */
+    int pagemap_fd;         /* /proc/self/pagemap, or -1: no zero hints */
+    uint64_t pagemap[CHUNK_PAGES];
 };
 
 bool ram_page_is_zero(const uint8_t *page, size_t len)
@@ -59,12 +63,15 @@ struct ram_sender *ram_sender_new(struct migration *migration, struct stream_wri
     sender->migration = migration;
     sender->writer = writer;
     sender->page_size = page_size;
+    sender->pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
     return sender;
 }
 
 void ram_sender_free(struct ram_sender *sender)
 {
     if (sender) {
+        if (sender->pagemap_fd >= 0)
+            close(sender->pagemap_fd);
         free(sender->batch_data);
         free(sender);
     }
@@ -193,13 +200,69 @@ static int add_page(struct ram_sender *sender, uint32_t block, uint64_t page,
     return 0;
 }
 
+static void mark_zero(uint64_t *zero, uint64_t from, uint64_t to)
+{
+    for (uint64_t page = from; page < to; page++)
+        zero[page / 64] |= 1ULL << (page % 64);
+}
+
+/* A hole in the backing file reads as zero. One SEEK_DATA per chunk: the
+ * pages before the first data are holes. (SEEK_HOLE would walk a full file
+ * to its end on every call.) */
+static void file_holes(const struct ram_block *block, uint64_t first_page, unsigned pages,
+                       uint64_t *zero)
+{
+    off_t start = (off_t)(block->fd_offset + first_page * block->page_size);
+    off_t end = start + (off_t)pages * (off_t)block->page_size;
+    off_t data = lseek(block->fd, start, SEEK_DATA);
+
+    if (data < 0 && errno != ENXIO)
+        return;   /* no answer: read the pages */
+    if (data < 0 || data > end)
+        data = end;
+    mark_zero(zero, 0, (uint64_t)(data - start) / block->page_size);
+}
+
+/* Anonymous pages neither present nor swapped were never written: zero. */
+static void untouched_pages(struct ram_sender *sender, const struct ram_block *block,
+                            uint64_t first_page, unsigned pages, uint64_t *zero)
+{
+    uint64_t first_host_page = (uint64_t)(uintptr_t)(block->host + first_page * block->page_size)
+                               / 4096;
+    size_t len = pages * sizeof(uint64_t);
+
+    if (block->page_size != 4096 ||
+        pread(sender->pagemap_fd, sender->pagemap, len, (off_t)(first_host_page * 8)) != (ssize_t)len)
+        return;
+    for (unsigned i = 0; i < pages; i++)
+        if (!(sender->pagemap[i] & (3ULL << 62)))   /* bit 63 present, bit 62 swapped */
+            zero[i / 64] |= 1ULL << (i % 64);
+}
+
+/* Pages of a chunk known to be zero without reading them. Asked after the
+ * chunk is re-armed, so a page written since is either seen as written here
+ * or dirty again for the next pass. */
+static void known_zero(struct ram_sender *sender, const struct ram_block *block,
+                       uint64_t first_page, unsigned nr_words, uint64_t *zero)
+{
+    uint64_t block_pages = ram_block_pages(block);
+    unsigned pages = (unsigned)(block_pages - first_page < (uint64_t)nr_words * 64
+                                    ? block_pages - first_page : (uint64_t)nr_words * 64);
+
+    memset(zero, 0, nr_words * sizeof(uint64_t));
+    if (block->fd >= 0)
+        file_holes(block, first_page, pages, zero);
+    else if (sender->pagemap_fd >= 0)
+        untouched_pages(sender, block, first_page, pages, zero);
+}
+
 static int send_chunk(struct ram_sender *sender, uint32_t block_index, uint64_t first_page,
                       uint64_t *words, unsigned nr_words, bool clear_tracker,
                       struct gw_error *err)
 {
     struct migration *migration = sender->migration;
     const struct ram_block *block = &migration->host.blocks[block_index];
-    uint64_t bits[CHUNK_WORDS];
+    uint64_t bits[CHUNK_WORDS], zero[CHUNK_WORDS];
     int rc;
 
     memcpy(bits, words, nr_words * sizeof(uint64_t));
@@ -215,11 +278,13 @@ static int send_chunk(struct ram_sender *sender, uint32_t block_index, uint64_t 
         if (rc < 0)
             return rc;
     }
+    known_zero(sender, block, first_page, nr_words, zero);
     for (unsigned w = 0; w < nr_words; w++) {
         for (uint64_t word = bits[w]; word; word &= word - 1) {
-            uint64_t page = first_page + w * 64 + (uint64_t)__builtin_ctzll(word);
+            unsigned bit = (unsigned)__builtin_ctzll(word);
+            uint64_t page = first_page + w * 64 + bit;
             const uint8_t *data = block->host + page * sender->page_size;
-            rc = ram_page_is_zero(data, sender->page_size)
+            rc = (zero[w] >> bit & 1) || ram_page_is_zero(data, sender->page_size)
                      ? add_zero(sender, block_index, page, err)
                      : add_page(sender, block_index, page, data, err);
             if (rc < 0)

@@ -127,7 +127,11 @@ int stream_write_record(struct stream_writer *writer, uint32_t type,
 static int read_exact(struct stream_reader *reader, void *buf, size_t len, const char *what,
                       struct gw_error *err)
 {
-    int rc = reader->io.read(reader->io.opaque, buf, len, err);
+    int rc;
+
+    if (len == 0)
+        return 0;   /* an empty body: nothing to read, and maybe no buffer yet */
+    rc = reader->io.read(reader->io.opaque, buf, len, err);
 
     if (rc == -ENODATA)
         return gw_error_set(err, -ENODATA,

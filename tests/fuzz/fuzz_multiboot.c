@@ -17,7 +17,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static uint8_t memory[GUARD + RAM_SIZE + GUARD];
-    struct ram_block block = { "ram-below-4g", memory + GUARD, RAM_SIZE, 4096, 0 };
+    struct ram_block block = { "ram-below-4g", memory + GUARD, RAM_SIZE, 4096, 0, -1, 0 };
     struct multiboot_image image;
     struct vcpu_entry entry;
 

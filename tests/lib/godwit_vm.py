@@ -255,3 +255,179 @@ class VmTestCase(unittest.TestCase):
         vm = Vm(**kwargs)
         self.vms.append(vm)
         return vm
+
+
+# --- The migration stream (docs/stream.md), for tests that forge or damage one ---
+
+STREAM_MAGIC = b"GODWITMS"
+STREAM_HEADER_SIZE = 24
+RECORD_HEADER_SIZE = 16
+REC_RAM_BLOCKS, REC_PAGES, REC_ZERO_PAGES, REC_DEVICE, REC_END, REC_GO = 1, 2, 3, 4, 5, 6
+REC_PASS_END = 0x80000007
+REC_RP_READY, REC_RP_RUNNING, REC_RP_ERROR = 0x101, 0x102, 0x103
+
+
+def _crc32c_table():
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
+        table.append(crc)
+    return table
+
+
+_CRC32C_TABLE = _crc32c_table()
+
+
+def crc32c(data, crc=0):
+    """CRC32C (Castagnoli, reflected 0x82F63B78, init and final xor
+    0xFFFFFFFF); crc chains a previous result, as the stream's record CRC
+    covers the header's first 8 bytes and then the body."""
+    crc ^= 0xFFFFFFFF
+    table = _CRC32C_TABLE
+    for byte in data:
+        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+def stream_record(rtype, body=b"", crc=None):
+    """One record: header, body, zero padding to 8. crc=None computes the
+    right one; pass a value to forge a wrong one."""
+    head = rtype.to_bytes(4, "little") + len(body).to_bytes(4, "little")
+    if crc is None:
+        crc = crc32c(body, crc32c(head))
+    return head + crc.to_bytes(4, "little") + bytes(4) + body + bytes(-len(body) % 8)
+
+
+def rp_error_record(errno_value, text):
+    """An RP_ERROR answer: i32 errno (negative), then the sentence."""
+    return stream_record(REC_RP_ERROR, errno_value.to_bytes(4, "little", signed=True) +
+                         text.encode())
+
+
+def parse_stream(data):
+    """The records of a whole stream held in memory, as dicts with offset,
+    type, length and body_offset (within data); stops at the first
+    incomplete record. Checks neither CRCs nor the header."""
+    records = []
+    offset = STREAM_HEADER_SIZE
+    while offset + RECORD_HEADER_SIZE <= len(data):
+        rtype = int.from_bytes(data[offset:offset + 4], "little")
+        length = int.from_bytes(data[offset + 4:offset + 8], "little")
+        end = offset + RECORD_HEADER_SIZE + length + (-length % 8)
+        if end > len(data):
+            break
+        records.append({"offset": offset, "type": rtype, "length": length,
+                        "body_offset": offset + RECORD_HEADER_SIZE})
+        offset = end
+    return records
+
+
+class FakeDestination:
+    """A destination that is not godwit-vm: a thread serving a unix socket
+    that reads the source's stream record by record and answers as told.
+    answer_after_header: bytes sent back once the stream header has arrived
+    (then it closes if close_after_answer, else reads on); close_after_end:
+    close the connection once END has arrived (never send RP_READY).
+    Otherwise it reads and discards everything until the source closes, and
+    never answers."""
+
+    def __init__(self, path, answer_after_header=None, close_after_answer=False,
+                 close_after_end=False):
+        import threading
+        self.path = path
+        self.answer_after_header = answer_after_header
+        self.close_after_answer = close_after_answer
+        self.close_after_end = close_after_end
+        self.types = []               # record types in arrival order
+        self.bytes_read = 0
+        self.header = None
+        self.end_seen = threading.Event()
+        self.finished = threading.Event()   # the connection is gone
+        self.error = None
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(path)
+        self.listener.listen(1)
+        self.connection = None
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @property
+    def uri(self):
+        return f"unix:{self.path}"
+
+    def _read_exact(self, size):
+        data = b""
+        while len(data) < size:
+            chunk = self.connection.recv(min(size - len(data), 1 << 20))
+            if not chunk:
+                raise EOFError(f"the source closed after {self.bytes_read + len(data)} bytes")
+            data += chunk
+        self.bytes_read += size
+        return data
+
+    def _serve(self):
+        try:
+            self.connection, _ = self.listener.accept()
+            self.header = self._read_exact(STREAM_HEADER_SIZE)
+            if self.answer_after_header:
+                self.connection.sendall(self.answer_after_header)
+                if self.close_after_answer:
+                    self.connection.close()
+                    self.connection = None
+                    return
+            while True:
+                head = self._read_exact(RECORD_HEADER_SIZE)
+                rtype = int.from_bytes(head[0:4], "little")
+                length = int.from_bytes(head[4:8], "little")
+                self._read_exact(length + (-length % 8))
+                self.types.append(rtype)
+                if rtype == REC_END:
+                    self.end_seen.set()
+                    if self.close_after_end:
+                        self.connection.close()
+                        self.connection = None
+                        return
+        except (EOFError, OSError) as error:
+            self.error = error
+        finally:
+            self.finished.set()
+
+    def close(self):
+        for sock in (self.connection, self.listener):
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                sock.close()
+        self.thread.join(timeout=5)
+
+
+def watch_until_exit(vm, timeout=30.0, kill_at_timeout=True):
+    """Polls a VM's query-status until the process ends (a destination that
+    fails exits by itself); returns (exit status, the set of statuses seen,
+    stderr). Connection errors while the VM goes away are expected."""
+    deadline = time.monotonic() + timeout
+    seen = set()
+    qmp = vm.qmp
+    while vm.process.poll() is None and time.monotonic() < deadline:
+        try:
+            if qmp is None:
+                qmp = Qmp(vm.qmp_path, timeout=1.0)
+                qmp.sock.settimeout(5.0)
+                vm.qmp = qmp
+            seen.add(qmp.command("query-status")["status"])
+        except (OSError, ConnectionError, ValueError, QmpError):
+            if vm.process.poll() is None:
+                time.sleep(0.01)
+            continue
+        time.sleep(0.01)
+    if vm.process.poll() is None and kill_at_timeout:
+        vm.process.kill()
+        _, err = vm.process.communicate()
+        raise TimeoutError(f"the VM did not exit within {timeout}s (statuses {seen}); "
+                           f"stderr: {err[-500:]!r}")
+    _, err = vm.process.communicate(timeout=10)
+    return vm.process.returncode, seen, err

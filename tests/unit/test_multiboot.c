@@ -167,7 +167,7 @@ static void test_load_writes_segment_and_information(void **state)
     struct multiboot_image parsed;
     struct vcpu_entry entry;
     uint8_t *ram = malloc(ram_size);
-    struct ram_block block = { "ram-below-4g", ram, ram_size, 4096, 0 };
+    struct ram_block block = { "ram-below-4g", ram, ram_size, 4096, 0, -1, 0 };
     uint32_t info[22];
 
     (void)state;
@@ -197,7 +197,7 @@ static void test_load_refuses_a_kernel_outside_ram(void **state)
     struct multiboot_image parsed;
     struct vcpu_entry entry;
     static uint8_t ram[2 << 20];
-    struct ram_block block = { "ram-below-4g", ram, sizeof(ram), 4096, 0 };
+    struct ram_block block = { "ram-below-4g", ram, sizeof(ram), 4096, 0, -1, 0 };
     struct gw_error err;
 
     (void)state;

@@ -12,8 +12,8 @@
 static uint8_t low[64 * 4096], high[16 * 4096];
 
 static const struct ram_block blocks[] = {
-    { "low", low, sizeof(low), 4096, 0 },
-    { "high", high, sizeof(high), 4096, 1ULL << 32 },
+    { "low", low, sizeof(low), 4096, 0, -1, 0 },
+    { "high", high, sizeof(high), 4096, 1ULL << 32, -1, 0 },
 };
 
 static void test_translate_inside_blocks(void **state)
@@ -40,7 +40,7 @@ static void test_translate_refuses_ranges_that_leave_a_block(void **state)
 
 static void test_validate(void **state)
 {
-    struct ram_block block = { "ok", low, sizeof(low), 4096, 0 };
+    struct ram_block block = { "ok", low, sizeof(low), 4096, 0, -1, 0 };
 
     (void)state;
     assert_int_equal(ram_block_validate(&block, NULL), 0);
