@@ -209,7 +209,8 @@ static int build_machine(struct vm *vm, struct startup *start, struct gw_error *
     vm->nr_vcpus = 1;
     if ((rc = vcpu_create(vm, &vm->vcpus[0], 0, err)) < 0 ||
         (!incoming && (rc = vcpu_set_multiboot_entry(&vm->vcpus[0], &entry, err)) < 0) ||
-        (rc = vm_devices_register(vm, err)) < 0 || (rc = monitor_init(vm, err)) < 0 ||
+        (rc = vm_devices_register(vm, err)) < 0 ||
+        (rc = device_measure(&vm->devices, err)) < 0 || (rc = monitor_init(vm, err)) < 0 ||
         (rc = vm_migration_init(vm, err)) < 0)
         return rc;
     return vcpu_start(&vm->vcpus[0], err);

@@ -35,6 +35,9 @@ struct device {
     uint32_t version;          /* of the state format; load gets the sender's */
     const struct device_ops *ops;
     void *opaque;
+    /* Bytes of its last save (device_measure, then every migration): the
+     * stop-copy estimate of a device without query_pending. */
+    uint64_t saved_size;
 };
 
 struct device_registry {
@@ -47,5 +50,10 @@ int device_register(struct device_registry *registry, const char *id, uint32_t i
                     struct gw_error *err);
 struct device *device_find(struct device_registry *registry, const char *id,
                            uint32_t instance);
+
+/* Saves every device once to learn its state size; call while the VM does
+ * not run (before its vCPUs start), so the first migration's downtime
+ * estimate counts device state that was measured, not guessed. */
+int device_measure(struct device_registry *registry, struct gw_error *err);
 
 #endif

@@ -9,6 +9,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* Below this, what is left to send while stopped counts as "small": stop
  * now, whatever the limit, since more passes cannot make it much smaller. */
@@ -18,6 +19,8 @@
 /* Waiting for the destination's answers during switchover. */
 #define READY_TIMEOUT_US (60ULL * 1000000)
 #define RUNNING_TIMEOUT_US (10ULL * 1000000)
+/* Between passes that found nothing dirty. */
+#define IDLE_PASS_PAUSE_NS (5 * 1000000)
 
 struct source {
     struct migration *migration;
@@ -128,10 +131,10 @@ static uint64_t device_stopcopy_bytes(struct migration *migration)
     uint64_t total = 0;
 
     for (unsigned i = 0; devices && i < devices->count; i++) {
-        uint64_t precopy = 0, stopcopy = 0;
-        if (!devices->devices[i].ops->query_pending)
-            continue;
-        devices->devices[i].ops->query_pending(devices->devices[i].opaque, &precopy, &stopcopy);
+        const struct device *device = &devices->devices[i];
+        uint64_t precopy = 0, stopcopy = device->saved_size;
+        if (device->ops->query_pending)
+            device->ops->query_pending(device->opaque, &precopy, &stopcopy);
         total += stopcopy > DEVICE_STATE_MAX ? DEVICE_STATE_MAX : stopcopy;
     }
     return total;
@@ -177,12 +180,13 @@ static int run_pass(struct source *source, uint64_t pass, uint64_t *dirty_pages,
     sent_us = migration_now_us() - started;
     bytes = atomic_load(&stats->transferred) - bytes_before;
     atomic_fetch_add(&stats->transfer_time_us, sent_us);
-    /* A pass of a few pages says more about latency than bandwidth: keep the
-     * last estimate from a pass that moved real data. */
-    if (bytes >= (1u << 20) && sent_us > 0) {
-        atomic_store(&stats->bandwidth, bytes * 1000000 / sent_us);
+    /* A pass of a few pages says more about latency than bandwidth: it only
+     * replaces an estimate from a pass that moved real data if there is
+     * none yet (it then underestimates, which errs on the safe side). */
+    if (bytes > 0 && (bytes >= (1u << 20) || !atomic_load(&stats->bandwidth))) {
+        atomic_store(&stats->bandwidth, bytes * 1000000 / (sent_us ? sent_us : 1));
         atomic_store(&stats->pages_per_second,
-                     (bytes / source->page_size) * 1000000 / sent_us);
+                     (bytes / source->page_size) * 1000000 / (sent_us ? sent_us : 1));
     }
     rc = sync_dirty(source, err);
     if (rc < 0)
@@ -238,6 +242,13 @@ static int precopy(struct source *source, struct gw_error *err)
             previous_dirty = dirty_pages;
         if (migration_cancelled(migration))
             return gw_error_set(err, -ECANCELED, "the migration was cancelled");
+        /* Nothing to send and still no switchover (the limit is below what
+         * the device state alone needs): let pages get dirty rather than
+         * spin on syncs. */
+        if (dirty_pages == 0) {
+            struct timespec pause = { 0, IDLE_PASS_PAUSE_NS };
+            nanosleep(&pause, NULL);
+        }
     }
 }
 
@@ -256,6 +267,7 @@ static int send_devices(struct source *source, struct gw_error *err)
             gw_error_prefix(err, "saving device '%s'", device->id);
             break;
         }
+        device->saved_size = state.len;
         memcpy(header, device->id, strnlen(device->id, DEVICE_ID_MAX));
         memcpy(header + 32, &device->instance, 4);
         memcpy(header + 36, &device->version, 4);

@@ -39,3 +39,21 @@ struct device *device_find(struct device_registry *registry, const char *id,
     }
     return NULL;
 }
+
+int device_measure(struct device_registry *registry, struct gw_error *err)
+{
+    struct gw_buffer state = { 0 };
+    int rc = 0;
+
+    for (unsigned i = 0; i < registry->count && rc == 0; i++) {
+        struct device *device = &registry->devices[i];
+        gw_buffer_reset(&state);
+        rc = device->ops->save(device->opaque, &state, err);
+        if (rc < 0)
+            gw_error_prefix(err, "measuring device '%s'", device->id);
+        else
+            device->saved_size = state.len;
+    }
+    gw_buffer_free(&state);
+    return rc;
+}

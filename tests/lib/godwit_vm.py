@@ -241,6 +241,16 @@ def check_increment_pattern(data):
     return edges
 
 
+def check_pass_count(data, passes):
+    """The dirty guest's first page holds the number of passes it finished
+    (the B's it printed, on every host it ran on) or one more if it had begun
+    the next, modulo 256: a lost or repeated pass breaks this."""
+    first = data[0]
+    if first not in (passes % 256, (passes + 1) % 256):
+        raise AssertionError(f"page 0 holds {first} after {passes} passes: a pass was lost "
+                             "or stale memory won")
+
+
 class VmTestCase(unittest.TestCase):
     """Starts no VM itself; tracks the ones a test starts and cleans them up."""
 

@@ -8,7 +8,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 import tap  # noqa: E402
 from godwit_vm import (PAGE_SIZE, QmpError, VmTestCase, check_increment_pattern,  # noqa: E402
-                       free_tcp_port, require_kvm, wait_migration)
+                       check_pass_count, free_tcp_port, require_kvm, wait_migration)
 
 MiB = 1 << 20
 DIRTY = "mode=dirty start=1M end=100M"
@@ -34,14 +34,16 @@ class MigrationTestCase(VmTestCase):
         self.assertEqual(destination.qmp.command("query-status")["status"], "inmigrate")
         return destination
 
-    def check_running_guest(self, vm, low=MiB, high=100 * MiB):
+    def check_running_guest(self, vm, low=MiB, high=100 * MiB, earlier=()):
         """The guest makes a new pass where it now runs; stopped, its memory
-        follows the increment rule."""
+        follows the increment rule, and its first page counts every pass it
+        made here and on the hosts it came from (earlier)."""
         before = vm.serial.text().count("B")
         vm.serial.wait_count("B", before + 1, process=vm.process)
         vm.qmp.command("stop")
         data = vm.read_memory(low, high - low)
-        self.assertNotEqual(data[0], 0, "the dirty range never got incremented")
+        passes = vm.serial.text().count("B") + sum(e.serial.text().count("B") for e in earlier)
+        check_pass_count(data, passes)
         return check_increment_pattern(data)
 
     def migrate_with_marker(self, source, uri):
@@ -75,7 +77,7 @@ class MigrationTestCase(VmTestCase):
         self.assertGreaterEqual(info["ram"]["dirty-sync-count"], 2)
         self.assertGreaterEqual(info["downtime"], 0)
         self.assertEqual(destination.qmp.command("query-status")["status"], "running")
-        self.assertLessEqual(self.check_running_guest(destination), 1)
+        self.assertLessEqual(self.check_running_guest(destination, earlier=(source,)), 1)
         self.assertEqual(destination.read_memory(MARKER_ADDRESS, len(MARKER)), MARKER)
 
 
@@ -131,8 +133,10 @@ class Transports(MigrationTestCase):
         destination.serial.wait_count("B", 1, process=destination.process)
         destination.qmp.command("stop")
         restored = destination.read_memory(MiB, 99 * MiB)
-        # The guest ran a little on the destination: same pattern, one pass on.
+        # The guest ran a little on the destination: same pattern, passes on.
         self.assertLessEqual(check_increment_pattern(restored), 1)
+        check_pass_count(restored, source.serial.text().count("B") +
+                         destination.serial.text().count("B"))
         self.assertNotEqual(saved, restored, "the restored guest did not run")
         self.assertEqual(destination.read_memory(MARKER_ADDRESS, len(MARKER)), MARKER)
 
@@ -146,7 +150,7 @@ class Transports(MigrationTestCase):
         source.qmp.command("migrate", uri=uri)
         info = wait_migration(source.qmp)
         self.assertEqual(info["status"], "completed", info.get("error-desc"))
-        self.assertLessEqual(self.check_running_guest(destination), 1)
+        self.assertLessEqual(self.check_running_guest(destination, earlier=(source,)), 1)
 
 
 class Content(MigrationTestCase):
@@ -219,7 +223,8 @@ class Convergence(MigrationTestCase):
         source.qmp.command("migrate", uri=f"unix:{source.path('second.sock')}")
         info = wait_migration(source.qmp)
         self.assertEqual(info["status"], "completed", info.get("error-desc"))
-        self.assertLessEqual(self.check_running_guest(second, high=4 * MiB), 1)
+        self.assertLessEqual(self.check_running_guest(second, high=4 * MiB, earlier=(source,)),
+                             1)
 
 
 class BadRequests(MigrationTestCase):
