@@ -19,7 +19,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "lib"))
-from godwit_vm import Serial, kvm_skip_reason  # noqa: E402
+from godwit_vm import Serial, die_with_parent, kvm_skip_reason  # noqa: E402
 
 MEMORY_MIB = 128
 DIRTY = "mode=dirty start=1M end=100M"
@@ -43,7 +43,7 @@ def run_guest(command, args, append, measure):
     serial = Serial(os.path.join(directory, "serial.txt"))
     started = time.monotonic()
     process = subprocess.Popen(command(args, append, serial.path), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+                               stderr=subprocess.DEVNULL, preexec_fn=die_with_parent)
     try:
         return measure(serial, process, started)
     finally:

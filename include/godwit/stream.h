@@ -54,6 +54,8 @@ uint32_t stream_record_max(uint32_t type, uint32_t page_size);
  * returns -ENODATA at a clean end of input before any byte of len. */
 struct stream_io {
     int (*read)(void *opaque, void *buf, size_t len, struct gw_error *err);
+    /* Optional: fills every iovec completely; NULL means read them one by one. */
+    int (*readv)(void *opaque, const struct iovec *iov, int iovcnt, struct gw_error *err);
     int (*writev)(void *opaque, const struct iovec *iov, int iovcnt, struct gw_error *err);
     void *opaque;
 };
@@ -68,6 +70,13 @@ int stream_write_header(struct stream_writer *writer, uint32_t page_size,
 /* Writes one record whose body is the concatenation of parts (at most 6). */
 int stream_write_record(struct stream_writer *writer, uint32_t type,
                         const struct iovec *parts, int nparts, struct gw_error *err);
+/* The same with any number of parts (at most STREAM_PARTS_MAX), of which the
+ * record CRC covers only the first crc_length body bytes: the rest carries
+ * checksums of its own (PAGES: one per page). */
+#define STREAM_PARTS_MAX 512
+int stream_write_record_partial_crc(struct stream_writer *writer, uint32_t type,
+                                    const struct iovec *parts, int nparts,
+                                    uint32_t crc_length, struct gw_error *err);
 
 struct stream_reader {
     struct stream_io io;
@@ -80,7 +89,10 @@ struct stream_reader {
 struct stream_record {
     uint32_t type;
     uint32_t length;
-    const uint8_t *body;    /* valid until the next read */
+    const uint8_t *body;    /* the CRC-covered part, valid until the next read */
+    uint32_t crc_length;    /* bytes of body read and checked */
+    uint32_t unread;        /* body bytes after those (PAGES data): the caller reads
+                             * them with stream_read_payload */
     uint64_t offset;        /* where the record started in the stream */
 };
 
@@ -90,6 +102,10 @@ int stream_read_header(struct stream_reader *reader, struct gw_error *err);
  * error. */
 int stream_read_record(struct stream_reader *reader, struct stream_record *record,
                        struct gw_error *err);
+/* Reads the rest of a record's body into iov (which must add up to
+ * record->unread bytes), then its padding. */
+int stream_read_payload(struct stream_reader *reader, struct stream_record *record,
+                        const struct iovec *iov, int iovcnt, struct gw_error *err);
 void stream_reader_free(struct stream_reader *reader);
 
 uint32_t stream_crc32c(uint32_t crc, const void *data, size_t len);

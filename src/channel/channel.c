@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -294,41 +295,78 @@ static int channel_read(void *opaque, void *buf, size_t len, struct gw_error *er
     return 0;
 }
 
+/* Moves past n bytes already transferred in iov[*first...]. */
+static void advance(struct iovec *iov, int iovcnt, int *first, size_t n)
+{
+    while (*first < iovcnt && n >= iov[*first].iov_len) {
+        n -= iov[*first].iov_len;
+        (*first)++;
+    }
+    if (*first < iovcnt) {
+        iov[*first].iov_base = (uint8_t *)iov[*first].iov_base + n;
+        iov[*first].iov_len -= n;
+    }
+}
+
+static int channel_readv(void *opaque, const struct iovec *iov_in, int iovcnt,
+                         struct gw_error *err)
+{
+    struct channel *channel = opaque;
+    struct iovec iov[STREAM_PARTS_MAX + 2];
+    int first = 0;
+
+    if (iovcnt > STREAM_PARTS_MAX + 2)
+        return gw_error_set(err, -EINVAL, "too many parts in one read");
+    memcpy(iov, iov_in, sizeof(*iov) * (size_t)iovcnt);
+    while (first < iovcnt) {
+        if (iov[first].iov_len == 0) {
+            first++;
+            continue;
+        }
+        ssize_t n = readv(channel->fd, iov + first,
+                          iovcnt - first > IOV_MAX ? IOV_MAX : iovcnt - first);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n == 0)
+            return gw_error_set(err, -ENODATA, "%s: the peer closed the channel mid-message",
+                                channel->description);
+        if (n < 0)
+            return gw_error_set(err, -errno, "reading %s failed: %s", channel->description,
+                                strerror(errno));
+        advance(iov, iovcnt, &first, (size_t)n);
+    }
+    return 0;
+}
+
 static int channel_writev(void *opaque, const struct iovec *iov_in, int iovcnt,
                           struct gw_error *err)
 {
     struct channel *channel = opaque;
-    struct iovec iov[16];
+    struct iovec iov[STREAM_PARTS_MAX + 2];
     int first = 0;
 
-    if (iovcnt > 16)
+    if (iovcnt > STREAM_PARTS_MAX + 2)
         return gw_error_set(err, -EINVAL, "too many parts in one write");
     memcpy(iov, iov_in, sizeof(*iov) * (size_t)iovcnt);
     while (first < iovcnt) {
         /* Sockets get MSG_NOSIGNAL: a vanished peer is an error, not SIGPIPE. */
-        struct msghdr message = { .msg_iov = iov + first, .msg_iovlen = (size_t)(iovcnt - first) };
+        int count = iovcnt - first > IOV_MAX ? IOV_MAX : iovcnt - first;
+        struct msghdr message = { .msg_iov = iov + first, .msg_iovlen = (size_t)count };
         ssize_t n = channel->is_socket ? sendmsg(channel->fd, &message, MSG_NOSIGNAL)
-                                       : writev(channel->fd, iov + first, iovcnt - first);
+                                       : writev(channel->fd, iov + first, count);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0)
             return gw_error_set(err, -errno, "writing to %s failed: %s", channel->description,
                                 errno == EPIPE ? "the destination closed the connection"
                                                : strerror(errno));
-        while (first < iovcnt && (size_t)n >= iov[first].iov_len) {
-            n -= (ssize_t)iov[first].iov_len;
-            first++;
-        }
-        if (first < iovcnt) {
-            iov[first].iov_base = (uint8_t *)iov[first].iov_base + n;
-            iov[first].iov_len -= (size_t)n;
-        }
+        advance(iov, iovcnt, &first, (size_t)n);
     }
     return 0;
 }
 
 struct stream_io channel_stream_io(struct channel *channel)
 {
-    return (struct stream_io){ .read = channel_read, .writev = channel_writev,
-                               .opaque = channel };
+    return (struct stream_io){ .read = channel_read, .readv = channel_readv,
+                               .writev = channel_writev, .opaque = channel };
 }

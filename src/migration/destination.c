@@ -5,6 +5,9 @@
 #include "migration_internal.h"
 
 #include <errno.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,6 +28,24 @@ static void send_error_answer(struct stream_writer *writer, const struct gw_erro
     memcpy(body, &code, 4);
     memcpy(body + 4, failure->msg, len);
     send_answer(writer, REC_RP_ERROR, body, 4 + len, NULL);   /* best effort */
+}
+
+/* Closing a socket with unread data sends a reset, and a reset makes the
+ * source drop the RP_ERROR it has not read yet. So: stop writing, and read
+ * until the source closes (it does once it has the error), for at most 2 s. */
+static void drain_until_closed(struct channel *channel)
+{
+    char sink[65536];
+    struct pollfd pfd = { .fd = channel->fd, .events = POLLIN };
+    uint64_t deadline = migration_now_us() + 2000000;
+
+    shutdown(channel->fd, SHUT_WR);
+    while (migration_now_us() < deadline &&
+           poll(&pfd, 1, (int)((deadline - migration_now_us()) / 1000) + 1) > 0) {
+        ssize_t n = read(channel->fd, sink, sizeof(sink));
+        if (n <= 0 && !(n < 0 && errno == EINTR))
+            break;
+    }
 }
 
 /* After END: READY, then wait for GO. A source that vanishes here keeps the
@@ -70,6 +91,7 @@ static int receive(struct migration *migration, struct gw_error *err)
     }
     if (rc == 0)
         rc = migration_load_stream(&reader, &state, err);
+    load_state_free(&state);
 
     atomic_store(&migration->stats.normal_pages, state.normal_pages);
     atomic_store(&migration->stats.zero_pages, state.zero_pages);
@@ -82,6 +104,7 @@ static int receive(struct migration *migration, struct gw_error *err)
             send_answer(&writer, REC_RP_RUNNING, NULL, 0, NULL);   /* for the downtime figure */
     } else if (migration->channel.has_return_path) {
         send_error_answer(&writer, err);
+        drain_until_closed(&migration->channel);
     }
     stream_reader_free(&reader);
     return rc;

@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define DEVICE_HEADER 40   /* id[32], instance u32, version u32 */
@@ -42,11 +43,22 @@ static int load_device(struct load_state *state, const struct stream_record *rec
     return 0;
 }
 
+void load_state_free(struct load_state *state)
+{
+    for (unsigned i = 0; i < STREAM_BLOCKS_MAX; i++) {
+        free(state->torn[i]);
+        state->torn[i] = NULL;
+    }
+}
+
 static int check_end(struct load_state *state, const struct stream_record *record,
                      struct gw_error *err)
 {
     uint64_t counts[3];
+    int rc = ram_check_torn(state, err);
 
+    if (rc < 0)
+        return rc;
     if (record->length != sizeof(counts))
         return gw_error_set(err, -EPROTO, "END record has %u bytes, not 24", record->length);
     memcpy(counts, record->body, sizeof(counts));
@@ -67,16 +79,13 @@ static int check_end(struct load_state *state, const struct stream_record *recor
 }
 
 static int load_record(struct stream_reader *reader, struct load_state *state,
-                       const struct stream_record *record, struct gw_error *err)
+                       struct stream_record *record, struct gw_error *err)
 {
     switch (record->type) {
     case REC_PAGES:
-        return ram_load_pages(state->blocks, state->nr_blocks, reader->page_size, record->body,
-                              record->length, state->written, &state->normal_pages, err);
+        return ram_load_pages(reader, record, state, err);
     case REC_ZERO_PAGES:
-        return ram_load_zero_pages(state->blocks, state->nr_blocks, reader->page_size,
-                                   record->body, record->length, state->written,
-                                   &state->zero_pages, err);
+        return ram_load_zero_pages(state, reader->page_size, record->body, record->length, err);
     case REC_DEVICE:
         return load_device(state, record, err);
     case REC_PASS_END:

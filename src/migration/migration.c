@@ -44,7 +44,11 @@ void migration_emit(struct migration *migration, const char *event, json_t *data
 void migration_set_status(struct migration *migration, enum migration_status status)
 {
     pthread_mutex_lock(&migration->lock);
-    if (migration->status == status) {
+    /* Once cancelling, a migration only ends: the thread's own progress
+     * (setup done, stop-copy begun) must not be shown as a step back. */
+    if (migration->status == status ||
+        (migration->status == MIGRATION_CANCELLING &&
+         (status == MIGRATION_ACTIVE || status == MIGRATION_DEVICE))) {
         pthread_mutex_unlock(&migration->lock);
         return;
     }

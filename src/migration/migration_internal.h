@@ -92,14 +92,6 @@ uint64_t ram_count_dirty(struct migration *migration);
 bool ram_page_is_zero(const uint8_t *page, size_t len);
 
 /* Page loading (ram_load.c): every index is checked before use. */
-/* written, if not NULL, has a bitmap per block of the pages a PAGES record
- * wrote (RAM was zero at the start: only those need clearing). */
-int ram_load_pages(const struct ram_block *blocks, unsigned nr_blocks, uint32_t page_size,
-                   const uint8_t *body, uint32_t length, uint64_t *const *written,
-                   uint64_t *pages, struct gw_error *err);
-int ram_load_zero_pages(const struct ram_block *blocks, unsigned nr_blocks, uint32_t page_size,
-                        const uint8_t *body, uint32_t length, uint64_t *const *written,
-                        uint64_t *pages, struct gw_error *err);
 int ram_check_blocks(const struct ram_block *blocks, unsigned nr_blocks, uint32_t page_size,
                      const uint8_t *body, uint32_t length, struct gw_error *err);
 /* The RAM_BLOCKS record body for the source's blocks; returns its length. */
@@ -110,10 +102,26 @@ struct load_state {
     const struct ram_block *blocks;
     unsigned nr_blocks;
     struct device_registry *devices;
-    uint64_t **written;           /* NULL, or a bitmap per block: see ram_load_pages */
+    /* NULL, or a bitmap per block of the pages a PAGES record wrote: RAM was
+     * zero at the start, so only those need clearing for a zero page. */
+    uint64_t **written;
+    /* Pages whose data failed their CRC (a guest write during the send):
+     * each must arrive whole again before END. Allocated when needed. */
+    uint64_t *torn[STREAM_BLOCKS_MAX];
+    uint64_t torn_pages, torn_offset;
     uint64_t normal_pages, zero_pages, devices_loaded;
     bool device_seen[DEVICE_MAX];
 };
+
+/* Loads a PAGES record: metadata checked, data read into guest RAM, each
+ * page's CRC checked (a mismatch marks it torn). */
+int ram_load_pages(struct stream_reader *reader, struct stream_record *record,
+                   struct load_state *state, struct gw_error *err);
+int ram_load_zero_pages(struct load_state *state, uint32_t page_size, const uint8_t *body,
+                        uint32_t length, struct gw_error *err);
+/* At END: no page may still be torn. */
+int ram_check_torn(const struct load_state *state, struct gw_error *err);
+void load_state_free(struct load_state *state);
 /* Reads records until END; returns 0 when END arrived and every count and
  * device checks out. */
 int migration_load_stream(struct stream_reader *reader, struct load_state *state,

@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <godwit/size.h>
@@ -81,40 +82,113 @@ static int check_block(unsigned nr_blocks, uint32_t block, const char *what,
     return 0;
 }
 
-int ram_load_pages(const struct ram_block *blocks, unsigned nr_blocks, uint32_t page_size,
-                   const uint8_t *body, uint32_t length, uint64_t *const *written,
-                   uint64_t *pages, struct gw_error *err)
+static void set_bit(uint64_t *bitmap, uint64_t page)
 {
-    uint32_t block, count;
-    const uint8_t *data;
-    uint64_t block_pages;
-    int rc;
+    bitmap[page / 64] |= 1ULL << (page % 64);
+}
 
-    if (length < 8)
-        return gw_error_set(err, -EPROTO, "PAGES record is too short");
-    memcpy(&block, body, 4);
-    memcpy(&count, body + 4, 4);
-    if ((rc = check_block(nr_blocks, block, "PAGES", err)) < 0)
-        return rc;
-    if (count == 0 || count > STREAM_PAGES_PER_RECORD ||
-        length != 8 + (uint64_t)count * (8 + page_size))
-        return gw_error_set(err, -EPROTO, "PAGES record of %u bytes cannot hold %u pages",
-                            length, count);
-    block_pages = blocks[block].size / page_size;
-    data = body + 8 + (size_t)count * 8;
-    for (uint32_t i = 0; i < count; i++) {
-        uint64_t index;
-        memcpy(&index, body + 8 + (size_t)i * 8, 8);
-        if (index >= block_pages)
+static bool test_and_clear_bit(uint64_t *bitmap, uint64_t page)
+{
+    bool was = bitmap[page / 64] >> (page % 64) & 1;
+
+    bitmap[page / 64] &= ~(1ULL << (page % 64));
+    return was;
+}
+
+/* A page that arrived with a bad checksum must come again before END. */
+static int mark_torn(struct load_state *state, uint32_t block, uint64_t page,
+                     uint64_t record_offset, struct gw_error *err)
+{
+    if (!state->torn[block]) {
+        uint64_t words = (ram_block_pages(&state->blocks[block]) + 63) / 64;
+        state->torn[block] = calloc(words, sizeof(uint64_t));
+        if (!state->torn[block])
+            return gw_error_set(err, -ENOMEM, "out of memory for the torn-page bitmap");
+    }
+    if (!(state->torn[block][page / 64] >> (page % 64) & 1)) {
+        set_bit(state->torn[block], page);
+        state->torn_pages++;
+        state->torn_offset = record_offset;
+    }
+    return 0;
+}
+
+static void page_arrived_whole(struct load_state *state, uint32_t block, uint64_t page)
+{
+    if (state->torn[block] && test_and_clear_bit(state->torn[block], page))
+        state->torn_pages--;
+}
+
+static int check_page_indexes(const struct load_state *state, uint32_t block, uint32_t count,
+                              const uint64_t *indexes, struct gw_error *err)
+{
+    uint64_t block_pages = ram_block_pages(&state->blocks[block]);
+
+    for (uint32_t i = 0; i < count; i++)
+        if (indexes[i] >= block_pages)
             return gw_error_set(err, -EPROTO,
                                 "PAGES record names page %" PRIu64 " of block '%s', which has %"
-                                PRIu64 " pages", index, blocks[block].name, block_pages);
-        memcpy(blocks[block].host + index * page_size, data + (size_t)i * page_size, page_size);
-        if (written)
-            written[block][index / 64] |= 1ULL << (index % 64);
-    }
-    *pages += count;
+                                PRIu64 " pages", indexes[i], state->blocks[block].name,
+                                block_pages);
     return 0;
+}
+
+int ram_load_pages(struct stream_reader *reader, struct stream_record *record,
+                   struct load_state *state, struct gw_error *err)
+{
+    uint32_t page_size = reader->page_size, block, count;
+    uint64_t indexes[STREAM_PAGES_PER_RECORD];
+    uint32_t crcs[STREAM_PAGES_PER_RECORD];
+    struct iovec iov[STREAM_PAGES_PER_RECORD];
+    int nparts = 0, rc;
+
+    if (record->crc_length < 8)
+        return gw_error_set(err, -EPROTO, "PAGES record is too short");
+    memcpy(&block, record->body, 4);
+    memcpy(&count, record->body + 4, 4);
+    if ((rc = check_block(state->nr_blocks, block, "PAGES", err)) < 0)
+        return rc;
+    if (count == 0 || count > STREAM_PAGES_PER_RECORD ||
+        record->crc_length != 8 + 12 * count + (count % 2) * 4 ||
+        record->length != record->crc_length + (uint64_t)count * page_size)
+        return gw_error_set(err, -EPROTO, "PAGES record at stream offset %" PRIu64 " of %u "
+                            "bytes cannot hold %u pages", record->offset, record->length, count);
+    memcpy(indexes, record->body + 8, 8 * count);
+    memcpy(crcs, record->body + 8 + 8 * count, 4 * count);
+    if ((rc = check_page_indexes(state, block, count, indexes, err)) < 0)
+        return rc;
+    /* Every index is inside the block: read the data straight into place. */
+    for (uint32_t i = 0; i < count; i++) {
+        uint8_t *host = state->blocks[block].host + indexes[i] * page_size;
+        if (nparts && (uint8_t *)iov[nparts - 1].iov_base + iov[nparts - 1].iov_len == host)
+            iov[nparts - 1].iov_len += page_size;
+        else
+            iov[nparts++] = (struct iovec){ host, page_size };
+    }
+    rc = stream_read_payload(reader, record, iov, nparts, err);
+    if (rc < 0)
+        return rc;
+    for (uint32_t i = 0; i < count; i++) {
+        const uint8_t *host = state->blocks[block].host + indexes[i] * page_size;
+        if (state->written)
+            set_bit(state->written[block], indexes[i]);
+        if (stream_crc32c(0, host, page_size) == crcs[i])
+            page_arrived_whole(state, block, indexes[i]);
+        else if ((rc = mark_torn(state, block, indexes[i], record->offset, err)) < 0)
+            return rc;
+    }
+    state->normal_pages += count;
+    return 0;
+}
+
+int ram_check_torn(const struct load_state *state, struct gw_error *err)
+{
+    if (state->torn_pages == 0)
+        return 0;
+    return gw_error_set(err, -EBADMSG,
+                        "%" PRIu64 " page(s) arrived with a bad checksum (the last in the PAGES "
+                        "record at stream offset %" PRIu64 ") and were not sent again: the "
+                        "stream is corrupt", state->torn_pages, state->torn_offset);
 }
 
 /* Without knowing what the memory held before, a page is read first and
@@ -127,10 +201,12 @@ static void clear_page(uint8_t *page, uint32_t page_size)
         memset(page, 0, page_size);
 }
 
-int ram_load_zero_pages(const struct ram_block *blocks, unsigned nr_blocks, uint32_t page_size,
-                        const uint8_t *body, uint32_t length, uint64_t *const *written,
-                        uint64_t *pages, struct gw_error *err)
+int ram_load_zero_pages(struct load_state *state, uint32_t page_size, const uint8_t *body,
+                        uint32_t length, struct gw_error *err)
 {
+    const struct ram_block *blocks = state->blocks;
+    unsigned nr_blocks = state->nr_blocks;
+    uint64_t *const *written = state->written;
     uint32_t block, count;
     uint64_t block_pages;
     int rc;
@@ -156,6 +232,7 @@ int ram_load_zero_pages(const struct ram_block *blocks, unsigned nr_blocks, uint
                                 first, run, blocks[block].name, block_pages);
         for (uint64_t page = first; page < first + run; page++) {
             uint8_t *host = blocks[block].host + page * page_size;
+            page_arrived_whole(state, block, page);
             if (!written) {
                 clear_page(host, page_size);
             } else if (written[block][page / 64] >> (page % 64) & 1) {
@@ -163,7 +240,7 @@ int ram_load_zero_pages(const struct ram_block *blocks, unsigned nr_blocks, uint
                 written[block][page / 64] &= ~(1ULL << (page % 64));
             }
         }
-        *pages += run;
+        state->zero_pages += run;
     }
     return 0;
 }

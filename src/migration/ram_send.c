@@ -1,8 +1,9 @@
 /* The source's page sender: walks the dirty bitmaps in chunks, re-arms
  * tracking for a chunk just before reading it, sends zero pages as runs and
- * other pages as copies. Pages are copied into the record buffer before the
- * CRC is computed, so a guest write during the send cannot make the record
- * lie; that write re-dirties the page and the next pass sends it again. */
+ * other pages straight from guest memory, each with its own CRC. A guest
+ * write between the CRC and the send makes the destination see a torn page;
+ * that write re-dirtied the page, so a later pass (or the stop-copy phase)
+ * sends it again, and the destination insists on that before END. */
 #include "migration_internal.h"
 
 #include <errno.h>
@@ -12,6 +13,10 @@
 #include <time.h>
 #include <unistd.h>
 
+/* Pages per PAGES record the sender makes (the format allows up to
+ * STREAM_PAGES_PER_RECORD): 256 KiB stays in L2 cache between the CRC and
+ * the socket's copy. */
+#define BATCH_PAGES 64
 /* Pages re-armed and read together: one KVM_CLEAR_DIRTY_LOG per chunk. */
 #define CHUNK_WORDS 4
 #define CHUNK_PAGES (CHUNK_WORDS * 64)
@@ -24,8 +29,12 @@ struct ram_sender {
 
     uint32_t batch_block;
     uint32_t batch_count;
-    uint64_t batch_index[STREAM_PAGES_PER_RECORD];
-    uint8_t *batch_data;
+    /* The record's checked part: block, count, indexes, CRCs, padding. */
+    struct {
+        uint64_t index[BATCH_PAGES];
+        uint32_t crc[BATCH_PAGES];
+    } meta;
+    const uint8_t *batch_pages[BATCH_PAGES];
 
     uint32_t zero_block;
     uint32_t zero_count;
@@ -55,11 +64,6 @@ struct ram_sender *ram_sender_new(struct migration *migration, struct stream_wri
 
     if (!sender)
         return NULL;
-    sender->batch_data = malloc((size_t)STREAM_PAGES_PER_RECORD * page_size);
-    if (!sender->batch_data) {
-        free(sender);
-        return NULL;
-    }
     sender->migration = migration;
     sender->writer = writer;
     sender->page_size = page_size;
@@ -72,7 +76,6 @@ void ram_sender_free(struct ram_sender *sender)
     if (sender) {
         if (sender->pagemap_fd >= 0)
             close(sender->pagemap_fd);
-        free(sender->batch_data);
         free(sender);
     }
 }
@@ -103,11 +106,12 @@ static void pace(struct ram_sender *sender, uint64_t bytes)
 }
 
 static int write_counted(struct ram_sender *sender, uint32_t type, struct iovec *parts,
-                         int nparts, struct gw_error *err)
+                         int nparts, uint32_t crc_length, struct gw_error *err)
 {
     struct migration_stats *stats = &sender->migration->stats;
     uint64_t before = sender->writer->offset, bytes;
-    int rc = stream_write_record(sender->writer, type, parts, nparts, err);
+    int rc = stream_write_record_partial_crc(sender->writer, type, parts, nparts, crc_length,
+                                             err);
 
     if (rc < 0)
         return rc;
@@ -118,20 +122,34 @@ static int write_counted(struct ram_sender *sender, uint32_t type, struct iovec 
     return 0;
 }
 
+/* The PAGES body: meta (block, count, count indexes, count CRCs, padding to
+ * 8), covered by the record CRC, then the pages from guest memory, adjacent
+ * pages in one iovec. */
 static int flush_batch(struct ram_sender *sender, struct gw_error *err)
 {
-    uint32_t header[2] = { sender->batch_block, sender->batch_count };
-    struct iovec parts[3] = {
-        { header, sizeof(header) },
-        { sender->batch_index, sender->batch_count * sizeof(uint64_t) },
-        { sender->batch_data, (size_t)sender->batch_count * sender->page_size },
-    };
+    uint32_t count = sender->batch_count, crc_length = 8 + 12 * count + (count % 2) * 4;
+    struct iovec parts[2 + BATCH_PAGES + 2];
+    uint8_t meta[8 + 12 * BATCH_PAGES + 4];
+    int nparts = 1;
     int rc;
 
-    if (!sender->batch_count)
+    if (!count)
         return 0;
-    rc = write_counted(sender, REC_PAGES, parts, 3, err);
-    atomic_fetch_add(&sender->migration->stats.normal_pages, sender->batch_count);
+    memcpy(meta, &sender->batch_block, 4);
+    memcpy(meta + 4, &count, 4);
+    memcpy(meta + 8, sender->meta.index, 8 * count);
+    memcpy(meta + 8 + 8 * count, sender->meta.crc, 4 * count);
+    memset(meta + 8 + 12 * count, 0, 4);
+    parts[0] = (struct iovec){ meta, crc_length };
+    for (uint32_t i = 0; i < count; i++) {
+        struct iovec *last = &parts[nparts - 1];
+        if (nparts > 1 && (const uint8_t *)last->iov_base + last->iov_len == sender->batch_pages[i])
+            last->iov_len += sender->page_size;
+        else
+            parts[nparts++] = (struct iovec){ (void *)sender->batch_pages[i], sender->page_size };
+    }
+    rc = write_counted(sender, REC_PAGES, parts, nparts, crc_length, err);
+    atomic_fetch_add(&sender->migration->stats.normal_pages, count);
     sender->batch_count = 0;
     return rc;
 }
@@ -150,7 +168,8 @@ static int flush_zero(struct ram_sender *sender, struct gw_error *err)
         return 0;
     for (uint32_t i = 0; i < sender->zero_count; i++)
         pages += sender->zero_runs[i][1];
-    rc = write_counted(sender, REC_ZERO_PAGES, parts, 2, err);
+    rc = write_counted(sender, REC_ZERO_PAGES, parts, 2,
+                       (uint32_t)(parts[0].iov_len + parts[1].iov_len), err);
     atomic_fetch_add(&sender->migration->stats.zero_pages, pages);
     sender->zero_count = 0;
     return rc;
@@ -186,16 +205,16 @@ static int add_page(struct ram_sender *sender, uint32_t block, uint64_t page,
 {
     int rc;
 
-    if (sender->batch_count == STREAM_PAGES_PER_RECORD ||
+    if (sender->batch_count == BATCH_PAGES ||
         (sender->batch_count && sender->batch_block != block)) {
         rc = flush_batch(sender, err);
         if (rc < 0)
             return rc;
     }
     sender->batch_block = block;
-    sender->batch_index[sender->batch_count] = page;
-    memcpy(sender->batch_data + (size_t)sender->batch_count * sender->page_size, data,
-           sender->page_size);
+    sender->meta.index[sender->batch_count] = page;
+    sender->meta.crc[sender->batch_count] = stream_crc32c(0, data, sender->page_size);
+    sender->batch_pages[sender->batch_count] = data;
     sender->batch_count++;
     return 0;
 }

@@ -49,7 +49,7 @@ uint32_t stream_record_max(uint32_t type, uint32_t page_size)
 {
     switch (type) {
     case REC_RAM_BLOCKS: return 4 + STREAM_BLOCKS_MAX * 48;
-    case REC_PAGES: return 8 + STREAM_PAGES_PER_RECORD * (8 + page_size);
+    case REC_PAGES: return 8 + STREAM_PAGES_PER_RECORD * (12 + page_size);
     case REC_ZERO_PAGES: return 8 + STREAM_ZERO_RUNS_PER_RECORD * 16;
     case REC_DEVICE: return STREAM_BODY_MAX;
     case REC_END: return 32;
@@ -92,27 +92,33 @@ int stream_write_header(struct stream_writer *writer, uint32_t page_size,
     return rc;
 }
 
-int stream_write_record(struct stream_writer *writer, uint32_t type,
-                        const struct iovec *parts, int nparts, struct gw_error *err)
+int stream_write_record_partial_crc(struct stream_writer *writer, uint32_t type,
+                                    const struct iovec *parts, int nparts,
+                                    uint32_t crc_length, struct gw_error *err)
 {
+    struct iovec iov[STREAM_PARTS_MAX + 2];
     uint8_t header[STREAM_RECORD_HEADER_SIZE] = { 0 };
-    struct iovec iov[8];
-    uint64_t length = 0;
+    uint64_t length = 0, covered = 0;
     uint32_t crc;
     int rc;
 
-    if (nparts > 6)
-        return gw_error_set(err, -EINVAL, "a record has at most 6 parts");
+    if (nparts > STREAM_PARTS_MAX)
+        return gw_error_set(err, -EINVAL, "a record has at most %d parts", STREAM_PARTS_MAX);
     for (int i = 0; i < nparts; i++)
         length += parts[i].iov_len;
-    if (length > STREAM_BODY_MAX)
+    if (length > STREAM_BODY_MAX || crc_length > length)
         return gw_error_set(err, -EMSGSIZE, "%s record of %llu bytes is over the limit",
                             stream_record_name(type), (unsigned long long)length);
     put_u32(header, type);
     put_u32(header + 4, (uint32_t)length);
+    put_u32(header + 12, crc_length);
     crc = stream_crc32c(0, header, 8);
-    for (int i = 0; i < nparts; i++)
-        crc = stream_crc32c(crc, parts[i].iov_base, parts[i].iov_len);
+    for (int i = 0; i < nparts && covered < crc_length; i++) {
+        size_t take = parts[i].iov_len < crc_length - covered ? parts[i].iov_len
+                                                              : crc_length - covered;
+        crc = stream_crc32c(crc, parts[i].iov_base, take);
+        covered += take;
+    }
     put_u32(header + 8, crc);
     iov[0] = (struct iovec){ header, sizeof(header) };
     if (nparts > 0)
@@ -122,6 +128,21 @@ int stream_write_record(struct stream_writer *writer, uint32_t type,
     if (rc == 0)
         writer->offset += sizeof(header) + length + iov[nparts + 1].iov_len;
     return rc;
+}
+
+int stream_write_record(struct stream_writer *writer, uint32_t type,
+                        const struct iovec *parts, int nparts, struct gw_error *err)
+{
+    uint64_t length = 0;
+
+    if (nparts > 6)
+        return gw_error_set(err, -EINVAL, "a record has at most 6 parts");
+    for (int i = 0; i < nparts; i++)
+        length += parts[i].iov_len;
+    if (length > STREAM_BODY_MAX)
+        return gw_error_set(err, -EMSGSIZE, "%s record of %llu bytes is over the limit",
+                            stream_record_name(type), (unsigned long long)length);
+    return stream_write_record_partial_crc(writer, type, parts, nparts, (uint32_t)length, err);
 }
 
 static int read_exact(struct stream_reader *reader, void *buf, size_t len, const char *what,
@@ -182,10 +203,37 @@ static int ensure_body(struct stream_reader *reader, uint32_t length, struct gw_
     return 0;
 }
 
+static int read_padding(struct stream_reader *reader, const struct stream_record *record,
+                        struct gw_error *err)
+{
+    uint8_t padding[8];
+    uint32_t len = (8 - record->length % 8) % 8;
+    int rc = read_exact(reader, padding, len, "record padding", err);
+
+    if (rc == 0 && memcmp(padding, zero_padding, len))
+        return gw_error_set(err, -EBADMSG, "%s record at stream offset %llu has non-zero padding",
+                            stream_record_name(record->type),
+                            (unsigned long long)record->offset);
+    return rc;
+}
+
+/* Only PAGES may leave part of its body to its own checksums, and only the
+ * page data: the loader checks crc_length against the page count. */
+static int check_crc_length(const struct stream_record *record, struct gw_error *err)
+{
+    if (record->crc_length == record->length ||
+        (record->type == REC_PAGES && record->crc_length < record->length))
+        return 0;
+    return gw_error_set(err, -EPROTO, "%s record at stream offset %llu has a CRC length of %u "
+                        "for a %u-byte body", stream_record_name(record->type),
+                        (unsigned long long)record->offset, record->crc_length,
+                        record->length);
+}
+
 int stream_read_record(struct stream_reader *reader, struct stream_record *record,
                        struct gw_error *err)
 {
-    uint8_t header[STREAM_RECORD_HEADER_SIZE], padding[8];
+    uint8_t header[STREAM_RECORD_HEADER_SIZE];
     uint32_t crc, max;
     bool known;
     int rc;
@@ -197,6 +245,7 @@ int stream_read_record(struct stream_reader *reader, struct stream_record *recor
             return rc;
         record->type = get_u32(header);
         record->length = get_u32(header + 4);
+        record->crc_length = get_u32(header + 12);
         known = stream_record_known(record->type);
         if (!known && !(record->type & STREAM_OPTIONAL))
             return gw_error_set(err, -EPROTO,
@@ -209,27 +258,57 @@ int stream_read_record(struct stream_reader *reader, struct stream_record *recor
                                 "%s record at stream offset %llu is %u bytes, more than its "
                                 "limit of %u", stream_record_name(record->type),
                                 (unsigned long long)record->offset, record->length, max);
-        if ((rc = ensure_body(reader, record->length, err)) < 0 ||
-            (rc = read_exact(reader, reader->body, record->length, "a record body", err)) < 0 ||
-            (rc = read_exact(reader, padding, (8 - record->length % 8) % 8, "record padding",
-                             err)) < 0)
+        if ((rc = check_crc_length(record, err)) < 0 ||
+            (rc = ensure_body(reader, record->crc_length, err)) < 0 ||
+            (rc = read_exact(reader, reader->body, record->crc_length, "a record body", err)) < 0)
             return rc;
-        crc = stream_crc32c(stream_crc32c(0, header, 8), reader->body, record->length);
+        crc = stream_crc32c(stream_crc32c(0, header, 8), reader->body, record->crc_length);
         if (crc != get_u32(header + 8))
             return gw_error_set(err, -EBADMSG,
                                 "%s record at stream offset %llu has a bad CRC (stored "
                                 "0x%08x, computed 0x%08x): the stream is corrupt",
                                 stream_record_name(record->type),
                                 (unsigned long long)record->offset, get_u32(header + 8), crc);
-        if (memcmp(padding, zero_padding, (8 - record->length % 8) % 8))
-            return gw_error_set(err, -EBADMSG,
-                                "%s record at stream offset %llu has non-zero padding",
-                                stream_record_name(record->type),
-                                (unsigned long long)record->offset);
         record->body = reader->body;
+        record->unread = record->length - record->crc_length;
+        if (record->unread == 0 && (rc = read_padding(reader, record, err)) < 0)
+            return rc;
         if (known)
             return 0;
     }
+}
+
+int stream_read_payload(struct stream_reader *reader, struct stream_record *record,
+                        const struct iovec *iov, int iovcnt, struct gw_error *err)
+{
+    uint64_t total = 0;
+    int rc;
+
+    for (int i = 0; i < iovcnt; i++)
+        total += iov[i].iov_len;
+    if (total != record->unread)
+        return gw_error_set(err, -EPROTO, "%s record at stream offset %llu: %llu payload "
+                            "bytes expected, %u present", stream_record_name(record->type),
+                            (unsigned long long)record->offset, (unsigned long long)total,
+                            record->unread);
+    if (reader->io.readv) {
+        rc = reader->io.readv(reader->io.opaque, iov, iovcnt, err);
+        if (rc == -ENODATA)
+            rc = gw_error_set(err, -ENODATA, "the stream ended inside the %s record at offset "
+                              "%llu: the sender stopped before the end of the migration",
+                              stream_record_name(record->type),
+                              (unsigned long long)record->offset);
+        if (rc == 0)
+            reader->offset += total;
+    } else {
+        rc = 0;
+        for (int i = 0; i < iovcnt && rc == 0; i++)
+            rc = read_exact(reader, iov[i].iov_base, iov[i].iov_len, "a record body", err);
+    }
+    if (rc < 0)
+        return rc;
+    record->unread = 0;
+    return read_padding(reader, record, err);
 }
 
 void stream_reader_free(struct stream_reader *reader)

@@ -74,6 +74,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size && (data[size - 1] & 1))
         state.written = written;
     migration_load_stream(&reader, &state, NULL);
+    load_state_free(&state);
     stream_reader_free(&reader);
     for (size_t i = 0; i < GUARD; i++)
         if (memory[i] != 0x5a || memory[GUARD + RAM_SIZE + i] != 0x5a)

@@ -1,8 +1,10 @@
 """Drives godwit-vm (or QEMU) from tests: start it, talk QMP, read the serial
 output, check guest memory with the migration-test rule. Standard library
 only, so the tests run on a fresh machine."""
+import ctypes
 import json
 import os
+import signal
 import shutil
 import socket
 import subprocess
@@ -11,6 +13,14 @@ import time
 import unittest
 
 GODWIT_VM = os.environ.get("GODWIT_VM", "build/vm/godwit-vm")
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent():
+    """preexec_fn for every process a test starts: it gets SIGKILL when the
+    test process dies, so a test killed by a time-out leaves no VM behind."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 TESTGUEST = os.environ.get("TESTGUEST", "build/guest/testguest.elf")
 PAGE_SIZE = 4096
 
@@ -157,7 +167,8 @@ class Vm:
                      "--append", append, "--serial", f"file:{self.serial.path}",
                      "--qmp", f"unix:{self.qmp_path}", *extra]
         self.process = subprocess.Popen(self.args, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, text=True, pass_fds=pass_fds)
+                                        stderr=subprocess.PIPE, text=True, pass_fds=pass_fds,
+                                        preexec_fn=die_with_parent)
         self.qmp = None
 
     def connect(self):
@@ -302,12 +313,14 @@ def crc32c(data, crc=0):
 
 
 def stream_record(rtype, body=b"", crc=None):
-    """One record: header, body, zero padding to 8. crc=None computes the
-    right one; pass a value to forge a wrong one."""
+    """One record whose CRC covers the whole body (every type but PAGES):
+    header, body, zero padding to 8. crc=None computes the right CRC; pass
+    a value to forge a wrong one."""
     head = rtype.to_bytes(4, "little") + len(body).to_bytes(4, "little")
     if crc is None:
         crc = crc32c(body, crc32c(head))
-    return head + crc.to_bytes(4, "little") + bytes(4) + body + bytes(-len(body) % 8)
+    return (head + crc.to_bytes(4, "little") + len(body).to_bytes(4, "little") + body +
+            bytes(-len(body) % 8))
 
 
 def rp_error_record(errno_value, text):
@@ -318,8 +331,8 @@ def rp_error_record(errno_value, text):
 
 def parse_stream(data):
     """The records of a whole stream held in memory, as dicts with offset,
-    type, length and body_offset (within data); stops at the first
-    incomplete record. Checks neither CRCs nor the header."""
+    type, length, crc_length and body_offset (within data); stops at the
+    first incomplete record. Checks neither CRCs nor the header."""
     records = []
     offset = STREAM_HEADER_SIZE
     while offset + RECORD_HEADER_SIZE <= len(data):
@@ -328,8 +341,9 @@ def parse_stream(data):
         end = offset + RECORD_HEADER_SIZE + length + (-length % 8)
         if end > len(data):
             break
+        crc_length = int.from_bytes(data[offset + 12:offset + 16], "little")
         records.append({"offset": offset, "type": rtype, "length": length,
-                        "body_offset": offset + RECORD_HEADER_SIZE})
+                        "crc_length": crc_length, "body_offset": offset + RECORD_HEADER_SIZE})
         offset = end
     return records
 
@@ -338,22 +352,25 @@ class FakeDestination:
     """A destination that is not godwit-vm: a thread serving a unix socket
     that reads the source's stream record by record and answers as told.
     answer_after_header: bytes sent back once the stream header has arrived
-    (then it closes if close_after_answer, else reads on); close_after_end:
-    close the connection once END has arrived (never send RP_READY).
-    Otherwise it reads and discards everything until the source closes, and
-    never answers."""
+    (then it closes if close_after_answer, else reads on); answer_after_end:
+    bytes sent back once END has arrived (RP_READY, RP_ERROR), then it reads
+    on; close_after_end: close the connection once END has arrived, without
+    a word. Otherwise it reads and discards everything until the source
+    closes, and never answers."""
 
     def __init__(self, path, answer_after_header=None, close_after_answer=False,
-                 close_after_end=False):
+                 answer_after_end=None, close_after_end=False):
         import threading
         self.path = path
         self.answer_after_header = answer_after_header
         self.close_after_answer = close_after_answer
+        self.answer_after_end = answer_after_end
         self.close_after_end = close_after_end
         self.types = []               # record types in arrival order
         self.bytes_read = 0
         self.header = None
         self.end_seen = threading.Event()
+        self.go_seen = threading.Event()
         self.finished = threading.Event()   # the connection is gone
         self.error = None
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -393,8 +410,12 @@ class FakeDestination:
                 length = int.from_bytes(head[4:8], "little")
                 self._read_exact(length + (-length % 8))
                 self.types.append(rtype)
+                if rtype == REC_GO:
+                    self.go_seen.set()
                 if rtype == REC_END:
                     self.end_seen.set()
+                    if self.answer_after_end:
+                        self.connection.sendall(self.answer_after_end)
                     if self.close_after_end:
                         self.connection.close()
                         self.connection = None
@@ -425,7 +446,10 @@ def watch_until_exit(vm, timeout=30.0, kill_at_timeout=True):
     while vm.process.poll() is None and time.monotonic() < deadline:
         try:
             if qmp is None:
-                qmp = Qmp(vm.qmp_path, timeout=1.0)
+                if not os.path.exists(vm.qmp_path):
+                    time.sleep(0.01)
+                    continue
+                qmp = Qmp(vm.qmp_path, timeout=0.2)
                 qmp.sock.settimeout(5.0)
                 vm.qmp = qmp
             seen.add(qmp.command("query-status")["status"])

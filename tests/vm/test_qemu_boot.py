@@ -9,7 +9,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 import tap  # noqa: E402
-from godwit_vm import TESTGUEST, Qmp, Serial, VmTestCase  # noqa: E402
+from godwit_vm import TESTGUEST, Qmp, Serial, VmTestCase, die_with_parent  # noqa: E402
 
 QEMU = shutil.which("qemu-system-x86_64")
 
@@ -26,7 +26,8 @@ class QemuBoot(VmTestCase):
              "-serial", f"file:{serial.path}",
              "-device", "isa-debug-exit,iobase=0x501,iosize=2",
              "-qmp", f"unix:{qmp_path},server=on,wait=off"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            preexec_fn=die_with_parent)
 
         def stop():
             if process.poll() is None:
