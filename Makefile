@@ -39,6 +39,7 @@ check: all
 
 bench: all
 	@scripts/setup-deps --bench
+	python3 bench/migration.py --vm $(BUILD)/vm/godwit-vm --guest $(BUILD)/guest/testguest.elf
 	python3 bench/guest_rates.py --vm $(BUILD)/vm/godwit-vm --guest $(BUILD)/guest/testguest.elf
 
 fuzz:

@@ -21,6 +21,21 @@
 #define CHUNK_WORDS 4
 #define CHUNK_PAGES (CHUNK_WORDS * 64)
 
+/* Records ready to write, in order. The migration thread fills a slot (the
+ * pages' CRCs, the next chunk's dirty-log clear) while the sender thread
+ * writes the one before: CPU work and socket copies overlap. */
+#define SEND_SLOTS 4
+
+struct send_slot {
+    uint32_t type;
+    uint32_t crc_length;
+    bool vm_stopped;
+    uint64_t pages;                          /* counted once written */
+    int nparts;
+    struct iovec parts[1 + BATCH_PAGES];     /* parts[0] is meta */
+    uint8_t meta[8 + STREAM_ZERO_RUNS_PER_RECORD * 16];
+};
+
 struct ram_sender {
     struct migration *migration;
     struct stream_writer *writer;
@@ -43,7 +58,20 @@ struct ram_sender {
     uint64_t window_start_us, window_bytes;   /* max-bandwidth pacing */
     int pagemap_fd;         /* /proc/self/pagemap, or -1: no zero hints */
     uint64_t pagemap[CHUNK_PAGES];
+
+    /* The queue: `lock` guards everything below; `changed` wakes both sides. */
+    pthread_t thread;
+    bool thread_started;
+    pthread_mutex_t lock;
+    pthread_cond_t changed;
+    struct send_slot slots[SEND_SLOTS];
+    unsigned next_fill, next_send, queued;
+    bool stopping;
+    int send_rc;            /* the sender thread's first error, kept */
+    struct gw_error send_err;
 };
+
+static void *sender_thread(void *opaque);
 
 bool ram_page_is_zero(const uint8_t *page, size_t len)
 {
@@ -68,16 +96,32 @@ struct ram_sender *ram_sender_new(struct migration *migration, struct stream_wri
     sender->writer = writer;
     sender->page_size = page_size;
     sender->pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+    pthread_mutex_init(&sender->lock, NULL);
+    pthread_cond_init(&sender->changed, NULL);
+    if (pthread_create(&sender->thread, NULL, sender_thread, sender)) {
+        ram_sender_free(sender);
+        return NULL;
+    }
+    sender->thread_started = true;
     return sender;
 }
 
 void ram_sender_free(struct ram_sender *sender)
 {
-    if (sender) {
-        if (sender->pagemap_fd >= 0)
-            close(sender->pagemap_fd);
-        free(sender);
+    if (!sender)
+        return;
+    if (sender->thread_started) {
+        pthread_mutex_lock(&sender->lock);
+        sender->stopping = true;
+        pthread_cond_broadcast(&sender->changed);
+        pthread_mutex_unlock(&sender->lock);
+        pthread_join(sender->thread, NULL);
     }
+    if (sender->pagemap_fd >= 0)
+        close(sender->pagemap_fd);
+    pthread_mutex_destroy(&sender->lock);
+    pthread_cond_destroy(&sender->changed);
+    free(sender);
 }
 
 /* Sleeps as needed to keep to max-bandwidth, in slices that notice cancel. */
@@ -105,21 +149,94 @@ static void pace(struct ram_sender *sender, uint64_t bytes)
     }
 }
 
-static int write_counted(struct ram_sender *sender, uint32_t type, struct iovec *parts,
-                         int nparts, uint32_t crc_length, struct gw_error *err)
+static int write_slot(struct ram_sender *sender, struct send_slot *slot, struct gw_error *err)
 {
     struct migration_stats *stats = &sender->migration->stats;
     uint64_t before = sender->writer->offset, bytes;
-    int rc = stream_write_record_partial_crc(sender->writer, type, parts, nparts, crc_length,
-                                             err);
+    int rc = stream_write_record_partial_crc(sender->writer, slot->type, slot->parts,
+                                             slot->nparts, slot->crc_length, err);
 
     if (rc < 0)
         return rc;
     bytes = sender->writer->offset - before;
     atomic_fetch_add(&stats->transferred, bytes);
-    atomic_fetch_add(sender->vm_stopped ? &stats->downtime_bytes : &stats->precopy_bytes, bytes);
+    atomic_fetch_add(slot->vm_stopped ? &stats->downtime_bytes : &stats->precopy_bytes, bytes);
+    atomic_fetch_add(slot->type == REC_PAGES ? &stats->normal_pages : &stats->zero_pages,
+                     slot->pages);
     pace(sender, bytes);
     return 0;
+}
+
+/* The sender thread: owns the channel's write side while a pass runs. */
+static void *sender_thread(void *opaque)
+{
+    struct ram_sender *sender = opaque;
+
+    pthread_mutex_lock(&sender->lock);
+    for (;;) {
+        while (!sender->queued && !sender->stopping)
+            pthread_cond_wait(&sender->changed, &sender->lock);
+        if (!sender->queued)
+            break;
+        struct send_slot *slot = &sender->slots[sender->next_send];
+        int rc = sender->send_rc;
+        pthread_mutex_unlock(&sender->lock);
+        if (rc == 0)   /* after an error, queued records are dropped */
+            rc = write_slot(sender, slot, &sender->send_err);
+        pthread_mutex_lock(&sender->lock);
+        if (rc < 0 && !sender->send_rc)
+            sender->send_rc = rc;
+        sender->next_send = (sender->next_send + 1) % SEND_SLOTS;
+        sender->queued--;
+        pthread_cond_broadcast(&sender->changed);
+    }
+    pthread_mutex_unlock(&sender->lock);
+    return NULL;
+}
+
+static int sender_error(struct ram_sender *sender, struct gw_error *err)
+{
+    int rc = sender->send_rc;
+
+    if (rc < 0 && err)
+        *err = sender->send_err;
+    return rc;
+}
+
+/* Waits for a free slot; returns it, or NULL after a send error. */
+static struct send_slot *claim_slot(struct ram_sender *sender)
+{
+    struct send_slot *slot = NULL;
+
+    pthread_mutex_lock(&sender->lock);
+    while (sender->queued == SEND_SLOTS && !sender->send_rc)
+        pthread_cond_wait(&sender->changed, &sender->lock);
+    if (!sender->send_rc)
+        slot = &sender->slots[sender->next_fill];
+    pthread_mutex_unlock(&sender->lock);
+    return slot;
+}
+
+static void queue_slot(struct ram_sender *sender)
+{
+    pthread_mutex_lock(&sender->lock);
+    sender->next_fill = (sender->next_fill + 1) % SEND_SLOTS;
+    sender->queued++;
+    pthread_cond_broadcast(&sender->changed);
+    pthread_mutex_unlock(&sender->lock);
+}
+
+/* Returns once every queued record is written (or one failed). */
+static int drain(struct ram_sender *sender, struct gw_error *err)
+{
+    int rc;
+
+    pthread_mutex_lock(&sender->lock);
+    while (sender->queued)
+        pthread_cond_wait(&sender->changed, &sender->lock);
+    rc = sender_error(sender, err);
+    pthread_mutex_unlock(&sender->lock);
+    return rc;
 }
 
 /* The PAGES body: meta (block, count, count indexes, count CRCs, padding to
@@ -128,51 +245,63 @@ static int write_counted(struct ram_sender *sender, uint32_t type, struct iovec 
 static int flush_batch(struct ram_sender *sender, struct gw_error *err)
 {
     uint32_t count = sender->batch_count, crc_length = 8 + 12 * count + (count % 2) * 4;
-    struct iovec parts[2 + BATCH_PAGES + 2];
-    uint8_t meta[8 + 12 * BATCH_PAGES + 4];
-    int nparts = 1;
-    int rc;
+    struct send_slot *slot;
 
     if (!count)
         return 0;
-    memcpy(meta, &sender->batch_block, 4);
-    memcpy(meta + 4, &count, 4);
-    memcpy(meta + 8, sender->meta.index, 8 * count);
-    memcpy(meta + 8 + 8 * count, sender->meta.crc, 4 * count);
-    memset(meta + 8 + 12 * count, 0, 4);
-    parts[0] = (struct iovec){ meta, crc_length };
+    slot = claim_slot(sender);
+    if (!slot)
+        return sender_error(sender, err);
+    memcpy(slot->meta, &sender->batch_block, 4);
+    memcpy(slot->meta + 4, &count, 4);
+    memcpy(slot->meta + 8, sender->meta.index, 8 * count);
+    memcpy(slot->meta + 8 + 8 * count, sender->meta.crc, 4 * count);
+    memset(slot->meta + 8 + 12 * count, 0, 4);
+    slot->parts[0] = (struct iovec){ slot->meta, crc_length };
+    slot->nparts = 1;
     for (uint32_t i = 0; i < count; i++) {
-        struct iovec *last = &parts[nparts - 1];
-        if (nparts > 1 && (const uint8_t *)last->iov_base + last->iov_len == sender->batch_pages[i])
+        struct iovec *last = &slot->parts[slot->nparts - 1];
+        if (slot->nparts > 1 &&
+            (const uint8_t *)last->iov_base + last->iov_len == sender->batch_pages[i])
             last->iov_len += sender->page_size;
         else
-            parts[nparts++] = (struct iovec){ (void *)sender->batch_pages[i], sender->page_size };
+            slot->parts[slot->nparts++] = (struct iovec){ (void *)sender->batch_pages[i],
+                                                          sender->page_size };
     }
-    rc = write_counted(sender, REC_PAGES, parts, nparts, crc_length, err);
-    atomic_fetch_add(&sender->migration->stats.normal_pages, count);
+    slot->type = REC_PAGES;
+    slot->crc_length = crc_length;
+    slot->vm_stopped = sender->vm_stopped;
+    slot->pages = count;
     sender->batch_count = 0;
-    return rc;
+    queue_slot(sender);
+    return 0;
 }
 
 static int flush_zero(struct ram_sender *sender, struct gw_error *err)
 {
     uint32_t header[2] = { sender->zero_block, sender->zero_count };
-    struct iovec parts[2] = {
-        { header, sizeof(header) },
-        { sender->zero_runs, sender->zero_count * sizeof(sender->zero_runs[0]) },
-    };
+    size_t runs = sender->zero_count * sizeof(sender->zero_runs[0]);
+    struct send_slot *slot;
     uint64_t pages = 0;
-    int rc;
 
     if (!sender->zero_count)
         return 0;
+    slot = claim_slot(sender);
+    if (!slot)
+        return sender_error(sender, err);
     for (uint32_t i = 0; i < sender->zero_count; i++)
         pages += sender->zero_runs[i][1];
-    rc = write_counted(sender, REC_ZERO_PAGES, parts, 2,
-                       (uint32_t)(parts[0].iov_len + parts[1].iov_len), err);
-    atomic_fetch_add(&sender->migration->stats.zero_pages, pages);
+    memcpy(slot->meta, header, sizeof(header));
+    memcpy(slot->meta + sizeof(header), sender->zero_runs, runs);
+    slot->parts[0] = (struct iovec){ slot->meta, sizeof(header) + runs };
+    slot->nparts = 1;
+    slot->type = REC_ZERO_PAGES;
+    slot->crc_length = (uint32_t)(sizeof(header) + runs);
+    slot->vm_stopped = sender->vm_stopped;
+    slot->pages = pages;
     sender->zero_count = 0;
-    return rc;
+    queue_slot(sender);
+    return 0;
 }
 
 static int add_zero(struct ram_sender *sender, uint32_t block, uint64_t page,
@@ -331,16 +460,22 @@ int ram_sender_send_dirty(struct ram_sender *sender, bool clear_tracker, bool vm
                 any |= bitmap[w + i] != 0;
             if (!any)
                 continue;
-            if (migration_cancelled(migration))
+            if (migration_cancelled(migration)) {
+                drain(sender, NULL);
                 return gw_error_set(err, -ECANCELED, "the migration was cancelled");
+            }
             rc = send_chunk(sender, b, w * 64, bitmap + w, nr_words, clear_tracker, err);
-            if (rc < 0)
+            if (rc < 0) {
+                drain(sender, NULL);
                 return rc;
+            }
         }
     }
-    if ((rc = flush_batch(sender, err)) < 0)
+    if ((rc = flush_batch(sender, err)) < 0 || (rc = flush_zero(sender, err)) < 0)
         return rc;
-    return flush_zero(sender, err);
+    /* The caller writes its own records next (PASS_END, DEVICE, END): ours
+     * must all be on the wire first. */
+    return drain(sender, err);
 }
 
 uint64_t ram_count_dirty(struct migration *migration)
