@@ -19,8 +19,11 @@ struct channel {
     char description[300];  /* the URI, for messages */
 };
 
-/* Source side: connects (tcp, unix), adopts (fd) or creates (file). */
-int channel_connect(const struct uri *uri, struct channel *channel, struct gw_error *err);
+/* Source side: connects (tcp, unix), adopts (fd) or creates (file). A
+ * connect that waits (an address that does not answer) returns -ECANCELED
+ * as soon as cancel_fd (may be -1) becomes readable. */
+int channel_connect(const struct uri *uri, int cancel_fd, struct channel *channel,
+                    struct gw_error *err);
 
 /* Destination side, in two steps so that a listening socket exists (and its
  * errors are reported) before the caller waits: listen, then accept. For fd:

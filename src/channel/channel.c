@@ -59,37 +59,88 @@ static int resolve(const struct uri *uri, bool passive, struct addrinfo **result
     return 0;
 }
 
-static int connect_tcp(const struct uri *uri, struct channel *channel, struct gw_error *err)
+/* connect() that a cancel can interrupt: non-blocking, then poll the socket
+ * and cancel_fd together. Returns 0, -ECANCELED or a negative errno. */
+static int connect_cancellable(int fd, const struct sockaddr *addr, socklen_t len,
+                               int cancel_fd)
+{
+    struct pollfd fds[2] = { { .fd = fd, .events = POLLOUT },
+                             { .fd = cancel_fd, .events = POLLIN } };
+    int flags = fcntl(fd, F_GETFL), error = 0, rc;
+    socklen_t error_len = sizeof(error);
+
+    fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+    /* A unix socket whose backlog is full says EAGAIN and never completes
+     * on its own: try again every 10 ms until it takes us or cancel. */
+    for (;;) {
+        rc = connect(fd, addr, len) < 0 ? -errno : 0;
+        if (rc != -EAGAIN)
+            break;
+        if (poll(&fds[1], cancel_fd >= 0 ? 1 : 0, 10) > 0)
+            return -ECANCELED;
+    }
+    /* TCP: the handshake goes on; wait for it or for cancel. */
+    while (rc == -EINPROGRESS) {
+        if (poll(fds, cancel_fd >= 0 ? 2 : 1, -1) < 0) {
+            if (errno != EINTR)
+                return -errno;
+            continue;
+        }
+        if (cancel_fd >= 0 && fds[1].revents)
+            return -ECANCELED;
+        if (fds[0].revents) {
+            if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &error_len) < 0)
+                return -errno;
+            rc = -error;
+        }
+    }
+    if (rc == 0)
+        fcntl(fd, F_SETFL, flags);
+    return rc;
+}
+
+static int connect_error(struct channel *channel, int rc, struct gw_error *err)
+{
+    if (rc == -ECANCELED)
+        return gw_error_set(err, rc, "the migration was cancelled while connecting to %s",
+                            channel->description);
+    return gw_error_set(err, rc, "cannot connect to %s: %s", channel->description,
+                        strerror(-rc));
+}
+
+static int connect_tcp(const struct uri *uri, int cancel_fd, struct channel *channel,
+                       struct gw_error *err)
 {
     struct addrinfo *addresses, *address;
-    int fd = -1, saved = 0, rc;
+    int fd = -1, rc;
 
     rc = resolve(uri, false, &addresses, channel->description, err);
     if (rc < 0)
         return rc;
-    for (address = addresses; address; address = address->ai_next) {
+    rc = -EADDRNOTAVAIL;
+    for (address = addresses; address && rc != -ECANCELED; address = address->ai_next) {
         fd = socket(address->ai_family, address->ai_socktype | SOCK_CLOEXEC, 0);
         if (fd < 0) {
-            saved = errno;
+            rc = -errno;
             continue;
         }
-        if (connect(fd, address->ai_addr, address->ai_addrlen) == 0) {
+        rc = connect_cancellable(fd, address->ai_addr, address->ai_addrlen, cancel_fd);
+        if (rc == 0) {
             tune_socket(fd, address->ai_family);
             break;
         }
-        saved = errno;
         close(fd);
         fd = -1;
     }
     freeaddrinfo(addresses);
     if (fd < 0)
-        return gw_error_set(err, -saved, "cannot connect to %s: %s", channel->description,
-                            strerror(saved));
+        return connect_error(channel, rc, err);
     channel->fd = fd;
     return 0;
 }
 
-static int connect_unix(const struct uri *uri, struct channel *channel, struct gw_error *err)
+static int connect_unix(const struct uri *uri, int cancel_fd, struct channel *channel,
+                        struct gw_error *err)
 {
     struct sockaddr_un addr;
     int fd, rc = unix_address(uri->path, &addr, channel->description, err);
@@ -97,12 +148,12 @@ static int connect_unix(const struct uri *uri, struct channel *channel, struct g
     if (rc < 0)
         return rc;
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
-        rc = gw_error_set(err, -errno, "cannot connect to %s: %s", channel->description,
-                          strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        return rc;
+    if (fd < 0)
+        return connect_error(channel, -errno, err);
+    rc = connect_cancellable(fd, (struct sockaddr *)&addr, sizeof(addr), cancel_fd);
+    if (rc < 0) {
+        close(fd);
+        return connect_error(channel, rc, err);
     }
     channel->fd = fd;
     return 0;
@@ -121,15 +172,16 @@ static int adopt_fd(const struct uri *uri, struct channel *channel, struct gw_er
     return 0;
 }
 
-int channel_connect(const struct uri *uri, struct channel *channel, struct gw_error *err)
+int channel_connect(const struct uri *uri, int cancel_fd, struct channel *channel,
+                    struct gw_error *err)
 {
     *channel = (struct channel){ .fd = -1 };
     describe(channel, uri);
     switch (uri->kind) {
     case URI_TCP:
-        return connect_tcp(uri, channel, err);
+        return connect_tcp(uri, cancel_fd, channel, err);
     case URI_UNIX:
-        return connect_unix(uri, channel, err);
+        return connect_unix(uri, cancel_fd, channel, err);
     case URI_FD:
         return adopt_fd(uri, channel, err);
     case URI_FILE:

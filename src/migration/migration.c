@@ -54,9 +54,13 @@ void migration_set_status(struct migration *migration, enum migration_status sta
     }
     migration->status = status;
     pthread_cond_broadcast(&migration->changed);
+    /* Emitted under the lock, so events arrive in the order the status
+     * changed (the QMP server never holds its output lock while it runs a
+     * command, so this order of locks is safe). */
+    if (migration->cap_events && migration->qmp)
+        qmp_server_emit_event(migration->qmp, "MIGRATION",
+                              json_pack("{s:s}", "status", migration_status_name(status)));
     pthread_mutex_unlock(&migration->lock);
-    migration_emit(migration, "MIGRATION",
-                   json_pack("{s:s}", "status", migration_status_name(status)));
 }
 
 bool migration_cancelled(struct migration *migration)
@@ -170,6 +174,20 @@ void migration_free(struct migration *migration)
     free(migration);
 }
 
+/* The pipe a cancel writes to, to wake a thread blocked in connect or
+ * accept: made once, emptied of an earlier migration's wake-ups. */
+static int prepare_cancel_pipe(struct migration *migration, struct gw_error *err)
+{
+    char drained[64];
+
+    if (migration->cancel_pipe[0] < 0 &&
+        pipe2(migration->cancel_pipe, O_CLOEXEC | O_NONBLOCK) < 0)
+        return gw_error_set(err, -errno, "pipe failed: %s", strerror(errno));
+    while (read(migration->cancel_pipe[0], drained, sizeof(drained)) > 0)
+        ;
+    return 0;
+}
+
 /* Starts a thread for a new migration; refuses while one is in progress. */
 int migration_launch(struct migration *migration, const struct uri *uri, bool destination,
                      struct gw_error *err)
@@ -187,6 +205,9 @@ int migration_launch(struct migration *migration, const struct uri *uri, bool de
                             migration_status_name(status));
     }
     pthread_mutex_unlock(&migration->lock);
+    rc = prepare_cancel_pipe(migration, err);
+    if (rc < 0)
+        return rc;
     migration_join(migration);   /* the previous, finished thread */
     free_bitmaps(migration);
     memset(&migration->stats, 0, sizeof(migration->stats));
@@ -224,8 +245,6 @@ int migration_incoming(struct migration *migration, const char *uri_text, struct
         return gw_error_set(err, -EBUSY, "an incoming migration was already started here "
                             "(status %s); start a new destination VM for another",
                             migration_status_name(migration->status));
-    if (migration->cancel_pipe[0] < 0 && pipe2(migration->cancel_pipe, O_CLOEXEC | O_NONBLOCK) < 0)
-        return gw_error_set(err, -errno, "pipe failed: %s", strerror(errno));
     /* Listen now, so the socket exists and its errors reach the caller
      * before anyone tries to connect. */
     rc = channel_listen(&uri, &migration->listener, err);

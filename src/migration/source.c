@@ -40,8 +40,9 @@ static void *return_path_thread(void *opaque)
                                     .page_size = 4096 };
     struct stream_record record;
     struct gw_error err = { 0 };
+    int rc;
 
-    while (stream_read_record(&reader, &record, &err) == 0) {
+    while ((rc = stream_read_record(&reader, &record, &err)) == 0) {
         pthread_mutex_lock(&migration->lock);
         if (record.type == REC_RP_READY) {
             migration->rp_ready = true;
@@ -59,6 +60,12 @@ static void *return_path_thread(void *opaque)
         }
     }
     pthread_mutex_lock(&migration->lock);
+    /* An end or a reset is the destination going away; bytes that are not
+     * a well-formed record are an error of its own, worth naming. */
+    if ((rc == -EPROTO || rc == -EBADMSG) && !migration->rp_error[0] &&
+        !migration_cancelled(migration))
+        snprintf(migration->rp_error, sizeof(migration->rp_error),
+                 "its return path is corrupt: %.450s", err.msg);
     migration->rp_closed = true;
     pthread_cond_broadcast(&migration->changed);
     pthread_mutex_unlock(&migration->lock);
@@ -90,7 +97,7 @@ static int setup(struct source *source, struct gw_error *err)
     struct channel channel;
     int rc;
 
-    rc = channel_connect(&migration->uri, &channel, err);
+    rc = channel_connect(&migration->uri, migration->cancel_pipe[0], &channel, err);
     if (rc < 0)
         return rc;
     pthread_mutex_lock(&migration->lock);

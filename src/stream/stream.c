@@ -4,6 +4,7 @@
 #include <godwit/stream.h>
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -208,7 +209,12 @@ static int read_padding(struct stream_reader *reader, const struct stream_record
 {
     uint8_t padding[8];
     uint32_t len = (8 - record->length % 8) % 8;
-    int rc = read_exact(reader, padding, len, "record padding", err);
+    char what[96];
+    int rc;
+
+    snprintf(what, sizeof(what), "the padding of the %s record at offset %llu",
+             stream_record_name(record->type), (unsigned long long)record->offset);
+    rc = read_exact(reader, padding, len, what, err);
 
     if (rc == 0 && memcmp(padding, zero_padding, len))
         return gw_error_set(err, -EBADMSG, "%s record at stream offset %llu has non-zero padding",
@@ -258,9 +264,12 @@ int stream_read_record(struct stream_reader *reader, struct stream_record *recor
                                 "%s record at stream offset %llu is %u bytes, more than its "
                                 "limit of %u", stream_record_name(record->type),
                                 (unsigned long long)record->offset, record->length, max);
+        char what[96];
+        snprintf(what, sizeof(what), "the body of the %s record at offset %llu",
+                 stream_record_name(record->type), (unsigned long long)record->offset);
         if ((rc = check_crc_length(record, err)) < 0 ||
             (rc = ensure_body(reader, record->crc_length, err)) < 0 ||
-            (rc = read_exact(reader, reader->body, record->crc_length, "a record body", err)) < 0)
+            (rc = read_exact(reader, reader->body, record->crc_length, what, err)) < 0)
             return rc;
         crc = stream_crc32c(stream_crc32c(0, header, 8), reader->body, record->crc_length);
         if (crc != get_u32(header + 8))
@@ -301,9 +310,12 @@ int stream_read_payload(struct stream_reader *reader, struct stream_record *reco
         if (rc == 0)
             reader->offset += total;
     } else {
+        char what[96];
+        snprintf(what, sizeof(what), "the data of the %s record at offset %llu",
+                 stream_record_name(record->type), (unsigned long long)record->offset);
         rc = 0;
         for (int i = 0; i < iovcnt && rc == 0; i++)
-            rc = read_exact(reader, iov[i].iov_base, iov[i].iov_len, "a record body", err);
+            rc = read_exact(reader, iov[i].iov_base, iov[i].iov_len, what, err);
     }
     if (rc < 0)
         return rc;

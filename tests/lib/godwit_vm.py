@@ -352,17 +352,19 @@ class FakeDestination:
     """A destination that is not godwit-vm: a thread serving a unix socket
     that reads the source's stream record by record and answers as told.
     answer_after_header: bytes sent back once the stream header has arrived
-    (then it closes if close_after_answer, else reads on); answer_after_end:
+    (then it closes if close_after_answer, else reads on); answer_after_blocks:
+    the same once the RAM_BLOCKS record has arrived; answer_after_end:
     bytes sent back once END has arrived (RP_READY, RP_ERROR), then it reads
     on; close_after_end: close the connection once END has arrived, without
     a word. Otherwise it reads and discards everything until the source
     closes, and never answers."""
 
     def __init__(self, path, answer_after_header=None, close_after_answer=False,
-                 answer_after_end=None, close_after_end=False):
+                 answer_after_end=None, close_after_end=False, answer_after_blocks=None):
         import threading
         self.path = path
         self.answer_after_header = answer_after_header
+        self.answer_after_blocks = answer_after_blocks
         self.close_after_answer = close_after_answer
         self.answer_after_end = answer_after_end
         self.close_after_end = close_after_end
@@ -410,6 +412,12 @@ class FakeDestination:
                 length = int.from_bytes(head[4:8], "little")
                 self._read_exact(length + (-length % 8))
                 self.types.append(rtype)
+                if rtype == REC_RAM_BLOCKS and self.answer_after_blocks:
+                    self.connection.sendall(self.answer_after_blocks)
+                    if self.close_after_answer:
+                        self.connection.close()
+                        self.connection = None
+                        return
                 if rtype == REC_GO:
                     self.go_seen.set()
                 if rtype == REC_END:
