@@ -124,6 +124,9 @@ static int setup(struct source *source, struct gw_error *err)
     if (rc < 0)
         return rc;
     source->tracking = true;
+    /* Starting to track, every page dirty, is the first sync: QEMU counts
+     * it too, so dirty-sync-count is 1 during the first pass. */
+    atomic_store(&migration->stats.dirty_sync_count, 1);
     source->sender = ram_sender_new(migration, &source->writer, source->page_size);
     if (!source->sender)
         return gw_error_set(err, -ENOMEM, "out of memory for the page sender");

@@ -53,7 +53,7 @@ class MigrationTestCase(VmTestCase):
         # where the guest dirtied nothing: the device state alone is bytes.
         source.qmp.command("migrate-set-parameters", **{"avail-switchover-bandwidth": 1})
         source.qmp.command("migrate", uri=uri)
-        wait_migration(source.qmp, ("active",), predicate=lambda i: i["ram"]["dirty-sync-count"] >= 2)
+        wait_migration(source.qmp, ("active",), predicate=lambda i: i["ram"]["dirty-sync-count"] >= 3)
         source.qmp.command("migrate-set-parameters", **{"avail-switchover-bandwidth": 0})
         return wait_migration(source.qmp)
 
