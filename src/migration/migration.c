@@ -63,6 +63,29 @@ void migration_set_status(struct migration *migration, enum migration_status sta
     pthread_mutex_unlock(&migration->lock);
 }
 
+bool migration_begin_cancel(struct migration *migration)
+{
+    bool cancelling;
+
+    /* Checked and set under one lock: a migration that ends meanwhile must
+     * not be left "cancelling" forever. */
+    pthread_mutex_lock(&migration->lock);
+    cancelling = !migration->is_destination &&
+                 (migration->status == MIGRATION_SETUP || migration->status == MIGRATION_ACTIVE ||
+                  migration->status == MIGRATION_DEVICE);
+    if (cancelling) {
+        migration->status = MIGRATION_CANCELLING;
+        pthread_cond_broadcast(&migration->changed);
+        if (migration->cap_events && migration->qmp)
+            qmp_server_emit_event(migration->qmp, "MIGRATION",
+                                  json_pack("{s:s}", "status", "cancelling"));
+    }
+    pthread_mutex_unlock(&migration->lock);
+    if (cancelling)
+        migration_request_cancel(migration);
+    return cancelling;
+}
+
 bool migration_cancelled(struct migration *migration)
 {
     return atomic_load(&migration->cancel_requested);

@@ -130,6 +130,9 @@ int migration_load_stream(struct stream_reader *reader, struct load_state *state
 
 
 void migration_request_cancel(struct migration *migration);
+/* migrate_cancel: moves an outgoing migration in progress to cancelling and
+ * stops it; returns false when there was nothing to cancel. */
+bool migration_begin_cancel(struct migration *migration);
 void migration_join(struct migration *migration);
 int migration_launch(struct migration *migration, const struct uri *uri, bool destination,
                      struct gw_error *err);

@@ -57,16 +57,10 @@ static int qmp_migrate_incoming(json_t *args, json_t **ret, struct gw_error *err
 
 static int qmp_migrate_cancel(json_t *args, json_t **ret, struct gw_error *err, void *opaque)
 {
-    struct migration *migration = opaque;
-    enum migration_status status = migration_status(migration);
-
     (void)args;
     (void)ret;
     (void)err;
-    if (migration->is_destination || !in_progress(status))
-        return 0;   /* as QEMU: nothing to cancel is not an error */
-    migration_set_status(migration, MIGRATION_CANCELLING);
-    migration_request_cancel(migration);
+    migration_begin_cancel(opaque);   /* as QEMU: nothing to cancel is not an error */
     return 0;
 }
 

@@ -55,7 +55,7 @@ struct ram_sender {
     uint32_t zero_count;
     uint64_t zero_runs[STREAM_ZERO_RUNS_PER_RECORD][2];
 
-    uint64_t window_start_us, window_bytes;   /* max-bandwidth pacing */
+    uint64_t window_start_us, window_bytes;   /* max-bandwidth pacing: sender thread only */
     int pagemap_fd;         /* /proc/self/pagemap, or -1: no zero hints */
     uint64_t pagemap[CHUNK_PAGES];
 
@@ -125,7 +125,7 @@ void ram_sender_free(struct ram_sender *sender)
 }
 
 /* Sleeps as needed to keep to max-bandwidth, in slices that notice cancel. */
-static void pace(struct ram_sender *sender, uint64_t bytes)
+static void pace(struct ram_sender *sender, uint64_t bytes, bool vm_stopped)
 {
     struct migration *migration = sender->migration;
     uint64_t limit, now = migration_now_us(), due_us;
@@ -133,7 +133,7 @@ static void pace(struct ram_sender *sender, uint64_t bytes)
     pthread_mutex_lock(&migration->lock);
     limit = migration->params.max_bandwidth;
     pthread_mutex_unlock(&migration->lock);
-    if (!limit || sender->vm_stopped)
+    if (!limit || vm_stopped)
         return;   /* the stop-copy phase is never throttled: it is downtime */
     if (!sender->window_start_us || now - sender->window_start_us > 1000000) {
         sender->window_start_us = now;
@@ -163,7 +163,7 @@ static int write_slot(struct ram_sender *sender, struct send_slot *slot, struct 
     atomic_fetch_add(slot->vm_stopped ? &stats->downtime_bytes : &stats->precopy_bytes, bytes);
     atomic_fetch_add(slot->type == REC_PAGES ? &stats->normal_pages : &stats->zero_pages,
                      slot->pages);
-    pace(sender, bytes);
+    pace(sender, bytes, slot->vm_stopped);
     return 0;
 }
 

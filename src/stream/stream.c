@@ -274,9 +274,9 @@ int stream_read_record(struct stream_reader *reader, struct stream_record *recor
         crc = stream_crc32c(stream_crc32c(0, header, 8), reader->body, record->crc_length);
         if (crc != get_u32(header + 8))
             return gw_error_set(err, -EBADMSG,
-                                "%s record at stream offset %llu has a bad CRC (stored "
-                                "0x%08x, computed 0x%08x): the stream is corrupt",
-                                stream_record_name(record->type),
+                                "%s record (type 0x%x) at stream offset %llu has a bad CRC "
+                                "(stored 0x%08x, computed 0x%08x): the stream is corrupt",
+                                stream_record_name(record->type), record->type,
                                 (unsigned long long)record->offset, get_u32(header + 8), crc);
         record->body = reader->body;
         record->unread = record->length - record->crc_length;

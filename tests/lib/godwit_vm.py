@@ -473,3 +473,42 @@ def watch_until_exit(vm, timeout=30.0, kill_at_timeout=True):
                            f"stderr: {err[-500:]!r}")
     _, err = vm.process.communicate(timeout=10)
     return vm.process.returncode, seen, err
+
+
+# --- QEMU beside godwit-vm (benchmarks, the QEMU boot test) ---
+
+QEMU = os.environ.get("QEMU", "qemu-system-x86_64")
+
+
+class QemuVm(Vm):
+    """A qemu-system-x86_64 process with Vm's interface (dir, qmp_path,
+    serial, process, connect, read_memory, close): the same test guest loaded
+    with -kernel, COM1 to a file, QMP on a unix socket, isa-debug-exit where
+    godwit-vm has it. extra: more QEMU options (memory backend, -incoming)."""
+
+    def __init__(self, memory="64M", append="", extra=(), binary=None, kernel=None,
+                 accel="kvm", machine="pc", bios=None):
+        self.dir = tempfile.mkdtemp(prefix="godwit-qemu-")
+        self.qmp_path = os.path.join(self.dir, "qmp.sock")
+        self.serial = Serial(os.path.join(self.dir, "serial.txt"))
+        self.args = [binary or QEMU, "-machine", machine, "-accel", accel, "-m", memory,
+                     "-display", "none", "-nodefaults", "-no-reboot",
+                     "-kernel", kernel or TESTGUEST, "-append", append,
+                     "-serial", f"file:{self.serial.path}",
+                     "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
+                     "-device", "isa-debug-exit,iobase=0x501,iosize=2",
+                     *(("-bios", bios) if bios else ()), *extra]
+        self.process = subprocess.Popen(self.args, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True,
+                                        preexec_fn=die_with_parent)
+        self.qmp = None
+
+    def connect(self, timeout=10.0):
+        self.qmp = Qmp(self.qmp_path, timeout=timeout)
+        return self.qmp
+
+
+def event_time(event):
+    """A QMP event's timestamp in seconds (wall clock of the VMM that sent it)."""
+    stamp = event["timestamp"]
+    return stamp["seconds"] + stamp["microseconds"] / 1e6

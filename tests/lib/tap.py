@@ -13,12 +13,15 @@ class TapResult(unittest.TestResult):
         super().__init__()
         self.number = 0
         self.started = 0.0
+        self._subtest_failures = {}
+        self._reported = set()
 
     def startTest(self, test):
         super().startTest(test)
         self.started = time.monotonic()
 
     def _line(self, status, test, directive=""):
+        self._reported.add(test.id())
         self.number += 1
         elapsed = time.monotonic() - self.started
         name = test.id().split(".")[-1]
@@ -42,6 +45,22 @@ class TapResult(unittest.TestResult):
         super().addError(test, err)
         self._line("not ok", test)
         self._diagnose(err)
+
+    def addSubTest(self, test, subtest, err):
+        # A failing subTest fails its test: one 'not ok' line, every failure
+        # as diagnostics (unittest's own runner would count them too).
+        super().addSubTest(test, subtest, err)
+        if err is not None:
+            self._subtest_failures.setdefault(test.id(), []).append((subtest, err))
+
+    def stopTest(self, test):
+        failures = self._subtest_failures.pop(test.id(), None)
+        if failures and test.id() not in self._reported:
+            self._line("not ok", test)
+            for subtest, err in failures:
+                print(f"# in {subtest.id()}")
+                self._diagnose(err)
+        super().stopTest(test)
 
     def addSkip(self, test, reason):
         super().addSkip(test, reason)
