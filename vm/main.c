@@ -228,10 +228,10 @@ static void handle_signal(struct vm *vm, int signal_fd)
 
 static void event_loop(struct vm *vm, int signal_fd)
 {
-    struct pollfd fds[8];
+    struct pollfd fds[10];
 
     while (!atomic_load(&vm->exit_requested)) {
-        int nfds = qmp_server_pollfds(vm->qmp, fds, 6);
+        int nfds = qmp_server_pollfds(vm->qmp, fds, 8);
         fds[nfds++] = (struct pollfd){ .fd = vm->notify_fd, .events = POLLIN };
         fds[nfds++] = (struct pollfd){ .fd = signal_fd, .events = POLLIN };
         if (poll(fds, (nfds_t)nfds, -1) < 0) {

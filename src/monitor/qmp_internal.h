@@ -4,11 +4,14 @@
 
 #include <pthread.h>
 
+#include <godwit/buffer.h>
 #include <godwit/hmp.h>
 #include <godwit/qmp.h>
 
 #define QMP_COMMANDS_MAX 128
 #define QMP_SESSIONS_MAX 4
+/* Output a client may leave unread before it is dropped. */
+#define QMP_CLIENT_BACKLOG_MAX (8u << 20)
 
 struct qmp_server {
     char package[64];
@@ -28,9 +31,16 @@ struct qmp_server {
 
     /* Socket state: owned by the monitor thread (the VMM's event loop). */
     int listen_fd;
+    int wake_fd;                      /* eventfd: output is waiting, or a client overflowed */
     struct qmp_client {
         int fd;                       /* -1: slot free */
         struct qmp_session *session;
+        struct qmp_server *server;
+        /* Under out_lock: what the socket did not take yet. A client that
+         * stops reading is dropped, never waited for: the monitor and the
+         * migration's events must not hang on it. */
+        struct gw_buffer pending;
+        bool overflowed;
     } clients[QMP_SESSIONS_MAX];
     char socket_path[108];
 };

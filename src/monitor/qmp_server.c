@@ -1,7 +1,7 @@
 /* The QMP server: the command table, events, and a unix socket that serves
- * up to QMP_SESSIONS_MAX clients at once from the VMM's event loop. It never
- * blocks that loop on accept or read; a write to a client that stops reading
- * does block. */
+ * up to QMP_SESSIONS_MAX clients at once from the VMM's event loop. Nothing
+ * here blocks: what a client does not read waits in its buffer, and a client
+ * that lets more than QMP_CLIENT_BACKLOG_MAX pile up is dropped. */
 #include "qmp_internal.h"
 
 #include <errno.h>
@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
+#include <sys/eventfd.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -38,8 +39,9 @@ struct qmp_server *qmp_server_new(const char *package)
     snprintf(server->package, sizeof(server->package), "%s", package);
     pthread_mutex_init(&server->out_lock, NULL);
     server->listen_fd = -1;
+    server->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     for (unsigned i = 0; i < QMP_SESSIONS_MAX; i++)
-        server->clients[i].fd = -1;
+        server->clients[i] = (struct qmp_client){ .fd = -1, .server = server };
     server->query_commands = (struct qmp_command){
         .name = "query-commands", .handler = query_commands, .opaque = server,
     };
@@ -52,6 +54,8 @@ void qmp_server_free(struct qmp_server *server)
     if (!server)
         return;
     qmp_server_close(server);
+    if (server->wake_fd >= 0)
+        close(server->wake_fd);
     pthread_mutex_destroy(&server->out_lock);
     free(server);
 }
@@ -132,19 +136,56 @@ void qmp_server_emit_event(struct qmp_server *server, const char *event, json_t 
 
 /* --- socket side --- */
 
-static void write_to_fd(void *opaque, const char *text, size_t len)
+static void wake(struct qmp_server *server)
 {
-    int fd = *(int *)opaque;
+    uint64_t one = 1;
 
-    while (len > 0) {
-        ssize_t n = send(fd, text, len, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return;   /* the client went away; the read side will notice */
-        text += n;
-        len -= (size_t)n;
+    if (write(server->wake_fd, &one, sizeof(one)) < 0) {
+        /* the counter is already non-zero: the loop will wake */
     }
+}
+
+/* Sends what the socket takes now; returns the bytes it took (0 if none). */
+static size_t send_now(int fd, const char *text, size_t len)
+{
+    ssize_t n;
+
+    do
+        n = send(fd, text, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    return n > 0 ? (size_t)n : 0;   /* a dead peer shows up on the read side */
+}
+
+/* The session's output function; called with out_lock held, any thread. */
+static void write_to_client(void *opaque, const char *text, size_t len)
+{
+    struct qmp_client *client = opaque;
+    size_t sent;
+
+    if (client->overflowed)
+        return;
+    if (!client->pending.len) {
+        sent = send_now(client->fd, text, len);
+        text += sent;
+        len -= sent;
+        if (!len)
+            return;
+    }
+    if (client->pending.len + len > QMP_CLIENT_BACKLOG_MAX ||
+        gw_buffer_append(&client->pending, text, len) < 0)
+        client->overflowed = true;
+    wake(client->server);   /* the loop polls for POLLOUT, or drops the client */
+}
+
+static void flush_client(struct qmp_client *client)
+{
+    size_t sent;
+
+    pthread_mutex_lock(&client->server->out_lock);
+    sent = send_now(client->fd, (const char *)client->pending.data, client->pending.len);
+    memmove(client->pending.data, client->pending.data + sent, client->pending.len - sent);
+    client->pending.len -= sent;
+    pthread_mutex_unlock(&client->server->out_lock);
 }
 
 /* A socket file nobody listens on is left over from a dead process: reuse it. */
@@ -213,12 +254,18 @@ int qmp_server_pollfds(struct qmp_server *server, struct pollfd *fds, int max)
     bool free_slot = false;
     int n = 0;
 
+    if (server->wake_fd >= 0 && n < max)
+        fds[n++] = (struct pollfd){ .fd = server->wake_fd, .events = POLLIN };
+    pthread_mutex_lock(&server->out_lock);
     for (unsigned i = 0; i < QMP_SESSIONS_MAX && n < max; i++) {
-        if (server->clients[i].fd >= 0)
-            fds[n++] = (struct pollfd){ .fd = server->clients[i].fd, .events = POLLIN };
+        struct qmp_client *client = &server->clients[i];
+        if (client->fd >= 0)
+            fds[n++] = (struct pollfd){ .fd = client->fd,
+                                        .events = POLLIN | (client->pending.len ? POLLOUT : 0) };
         else
             free_slot = true;
     }
+    pthread_mutex_unlock(&server->out_lock);
     /* With every slot taken, new clients wait in the backlog. */
     if (free_slot && server->listen_fd >= 0 && n < max)
         fds[n++] = (struct pollfd){ .fd = server->listen_fd, .events = POLLIN };
@@ -227,8 +274,10 @@ int qmp_server_pollfds(struct qmp_server *server, struct pollfd *fds, int max)
 
 static void drop_client(struct qmp_client *client)
 {
-    qmp_session_free(client->session);
+    qmp_session_free(client->session);   /* no thread writes to it after this */
     client->session = NULL;
+    gw_buffer_free(&client->pending);
+    client->overflowed = false;
     close(client->fd);
     client->fd = -1;
 }
@@ -247,7 +296,7 @@ static void accept_client(struct qmp_server *server)
     if (fd < 0)
         return;   /* EAGAIN or a client that gave up: poll again */
     client->fd = fd;
-    client->session = qmp_session_new(server, write_to_fd, &client->fd);
+    client->session = qmp_session_new(server, write_to_client, client);
     if (!client->session) {
         close(fd);
         client->fd = -1;
@@ -268,10 +317,39 @@ static void read_client(struct qmp_client *client)
     qmp_session_feed(client->session, chunk, (size_t)n);
 }
 
+static void service_client(struct qmp_client *client, short revents)
+{
+    bool overflowed;
+
+    pthread_mutex_lock(&client->server->out_lock);
+    overflowed = client->overflowed;
+    pthread_mutex_unlock(&client->server->out_lock);
+    if (overflowed) {
+        drop_client(client);
+        return;
+    }
+    if (revents & POLLOUT)
+        flush_client(client);
+    if (revents & (POLLIN | POLLHUP | POLLERR))
+        read_client(client);
+}
+
 void qmp_server_service(struct qmp_server *server, const struct pollfd *fds, int nfds)
 {
+    uint64_t count;
+
     for (int i = 0; i < nfds; i++) {
-        if (!fds[i].revents)
+        if (fds[i].fd == server->wake_fd && fds[i].revents) {
+            if (read(server->wake_fd, &count, sizeof(count)) < 0) {
+                /* nothing to take: another read got it */
+            }
+            for (unsigned c = 0; c < QMP_SESSIONS_MAX; c++)
+                if (server->clients[c].fd >= 0)
+                    service_client(&server->clients[c], 0);   /* overflowed ones go */
+        }
+    }
+    for (int i = 0; i < nfds; i++) {
+        if (!fds[i].revents || fds[i].fd == server->wake_fd)
             continue;
         if (fds[i].fd == server->listen_fd) {
             accept_client(server);
@@ -279,7 +357,7 @@ void qmp_server_service(struct qmp_server *server, const struct pollfd *fds, int
         }
         for (unsigned c = 0; c < QMP_SESSIONS_MAX; c++)
             if (server->clients[c].fd >= 0 && server->clients[c].fd == fds[i].fd)
-                read_client(&server->clients[c]);
+                service_client(&server->clients[c], fds[i].revents);
     }
 }
 

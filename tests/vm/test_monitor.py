@@ -122,6 +122,35 @@ class Monitor(VmTestCase):
         self.assertEqual(third.command("query-status")["status"], "running")
         third.close()
 
+    def test_a_client_that_does_not_read_is_dropped_not_waited_for(self):
+        """Replies pile up for a client that never reads; the monitor stays
+        responsive to others and drops it past its backlog limit (8 MiB)."""
+        flooder = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        flooder.connect(self.vm.qmp_path)
+        flooder.sendall(b'{"execute":"qmp_capabilities"}')
+        request = b'{"execute":"query-commands"}' * 200
+        other = self.vm.connect()
+        flooder.settimeout(2)
+        for _ in range(400):   # at most ~80000 replies of ~1.5 KB: far past 8 MiB
+            try:
+                flooder.sendall(request)
+            except (BrokenPipeError, ConnectionResetError, socket.timeout):
+                break
+            self.assertEqual(other.command("query-status")["status"], "running")
+        # The server closed it: reading what it had buffered ends in EOF.
+        received, chunk = 0, b"x"
+        try:
+            while chunk:
+                chunk = flooder.recv(1 << 20)
+                received += len(chunk)
+        except ConnectionResetError:
+            chunk = b""
+        except socket.timeout:
+            self.fail(f"the flooding client was never dropped ({received} bytes read)")
+        self.assertEqual(chunk, b"")
+        self.assertEqual(other.command("query-status")["status"], "running")
+        flooder.close()
+
     def test_sigterm_ends_the_vm_cleanly(self):
         qmp = self.vm.connect()
         self.vm.process.terminate()
