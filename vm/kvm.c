@@ -14,11 +14,17 @@
 #define KVM_TSS_ADDR 0xfffbd000UL
 #define KVM_IDENTITY_MAP_ADDR 0xfffbc000ULL
 
-static int require_cap(struct kvm *kvm, int cap, const char *name, struct gw_error *err)
+int kvm_require_caps(struct kvm *kvm, const struct kvm_cap_need *needed, size_t count,
+                     const char *purpose, struct gw_error *err)
 {
-    if (ioctl(kvm->dev_fd, KVM_CHECK_EXTENSION, cap) <= 0)
-        return gw_error_set(err, -ENOTSUP, "this host's KVM lacks %s, which godwit-vm needs",
-                            name);
+    /* The VM fd answers for this VM's capabilities; before it exists, the
+     * system fd does. */
+    int fd = kvm->vm_fd >= 0 ? kvm->vm_fd : kvm->dev_fd;
+
+    for (size_t i = 0; i < count; i++)
+        if (ioctl(fd, KVM_CHECK_EXTENSION, needed[i].cap) <= 0)
+            return gw_error_set(err, -ENOTSUP, "this host's KVM lacks %s, which %s needs",
+                                needed[i].name, purpose);
     return 0;
 }
 
@@ -35,10 +41,14 @@ static int open_kvm(struct kvm *kvm, struct gw_error *err)
     if (version != KVM_API_VERSION)
         return gw_error_set(err, -ENOTSUP, "/dev/kvm speaks API version %d, not %d", version,
                             KVM_API_VERSION);
-    if (require_cap(kvm, KVM_CAP_USER_MEMORY, "KVM_CAP_USER_MEMORY", err) < 0 ||
-        require_cap(kvm, KVM_CAP_IRQCHIP, "KVM_CAP_IRQCHIP", err) < 0 ||
-        require_cap(kvm, KVM_CAP_PIT2, "KVM_CAP_PIT2", err) < 0 ||
-        require_cap(kvm, KVM_CAP_EXT_CPUID, "KVM_CAP_EXT_CPUID", err) < 0)
+    static const struct kvm_cap_need needed[] = {
+        { KVM_CAP_USER_MEMORY, "KVM_CAP_USER_MEMORY" },
+        { KVM_CAP_IRQCHIP, "KVM_CAP_IRQCHIP" },
+        { KVM_CAP_PIT2, "KVM_CAP_PIT2" },
+        { KVM_CAP_EXT_CPUID, "KVM_CAP_EXT_CPUID" },
+    };
+    if (kvm_require_caps(kvm, needed, sizeof(needed) / sizeof(needed[0]), "godwit-vm",
+                         err) < 0)
         return -ENOTSUP;
     kvm->vcpu_mmap_size = ioctl(kvm->dev_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
     if (kvm->vcpu_mmap_size <= 0)
@@ -46,8 +56,8 @@ static int open_kvm(struct kvm *kvm, struct gw_error *err)
     return 0;
 }
 
-static int vm_ioctl(struct kvm *kvm, unsigned long request, void *arg, const char *what,
-                    struct gw_error *err)
+int kvm_vm_ioctl(struct kvm *kvm, unsigned long request, void *arg, const char *what,
+                 struct gw_error *err)
 {
     if (ioctl(kvm->vm_fd, request, arg) < 0)
         return gw_error_set(err, -errno, "%s failed: %s", what, strerror(errno));
@@ -69,11 +79,11 @@ int kvm_init(struct kvm *kvm, struct gw_error *err)
         rc = gw_error_set(err, -errno, "KVM_CREATE_VM failed: %s", strerror(errno));
         goto fail;
     }
-    if ((rc = vm_ioctl(kvm, KVM_SET_TSS_ADDR, (void *)KVM_TSS_ADDR, "KVM_SET_TSS_ADDR", err)) < 0 ||
-        (rc = vm_ioctl(kvm, KVM_SET_IDENTITY_MAP_ADDR, &identity_map,
+    if ((rc = kvm_vm_ioctl(kvm, KVM_SET_TSS_ADDR, (void *)KVM_TSS_ADDR, "KVM_SET_TSS_ADDR", err)) < 0 ||
+        (rc = kvm_vm_ioctl(kvm, KVM_SET_IDENTITY_MAP_ADDR, &identity_map,
                        "KVM_SET_IDENTITY_MAP_ADDR", err)) < 0 ||
-        (rc = vm_ioctl(kvm, KVM_CREATE_IRQCHIP, NULL, "KVM_CREATE_IRQCHIP", err)) < 0 ||
-        (rc = vm_ioctl(kvm, KVM_CREATE_PIT2, &pit, "KVM_CREATE_PIT2", err)) < 0)
+        (rc = kvm_vm_ioctl(kvm, KVM_CREATE_IRQCHIP, NULL, "KVM_CREATE_IRQCHIP", err)) < 0 ||
+        (rc = kvm_vm_ioctl(kvm, KVM_CREATE_PIT2, &pit, "KVM_CREATE_PIT2", err)) < 0)
         goto fail;
     return 0;
 fail:

@@ -2,6 +2,7 @@
 #ifndef GODWIT_VM_KVM_H
 #define GODWIT_VM_KVM_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include <godwit/error.h>
@@ -18,6 +19,17 @@ int kvm_init(struct kvm *kvm, struct gw_error *err);
 /* Maps block into the guest as memslot slot. */
 int kvm_add_memslot(struct kvm *kvm, unsigned slot, const struct ram_block *block,
                     struct gw_error *err);
+/* A KVM capability and its name, for the error when it is missing. */
+struct kvm_cap_need {
+    int cap;
+    const char *name;
+};
+/* Checks every capability; the message says what needs it (purpose). */
+int kvm_require_caps(struct kvm *kvm, const struct kvm_cap_need *needed, size_t count,
+                     const char *purpose, struct gw_error *err);
+/* A VM ioctl whose failure becomes "<what> failed: <reason>". */
+int kvm_vm_ioctl(struct kvm *kvm, unsigned long request, void *arg, const char *what,
+                 struct gw_error *err);
 /* Drives an ISA interrupt line of the in-kernel PIC and IOAPIC. */
 int kvm_irq_line(struct kvm *kvm, unsigned irq, int level);
 void kvm_cleanup(struct kvm *kvm);

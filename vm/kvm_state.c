@@ -10,7 +10,7 @@
 
 int kvm_state_require_caps(struct kvm *kvm, struct gw_error *err)
 {
-    static const struct { int cap; const char *name; } needed[] = {
+    static const struct kvm_cap_need needed[] = {
         { KVM_CAP_IRQCHIP, "KVM_CAP_IRQCHIP" },
         { KVM_CAP_PIT_STATE2, "KVM_CAP_PIT_STATE2" },
         { KVM_CAP_ADJUST_CLOCK, "KVM_CAP_ADJUST_CLOCK" },
@@ -22,19 +22,8 @@ int kvm_state_require_caps(struct kvm *kvm, struct gw_error *err)
         { KVM_CAP_IMMEDIATE_EXIT, "KVM_CAP_IMMEDIATE_EXIT" },
     };
 
-    for (size_t i = 0; i < sizeof(needed) / sizeof(needed[0]); i++)
-        if (ioctl(kvm->vm_fd, KVM_CHECK_EXTENSION, needed[i].cap) <= 0)
-            return gw_error_set(err, -ENOTSUP, "this host's KVM lacks %s, which migrating "
-                                "the VM's state needs", needed[i].name);
-    return 0;
-}
-
-static int vm_ioctl(struct kvm *kvm, unsigned long request, void *arg, const char *what,
-                    struct gw_error *err)
-{
-    if (ioctl(kvm->vm_fd, request, arg) < 0)
-        return gw_error_set(err, -errno, "%s failed: %s", what, strerror(errno));
-    return 0;
+    return kvm_require_caps(kvm, needed, sizeof(needed) / sizeof(needed[0]),
+                            "migrating the VM's state", err);
 }
 
 static int get_chip(struct kvm *kvm, __u32 chip_id, struct kvm_irqchip *chip,
@@ -42,7 +31,7 @@ static int get_chip(struct kvm *kvm, __u32 chip_id, struct kvm_irqchip *chip,
 {
     memset(chip, 0, sizeof(*chip));
     chip->chip_id = chip_id;
-    return vm_ioctl(kvm, KVM_GET_IRQCHIP, chip, what, err);
+    return kvm_vm_ioctl(kvm, KVM_GET_IRQCHIP, chip, what, err);
 }
 
 int kvm_state_get_irqchip(struct kvm *kvm, struct kvm_state_irqchip *state,
@@ -74,23 +63,23 @@ int kvm_state_set_irqchip(struct kvm *kvm, const struct kvm_state_irqchip *state
     memset(&chip, 0, sizeof(chip));
     chip.chip_id = KVM_IRQCHIP_PIC_MASTER;
     chip.chip.pic = state->pic_master;
-    if ((rc = vm_ioctl(kvm, KVM_SET_IRQCHIP, &chip, "KVM_SET_IRQCHIP (PIC master)", err)) < 0)
+    if ((rc = kvm_vm_ioctl(kvm, KVM_SET_IRQCHIP, &chip, "KVM_SET_IRQCHIP (PIC master)", err)) < 0)
         return rc;
     memset(&chip, 0, sizeof(chip));
     chip.chip_id = KVM_IRQCHIP_PIC_SLAVE;
     chip.chip.pic = state->pic_slave;
-    if ((rc = vm_ioctl(kvm, KVM_SET_IRQCHIP, &chip, "KVM_SET_IRQCHIP (PIC slave)", err)) < 0)
+    if ((rc = kvm_vm_ioctl(kvm, KVM_SET_IRQCHIP, &chip, "KVM_SET_IRQCHIP (PIC slave)", err)) < 0)
         return rc;
     memset(&chip, 0, sizeof(chip));
     chip.chip_id = KVM_IRQCHIP_IOAPIC;
     chip.chip.ioapic = state->ioapic;
-    return vm_ioctl(kvm, KVM_SET_IRQCHIP, &chip, "KVM_SET_IRQCHIP (IOAPIC)", err);
+    return kvm_vm_ioctl(kvm, KVM_SET_IRQCHIP, &chip, "KVM_SET_IRQCHIP (IOAPIC)", err);
 }
 
 int kvm_state_get_pit(struct kvm *kvm, struct kvm_pit_state2 *pit, struct gw_error *err)
 {
     memset(pit, 0, sizeof(*pit));
-    return vm_ioctl(kvm, KVM_GET_PIT2, pit, "KVM_GET_PIT2", err);
+    return kvm_vm_ioctl(kvm, KVM_GET_PIT2, pit, "KVM_GET_PIT2", err);
 }
 
 int kvm_state_set_pit(struct kvm *kvm, const struct kvm_pit_state2 *pit, struct gw_error *err)
@@ -100,13 +89,13 @@ int kvm_state_set_pit(struct kvm *kvm, const struct kvm_pit_state2 *pit, struct 
     if (copy.flags & ~(__u32)PIT_KNOWN_FLAGS)
         return gw_error_set(err, -EINVAL, "PIT2 flags 0x%x include bits KVM does not "
                             "define (known: 0x%x)", copy.flags, PIT_KNOWN_FLAGS);
-    return vm_ioctl(kvm, KVM_SET_PIT2, &copy, "KVM_SET_PIT2", err);
+    return kvm_vm_ioctl(kvm, KVM_SET_PIT2, &copy, "KVM_SET_PIT2", err);
 }
 
 int kvm_state_get_clock(struct kvm *kvm, struct kvm_clock_data *clock, struct gw_error *err)
 {
     memset(clock, 0, sizeof(*clock));
-    return vm_ioctl(kvm, KVM_GET_CLOCK, clock, "KVM_GET_CLOCK", err);
+    return kvm_vm_ioctl(kvm, KVM_GET_CLOCK, clock, "KVM_GET_CLOCK", err);
 }
 
 /* Kernels before 5.16 refuse any flag in KVM_SET_CLOCK and do not report
@@ -120,5 +109,5 @@ int kvm_state_set_clock(struct kvm *kvm, const struct kvm_clock_data *clock,
 
     if (caps > 0 && (caps & KVM_CLOCK_REALTIME))
         copy.flags = clock->flags & KVM_CLOCK_REALTIME;
-    return vm_ioctl(kvm, KVM_SET_CLOCK, &copy, "KVM_SET_CLOCK", err);
+    return kvm_vm_ioctl(kvm, KVM_SET_CLOCK, &copy, "KVM_SET_CLOCK", err);
 }

@@ -512,3 +512,45 @@ def event_time(event):
     """A QMP event's timestamp in seconds (wall clock of the VMM that sent it)."""
     stamp = event["timestamp"]
     return stamp["seconds"] + stamp["microseconds"] / 1e6
+
+
+MiB = 1 << 20
+DIRTY = "mode=dirty start=1M end=100M"
+
+
+class MigrationTestCase(VmTestCase):
+    """Sources, destinations and the check that a migrated guest is whole."""
+
+    def setUp(self):
+        super().setUp()
+        require_kvm(self)
+
+    def start_source(self, memory="128M", append=DIRTY, extra=(), pass_fds=()):
+        source = self.start_vm(memory=memory, append=append, extra=extra, pass_fds=pass_fds)
+        source.connect()
+        source.serial.wait_count("A", 1, process=source.process)
+        return source
+
+    def start_destination(self, incoming, memory="128M", extra=(), pass_fds=()):
+        destination = self.start_vm(memory=memory, extra=("--incoming", incoming, *extra),
+                                    pass_fds=pass_fds)
+        destination.connect()
+        self.assertEqual(destination.qmp.command("query-status")["status"], "inmigrate")
+        return destination
+
+    def check_running_guest(self, vm, low=MiB, high=100 * MiB, earlier=(), resume=False):
+        """The dirty guest runs where it is: it makes new passes; stopped,
+        its memory follows the increment rule and page 0 counts every pass
+        it made here and on the hosts it came from (earlier). Returns the
+        number of edges (0 or 1); resume=True lets it run on afterwards."""
+        self.assertEqual(vm.qmp.command("query-status")["status"], "running")
+        before = vm.serial.text().count("B")
+        vm.serial.wait_count("B", before + 2, process=vm.process)
+        vm.qmp.command("stop")
+        data = vm.read_memory(low, high - low)
+        check_pass_count(data, vm.serial.text().count("B") +
+                         sum(e.serial.text().count("B") for e in earlier))
+        edges = check_increment_pattern(data)
+        if resume:
+            vm.qmp.command("cont")
+        return edges

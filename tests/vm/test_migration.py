@@ -7,45 +7,16 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 import tap  # noqa: E402
-from godwit_vm import (PAGE_SIZE, QmpError, VmTestCase, check_increment_pattern,  # noqa: E402
-                       check_pass_count, free_tcp_port, require_kvm, wait_migration)
+from godwit_vm import (DIRTY, PAGE_SIZE, MigrationTestCase, QmpError,  # noqa: E402
+                       check_increment_pattern, check_pass_count, free_tcp_port,
+                       wait_migration)
 
 MiB = 1 << 20
-DIRTY = "mode=dirty start=1M end=100M"
 MARKER_ADDRESS = 110 * MiB + 4093      # unaligned, outside the dirty range
 MARKER = b"godwit crossed here"
 
 
-class MigrationTestCase(VmTestCase):
-    def setUp(self):
-        super().setUp()
-        require_kvm(self)
-
-    def start_source(self, memory="128M", append=DIRTY, extra=()):
-        source = self.start_vm(memory=memory, append=append, extra=extra)
-        source.connect()
-        source.serial.wait_count("A", 1, process=source.process)
-        return source
-
-    def start_destination(self, incoming, memory="128M", extra=(), pass_fds=()):
-        destination = self.start_vm(memory=memory, extra=("--incoming", incoming, *extra),
-                                    pass_fds=pass_fds)
-        destination.connect()
-        self.assertEqual(destination.qmp.command("query-status")["status"], "inmigrate")
-        return destination
-
-    def check_running_guest(self, vm, low=MiB, high=100 * MiB, earlier=()):
-        """The guest makes a new pass where it now runs; stopped, its memory
-        follows the increment rule, and its first page counts every pass it
-        made here and on the hosts it came from (earlier)."""
-        before = vm.serial.text().count("B")
-        vm.serial.wait_count("B", before + 1, process=vm.process)
-        vm.qmp.command("stop")
-        data = vm.read_memory(low, high - low)
-        passes = vm.serial.text().count("B") + sum(e.serial.text().count("B") for e in earlier)
-        check_pass_count(data, passes)
-        return check_increment_pattern(data)
-
+class MarkerMigration(MigrationTestCase):
     def migrate_with_marker(self, source, uri):
         """QEMU's recipe: write a marker, hold convergence back until the
         guest re-dirties pages already sent, then let it converge."""
@@ -81,7 +52,7 @@ class MigrationTestCase(VmTestCase):
         self.assertEqual(destination.read_memory(MARKER_ADDRESS, len(MARKER)), MARKER)
 
 
-class Transports(MigrationTestCase):
+class Transports(MarkerMigration):
     def test_unix(self):
         source = self.start_source_with_marker()
         uri = f"unix:{source.path('migrate.sock')}"
@@ -153,7 +124,7 @@ class Transports(MigrationTestCase):
         self.assertLessEqual(self.check_running_guest(destination, earlier=(source,)), 1)
 
 
-class Content(MigrationTestCase):
+class Content(MarkerMigration):
     def test_host_filled_ram_arrives_word_for_word(self):
         shm_src = f"/dev/shm/godwit-test-fill-src-{os.getpid()}"
         shm_dst = f"/dev/shm/godwit-test-fill-dst-{os.getpid()}"
@@ -197,7 +168,7 @@ class Content(MigrationTestCase):
         self.assertEqual(destination.read_memory(200 * MiB, MiB), bytes(MiB))
 
 
-class Convergence(MigrationTestCase):
+class Convergence(MarkerMigration):
     def test_no_convergence_stays_active_then_cancel_then_migrate_again(self):
         source = self.start_source(memory="32M", append="mode=dirty start=1M end=4M")
         first = self.start_destination(f"unix:{source.path('first.sock')}", memory="32M")
@@ -227,7 +198,7 @@ class Convergence(MigrationTestCase):
                              1)
 
 
-class BadRequests(MigrationTestCase):
+class BadRequests(MarkerMigration):
     def test_bad_uris_and_parameters(self):
         source = self.start_source(memory="16M", append="mode=idle")
         qmp = source.qmp

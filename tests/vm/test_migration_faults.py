@@ -29,33 +29,14 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 import tap  # noqa: E402
 from godwit_vm import (RECORD_HEADER_SIZE, REC_END, REC_GO, REC_PAGES,  # noqa: E402
                        REC_RP_ERROR, REC_RP_READY, STREAM_HEADER_SIZE, FakeDestination,
-                       QmpError, Vm, VmTestCase, check_increment_pattern, check_pass_count,
-                       crc32c,
-                       parse_stream, require_kvm, rp_error_record, stream_record,
-                       wait_migration, watch_until_exit)
+                       MigrationTestCase, QmpError, Vm, crc32c, parse_stream,
+                       rp_error_record, stream_record, wait_migration, watch_until_exit)
 
 MiB = 1 << 20
-DIRTY = "mode=dirty start=1M end=100M"
 INCOMING_FAILED = "incoming migration failed"
 
 
-class FaultTestCase(VmTestCase):
-    def setUp(self):
-        super().setUp()
-        require_kvm(self)
-
-    def start_source(self, memory="128M", append=DIRTY, extra=()):
-        source = self.start_vm(memory=memory, append=append, extra=extra)
-        source.connect()
-        source.serial.wait_count("A", 1, process=source.process)
-        return source
-
-    def start_destination(self, incoming, memory="128M", extra=()):
-        destination = self.start_vm(memory=memory, extra=("--incoming", incoming, *extra))
-        destination.connect()
-        self.assertEqual(destination.qmp.command("query-status")["status"], "inmigrate")
-        return destination
-
+class FaultTestCase(MigrationTestCase):
     def fake_destination(self, vm, name="fake.sock", **behaviour):
         """A FakeDestination for vm. The downtime limit goes up to 2 s: the
         fake reads at whatever speed Python manages on a loaded machine, and
@@ -88,20 +69,8 @@ class FaultTestCase(VmTestCase):
                          f"after 'cancelling' the status went {after}: {statuses}")
 
     def check_running_guest(self, vm, low=MiB, high=100 * MiB, earlier=()):
-        """The dirty guest makes new passes where it runs; stopped, its memory
-        follows the increment rule and its first page counts every pass made
-        here and on the hosts it came from (earlier). Returns the number of
-        edges (0 or 1)."""
-        self.assertEqual(vm.qmp.command("query-status")["status"], "running")
-        before = vm.serial.text().count("B")
-        vm.serial.wait_count("B", before + 2, process=vm.process)
-        vm.qmp.command("stop")
-        data = vm.read_memory(low, high - low)
-        check_pass_count(data, vm.serial.text().count("B") +
-                         sum(e.serial.text().count("B") for e in earlier))
-        edges = check_increment_pattern(data)
-        vm.qmp.command("cont")
-        return edges
+        """Checked, and left running: these tests go on with the guest."""
+        return super().check_running_guest(vm, low, high, earlier, resume=True)
 
     def check_idle_guest_runs(self, vm):
         """An idle guest answers an NMI with 'N' only if its vCPU runs."""
