@@ -4,15 +4,17 @@
 #   make check    every test (unit and fuzz corpus under ASan/UBSan), one summary line
 #   make bench    measurements, printed as tables (scripts/setup-deps --bench)
 #   make fuzz     libFuzzer on every parser for FUZZ_SECONDS each (clang)
+#   make soak     one guest migrated back and forth SOAK_HOPS times, checked at every hop
 
 BUILD      ?= build
 SAN_BUILD  ?= build-san
 FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 60
+SOAK_HOPS  ?= 300
 MESON      ?= meson
 NINJA      ?= ninja
 
-.PHONY: all deps demo check bench fuzz clean
+.PHONY: all deps demo check check-build bench fuzz soak clean
 
 all: deps
 	@test -f $(BUILD)/build.ninja || $(MESON) setup $(BUILD) >/dev/null
@@ -28,10 +30,12 @@ demo: all
 # The sanitizer build runs every test: the unit tests and corpus replays, and
 # the integration tests drive the sanitized godwit-vm too. build/ is built as
 # well, so a -Werror failure there cannot hide.
-check: all
+check-build: all
 	@test -f $(SAN_BUILD)/build.ninja || \
 		$(MESON) setup $(SAN_BUILD) -Dsanitize=address,undefined >/dev/null
 	$(NINJA) -C $(SAN_BUILD)
+
+check: check-build
 	@rc=0; ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 		$(MESON) test -C $(SAN_BUILD) --print-errorlogs || rc=$$?; \
 		python3 scripts/test-summary $(SAN_BUILD)/meson-logs/testlog.json || rc=1; \
@@ -55,6 +59,11 @@ fuzz:
 			2>&1 | tail -12 || exit 1; \
 	done
 	@echo "New inputs are in $(FUZZ_BUILD)/corpus/; copy interesting ones to tests/fuzz/corpus/."
+
+# The sanitizer build, so a memory error on any hop ends the soak.
+soak: check-build
+	python3 tests/soak/ping_pong.py --hops $(SOAK_HOPS) --vm $(SAN_BUILD)/vm/godwit-vm \
+		--guest $(SAN_BUILD)/guest/testguest.elf
 
 clean:
 	rm -rf $(BUILD) $(SAN_BUILD) $(FUZZ_BUILD)
