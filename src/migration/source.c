@@ -109,15 +109,17 @@ static int setup(struct source *source, struct gw_error *err)
     source->page_size = (uint32_t)migration->host.blocks[0].page_size;
     part.iov_len = ram_blocks_record(migration->host.blocks, migration->host.nr_blocks,
                                      blocks_body);
-    if ((rc = stream_write_header(&source->writer, source->page_size, err)) < 0 ||
-        (rc = stream_write_record(&source->writer, REC_RAM_BLOCKS, &part, 1, err)) < 0)
-        return rc;
+    /* Listen before speaking: a destination that refuses at once must have
+     * its RP_ERROR read, not lost when its socket closes. */
     if (migration->channel.has_return_path) {
         rc = pthread_create(&migration->rp_thread, NULL, return_path_thread, migration);
         if (rc)
             return gw_error_set(err, -rc, "cannot start the return-path thread");
         migration->rp_running = true;
     }
+    if ((rc = stream_write_header(&source->writer, source->page_size, err)) < 0 ||
+        (rc = stream_write_record(&source->writer, REC_RAM_BLOCKS, &part, 1, err)) < 0)
+        return rc;
     if ((rc = allocate_bitmaps(migration, err)) < 0)
         return rc;
     rc = migration->host.dirty->start(migration->host.dirty_opaque, err);
