@@ -12,21 +12,35 @@
 
 #define DEVICE_ID_MAX 32
 #define DEVICE_MAX 64
-/* Largest state one device may send in one record (bounds the decoder). */
-#define DEVICE_STATE_MAX (64u << 20)
+/* Largest state one device may save (the destination reassembles it from
+ * buffers of at most DEVICE_BUFFER_MAX before its load sees it). */
+#define DEVICE_STATE_MAX (1ull << 30)
+#define DEVICE_BUFFER_MAX (16u << 20)
 
 struct device_ops {
-    /* Called with the VM stopped: append the whole state to out. */
+    /* Called with the VM stopped: append the rest of the state (all of it,
+     * for a device without precopy) to out. The engine cuts a large state
+     * into buffers on the wire; load sees it whole again. */
     int (*save)(void *opaque, struct gw_buffer *out, struct gw_error *err);
     /* Called on the destination with the VM stopped: data came from the
      * wire, so check every length before use. version is the sender's. */
     int (*load)(void *opaque, const uint8_t *data, size_t len, uint32_t version,
                 struct gw_error *err);
     /* Bytes still to send while running, and bytes the stop-copy phase will
-     * send. May be NULL (a small device: its saved size is not known ahead;
-     * the engine counts it as 0 while running). May report nonsense; the
-     * engine clamps what it reads. */
+     * send (which includes what precopy has not sent yet). May be NULL: the
+     * engine then uses the device's last saved size. May report nonsense;
+     * the engine clamps what it reads. */
     void (*query_pending)(void *opaque, uint64_t *precopy_bytes, uint64_t *stopcopy_bytes);
+
+    /* Precopy (optional, both or neither): while the VM runs, append at most
+     * max_bytes of state to out (appending nothing is fine); the device
+     * keeps track of what it has sent and what changed since. Called once
+     * per dirty pass while query_pending reports precopy bytes. */
+    int (*save_precopy)(void *opaque, struct gw_buffer *out, uint64_t max_bytes,
+                        struct gw_error *err);
+    /* The destination's side of one save_precopy buffer, in order. */
+    int (*load_precopy)(void *opaque, const uint8_t *data, size_t len, uint32_t version,
+                        struct gw_error *err);
 };
 
 struct device {

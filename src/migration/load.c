@@ -9,38 +9,96 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define DEVICE_HEADER 40   /* id[32], instance u32, version u32 */
+static int load_precopy_buffer(struct load_state *state, struct device *device, unsigned slot,
+                               uint32_t index, uint32_t version, const uint8_t *data,
+                               size_t len, struct gw_error *err)
+{
+    int rc;
+
+    if (!device->ops->load_precopy)
+        return gw_error_set(err, -EPROTO, "device '%s' got precopy data, which it does not "
+                            "take", device->id);
+    if (index != state->next_precopy[slot])
+        return gw_error_set(err, -EPROTO, "device '%s' precopy buffer %u arrived, %u was "
+                            "expected", device->id, index, state->next_precopy[slot]);
+    rc = device->ops->load_precopy(device->opaque, data, len, version, err);
+    if (rc < 0)
+        return rc;
+    state->next_precopy[slot]++;
+    return 0;
+}
+
+/* Stop-copy buffers come in order; the last one hands the whole state to
+ * the device's load. Every index and size is checked against its bound. */
+static int load_state_buffer(struct load_state *state, struct device *device, unsigned slot,
+                             uint32_t index, uint32_t flags, uint32_t version,
+                             const uint8_t *data, size_t len, struct gw_error *err)
+{
+    struct gw_buffer *parts = &state->device_parts[slot];
+    int rc;
+
+    if (state->device_seen[slot])
+        return gw_error_set(err, -EPROTO, "device '%s' instance %u arrived twice", device->id,
+                            device->instance);
+    if (index != state->next_buffer[slot])
+        return gw_error_set(err, -EPROTO, "device '%s' buffer %u arrived, %u was expected "
+                            "(buffers missing or duplicated)", device->id, index,
+                            state->next_buffer[slot]);
+    if (len > DEVICE_STATE_MAX - parts->len)
+        return gw_error_set(err, -EPROTO, "device '%s' state grows past %llu bytes",
+                            device->id, (unsigned long long)DEVICE_STATE_MAX);
+    if (len && gw_buffer_append(parts, data, len) < 0)
+        return gw_error_set(err, -ENOMEM, "out of memory for device '%s' state", device->id);
+    state->next_buffer[slot]++;
+    if (!(flags & DEVICE_LAST))
+        return 0;
+    rc = device->ops->load(device->opaque, parts->data ? parts->data : (const uint8_t *)"",
+                           parts->len, version, err);
+    gw_buffer_free(parts);
+    if (rc < 0)
+        return rc;
+    state->device_seen[slot] = true;
+    state->devices_loaded++;
+    return 0;
+}
 
 static int load_device(struct load_state *state, const struct stream_record *record,
                        struct gw_error *err)
 {
     char id[DEVICE_ID_MAX + 1] = { 0 };
-    uint32_t instance, version;
+    uint32_t instance, version, index, flags;
     struct device *device;
+    unsigned slot;
     int rc;
 
-    if (record->length < DEVICE_HEADER)
+    if (record->length < DEVICE_RECORD_HEADER)
         return gw_error_set(err, -EPROTO, "DEVICE record at stream offset %" PRIu64
                             " is too short", record->offset);
     memcpy(id, record->body, DEVICE_ID_MAX);
     memcpy(&instance, record->body + 32, 4);
     memcpy(&version, record->body + 36, 4);
+    memcpy(&index, record->body + 40, 4);
+    memcpy(&flags, record->body + 44, 4);
     device = state->devices ? device_find(state->devices, id, instance) : NULL;
     if (!device)
         return gw_error_set(err, -ENOENT,
                             "the stream carries state for device '%.32s' instance %u, which "
                             "this VM does not have", id, instance);
-    if (state->device_seen[device - state->devices->devices])
-        return gw_error_set(err, -EPROTO, "device '%s' instance %u arrived twice", id, instance);
-    rc = device->ops->load(device->opaque, record->body + DEVICE_HEADER,
-                           record->length - DEVICE_HEADER, version, err);
-    if (rc < 0) {
+    if (flags & ~(DEVICE_LAST | DEVICE_PRECOPY) || (flags & DEVICE_LAST && flags & DEVICE_PRECOPY))
+        return gw_error_set(err, -EPROTO, "DEVICE record at stream offset %" PRIu64
+                            " has flags 0x%x", record->offset, flags);
+    slot = (unsigned)(device - state->devices->devices);
+    if (flags & DEVICE_PRECOPY)
+        rc = load_precopy_buffer(state, device, slot, index, version,
+                                 record->body + DEVICE_RECORD_HEADER,
+                                 record->length - DEVICE_RECORD_HEADER, err);
+    else
+        rc = load_state_buffer(state, device, slot, index, flags, version,
+                               record->body + DEVICE_RECORD_HEADER,
+                               record->length - DEVICE_RECORD_HEADER, err);
+    if (rc < 0)
         gw_error_prefix(err, "loading device '%s' instance %u", id, instance);
-        return rc;
-    }
-    state->device_seen[device - state->devices->devices] = true;
-    state->devices_loaded++;
-    return 0;
+    return rc;
 }
 
 void load_state_free(struct load_state *state)
@@ -49,6 +107,8 @@ void load_state_free(struct load_state *state)
         free(state->torn[i]);
         state->torn[i] = NULL;
     }
+    for (unsigned i = 0; i < DEVICE_MAX; i++)
+        gw_buffer_free(&state->device_parts[i]);
 }
 
 static int check_end(struct load_state *state, const struct stream_record *record,

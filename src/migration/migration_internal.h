@@ -16,6 +16,11 @@
 #include <godwit/stream.h>
 
 #define DOWNTIME_LIMIT_MAX_MS 2000000ULL
+
+/* DEVICE record: id[32], instance, version, buffer index, flags; then data. */
+#define DEVICE_RECORD_HEADER 48
+#define DEVICE_LAST 0x1u      /* the last buffer of a device's stop-copy state */
+#define DEVICE_PRECOPY 0x2u   /* a precopy buffer, for load_precopy */
 #define BANDWIDTH_MAX (1ULL << 53)
 
 struct migration_params {
@@ -33,6 +38,8 @@ struct migration_stats {
     _Atomic uint64_t bandwidth;          /* bytes/s over transfer time, last pass */
     _Atomic uint64_t transfer_time_us;   /* total of finished passes, sync time excluded */
     _Atomic uint64_t pass_started_us;    /* 0 outside a pass: for live figures */
+    _Atomic uint64_t device_transferred; /* bytes of DEVICE records */
+    _Atomic uint64_t device_precopy_pending, device_stopcopy_pending;  /* last asked */
 };
 
 struct migration {
@@ -111,6 +118,9 @@ struct load_state {
     uint64_t torn_pages, torn_offset;
     uint64_t normal_pages, zero_pages, devices_loaded;
     bool device_seen[DEVICE_MAX];
+    /* A device's stop-copy state, put together from its buffers in order. */
+    struct gw_buffer device_parts[DEVICE_MAX];
+    uint32_t next_buffer[DEVICE_MAX], next_precopy[DEVICE_MAX];
 };
 
 /* Loads a PAGES record: metadata checked, data read into guest RAM, each

@@ -255,8 +255,24 @@ static json_t *migrate_info(struct migration *migration)
                             json_integer((json_int_t)atomic_load(
                                 &stats->expected_downtime_at_switchover_ms)));
     }
-    if (status != MIGRATION_SETUP)
-        json_object_set_new(info, "ram", ram_info(migration));
+    if (status != MIGRATION_SETUP) {
+        uint64_t precopy = atomic_load(&stats->device_precopy_pending);
+        uint64_t stopcopy = atomic_load(&stats->device_stopcopy_pending);
+        json_t *ram = ram_info(migration);
+        /* QEMU's system-wide figure: RAM not sent yet plus what the devices
+         * still hold (their stop-copy size includes their precopy data). */
+        uint64_t remaining = (uint64_t)json_integer_value(json_object_get(ram, "remaining")) +
+                             (in_progress(status) ? stopcopy : 0);
+        json_object_set_new(info, "remaining", json_integer((json_int_t)remaining));
+        json_object_set_new(info, "ram", ram);
+        json_object_set_new(info, "device-state",
+                            json_pack("{s:I,s:I,s:I}", "transferred",
+                                      (json_int_t)atomic_load(&stats->device_transferred),
+                                      "precopy-pending",
+                                      (json_int_t)(in_progress(status) ? precopy : 0),
+                                      "stopcopy-pending",
+                                      (json_int_t)(in_progress(status) ? stopcopy : 0)));
+    }
     if ((status == MIGRATION_FAILED || status == MIGRATION_CANCELLED) && error[0])
         json_object_set_new(info, "error-desc", json_string(error));
     return info;
@@ -272,53 +288,74 @@ static int qmp_query_migrate(json_t *args, json_t **ret, struct gw_error *err, v
 
 /* --- HMP --- */
 
+static uint64_t field(json_t *object, const char *name)
+{
+    return (uint64_t)json_integer_value(json_object_get(object, name));
+}
+
+static const char *human(uint64_t bytes, char *buf, size_t len)
+{
+    return size_format(bytes, buf, len);
+}
+
+/* The layout of QEMU's newer "info migrate" (seed 004), with godwit's own
+ * lines (device state, sync time) marked by what they show. */
 static int hmp_info_migrate(const char *args, struct hmp_output *out, struct gw_error *err,
                             void *opaque)
 {
-    json_t *info = migrate_info(opaque), *ram = json_object_get(info, "ram");
+    struct migration *migration = opaque;
+    json_t *info = migrate_info(migration), *ram = json_object_get(info, "ram");
+    json_t *device = json_object_get(info, "device-state");
     const char *status = json_string_value(json_object_get(info, "status"));
+    char a[32], b[32], c[32];
 
     (void)args;
     (void)err;
-    hmp_printf(out, "Migration status: %s\r\n", status ? status : "none");
-    static const struct { const char *field, *label; } times[] = {
-        { "total-time", "total time" }, { "expected-downtime", "expected downtime" },
-        { "downtime", "downtime" }, { "expected-downtime-at-switchover",
-                                      "expected downtime at switchover" },
-        { "setup-time", "setup" },
-    };
-    for (size_t i = 0; i < sizeof(times) / sizeof(times[0]); i++)
-        if (json_object_get(info, times[i].field))
-            hmp_printf(out, "%s: %" JSON_INTEGER_FORMAT " ms\r\n", times[i].label,
-                       json_integer_value(json_object_get(info, times[i].field)));
-    if (ram) {
-#define RAM_I(name) json_integer_value(json_object_get(ram, name))
-        hmp_printf(out, "transferred ram: %" JSON_INTEGER_FORMAT " kbytes\r\n",
-                   RAM_I("transferred") / 1024);
-        hmp_printf(out, "throughput: %.2f mbps\r\n",
-                   json_real_value(json_object_get(ram, "mbps")));
-        hmp_printf(out, "remaining ram: %" JSON_INTEGER_FORMAT " kbytes\r\n",
-                   RAM_I("remaining") / 1024);
-        hmp_printf(out, "total ram: %" JSON_INTEGER_FORMAT " kbytes\r\n", RAM_I("total") / 1024);
-        hmp_printf(out, "duplicate: %" JSON_INTEGER_FORMAT " pages\r\n", RAM_I("duplicate"));
-        hmp_printf(out, "normal: %" JSON_INTEGER_FORMAT " pages\r\n", RAM_I("normal"));
-        hmp_printf(out, "normal bytes: %" JSON_INTEGER_FORMAT " kbytes\r\n",
-                   RAM_I("normal-bytes") / 1024);
-        hmp_printf(out, "dirty sync count: %" JSON_INTEGER_FORMAT "\r\n", RAM_I("dirty-sync-count"));
-        hmp_printf(out, "dirty sync time: %" JSON_INTEGER_FORMAT " ms\r\n",
-                   RAM_I("dirty-sync-time"));
-        hmp_printf(out, "dirty pages rate: %" JSON_INTEGER_FORMAT " pages\r\n",
-                   RAM_I("dirty-pages-rate"));
-        hmp_printf(out, "pages-per-second: %" JSON_INTEGER_FORMAT "\r\n", RAM_I("pages-per-second"));
-        hmp_printf(out, "precopy ram: %" JSON_INTEGER_FORMAT " kbytes\r\n",
-                   RAM_I("precopy-bytes") / 1024);
-        hmp_printf(out, "downtime ram: %" JSON_INTEGER_FORMAT " kbytes\r\n",
-                   RAM_I("downtime-bytes") / 1024);
-#undef RAM_I
+    hmp_printf(out, "Status:                 %s\r\n", status ? status : "none");
+    if (!status) {
+        json_decref(info);
+        return 0;
     }
+    hmp_printf(out, "Time (ms):              total=%" PRIu64, field(info, "total-time"));
+    if (json_object_get(info, "setup-time"))
+        hmp_printf(out, ", setup=%" PRIu64, field(info, "setup-time"));
+    if (json_object_get(info, "expected-downtime"))
+        hmp_printf(out, ", exp_down=%" PRIu64, field(info, "expected-downtime"));
+    if (json_object_get(info, "downtime"))
+        hmp_printf(out, ", down=%" PRIu64 " (predicted %" PRIu64 ")", field(info, "downtime"),
+                   field(info, "expected-downtime-at-switchover"));
+    hmp_printf(out, "\r\n");
+    if (json_object_get(info, "remaining"))
+        hmp_printf(out, "Remaining (bytes):      %s\r\n",
+                   human(field(info, "remaining"), a, sizeof(a)));
+    if (ram) {
+        hmp_printf(out, "RAM info:\r\n");
+        hmp_printf(out, "  Throughput (Mbps):    %.2f\r\n",
+                   json_real_value(json_object_get(ram, "mbps")));
+        hmp_printf(out, "  Sizes:                pagesize=%s, total=%s\r\n",
+                   human(migration->host.blocks[0].page_size, a, sizeof(a)),
+                   human(field(ram, "total"), b, sizeof(b)));
+        hmp_printf(out, "  Transfers:            transferred=%s, remain=%s\r\n",
+                   human(field(ram, "transferred"), a, sizeof(a)),
+                   human(field(ram, "remaining"), b, sizeof(b)));
+        hmp_printf(out, "    Channels:           precopy=%s, downtime=%s, multifd=0 B\r\n",
+                   human(field(ram, "precopy-bytes"), a, sizeof(a)),
+                   human(field(ram, "downtime-bytes"), b, sizeof(b)));
+        hmp_printf(out, "    Page Types:         normal=%" PRIu64 ", zero=%" PRIu64 "\r\n",
+                   field(ram, "normal"), field(ram, "duplicate"));
+        hmp_printf(out, "  Page Rates (pps):     transfer=%" PRIu64 ", dirty=%" PRIu64 "\r\n",
+                   field(ram, "pages-per-second"), field(ram, "dirty-pages-rate"));
+        hmp_printf(out, "  Others:               dirty_syncs=%" PRIu64 ", sync_time=%" PRIu64
+                   " ms\r\n", field(ram, "dirty-sync-count"), field(ram, "dirty-sync-time"));
+    }
+    if (device)
+        hmp_printf(out, "Device state:           transferred=%s, precopy pending=%s, "
+                   "stop-copy pending=%s\r\n",
+                   human(field(device, "transferred"), a, sizeof(a)),
+                   human(field(device, "precopy-pending"), b, sizeof(b)),
+                   human(field(device, "stopcopy-pending"), c, sizeof(c)));
     if (json_object_get(info, "error-desc"))
-        hmp_printf(out, "error description: %s\r\n",
-                   json_string_value(json_object_get(info, "error-desc")));
+        hmp_printf(out, "Error: %s\r\n", json_string_value(json_object_get(info, "error-desc")));
     json_decref(info);
     return 0;
 }

@@ -19,6 +19,8 @@
 /* Waiting for the destination's answers during switchover. */
 #define READY_TIMEOUT_US (60ULL * 1000000)
 #define RUNNING_TIMEOUT_US (10ULL * 1000000)
+/* Device precopy data sent per device per pass, at most. */
+#define DEVICE_PASS_BUDGET (64ULL << 20)
 /* Between passes that found nothing dirty. */
 #define IDLE_PASS_PAUSE_NS (5 * 1000000)
 
@@ -31,6 +33,7 @@ struct source {
     bool vm_stopped;           /* by us, so ours to resume on failure */
     uint64_t stop_us;
     uint64_t expected_downtime_us;
+    uint32_t precopy_buffers[DEVICE_MAX];   /* next precopy buffer index, per device */
 };
 
 static void *return_path_thread(void *opaque)
@@ -135,21 +138,87 @@ static int setup(struct source *source, struct gw_error *err)
     return 0;
 }
 
-/* Device bytes the stop-copy phase will send, clamped: a device may report
- * nonsense and must not break the estimate. */
+/* Asks every device what it still has to send, clamped: a device may report
+ * nonsense (stop-copy below precopy, absurd sizes) and must not break the
+ * estimate. Returns the stop-copy bytes; both sums go to query-migrate. */
 static uint64_t device_stopcopy_bytes(struct migration *migration)
 {
     struct device_registry *devices = migration->host.devices;
-    uint64_t total = 0;
+    uint64_t precopy_total = 0, stopcopy_total = 0;
 
     for (unsigned i = 0; devices && i < devices->count; i++) {
         const struct device *device = &devices->devices[i];
         uint64_t precopy = 0, stopcopy = device->saved_size;
         if (device->ops->query_pending)
             device->ops->query_pending(device->opaque, &precopy, &stopcopy);
-        total += stopcopy > DEVICE_STATE_MAX ? DEVICE_STATE_MAX : stopcopy;
+        precopy = precopy > DEVICE_STATE_MAX ? DEVICE_STATE_MAX : precopy;
+        stopcopy = stopcopy > DEVICE_STATE_MAX ? DEVICE_STATE_MAX : stopcopy;
+        precopy_total += precopy;
+        stopcopy_total += stopcopy;
     }
-    return total;
+    atomic_store(&migration->stats.device_precopy_pending, precopy_total);
+    atomic_store(&migration->stats.device_stopcopy_pending, stopcopy_total);
+    return stopcopy_total;
+}
+
+/* One DEVICE record: a precopy buffer, or one buffer of a stop-copy state. */
+static int send_device_buffer(struct source *source, const struct device *device,
+                              uint32_t index, uint32_t flags, const uint8_t *data, size_t len,
+                              bool vm_stopped, struct gw_error *err)
+{
+    struct migration_stats *stats = &source->migration->stats;
+    uint8_t header[DEVICE_RECORD_HEADER] = { 0 };
+    struct iovec parts[2] = { { header, sizeof(header) }, { (void *)data, len } };
+    uint64_t before = source->writer.offset, bytes;
+    int rc;
+
+    memcpy(header, device->id, strnlen(device->id, DEVICE_ID_MAX));
+    memcpy(header + 32, &device->instance, 4);
+    memcpy(header + 36, &device->version, 4);
+    memcpy(header + 40, &index, 4);
+    memcpy(header + 44, &flags, 4);
+    rc = stream_write_record(&source->writer, REC_DEVICE, parts, 2, err);
+    bytes = source->writer.offset - before;
+    atomic_fetch_add(&stats->transferred, bytes);
+    atomic_fetch_add(&stats->device_transferred, bytes);
+    atomic_fetch_add(vm_stopped ? &stats->downtime_bytes : &stats->precopy_bytes, bytes);
+    return rc;
+}
+
+/* Precopy device state for this pass: up to DEVICE_PASS_BUDGET per device. */
+static int send_device_precopy(struct source *source, struct gw_error *err)
+{
+    struct device_registry *devices = source->migration->host.devices;
+    struct gw_buffer data = { 0 };
+    int rc = 0;
+
+    for (unsigned i = 0; devices && i < devices->count && rc == 0; i++) {
+        struct device *device = &devices->devices[i];
+        uint64_t sent = 0;
+        if (!device->ops->save_precopy)
+            continue;
+        while (rc == 0 && sent < DEVICE_PASS_BUDGET && !migration_cancelled(source->migration)) {
+            gw_buffer_reset(&data);
+            rc = device->ops->save_precopy(device->opaque, &data, DEVICE_BUFFER_MAX, err);
+            if (rc < 0) {
+                gw_error_prefix(err, "device '%s' precopy", device->id);
+                break;
+            }
+            if (data.len == 0)
+                break;
+            if (data.len > DEVICE_BUFFER_MAX) {
+                rc = gw_error_set(err, -EMSGSIZE, "device '%s' gave %zu bytes of precopy "
+                                  "data, more than the %u it was allowed", device->id,
+                                  data.len, DEVICE_BUFFER_MAX);
+                break;
+            }
+            rc = send_device_buffer(source, device, source->precopy_buffers[i]++,
+                                    DEVICE_PRECOPY, data.data, data.len, false, err);
+            sent += data.len;
+        }
+    }
+    gw_buffer_free(&data);
+    return rc;
 }
 
 static int sync_dirty(struct source *source, struct gw_error *err)
@@ -184,6 +253,8 @@ static int run_pass(struct source *source, uint64_t pass, uint64_t *dirty_pages,
     atomic_store(&stats->remaining_bytes, ram_count_dirty(migration) * source->page_size);
     atomic_store(&stats->pass_started_us, started);
     rc = ram_sender_send_dirty(source->sender, true, false, err);
+    if (rc == 0)
+        rc = send_device_precopy(source, err);
     atomic_store(&stats->pass_started_us, 0);
     if (rc == 0)
         rc = stream_write_record(&source->writer, REC_PASS_END, &part, 1, err);
@@ -210,10 +281,16 @@ static int run_pass(struct source *source, uint64_t pass, uint64_t *dirty_pages,
     return 0;
 }
 
-static uint64_t expected_downtime_us(struct source *source, uint64_t dirty_pages)
+/* Bytes the stop-copy phase would send now: dirty RAM and device state. */
+static uint64_t stopcopy_bytes(struct source *source, uint64_t dirty_pages)
+{
+    return dirty_pages * source->page_size + device_stopcopy_bytes(source->migration);
+}
+
+static uint64_t expected_downtime_us(struct source *source, uint64_t remaining)
 {
     struct migration *migration = source->migration;
-    uint64_t bandwidth, remaining;
+    uint64_t bandwidth;
 
     pthread_mutex_lock(&migration->lock);
     bandwidth = migration->params.avail_switchover_bandwidth;
@@ -222,21 +299,21 @@ static uint64_t expected_downtime_us(struct source *source, uint64_t dirty_pages
         bandwidth = atomic_load(&migration->stats.bandwidth);
     if (!bandwidth)
         bandwidth = 1;   /* nothing measured yet: expect the worst */
-    remaining = dirty_pages * source->page_size + device_stopcopy_bytes(migration);
     return (uint64_t)((double)remaining * 1e6 / (double)bandwidth);
 }
 
 static int precopy(struct source *source, struct gw_error *err)
 {
     struct migration *migration = source->migration;
-    uint64_t previous_dirty = UINT64_MAX, dirty_pages, limit_us;
+    uint64_t previous = UINT64_MAX, dirty_pages, remaining, limit_us;
     int rc;
 
     for (uint64_t pass = 1;; pass++) {
         rc = run_pass(source, pass, &dirty_pages, err);
         if (rc < 0)
             return rc;
-        source->expected_downtime_us = expected_downtime_us(source, dirty_pages);
+        remaining = stopcopy_bytes(source, dirty_pages);
+        source->expected_downtime_us = expected_downtime_us(source, remaining);
         atomic_store(&migration->stats.expected_downtime_ms,
                      (source->expected_downtime_us + 999) / 1000);
         pthread_mutex_lock(&migration->lock);
@@ -245,13 +322,13 @@ static int precopy(struct source *source, struct gw_error *err)
         /* QEMU stops as soon as the estimate fits; we go on while passes
          * still shrink what is left, so the stop-copy phase is as short as
          * this guest allows. */
-        bool shrinking = previous_dirty == UINT64_MAX ||
-                         dirty_pages * 100 < previous_dirty * SHRINK_PERCENT;
+        bool shrinking = previous == UINT64_MAX ||
+                         remaining / 100 * 100 < previous / 100 * SHRINK_PERCENT;
         if (source->expected_downtime_us <= limit_us &&
             (source->expected_downtime_us <= SMALL_DOWNTIME_US || !shrinking))
             return 0;
         if (shrinking)
-            previous_dirty = dirty_pages;
+            previous = remaining;
         if (migration_cancelled(migration))
             return gw_error_set(err, -ECANCELED, "the migration was cancelled");
         /* Nothing to send and still no switchover (the limit is below what
@@ -264,6 +341,7 @@ static int precopy(struct source *source, struct gw_error *err)
     }
 }
 
+/* Every device's stop-copy state, cut into buffers of DEVICE_BUFFER_MAX. */
 static int send_devices(struct source *source, struct gw_error *err)
 {
     struct device_registry *devices = source->migration->host.devices;
@@ -272,22 +350,28 @@ static int send_devices(struct source *source, struct gw_error *err)
 
     for (unsigned i = 0; devices && i < devices->count && rc == 0; i++) {
         struct device *device = &devices->devices[i];
-        uint8_t header[40] = { 0 };
         gw_buffer_reset(&state);
         rc = device->ops->save(device->opaque, &state, err);
         if (rc < 0) {
             gw_error_prefix(err, "saving device '%s'", device->id);
             break;
         }
+        if (state.len > DEVICE_STATE_MAX) {
+            rc = gw_error_set(err, -EMSGSIZE, "device '%s' saved %zu bytes, more than %llu",
+                              device->id, state.len, (unsigned long long)DEVICE_STATE_MAX);
+            break;
+        }
         device->saved_size = state.len;
-        memcpy(header, device->id, strnlen(device->id, DEVICE_ID_MAX));
-        memcpy(header + 32, &device->instance, 4);
-        memcpy(header + 36, &device->version, 4);
-        struct iovec parts[2] = { { header, sizeof(header) }, { state.data, state.len } };
-        uint64_t before = source->writer.offset;
-        rc = stream_write_record(&source->writer, REC_DEVICE, parts, 2, err);
-        atomic_fetch_add(&source->migration->stats.transferred, source->writer.offset - before);
-        atomic_fetch_add(&source->migration->stats.downtime_bytes, source->writer.offset - before);
+        size_t offset = 0;
+        uint32_t index = 0;
+        do {
+            size_t len = state.len - offset < DEVICE_BUFFER_MAX ? state.len - offset
+                                                                : DEVICE_BUFFER_MAX;
+            uint32_t flags = offset + len == state.len ? DEVICE_LAST : 0;
+            rc = send_device_buffer(source, device, index++, flags,
+                                    state.data ? state.data + offset : NULL, len, true, err);
+            offset += len;
+        } while (rc == 0 && offset < state.len);
     }
     gw_buffer_free(&state);
     return rc;

@@ -10,6 +10,8 @@
 
 #include <isa-l/crc.h>
 
+#include <godwit/device.h>
+
 static const uint8_t zero_padding[8];
 
 uint32_t stream_crc32c(uint32_t crc, const void *data, size_t len)
@@ -52,7 +54,7 @@ uint32_t stream_record_max(uint32_t type, uint32_t page_size)
     case REC_RAM_BLOCKS: return 4 + STREAM_BLOCKS_MAX * 48;
     case REC_PAGES: return 8 + STREAM_PAGES_PER_RECORD * (12 + page_size);
     case REC_ZERO_PAGES: return 8 + STREAM_ZERO_RUNS_PER_RECORD * 16;
-    case REC_DEVICE: return STREAM_BODY_MAX;
+    case REC_DEVICE: return 48 + DEVICE_BUFFER_MAX;
     case REC_END: return 32;
     case REC_GO: return 0;
     case REC_PASS_END: return 8;

@@ -231,7 +231,9 @@ class BadRequests(MarkerMigration):
         self.assertIn("supported: events", caught.exception.desc)
         with self.assertRaises(QmpError):
             qmp.command("migrate-incoming", uri="tcp:127.0.0.1:1")
-        self.assertIn("Migration status: failed", qmp.hmp("info migrate"))
+        report = qmp.hmp("info migrate")
+        self.assertIn("Status:                 failed", report)
+        self.assertIn("Error: ", report)
         self.assertIn("downtime-limit: 300 ms", qmp.hmp("info migrate_parameters"))
         self.assertEqual(qmp.command("query-status")["status"], "running")
 
