@@ -14,7 +14,8 @@
 /* Below this, what is left to send while stopped counts as "small": stop
  * now, whatever the limit, since more passes cannot make it much smaller. */
 #define SMALL_DOWNTIME_US 2000
-/* A pass must shrink the dirty set by 10% to be worth another one. */
+/* A pass must shrink what is left to send (dirty RAM and device state) by
+ * 10% to be worth another one. */
 #define SHRINK_PERCENT 90
 /* Waiting for the destination's answers during switchover. */
 #define READY_TIMEOUT_US (60ULL * 1000000)
@@ -54,6 +55,12 @@ static void *return_path_thread(void *opaque)
         } else if (record.type == REC_RP_ERROR && record.length >= 4) {
             snprintf(migration->rp_error, sizeof(migration->rp_error), "%.*s",
                      (int)(record.length - 4), (const char *)record.body + 4);
+        } else if (!migration->rp_error[0]) {
+            snprintf(migration->rp_error, sizeof(migration->rp_error),
+                     "its return path carried a %s record at offset %llu, which only "
+                     "flows the other way", stream_record_name(record.type),
+                     (unsigned long long)record.offset);
+            record.type = REC_RP_ERROR;   /* end the migration as for an error */
         }
         pthread_cond_broadcast(&migration->changed);
         pthread_mutex_unlock(&migration->lock);
