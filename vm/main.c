@@ -304,9 +304,11 @@ int main(int argc, char **argv)
     start.signal_fd = open_signal_fd(&err);
     if (vm.notify_fd < 0 || start.signal_fd < 0 || build_machine(&vm, &start, &err) < 0)
         goto fail;
-    if (vm.config.incoming_defer || vm.config.has_incoming_uri)
+    if (vm.config.incoming_defer || vm.config.has_incoming_uri) {
+        pthread_mutex_lock(&vm.state_lock);   /* device threads read it already */
         vm.run_state = RUN_STATE_INMIGRATE;   /* the guest starts when the migration ends */
-    else
+        pthread_mutex_unlock(&vm.state_lock);
+    } else
         vm_resume(&vm);
     event_loop(&vm, start.signal_fd);
     shutdown_vm(&vm);

@@ -24,12 +24,16 @@ const char options_usage[] =
     "                       [0, 3G) is file offset [0, 3G), RAM above 3G lives at 4G\n"
     "  --mem-prealloc       touch all guest RAM before the guest starts\n"
     "  --incoming URI|defer wait for an incoming migration (not available yet)\n"
+    "  --device accel,id=NAME,state-size=SIZE\n"
+    "                       a test device holding SIZE bytes of state (4K to 1G, a multiple\n"
+    "                       of 4K; a bare number means bytes) that changes while the guest\n"
+    "                       runs; up to 8, each with its own id (1 to 31 of A-Z a-z 0-9 _ -)\n"
     "  --help               print this help and exit\n"
     "  --version            print the version and exit\n";
 
 enum option_id {
     OPT_MEMORY = 256, OPT_KERNEL, OPT_APPEND, OPT_SERIAL, OPT_QMP, OPT_MEM_PATH,
-    OPT_MEM_PREALLOC, OPT_INCOMING, OPT_HELP, OPT_VERSION,
+    OPT_MEM_PREALLOC, OPT_INCOMING, OPT_DEVICE, OPT_HELP, OPT_VERSION,
 };
 
 static const struct option long_options[] = {
@@ -41,6 +45,7 @@ static const struct option long_options[] = {
     { "mem-path", required_argument, NULL, OPT_MEM_PATH },
     { "mem-prealloc", no_argument, NULL, OPT_MEM_PREALLOC },
     { "incoming", required_argument, NULL, OPT_INCOMING },
+    { "device", required_argument, NULL, OPT_DEVICE },
     { "help", no_argument, NULL, OPT_HELP },
     { "version", no_argument, NULL, OPT_VERSION },
     { NULL, 0, NULL, 0 },
@@ -103,6 +108,137 @@ static int parse_incoming(const char *text, struct vm_config *config, struct gw_
     return 0;
 }
 
+#define ACCEL_USAGE "use accel,id=NAME,state-size=SIZE"
+#define ACCEL_ID_RULE "1 to 31 characters of A-Z, a-z, 0-9, '_' and '-'"
+#define ACCEL_SIZE_RULE "4K to 1G and a multiple of 4 KiB"
+
+static bool accel_id_valid(const char *id, size_t len)
+{
+    if (len == 0 || len >= VM_ACCEL_ID_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!((id[i] >= 'a' && id[i] <= 'z') || (id[i] >= 'A' && id[i] <= 'Z') ||
+              (id[i] >= '0' && id[i] <= '9') || id[i] == '_' || id[i] == '-'))
+            return false;
+    return true;
+}
+
+static int parse_accel_size(const char *text, const char *value, uint64_t *size,
+                            struct gw_error *err)
+{
+    char shown[32];
+
+    if (size_parse(value, 1, size, err) < 0) {
+        gw_error_prefix(err, "--device '%s': state-size", text);
+        return -EINVAL;
+    }
+    if (*size < VM_ACCEL_SIZE_MIN || *size > VM_ACCEL_SIZE_MAX || *size % 4096)
+        return gw_error_set(err, -EINVAL, "--device '%s': state-size=%s is %s; it must be "
+                            ACCEL_SIZE_RULE, text, value,
+                            size_format(*size, shown, sizeof(shown)));
+    return 0;
+}
+
+/* One key=value of an accel device; seen[] catches a key given twice. */
+static int parse_accel_key(const char *text, char *item, struct vm_accel_config *dev,
+                           bool seen[4], struct gw_error *err)
+{
+    static const char *const keys[4] = { "id", "state-size", "changes", "pending" };
+    /* The migration stream names devices by id (vm/vm_devices.c's). */
+    static const char *const builtin_ids[] = { "kvm-irqchip", "kvm-pit", "kvm-clock", "cpu",
+                                               "serial" };
+    char *value = strchr(item, '=');
+    int k;
+
+    if (!value)
+        return gw_error_set(err, -EINVAL, "--device '%s': '%s' is not KEY=VALUE; "
+                            ACCEL_USAGE, text, item);
+    *value++ = '\0';
+    for (k = 0; k < 4 && strcmp(item, keys[k]); k++)
+        ;
+    if (k == 4)
+        return gw_error_set(err, -EINVAL, "--device '%s': unknown key '%s'; the keys are "
+                            "id and state-size", text, item);
+    if (seen[k])
+        return gw_error_set(err, -EINVAL, "--device '%s': %s is given twice; give it once",
+                            text, item);
+    seen[k] = true;
+    switch (k) {
+    case 0:
+        if (!accel_id_valid(value, strlen(value)))
+            return gw_error_set(err, -EINVAL, "--device '%s': id '%s' is not allowed; an id "
+                                "is " ACCEL_ID_RULE, text, value);
+        for (size_t i = 0; i < sizeof(builtin_ids) / sizeof(builtin_ids[0]); i++)
+            if (!strcmp(value, builtin_ids[i]))
+                return gw_error_set(err, -EINVAL, "--device '%s': id '%s' is taken by one of "
+                                    "godwit-vm's own devices (kvm-irqchip, kvm-pit, kvm-clock, "
+                                    "cpu, serial); choose another", text, value);
+        strcpy(dev->id, value);
+        return 0;
+    case 1:
+        return parse_accel_size(text, value, &dev->state_size, err);
+    case 2:
+        if (strcmp(value, "on") && strcmp(value, "off"))
+            return gw_error_set(err, -EINVAL, "--device '%s': changes=%s; use on or off",
+                                text, value);
+        dev->changes = !strcmp(value, "on");
+        return 0;
+    default:
+        if (strcmp(value, "nonsense") && strcmp(value, "normal"))
+            return gw_error_set(err, -EINVAL, "--device '%s': pending=%s; use normal or "
+                                "nonsense", text, value);
+        dev->pending_nonsense = !strcmp(value, "nonsense");
+        return 0;
+    }
+}
+
+/* --device accel,id=NAME,state-size=SIZE (hidden keys: changes=on|off,
+ * pending=normal|nonsense). */
+static int parse_device(const char *text, struct vm_config *config, struct gw_error *err)
+{
+    struct vm_accel_config dev = { .changes = true };
+    bool seen[4] = { false };
+    char copy[256], *item, *next;
+    int rc;
+
+    if (strlen(text) >= sizeof(copy))
+        return gw_error_set(err, -EINVAL, "--device '%.32s...' is longer than %zu characters; "
+                            ACCEL_USAGE, text, sizeof(copy) - 1);
+    strcpy(copy, text);
+    next = strchr(copy, ',');
+    if (next)
+        *next++ = '\0';
+    if (strcmp(copy, "accel"))
+        return gw_error_set(err, -EINVAL, "--device '%s': unknown device type '%s'; the only "
+                            "type is accel (" ACCEL_USAGE ")", text, copy);
+    while ((item = next)) {
+        next = strchr(item, ',');
+        if (next)
+            *next++ = '\0';
+        if (!*item)
+            return gw_error_set(err, -EINVAL, "--device '%s' has an empty item between "
+                                "commas; " ACCEL_USAGE, text);
+        if ((rc = parse_accel_key(text, item, &dev, seen, err)) < 0)
+            return rc;
+    }
+    if (!seen[0])
+        return gw_error_set(err, -EINVAL, "--device '%s' has no id; add id=NAME (" ACCEL_ID_RULE
+                            ")", text);
+    if (!seen[1])
+        return gw_error_set(err, -EINVAL, "--device '%s' has no state-size; add state-size=SIZE "
+                            "(" ACCEL_SIZE_RULE ")", text);
+    for (unsigned i = 0; i < config->nr_accel; i++)
+        if (!strcmp(config->accel[i].id, dev.id))
+            return gw_error_set(err, -EINVAL, "--device '%s': id '%s' is already taken by "
+                                "another --device; every device needs its own id", text,
+                                dev.id);
+    if (config->nr_accel == VM_ACCEL_MAX)
+        return gw_error_set(err, -EINVAL, "--device '%s': too many devices; at most %d "
+                            "--device options are allowed", text, VM_ACCEL_MAX);
+    config->accel[config->nr_accel++] = dev;
+    return 0;
+}
+
 static int parse_one(int id, const char *arg, struct vm_config *config, struct gw_error *err)
 {
     switch (id) {
@@ -114,6 +250,7 @@ static int parse_one(int id, const char *arg, struct vm_config *config, struct g
     case OPT_MEM_PATH: config->mem_path = arg; return 0;
     case OPT_MEM_PREALLOC: config->mem_prealloc = true; return 0;
     case OPT_INCOMING: return parse_incoming(arg, config, err);
+    case OPT_DEVICE: return parse_device(arg, config, err);
     }
     return gw_error_set(err, -EINVAL, "internal error: option %d has no parser", id);
 }
@@ -141,7 +278,7 @@ int options_parse(int argc, char **argv, struct vm_config *config, struct gw_err
             return gw_error_set(err, -EINVAL,
                                 "unknown option '%s'; the options are --memory, --kernel, "
                                 "--append, --serial, --qmp, --mem-path, --mem-prealloc, "
-                                "--incoming, --help and --version",
+                                "--incoming, --device, --help and --version",
                                 bad);
         }
         rc = parse_one(id, optarg, config, err);

@@ -13,6 +13,20 @@
 
 enum serial_kind { SERIAL_NONE, SERIAL_STDIO, SERIAL_FILE };
 
+/* --device accel,id=NAME,state-size=SIZE (vm/accel.c): a test device with
+ * a large state, standing in for a VFIO device. */
+#define VM_ACCEL_MAX 8
+#define VM_ACCEL_ID_MAX 32                  /* 1 to 31 characters, [A-Za-z0-9_-] */
+#define VM_ACCEL_SIZE_MIN (4ULL << 10)
+#define VM_ACCEL_SIZE_MAX (1ULL << 30)
+
+struct vm_accel_config {
+    char id[VM_ACCEL_ID_MAX];
+    uint64_t state_size;      /* bytes, a multiple of 4 KiB */
+    bool changes;             /* hidden key changes=on|off (default on) */
+    bool pending_nonsense;    /* hidden key pending=nonsense|normal */
+};
+
 struct vm_config {
     uint64_t memory;          /* bytes */
     const char *kernel;
@@ -25,6 +39,8 @@ struct vm_config {
     bool incoming_defer;
     bool has_incoming_uri;
     struct uri incoming;
+    struct vm_accel_config accel[VM_ACCEL_MAX];
+    unsigned nr_accel;
 };
 
 enum options_result { OPTIONS_RUN = 0, OPTIONS_EXIT = 1 };

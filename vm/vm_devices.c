@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "accel.h"
 #include "cpu_state.h"
 #include "kvm_state.h"
 
@@ -478,5 +479,8 @@ int vm_devices_register(struct vm *vm, struct gw_error *err)
         if ((rc = device_register(registry, "cpu", vm->vcpus[i].id, STATE_VERSION, &cpu_ops,
                                   &vm->vcpus[i], err)) < 0)
             return rc;
-    return device_register(registry, "serial", 0, STATE_VERSION, &serial_ops, &vm->uart, err);
+    if ((rc = device_register(registry, "serial", 0, STATE_VERSION, &serial_ops, &vm->uart,
+                              err)) < 0)
+        return rc;
+    return accel_register(vm, err);   /* --device accel,... (accel.c) */
 }

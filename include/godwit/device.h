@@ -14,7 +14,7 @@
 #define DEVICE_MAX 64
 /* Largest state one device may save (the destination reassembles it from
  * buffers of at most DEVICE_BUFFER_MAX before its load sees it). */
-#define DEVICE_STATE_MAX (1ull << 30)
+#define DEVICE_STATE_MAX ((1ull << 30) + (16ull << 20))   /* 1 GiB and framing */
 #define DEVICE_BUFFER_MAX (16u << 20)
 
 struct device_ops {
@@ -31,6 +31,12 @@ struct device_ops {
      * engine then uses the device's last saved size. May report nonsense;
      * the engine clamps what it reads. */
     void (*query_pending)(void *opaque, uint64_t *precopy_bytes, uint64_t *stopcopy_bytes);
+
+    /* Optional: an outgoing migration starts (the VM runs). Whatever the
+     * device remembers of an earlier, cancelled or failed migration (what
+     * precopy already sent) no longer holds: the new destination has
+     * nothing. Called for every device before the first pass. */
+    int (*save_setup)(void *opaque, struct gw_error *err);
 
     /* Precopy (optional, both or neither): while the VM runs, append at most
      * max_bytes of state to out (appending nothing is fine); the device

@@ -99,6 +99,20 @@ static int allocate_bitmaps(struct migration *migration, struct gw_error *err)
     return 0;
 }
 
+static int setup_devices(struct migration *migration, struct gw_error *err)
+{
+    struct device_registry *devices = migration->host.devices;
+
+    for (unsigned i = 0; devices && i < devices->count; i++) {
+        struct device *device = &devices->devices[i];
+        if (device->ops->save_setup && device->ops->save_setup(device->opaque, err) < 0) {
+            gw_error_prefix(err, "device '%s' cannot start a migration", device->id);
+            return err ? err->code : -EIO;
+        }
+    }
+    return 0;
+}
+
 static int setup(struct source *source, struct gw_error *err)
 {
     struct migration *migration = source->migration;
@@ -130,7 +144,7 @@ static int setup(struct source *source, struct gw_error *err)
     if ((rc = stream_write_header(&source->writer, source->page_size, err)) < 0 ||
         (rc = stream_write_record(&source->writer, REC_RAM_BLOCKS, &part, 1, err)) < 0)
         return rc;
-    if ((rc = allocate_bitmaps(migration, err)) < 0)
+    if ((rc = allocate_bitmaps(migration, err)) < 0 || (rc = setup_devices(migration, err)) < 0)
         return rc;
     rc = migration->host.dirty->start(migration->host.dirty_opaque, err);
     if (rc < 0)
