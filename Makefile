@@ -2,7 +2,9 @@
 #   make          build everything into build/
 #   make demo     boot the test guest and drive it over QMP
 #   make check    every test (unit and fuzz corpus under ASan/UBSan), one summary line
-#   make bench    measurements, printed as tables (scripts/setup-deps --bench)
+#   make bench    godwit beside QEMU 7.2, same guest, same run: tables, plots and
+#                 docs/benchmarks.md (quick set, under 10 minutes; scripts/setup-deps --bench)
+#   make bench-full  the same with 2 GiB and 4 GiB guests as well
 #   make fuzz     libFuzzer on every parser for FUZZ_SECONDS each (clang)
 #   make soak     one guest migrated back and forth SOAK_HOPS times, checked at every hop
 
@@ -41,10 +43,17 @@ check: check-build
 		python3 scripts/test-summary $(SAN_BUILD)/meson-logs/testlog.json || rc=1; \
 		exit $$rc
 
+# bench/compare.py runs bench/guest_rates.py too, and its tables include
+# godwit's predicted downtime and issue 4's targets.
+BENCH_ARGS = --vm $(BUILD)/vm/godwit-vm --guest $(BUILD)/guest/testguest.elf
+
 bench: all
 	@scripts/setup-deps --bench
-	python3 bench/migration.py --vm $(BUILD)/vm/godwit-vm --guest $(BUILD)/guest/testguest.elf
-	python3 bench/guest_rates.py --vm $(BUILD)/vm/godwit-vm --guest $(BUILD)/guest/testguest.elf
+	python3 bench/compare.py $(BENCH_ARGS)
+
+bench-full: all
+	@scripts/setup-deps --bench
+	python3 bench/compare.py --full $(BENCH_ARGS)
 
 fuzz:
 	@scripts/setup-deps --fuzz
