@@ -28,6 +28,14 @@ uint64_t migration_now_us(void)
     return (uint64_t)now.tv_sec * 1000000 + (uint64_t)now.tv_nsec / 1000;
 }
 
+void migration_count_sent(struct migration *migration, uint64_t bytes, bool vm_stopped)
+{
+    struct migration_stats *stats = &migration->stats;
+
+    atomic_fetch_add(&stats->transferred, bytes);
+    atomic_fetch_add(vm_stopped ? &stats->downtime_bytes : &stats->precopy_bytes, bytes);
+}
+
 void migration_emit(struct migration *migration, const char *event, json_t *data)
 {
     bool events;

@@ -76,6 +76,10 @@ struct migration {
 
 uint64_t migration_now_us(void);
 
+/* Every byte written to the channel goes through here: transferred, and
+ * precopy-bytes or downtime-bytes by whether the guest was stopped. */
+void migration_count_sent(struct migration *migration, uint64_t bytes, bool vm_stopped);
+
 /* Status changes go through here: event, wake-ups. Takes the lock. */
 void migration_set_status(struct migration *migration, enum migration_status status);
 /* Records the first error and moves to failed (or cancelled if cancelling). */

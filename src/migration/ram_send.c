@@ -159,8 +159,7 @@ static int write_slot(struct ram_sender *sender, struct send_slot *slot, struct 
     if (rc < 0)
         return rc;
     bytes = sender->writer->offset - before;
-    atomic_fetch_add(&stats->transferred, bytes);
-    atomic_fetch_add(slot->vm_stopped ? &stats->downtime_bytes : &stats->precopy_bytes, bytes);
+    migration_count_sent(sender->migration, bytes, slot->vm_stopped);
     atomic_fetch_add(slot->type == REC_PAGES ? &stats->normal_pages : &stats->zero_pages,
                      slot->pages);
     pace(sender, bytes, slot->vm_stopped);

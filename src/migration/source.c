@@ -32,10 +32,22 @@ struct source {
     uint32_t page_size;
     bool tracking;
     bool vm_stopped;           /* by us, so ours to resume on failure */
-    uint64_t stop_us;
+    uint64_t stop_us;          /* when the guest stopped; 0 while it runs */
     uint64_t expected_downtime_us;
     uint32_t precopy_buffers[DEVICE_MAX];   /* next precopy buffer index, per device */
 };
+
+/* Writes a record on the main channel and counts its bytes. */
+static int write_record(struct source *source, uint32_t type, const struct iovec *parts,
+                        int nparts, struct gw_error *err)
+{
+    uint64_t before = source->writer.offset;
+    int rc = stream_write_record(&source->writer, type, parts, nparts, err);
+
+    migration_count_sent(source->migration, source->writer.offset - before,
+                         source->stop_us != 0);
+    return rc;
+}
 
 static void *return_path_thread(void *opaque)
 {
@@ -141,8 +153,9 @@ static int setup(struct source *source, struct gw_error *err)
             return gw_error_set(err, -rc, "cannot start the return-path thread");
         migration->rp_running = true;
     }
-    if ((rc = stream_write_header(&source->writer, source->page_size, err)) < 0 ||
-        (rc = stream_write_record(&source->writer, REC_RAM_BLOCKS, &part, 1, err)) < 0)
+    rc = stream_write_header(&source->writer, source->page_size, err);
+    migration_count_sent(migration, source->writer.offset, false);
+    if (rc < 0 || (rc = write_record(source, REC_RAM_BLOCKS, &part, 1, err)) < 0)
         return rc;
     if ((rc = allocate_bitmaps(migration, err)) < 0 || (rc = setup_devices(migration, err)) < 0)
         return rc;
@@ -185,12 +198,12 @@ static uint64_t device_stopcopy_bytes(struct migration *migration)
 /* One DEVICE record: a precopy buffer, or one buffer of a stop-copy state. */
 static int send_device_buffer(struct source *source, const struct device *device,
                               uint32_t index, uint32_t flags, const uint8_t *data, size_t len,
-                              bool vm_stopped, struct gw_error *err)
+                              struct gw_error *err)
 {
     struct migration_stats *stats = &source->migration->stats;
     uint8_t header[DEVICE_RECORD_HEADER] = { 0 };
     struct iovec parts[2] = { { header, sizeof(header) }, { (void *)data, len } };
-    uint64_t before = source->writer.offset, bytes;
+    uint64_t before = source->writer.offset;
     int rc;
 
     memcpy(header, device->id, strnlen(device->id, DEVICE_ID_MAX));
@@ -198,11 +211,8 @@ static int send_device_buffer(struct source *source, const struct device *device
     memcpy(header + 36, &device->version, 4);
     memcpy(header + 40, &index, 4);
     memcpy(header + 44, &flags, 4);
-    rc = stream_write_record(&source->writer, REC_DEVICE, parts, 2, err);
-    bytes = source->writer.offset - before;
-    atomic_fetch_add(&stats->transferred, bytes);
-    atomic_fetch_add(&stats->device_transferred, bytes);
-    atomic_fetch_add(vm_stopped ? &stats->downtime_bytes : &stats->precopy_bytes, bytes);
+    rc = write_record(source, REC_DEVICE, parts, 2, err);
+    atomic_fetch_add(&stats->device_transferred, source->writer.offset - before);
     return rc;
 }
 
@@ -234,7 +244,7 @@ static int send_device_precopy(struct source *source, struct gw_error *err)
                 break;
             }
             rc = send_device_buffer(source, device, source->precopy_buffers[i]++,
-                                    DEVICE_PRECOPY, data.data, data.len, false, err);
+                                    DEVICE_PRECOPY, data.data, data.len, err);
             sent += data.len;
         }
     }
@@ -278,7 +288,7 @@ static int run_pass(struct source *source, uint64_t pass, uint64_t *dirty_pages,
         rc = send_device_precopy(source, err);
     atomic_store(&stats->pass_started_us, 0);
     if (rc == 0)
-        rc = stream_write_record(&source->writer, REC_PASS_END, &part, 1, err);
+        rc = write_record(source, REC_PASS_END, &part, 1, err);
     if (rc < 0)
         return rc;
     sent_us = migration_now_us() - started;
@@ -390,7 +400,7 @@ static int send_devices(struct source *source, struct gw_error *err)
                                                                 : DEVICE_BUFFER_MAX;
             uint32_t flags = offset + len == state.len ? DEVICE_LAST : 0;
             rc = send_device_buffer(source, device, index++, flags,
-                                    state.data ? state.data + offset : NULL, len, true, err);
+                                    state.data ? state.data + offset : NULL, len, err);
             offset += len;
         } while (rc == 0 && offset < state.len);
     }
@@ -406,7 +416,7 @@ static int send_end(struct source *source, struct gw_error *err)
                            devices ? devices->count : 0 };
     struct iovec part = { counts, sizeof(counts) };
 
-    return stream_write_record(&source->writer, REC_END, &part, 1, err);
+    return write_record(source, REC_END, &part, 1, err);
 }
 
 /* Waits until the return path sets *flag, fails, or the deadline passes. */
@@ -473,7 +483,7 @@ static int switchover(struct source *source, struct gw_error *err)
     if (rc < 0)
         return rc;
     /* The point of no return: after GO the destination owns the guest. */
-    rc = stream_write_record(&source->writer, REC_GO, NULL, 0, err);
+    rc = write_record(source, REC_GO, NULL, 0, err);
     if (rc < 0)
         return rc;
     source->vm_stopped = false;   /* never resume it here again */
