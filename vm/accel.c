@@ -572,9 +572,8 @@ int accel_register(struct vm *vm, struct gw_error *err)
 {
     static struct qmp_command query = {
         .name = "x-query-accel", .args = query_args, .handler = query_accel,
-        .hmp_help = "hash an accel test device's state",
     };
-    bool incoming = vm->config.incoming_defer || vm->config.has_incoming_uri;
+    bool incoming = config_incoming(&vm->config);
     int rc;
 
     for (unsigned i = 0; i < vm->config.nr_accel; i++) {

@@ -183,7 +183,7 @@ static int create_files(struct vm *vm, struct startup *start, struct gw_error *e
 
 static int build_machine(struct vm *vm, struct startup *start, struct gw_error *err)
 {
-    bool incoming = vm->config.incoming_defer || vm->config.has_incoming_uri;
+    bool incoming = config_incoming(&vm->config);
     struct vcpu_entry entry;
     int rc;
 
@@ -304,7 +304,7 @@ int main(int argc, char **argv)
     start.signal_fd = open_signal_fd(&err);
     if (vm.notify_fd < 0 || start.signal_fd < 0 || build_machine(&vm, &start, &err) < 0)
         goto fail;
-    if (vm.config.incoming_defer || vm.config.has_incoming_uri) {
+    if (config_incoming(&vm.config)) {
         pthread_mutex_lock(&vm.state_lock);   /* device threads read it already */
         vm.run_state = RUN_STATE_INMIGRATE;   /* the guest starts when the migration ends */
         pthread_mutex_unlock(&vm.state_lock);

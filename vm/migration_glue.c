@@ -46,7 +46,7 @@ int vm_migration_init(struct vm *vm, struct gw_error *err)
         .devices = &vm->devices,
         /* Nothing was loaded into an incoming VM's RAM: fresh anonymous memory
          * or a file this run created is all zero. */
-        .ram_zero_at_start = (vm->config.incoming_defer || vm->config.has_incoming_uri) &&
+        .ram_zero_at_start = config_incoming(&vm->config) &&
                              (vm->memory.fd < 0 || vm->memory.created_file),
         .stop_for_switchover = stop_for_switchover,
         .source_completed = source_completed,

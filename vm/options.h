@@ -43,6 +43,12 @@ struct vm_config {
     unsigned nr_accel;
 };
 
+/* The VM waits for an incoming migration (--incoming URI or defer). */
+static inline bool config_incoming(const struct vm_config *config)
+{
+    return config->incoming_defer || config->has_incoming_uri;
+}
+
 enum options_result { OPTIONS_RUN = 0, OPTIONS_EXIT = 1 };
 
 /* Returns OPTIONS_RUN, OPTIONS_EXIT (--help or --version was printed), or a

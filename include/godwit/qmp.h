@@ -44,7 +44,6 @@ struct qmp_command {
     const struct qmp_arg *args;   /* terminated by an entry with name NULL; may be NULL */
     qmp_handler_fn handler;
     void *opaque;
-    const char *hmp_help;         /* unused by QMP; lets a VMM list commands */
 };
 
 struct qmp_server;
@@ -58,10 +57,6 @@ void qmp_server_free(struct qmp_server *server);
 int qmp_server_register(struct qmp_server *server, const struct qmp_command *cmd,
                         struct gw_error *err);
 const struct qmp_command *qmp_server_find(struct qmp_server *server, const char *name);
-/* Calls fn for every registered command, in registration order. */
-void qmp_server_for_each(struct qmp_server *server,
-                         void (*fn)(const struct qmp_command *cmd, void *opaque),
-                         void *opaque);
 
 /* Runs a command as if a client had sent it (for HMP, which calls QMP). */
 int qmp_server_execute(struct qmp_server *server, const char *name, json_t *args,

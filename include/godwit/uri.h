@@ -32,7 +32,6 @@ extern const char uri_accepted_forms[];
 int uri_parse(const char *text, struct uri *uri, struct gw_error *err);
 
 /* The canonical text of uri ("tcp:[::1]:4444"), for messages and reports. */
-const char *uri_kind_name(enum uri_kind kind);
 void uri_format(const struct uri *uri, char *buf, unsigned len);
 
 #endif

@@ -17,11 +17,6 @@ static const char *const kind_names[] = {
     [URI_FILE] = "file", [URI_RDMA] = "rdma",
 };
 
-const char *uri_kind_name(enum uri_kind kind)
-{
-    return kind <= URI_RDMA ? kind_names[kind] : "?";
-}
-
 static int parse_decimal(const char *text, long max, long *value)
 {
     char *end;

@@ -458,14 +458,14 @@ static const struct qmp_arg capability_args[] = {
 int migration_register_monitor(struct migration *migration, struct gw_error *err)
 {
     const struct qmp_command qmp[] = {
-        { "migrate", migrate_args, qmp_migrate, migration, NULL },
-        { "migrate-incoming", uri_args, qmp_migrate_incoming, migration, NULL },
-        { "migrate_cancel", NULL, qmp_migrate_cancel, migration, NULL },
-        { "migrate-set-parameters", parameter_args, qmp_set_parameters, migration, NULL },
-        { "query-migrate-parameters", NULL, qmp_query_parameters, migration, NULL },
-        { "migrate-set-capabilities", capability_args, qmp_set_capabilities, migration, NULL },
-        { "query-migrate-capabilities", NULL, qmp_query_capabilities, migration, NULL },
-        { "query-migrate", NULL, qmp_query_migrate, migration, NULL },
+        { "migrate", migrate_args, qmp_migrate, migration },
+        { "migrate-incoming", uri_args, qmp_migrate_incoming, migration },
+        { "migrate_cancel", NULL, qmp_migrate_cancel, migration },
+        { "migrate-set-parameters", parameter_args, qmp_set_parameters, migration },
+        { "query-migrate-parameters", NULL, qmp_query_parameters, migration },
+        { "migrate-set-capabilities", capability_args, qmp_set_capabilities, migration },
+        { "query-migrate-capabilities", NULL, qmp_query_capabilities, migration },
+        { "query-migrate", NULL, qmp_query_migrate, migration },
     };
     const struct hmp_command hmp[] = {
         { "info migrate", "", "show the migration's status and figures", hmp_info_migrate,

@@ -79,14 +79,6 @@ const struct qmp_command *qmp_server_find(struct qmp_server *server, const char 
     return NULL;
 }
 
-void qmp_server_for_each(struct qmp_server *server,
-                         void (*fn)(const struct qmp_command *cmd, void *opaque),
-                         void *opaque)
-{
-    for (unsigned i = 0; i < server->nr_commands; i++)
-        fn(server->commands[i], opaque);
-}
-
 int qmp_server_execute(struct qmp_server *server, const char *name, json_t *args,
                        json_t **ret, struct gw_error *err)
 {
