@@ -56,7 +56,7 @@ static int dirty_log_start(void *opaque, struct gw_error *err)
     struct dirty_log *log = opaque;
 
     for (unsigned i = 0; i < log->memory->nr_blocks; i++) {
-        uint64_t words = (ram_block_pages(&log->memory->blocks[i]) + 63) / 64;
+        uint64_t words = ram_block_bitmap_words(&log->memory->blocks[i]);
         if (!log->scratch[i])
             log->scratch[i] = calloc(words, sizeof(uint64_t));
         if (!log->scratch[i])
@@ -70,7 +70,7 @@ static int dirty_log_start(void *opaque, struct gw_error *err)
 static int dirty_log_sync(void *opaque, unsigned block, uint64_t *bitmap, struct gw_error *err)
 {
     struct dirty_log *log = opaque;
-    uint64_t words = (ram_block_pages(&log->memory->blocks[block]) + 63) / 64;
+    uint64_t words = ram_block_bitmap_words(&log->memory->blocks[block]);
     struct kvm_dirty_log dirty = { .slot = block, .dirty_bitmap = log->scratch[block] };
 
     if (ioctl(log->kvm->vm_fd, KVM_GET_DIRTY_LOG, &dirty) < 0)

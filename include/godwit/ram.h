@@ -29,6 +29,12 @@ static inline uint64_t ram_block_pages(const struct ram_block *block)
     return block->size / block->page_size;
 }
 
+/* Words of a bitmap with one bit per page of block (dirty.h's layout). */
+static inline uint64_t ram_block_bitmap_words(const struct ram_block *block)
+{
+    return (ram_block_pages(block) + 63) / 64;
+}
+
 /* Checks a block's fields (name set, sizes page-aligned, page size a power of
  * two, no wrap-around of gpa + size). */
 int ram_block_validate(const struct ram_block *block, struct gw_error *err);

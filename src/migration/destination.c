@@ -6,10 +6,9 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
-#include <stdlib.h>
-#include <string.h>
 
 static int send_answer(struct stream_writer *writer, uint32_t type, const void *body,
                        size_t len, struct gw_error *err)
@@ -50,8 +49,8 @@ static void drain_until_closed(struct channel *channel)
 
 /* After END: READY, then wait for GO. A source that vanishes here keeps the
  * guest, so this side must not run it. */
-static int handshake(struct migration *migration, struct stream_reader *reader,
-                     struct stream_writer *writer, struct gw_error *err)
+static int handshake(struct stream_reader *reader, struct stream_writer *writer,
+                     struct gw_error *err)
 {
     struct stream_record record;
     int rc = send_answer(writer, REC_RP_READY, NULL, 0, err);
@@ -67,7 +66,6 @@ static int handshake(struct migration *migration, struct stream_reader *reader,
         return gw_error_set(err, -EPROTO, "expected GO after END, got %s at stream offset %llu",
                             stream_record_name(record.type),
                             (unsigned long long)record.offset);
-    (void)migration;
     return 0;
 }
 
@@ -81,12 +79,7 @@ static int receive(struct migration *migration, struct gw_error *err)
     int rc = 0;
 
     if (migration->host.ram_zero_at_start) {
-        for (unsigned b = 0; b < migration->host.nr_blocks && rc == 0; b++) {
-            uint64_t words = (ram_block_pages(&migration->host.blocks[b]) + 63) / 64;
-            migration->bitmaps[b] = calloc(words, sizeof(uint64_t));
-            if (!migration->bitmaps[b])
-                rc = gw_error_set(err, -ENOMEM, "out of memory for the page bitmaps");
-        }
+        rc = migration_alloc_bitmaps(migration, false, err);
         state.written = migration->bitmaps;
     }
     if (rc == 0)
@@ -97,7 +90,7 @@ static int receive(struct migration *migration, struct gw_error *err)
     atomic_store(&migration->stats.zero_pages, state.zero_pages);
     atomic_store(&migration->stats.transferred, reader.offset);
     if (rc == 0 && migration->channel.has_return_path)
-        rc = handshake(migration, &reader, &writer, err);
+        rc = handshake(&reader, &writer, err);
     if (rc == 0) {
         migration->host.resume(migration->host.opaque);
         if (migration->channel.has_return_path)

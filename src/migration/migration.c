@@ -154,6 +154,23 @@ struct migration *migration_new(const struct migration_host *host, struct qmp_se
     return migration;
 }
 
+int migration_alloc_bitmaps(struct migration *migration, bool all_set, struct gw_error *err)
+{
+    for (unsigned b = 0; b < migration->host.nr_blocks; b++) {
+        uint64_t pages = ram_block_pages(&migration->host.blocks[b]);
+        uint64_t words = ram_block_bitmap_words(&migration->host.blocks[b]);
+        migration->bitmaps[b] = calloc(words, sizeof(uint64_t));
+        if (!migration->bitmaps[b])
+            return gw_error_set(err, -ENOMEM, "out of memory for the page bitmaps");
+        if (!all_set)
+            continue;
+        memset(migration->bitmaps[b], 0xff, words * sizeof(uint64_t));
+        if (pages % 64)   /* no bit past the last page */
+            migration->bitmaps[b][words - 1] = (1ULL << (pages % 64)) - 1;
+    }
+    return 0;
+}
+
 static void free_bitmaps(struct migration *migration)
 {
     for (unsigned i = 0; i < STREAM_BLOCKS_MAX; i++) {

@@ -76,6 +76,11 @@ struct migration {
 
 uint64_t migration_now_us(void);
 
+/* One bitmap per RAM block in migration->bitmaps: every page set (the
+ * source's dirty bitmaps before the first pass) or none (the destination's
+ * written-page bitmaps). */
+int migration_alloc_bitmaps(struct migration *migration, bool all_set, struct gw_error *err);
+
 /* Every byte written to the channel goes through here: transferred, and
  * precopy-bytes or downtime-bytes by whether the guest was stopped. */
 void migration_count_sent(struct migration *migration, uint64_t bytes, bool vm_stopped);

@@ -100,7 +100,7 @@ static int mark_torn(struct load_state *state, uint32_t block, uint64_t page,
                      uint64_t record_offset, struct gw_error *err)
 {
     if (!state->torn[block]) {
-        uint64_t words = (ram_block_pages(&state->blocks[block]) + 63) / 64;
+        uint64_t words = ram_block_bitmap_words(&state->blocks[block]);
         state->torn[block] = calloc(words, sizeof(uint64_t));
         if (!state->torn[block])
             return gw_error_set(err, -ENOMEM, "out of memory for the torn-page bitmap");

@@ -450,7 +450,7 @@ int ram_sender_send_dirty(struct ram_sender *sender, bool clear_tracker, bool vm
     sender->vm_stopped = vm_stopped;
     for (unsigned b = 0; b < migration->host.nr_blocks; b++) {
         uint64_t *bitmap = migration->bitmaps[b];
-        uint64_t words = (ram_block_pages(&migration->host.blocks[b]) + 63) / 64;
+        uint64_t words = ram_block_bitmap_words(&migration->host.blocks[b]);
 
         for (uint64_t w = 0; w < words; w += CHUNK_WORDS) {
             unsigned nr_words = words - w < CHUNK_WORDS ? (unsigned)(words - w) : CHUNK_WORDS;
@@ -482,7 +482,7 @@ uint64_t ram_count_dirty(struct migration *migration)
     uint64_t pages = 0;
 
     for (unsigned b = 0; b < migration->host.nr_blocks; b++) {
-        uint64_t words = (ram_block_pages(&migration->host.blocks[b]) + 63) / 64;
+        uint64_t words = ram_block_bitmap_words(&migration->host.blocks[b]);
         for (uint64_t w = 0; w < words; w++)
             pages += (uint64_t)__builtin_popcountll(migration->bitmaps[b][w]);
     }

@@ -95,22 +95,6 @@ static void *return_path_thread(void *opaque)
     return NULL;
 }
 
-static int allocate_bitmaps(struct migration *migration, struct gw_error *err)
-{
-    for (unsigned b = 0; b < migration->host.nr_blocks; b++) {
-        uint64_t pages = ram_block_pages(&migration->host.blocks[b]);
-        uint64_t words = (pages + 63) / 64;
-        migration->bitmaps[b] = malloc(words * sizeof(uint64_t));
-        if (!migration->bitmaps[b])
-            return gw_error_set(err, -ENOMEM, "out of memory for the dirty bitmaps");
-        /* Every page is dirty before the first pass; no bit past the end. */
-        memset(migration->bitmaps[b], 0xff, words * sizeof(uint64_t));
-        if (pages % 64)
-            migration->bitmaps[b][words - 1] = (1ULL << (pages % 64)) - 1;
-    }
-    return 0;
-}
-
 static int setup_devices(struct migration *migration, struct gw_error *err)
 {
     struct device_registry *devices = migration->host.devices;
@@ -157,8 +141,12 @@ static int setup(struct source *source, struct gw_error *err)
     migration_count_sent(migration, source->writer.offset, false);
     if (rc < 0 || (rc = write_record(source, REC_RAM_BLOCKS, &part, 1, err)) < 0)
         return rc;
-    if ((rc = allocate_bitmaps(migration, err)) < 0 || (rc = setup_devices(migration, err)) < 0)
+    /* Every page is dirty before the first pass: all of RAM remains. */
+    if ((rc = migration_alloc_bitmaps(migration, true, err)) < 0 ||
+        (rc = setup_devices(migration, err)) < 0)
         return rc;
+    atomic_store(&migration->stats.remaining_bytes,
+                 ram_count_dirty(migration) * source->page_size);
     rc = migration->host.dirty->start(migration->host.dirty_opaque, err);
     if (rc < 0)
         return rc;
@@ -281,7 +269,6 @@ static int run_pass(struct source *source, uint64_t pass, uint64_t *dirty_pages,
     int rc;
 
     migration_emit(migration, "MIGRATION_PASS", json_pack("{s:I}", "pass", (json_int_t)pass));
-    atomic_store(&stats->remaining_bytes, ram_count_dirty(migration) * source->page_size);
     atomic_store(&stats->pass_started_us, started);
     rc = ram_sender_send_dirty(source->sender, true, false, err);
     if (rc == 0)
@@ -294,13 +281,13 @@ static int run_pass(struct source *source, uint64_t pass, uint64_t *dirty_pages,
     sent_us = migration_now_us() - started;
     bytes = atomic_load(&stats->transferred) - bytes_before;
     atomic_fetch_add(&stats->transfer_time_us, sent_us);
+    sent_us = sent_us ? sent_us : 1;   /* a rate below, never a division by 0 */
     /* A pass of a few pages says more about latency than bandwidth: it only
      * replaces an estimate from a pass that moved real data if there is
      * none yet (it then underestimates, which errs on the safe side). */
     if (bytes > 0 && (bytes >= (1u << 20) || !atomic_load(&stats->bandwidth))) {
-        atomic_store(&stats->bandwidth, bytes * 1000000 / (sent_us ? sent_us : 1));
-        atomic_store(&stats->pages_per_second,
-                     (bytes / source->page_size) * 1000000 / (sent_us ? sent_us : 1));
+        atomic_store(&stats->bandwidth, bytes * 1000000 / sent_us);
+        atomic_store(&stats->pages_per_second, (bytes / source->page_size) * 1000000 / sent_us);
     }
     rc = sync_dirty(source, err);
     if (rc < 0)
@@ -354,7 +341,7 @@ static int precopy(struct source *source, struct gw_error *err)
          * still shrink what is left, so the stop-copy phase is as short as
          * this guest allows. */
         bool shrinking = previous == UINT64_MAX ||
-                         remaining / 100 * 100 < previous / 100 * SHRINK_PERCENT;
+                         remaining * 100 < previous * SHRINK_PERCENT;
         if (source->expected_downtime_us <= limit_us &&
             (source->expected_downtime_us <= SMALL_DOWNTIME_US || !shrinking))
             return 0;
