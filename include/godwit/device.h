@@ -4,6 +4,7 @@
 #ifndef GODWIT_DEVICE_H
 #define GODWIT_DEVICE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -47,6 +48,11 @@ struct device_ops {
     /* The destination's side of one save_precopy buffer, in order. */
     int (*load_precopy)(void *opaque, const uint8_t *data, size_t len, uint32_t version,
                         struct gw_error *err);
+
+    /* The stop-copy state may travel in buffers on multifd channels (with
+     * x-channel-header) and be loaded by the destination's load thread, at
+     * any time before END: load must not depend on other devices. */
+    bool multifd;
 };
 
 struct device {

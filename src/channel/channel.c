@@ -208,7 +208,7 @@ static int listen_tcp(struct channel_listener *listener, const char *text, struc
     fd = socket(addresses->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd >= 0)
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (fd < 0 || bind(fd, addresses->ai_addr, addresses->ai_addrlen) < 0 || listen(fd, 1) < 0) {
+    if (fd < 0 || bind(fd, addresses->ai_addr, addresses->ai_addrlen) < 0 || listen(fd, SOMAXCONN) < 0) {
         rc = gw_error_set(err, -errno, "cannot listen on %s: %s", text, strerror(errno));
         if (fd >= 0)
             close(fd);
@@ -228,7 +228,7 @@ static int listen_unix(struct channel_listener *listener, const char *text, stru
     if (rc < 0)
         return rc;
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 || listen(fd, 1) < 0) {
+    if (fd < 0 || bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 || listen(fd, SOMAXCONN) < 0) {
         rc = gw_error_set(err, -errno, "cannot listen on %s: %s", text, strerror(errno));
         if (fd >= 0)
             close(fd);

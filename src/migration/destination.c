@@ -18,17 +18,6 @@ static int send_answer(struct stream_writer *writer, uint32_t type, const void *
     return stream_write_record(writer, type, &part, len ? 1 : 0, err);
 }
 
-static void send_error_answer(struct stream_writer *writer, const struct gw_error *failure)
-{
-    uint8_t body[4 + STREAM_ERROR_TEXT_MAX];
-    int32_t code = failure->code;
-    size_t len = strnlen(failure->msg, sizeof(failure->msg));
-
-    memcpy(body, &code, 4);
-    memcpy(body + 4, failure->msg, len);
-    send_answer(writer, REC_RP_ERROR, body, 4 + len, NULL);   /* best effort */
-}
-
 /* Closing a socket with unread data sends a reset, and a reset makes the
  * source drop the RP_ERROR it has not read yet. So: stop writing, and read
  * until the source closes (it does once it has the error), for at most 2 s. */
@@ -69,26 +58,58 @@ static int handshake(struct stream_reader *reader, struct stream_writer *writer,
     return 0;
 }
 
-static int receive(struct migration *migration, struct gw_error *err)
+struct incoming {
+    struct migration *migration;
+    struct channel_listener *listener;
+    struct pending *pending;
+};
+
+/* CONFIG said how the source migrates (and matched ours): with multifd,
+ * take its channels and start receiving on them. */
+static int start_multifd(void *opaque, struct load_state *state, struct gw_error *err)
+{
+    struct incoming *incoming = opaque;
+    struct migration *migration = incoming->migration;
+    int rc;
+
+    memcpy(migration->config.id, state->config.id, sizeof(state->config.id));
+    if (!migration->config.multifd)
+        return 0;
+    rc = channels_accept_multifd(migration, incoming->listener, incoming->pending, err);
+    if (rc == 0)
+        rc = multifd_recv_start(migration, state, (uint32_t)migration->host.blocks[0].page_size,
+                                err);
+    return rc;
+}
+
+static int receive(struct migration *migration, struct incoming *incoming, struct gw_error *err)
 {
     struct stream_reader reader = { .io = channel_stream_io(&migration->channel) };
     struct stream_writer writer = { .io = channel_stream_io(&migration->channel) };
-    struct load_state state = { .blocks = migration->host.blocks,
-                                .nr_blocks = migration->host.nr_blocks,
-                                .devices = migration->host.devices };
+    struct load_state state;
     int rc = 0;
 
+    load_state_init(&state, migration->host.blocks, migration->host.nr_blocks,
+                    migration->host.devices);
+    state.config = migration->config;
+    state.after_config = start_multifd;
+    state.after_config_opaque = incoming;
     if (migration->host.ram_zero_at_start) {
         rc = migration_alloc_bitmaps(migration, false, err);
         state.written = migration->bitmaps;
     }
     if (rc == 0)
         rc = migration_load_stream(&reader, &state, err);
+    if (rc < 0)
+        multifd_recv_error(state.multifd, err);   /* the cause, not the shut channel */
+    atomic_store(&migration->stats.multifd_bytes, multifd_recv_bytes(state.multifd));
+    multifd_recv_free(state.multifd);
     load_state_free(&state);
 
     atomic_store(&migration->stats.normal_pages, state.normal_pages);
     atomic_store(&migration->stats.zero_pages, state.zero_pages);
-    atomic_store(&migration->stats.transferred, reader.offset);
+    atomic_store(&migration->stats.transferred,
+                 reader.offset + atomic_load(&migration->stats.multifd_bytes));
     if (rc == 0 && migration->channel.has_return_path)
         rc = handshake(&reader, &writer, err);
     if (rc == 0) {
@@ -96,7 +117,7 @@ static int receive(struct migration *migration, struct gw_error *err)
         if (migration->channel.has_return_path)
             send_answer(&writer, REC_RP_RUNNING, NULL, 0, NULL);   /* for the downtime figure */
     } else if (migration->channel.has_return_path) {
-        send_error_answer(&writer, err);
+        channels_send_error(&migration->channel, err);
         drain_until_closed(&migration->channel);
     }
     stream_reader_free(&reader);
@@ -107,26 +128,24 @@ void *migration_destination_thread(void *opaque)
 {
     struct migration *migration = opaque;
     struct channel_listener listener = migration->listener;
+    struct incoming incoming = { .migration = migration, .listener = &listener };
     struct gw_error err = { 0 };
-    struct channel channel;
     int rc;
 
-    rc = channel_accept(&listener, migration->cancel_pipe[0], &channel, &err);
-    channel_listener_close(&listener);
+    migration_snapshot_config(migration, &migration->config);
+    rc = channels_accept_main(migration, &listener, &incoming.pending, &err);
     if (rc == 0) {
-        pthread_mutex_lock(&migration->lock);
-        migration->channel = channel;
-        if (migration_cancelled(migration))
-            channel_shutdown(&migration->channel);
-        pthread_mutex_unlock(&migration->lock);
         atomic_store(&migration->stats.setup_ms,
                      migration_now_us() / 1000 - atomic_load(&migration->stats.start_ms));
         migration_set_status(migration, MIGRATION_ACTIVE);
-        rc = receive(migration, &err);
+        rc = receive(migration, &incoming, &err);
     }
+    channel_listener_close(&listener);
+    channels_free_pending(incoming.pending);
     pthread_mutex_lock(&migration->lock);
     channel_close(&migration->channel);
     pthread_mutex_unlock(&migration->lock);
+    channels_close_multifd(migration);
     atomic_store(&migration->stats.total_ms,
                  migration_now_us() / 1000 - atomic_load(&migration->stats.start_ms));
     if (rc < 0) {

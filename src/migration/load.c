@@ -88,6 +88,8 @@ static int load_device(struct load_state *state, const struct stream_record *rec
         return gw_error_set(err, -EPROTO, "DEVICE record at stream offset %" PRIu64
                             " has flags 0x%x", record->offset, flags);
     slot = (unsigned)(device - state->devices->devices);
+    if (!(flags & DEVICE_PRECOPY) && state->multifd)
+        multifd_recv_precopy_done(state->multifd);
     if (flags & DEVICE_PRECOPY)
         rc = load_precopy_buffer(state, device, slot, index, version,
                                  record->body + DEVICE_RECORD_HEADER,
@@ -104,8 +106,8 @@ static int load_device(struct load_state *state, const struct stream_record *rec
 void load_state_free(struct load_state *state)
 {
     for (unsigned i = 0; i < STREAM_BLOCKS_MAX; i++) {
-        free(state->torn[i]);
-        state->torn[i] = NULL;
+        free(state->own_torn.bitmaps[i]);
+        state->own_torn.bitmaps[i] = NULL;
     }
     for (unsigned i = 0; i < DEVICE_MAX; i++)
         gw_buffer_free(&state->device_parts[i]);
@@ -115,8 +117,10 @@ static int check_end(struct load_state *state, const struct stream_record *recor
                      struct gw_error *err)
 {
     uint64_t counts[3];
-    int rc = ram_check_torn(state, err);
+    int rc = state->multifd ? multifd_recv_finish(state->multifd, state, err) : 0;
 
+    if (rc == 0)
+        rc = ram_check_torn(state, err);
     if (rc < 0)
         return rc;
     if (record->length != sizeof(counts))
@@ -173,6 +177,20 @@ int migration_load_stream(struct stream_reader *reader, struct load_state *state
                             stream_record_name(record.type));
     rc = ram_check_blocks(state->blocks, state->nr_blocks, reader->page_size, record.body,
                           record.length, err);
+    if (rc < 0)
+        return rc;
+    rc = stream_read_record(reader, &record, err);
+    if (rc < 0)
+        return rc;
+    if (record.type != REC_CONFIG)
+        return gw_error_set(err, -EPROTO, "the stream has a %s record after RAM_BLOCKS, not "
+                            "CONFIG", stream_record_name(record.type));
+    struct migration_config theirs;
+    rc = config_check(&state->config, record.body, record.length, &theirs, err);
+    if (rc == 0 && state->after_config) {
+        memcpy(state->config.id, theirs.id, sizeof(theirs.id));
+        rc = state->after_config(state->after_config_opaque, state, err);
+    }
     if (rc < 0)
         return rc;
     for (;;) {

@@ -3,6 +3,7 @@
 #include "migration_internal.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -147,6 +148,10 @@ struct migration *migration_new(const struct migration_host *host, struct qmp_se
     migration->host = *host;
     migration->qmp = qmp;
     migration->params.downtime_limit_ms = 300;
+    migration->params.multifd_channels = 2;
+    migration->params.multifd_zstd_level = 1;
+    migration->params.packet_pages = STREAM_PAGES_PER_RECORD;
+    migration->params.zero_page_detection = ZERO_DETECT_MULTIFD;
     migration->channel.fd = -1;
     migration->cancel_pipe[0] = migration->cancel_pipe[1] = -1;
     pthread_mutex_init(&migration->lock, NULL);
@@ -186,6 +191,7 @@ void migration_request_cancel(struct migration *migration)
     atomic_store(&migration->cancel_requested, true);
     pthread_mutex_lock(&migration->lock);
     channel_shutdown(&migration->channel);
+    channels_shutdown_multifd(migration);
     if (migration->cancel_pipe[1] >= 0 && write(migration->cancel_pipe[1], "x", 1) < 0) {
         /* the pipe is full: a wake-up is already pending */
     }
@@ -289,6 +295,8 @@ int migration_incoming(struct migration *migration, const char *uri_text, struct
 
     if (rc < 0)
         return rc;
+    if ((rc = migration_check_uri(migration, &uri, err)) < 0)
+        return rc;
     if (migration->status != MIGRATION_NONE)
         return gw_error_set(err, -EBUSY, "an incoming migration was already started here "
                             "(status %s); start a new destination VM for another",
@@ -303,6 +311,27 @@ int migration_incoming(struct migration *migration, const char *uri_text, struct
     if (rc < 0)
         channel_listener_close(&migration->listener);
     return rc;
+}
+
+int migration_check_uri(struct migration *migration, const struct uri *uri, struct gw_error *err)
+{
+    bool multifd, header;
+    uint64_t device_channels;
+
+    pthread_mutex_lock(&migration->lock);
+    multifd = migration->cap_multifd;
+    header = migration->cap_channel_header;
+    device_channels = migration->params.device_channels;
+    pthread_mutex_unlock(&migration->lock);
+    if (multifd && uri->kind != URI_TCP && uri->kind != URI_UNIX)
+        return gw_error_set(err, -EINVAL, "multifd needs a tcp: or unix: URI, which can carry "
+                            "several connections; file: and fd: carry one: turn the multifd "
+                            "capability off");
+    if (device_channels && (!multifd || !header))
+        return gw_error_set(err, -EINVAL, "x-multifd-channels-device-state %" PRIu64 " needs "
+                            "the multifd and x-channel-header capabilities; set them or set "
+                            "the parameter to 0", device_channels);
+    return 0;
 }
 
 void migration_expect_incoming(struct migration *migration)

@@ -24,6 +24,8 @@ static int start_migrate(struct migration *migration, const char *uri_text, stru
 
     if (rc < 0)
         return rc;
+    if ((rc = migration_check_uri(migration, &uri, err)) < 0)
+        return rc;
     if (migration->incoming_expected || (migration->is_destination &&
                                          migration_status(migration) != MIGRATION_COMPLETED))
         return gw_error_set(err, -EBUSY, "this VM is waiting for an incoming migration; it "
@@ -68,18 +70,31 @@ static int qmp_migrate_cancel(json_t *args, json_t **ret, struct gw_error *err, 
 
 struct parameter {
     const char *name;
-    uint64_t max;
+    uint64_t min, max;
     size_t offset;
     const char *unit;
+    const char *const *choices;   /* a string parameter: its values, stored as an index */
 };
 
+static const char *const compression_choices[] = { "none", "zstd", NULL };
+static const char *const zero_detection_choices[] = { "none", "legacy", "multifd", NULL };
+
+#define PARAM_FIELD(field) offsetof(struct migration_params, field)
 static const struct parameter parameters[] = {
-    { "downtime-limit", DOWNTIME_LIMIT_MAX_MS,
-      offsetof(struct migration_params, downtime_limit_ms), "ms" },
-    { "max-bandwidth", BANDWIDTH_MAX, offsetof(struct migration_params, max_bandwidth),
-      "bytes/second" },
-    { "avail-switchover-bandwidth", BANDWIDTH_MAX,
-      offsetof(struct migration_params, avail_switchover_bandwidth), "bytes/second" },
+    { "downtime-limit", 0, DOWNTIME_LIMIT_MAX_MS, PARAM_FIELD(downtime_limit_ms), "ms", NULL },
+    { "max-bandwidth", 0, BANDWIDTH_MAX, PARAM_FIELD(max_bandwidth), "bytes/second", NULL },
+    { "avail-switchover-bandwidth", 0, BANDWIDTH_MAX, PARAM_FIELD(avail_switchover_bandwidth),
+      "bytes/second", NULL },
+    { "multifd-channels", 1, MULTIFD_CHANNELS_MAX, PARAM_FIELD(multifd_channels), "channels",
+      NULL },
+    { "multifd-compression", 0, 1, PARAM_FIELD(multifd_compression), "", compression_choices },
+    { "multifd-zstd-level", 0, ZSTD_LEVEL_MAX, PARAM_FIELD(multifd_zstd_level), "", NULL },
+    { "zero-page-detection", 0, 2, PARAM_FIELD(zero_page_detection), "",
+      zero_detection_choices },
+    { "x-multifd-channels-device-state", 0, MULTIFD_CHANNELS_MAX, PARAM_FIELD(device_channels),
+      "channels", NULL },
+    { "x-multifd-packet-pages", 1, STREAM_PAGES_PER_RECORD, PARAM_FIELD(packet_pages), "pages",
+      NULL },
 };
 #define NR_PARAMETERS (sizeof(parameters) / sizeof(parameters[0]))
 
@@ -88,13 +103,52 @@ static uint64_t *parameter_field(struct migration_params *params, const struct p
     return (uint64_t *)((char *)params + p->offset);
 }
 
-static int check_parameter(const struct parameter *p, json_t *value, struct gw_error *err)
+static const struct parameter *find_parameter(const char *name)
 {
-    if (!json_is_integer(value) || json_integer_value(value) < 0 ||
+    for (size_t i = 0; i < NR_PARAMETERS; i++)
+        if (!strcmp(parameters[i].name, name))
+            return &parameters[i];
+    return NULL;
+}
+
+static void list_choices(const char *const *choices, char *buf, size_t len)
+{
+    size_t used = 0;
+
+    buf[0] = '\0';
+    for (size_t i = 0; choices[i] && used < len; i++)
+        used += (size_t)snprintf(buf + used, len - used, "%s'%s'", i ? ", " : "", choices[i]);
+}
+
+/* Checks a value and converts it to what the parameter stores. */
+static int parse_parameter(const struct parameter *p, json_t *value, uint64_t *out,
+                           struct gw_error *err)
+{
+    char allowed[128];
+
+    if (p->choices) {
+        const char *text = json_string_value(value);
+        for (uint64_t i = 0; text && p->choices[i]; i++) {
+            if (!strcmp(text, p->choices[i])) {
+                *out = i;
+                return 0;
+            }
+        }
+        list_choices(p->choices, allowed, sizeof(allowed));
+        return gw_error_set(err, -EINVAL, "Parameter '%s' expects one of %s", p->name, allowed);
+    }
+    if (!json_is_integer(value) || json_integer_value(value) < (json_int_t)p->min ||
         (uint64_t)json_integer_value(value) > p->max)
-        return gw_error_set(err, -EINVAL, "Parameter '%s' expects an integer from 0 to %" PRIu64
-                            " (%s)", p->name, p->max, p->unit);
+        return gw_error_set(err, -EINVAL, "Parameter '%s' expects an integer from %" PRIu64
+                            " to %" PRIu64 "%s%s%s", p->name, p->min, p->max,
+                            p->unit[0] ? " (" : "", p->unit, p->unit[0] ? ")" : "");
+    *out = (uint64_t)json_integer_value(value);
     return 0;
+}
+
+static json_t *parameter_value(const struct parameter *p, uint64_t value)
+{
+    return p->choices ? json_string(p->choices[value]) : json_integer((json_int_t)value);
 }
 
 static int qmp_set_parameters(json_t *args, json_t **ret, struct gw_error *err, void *opaque)
@@ -110,17 +164,12 @@ static int qmp_set_parameters(json_t *args, json_t **ret, struct gw_error *err, 
     pthread_mutex_unlock(&migration->lock);
     /* All or nothing: check every value before applying any. */
     json_object_foreach(args, key, value) {
-        const struct parameter *found = NULL;
-        for (size_t i = 0; i < NR_PARAMETERS; i++)
-            if (!strcmp(parameters[i].name, key))
-                found = &parameters[i];
+        const struct parameter *found = find_parameter(key);
         if (!found)
-            return gw_error_set(err, -EINVAL, "Parameter '%s' is unexpected; godwit has "
-                                "downtime-limit, max-bandwidth and avail-switchover-bandwidth",
-                                key);
-        if (check_parameter(found, value, err) < 0)
+            return gw_error_set(err, -EINVAL, "Parameter '%s' is unexpected; see "
+                                "query-migrate-parameters for godwit's", key);
+        if (parse_parameter(found, value, parameter_field(&params, found), err) < 0)
             return -EINVAL;
-        *parameter_field(&params, found) = (uint64_t)json_integer_value(value);
     }
     pthread_mutex_lock(&migration->lock);
     migration->params = params;
@@ -138,8 +187,8 @@ static int qmp_query_parameters(json_t *args, json_t **ret, struct gw_error *err
     pthread_mutex_lock(&migration->lock);
     for (size_t i = 0; i < NR_PARAMETERS; i++)
         json_object_set_new(result, parameters[i].name,
-                            json_integer((json_int_t)*parameter_field(&migration->params,
-                                                                      &parameters[i])));
+                            parameter_value(&parameters[i],
+                                            *parameter_field(&migration->params, &parameters[i])));
     pthread_mutex_unlock(&migration->lock);
     *ret = result;
     return 0;
@@ -151,7 +200,7 @@ static int qmp_set_capabilities(json_t *args, json_t **ret, struct gw_error *err
 {
     struct migration *migration = opaque;
     json_t *list = json_object_get(args, "capabilities"), *entry;
-    bool events;
+    bool events, multifd, channel_header;
     size_t i;
 
     (void)ret;
@@ -162,6 +211,8 @@ static int qmp_set_capabilities(json_t *args, json_t **ret, struct gw_error *err
         return gw_error_set(err, -EBUSY, "There's a migration process in progress");
     pthread_mutex_lock(&migration->lock);
     events = migration->cap_events;
+    multifd = migration->cap_multifd;
+    channel_header = migration->cap_channel_header;
     pthread_mutex_unlock(&migration->lock);
     json_array_foreach(list, i, entry) {
         const char *name = json_string_value(json_object_get(entry, "capability"));
@@ -169,13 +220,18 @@ static int qmp_set_capabilities(json_t *args, json_t **ret, struct gw_error *err
         if (!name || !json_is_boolean(state))
             return gw_error_set(err, -EINVAL, "each capability is {\"capability\": NAME, "
                                 "\"state\": BOOL}");
-        if (strcmp(name, "events"))
+        bool *cap = !strcmp(name, "events") ? &events
+                    : !strcmp(name, "multifd") ? &multifd
+                    : !strcmp(name, "x-channel-header") ? &channel_header : NULL;
+        if (!cap)
             return gw_error_set(err, -EINVAL, "Capability '%s' is not supported by godwit; "
-                                "supported: events", name);
-        events = json_is_true(state);
+                                "supported: events, multifd, x-channel-header", name);
+        *cap = json_is_true(state);
     }
     pthread_mutex_lock(&migration->lock);
     migration->cap_events = events;
+    migration->cap_multifd = multifd;
+    migration->cap_channel_header = channel_header;
     pthread_mutex_unlock(&migration->lock);
     return 0;
 }
@@ -187,7 +243,10 @@ static int qmp_query_capabilities(json_t *args, json_t **ret, struct gw_error *e
     (void)args;
     (void)err;
     pthread_mutex_lock(&migration->lock);
-    *ret = json_pack("[{s:s,s:b}]", "capability", "events", "state", migration->cap_events);
+    *ret = json_pack("[{s:s,s:b},{s:s,s:b},{s:s,s:b}]", "capability", "events", "state",
+                     migration->cap_events, "capability", "multifd", "state",
+                     migration->cap_multifd, "capability", "x-channel-header", "state",
+                     migration->cap_channel_header);
     pthread_mutex_unlock(&migration->lock);
     return 0;
 }
@@ -208,7 +267,7 @@ static json_t *ram_info(struct migration *migration)
 
     for (unsigned i = 0; i < migration->host.nr_blocks; i++)
         total += migration->host.blocks[i].size;
-    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:I,s:I,s:I,s:I,s:I}",
+    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:I,s:I,s:I,s:I,s:I,s:I}",
         "transferred", (json_int_t)atomic_load(&stats->transferred),
         "remaining", (json_int_t)atomic_load(&stats->remaining_bytes),
         "total", (json_int_t)total,
@@ -221,7 +280,8 @@ static json_t *ram_info(struct migration *migration)
         "pages-per-second", (json_int_t)atomic_load(&stats->pages_per_second),
         "precopy-bytes", (json_int_t)precopy,
         "downtime-bytes", (json_int_t)atomic_load(&stats->downtime_bytes),
-        "dirty-sync-time", (json_int_t)(atomic_load(&stats->dirty_sync_time_us) / 1000));
+        "dirty-sync-time", (json_int_t)(atomic_load(&stats->dirty_sync_time_us) / 1000),
+        "multifd-bytes", (json_int_t)atomic_load(&stats->multifd_bytes));
 }
 
 static json_t *migrate_info(struct migration *migration)
@@ -338,9 +398,10 @@ static int hmp_info_migrate(const char *args, struct hmp_output *out, struct gw_
         hmp_printf(out, "  Transfers:            transferred=%s, remain=%s\r\n",
                    human(field(ram, "transferred"), a, sizeof(a)),
                    human(field(ram, "remaining"), b, sizeof(b)));
-        hmp_printf(out, "    Channels:           precopy=%s, downtime=%s, multifd=0 B\r\n",
+        hmp_printf(out, "    Channels:           precopy=%s, downtime=%s, multifd=%s\r\n",
                    human(field(ram, "precopy-bytes"), a, sizeof(a)),
-                   human(field(ram, "downtime-bytes"), b, sizeof(b)));
+                   human(field(ram, "downtime-bytes"), b, sizeof(b)),
+                   human(field(ram, "multifd-bytes"), c, sizeof(c)));
         hmp_printf(out, "    Page Types:         normal=%" PRIu64 ", zero=%" PRIu64 "\r\n",
                    field(ram, "normal"), field(ram, "duplicate"));
         hmp_printf(out, "  Page Rates (pps):     transfer=%" PRIu64 ", dirty=%" PRIu64 "\r\n",
@@ -368,9 +429,14 @@ static int hmp_info_parameters(const char *args, struct hmp_output *out, struct 
     (void)args;
     (void)err;
     pthread_mutex_lock(&migration->lock);
-    for (size_t i = 0; i < NR_PARAMETERS; i++)
-        hmp_printf(out, "%s: %" PRIu64 " %s\r\n", parameters[i].name,
-                   *parameter_field(&migration->params, &parameters[i]), parameters[i].unit);
+    for (size_t i = 0; i < NR_PARAMETERS; i++) {
+        uint64_t value = *parameter_field(&migration->params, &parameters[i]);
+        if (parameters[i].choices)
+            hmp_printf(out, "%s: %s\r\n", parameters[i].name, parameters[i].choices[value]);
+        else
+            hmp_printf(out, "%s: %" PRIu64 " %s\r\n", parameters[i].name, value,
+                       parameters[i].unit);
+    }
     pthread_mutex_unlock(&migration->lock);
     return 0;
 }
@@ -384,6 +450,8 @@ static int hmp_info_capabilities(const char *args, struct hmp_output *out, struc
     (void)err;
     pthread_mutex_lock(&migration->lock);
     hmp_printf(out, "events: %s\r\n", migration->cap_events ? "on" : "off");
+    hmp_printf(out, "multifd: %s\r\n", migration->cap_multifd ? "on" : "off");
+    hmp_printf(out, "x-channel-header: %s\r\n", migration->cap_channel_header ? "on" : "off");
     pthread_mutex_unlock(&migration->lock);
     return 0;
 }
@@ -431,12 +499,18 @@ static int hmp_set_parameter(const char *args, struct hmp_output *out, struct gw
         return gw_error_set(err, -EINVAL, "usage: migrate_set_parameter NAME VALUE");
     while (*value_text == ' ')
         value_text++;
-    rc = size_parse(value_text, strcmp(name, "downtime-limit") ? SIZE_MiB : 1, &value, err);
-    if (rc < 0)
-        return rc;
-    json_t *request = json_pack("{s:I}", name, (json_int_t)(value > BANDWIDTH_MAX
-                                                             ? BANDWIDTH_MAX + 1 : value));
-    json_t *ret = NULL;
+    const struct parameter *parameter = find_parameter(name);
+    json_t *request, *ret = NULL;
+    if (parameter && parameter->choices) {
+        request = json_pack("{s:s}", name, value_text);
+    } else {
+        bool bandwidth = parameter && !strcmp(parameter->unit, "bytes/second");
+        rc = size_parse(value_text, bandwidth ? SIZE_MiB : 1, &value, err);
+        if (rc < 0)
+            return rc;
+        request = json_pack("{s:I}", name, (json_int_t)(value > BANDWIDTH_MAX
+                                                         ? BANDWIDTH_MAX + 1 : value));
+    }
     rc = qmp_set_parameters(request, &ret, err, opaque);
     json_decref(request);
     return rc;
@@ -449,7 +523,11 @@ static const struct qmp_arg migrate_args[] = {
 static const struct qmp_arg uri_args[] = { { "uri", QMP_ARG_STR, false }, { NULL, 0, false } };
 static const struct qmp_arg parameter_args[] = {
     { "downtime-limit", QMP_ARG_ANY, true }, { "max-bandwidth", QMP_ARG_ANY, true },
-    { "avail-switchover-bandwidth", QMP_ARG_ANY, true }, { NULL, 0, false },
+    { "avail-switchover-bandwidth", QMP_ARG_ANY, true }, { "multifd-channels", QMP_ARG_ANY, true },
+    { "multifd-compression", QMP_ARG_ANY, true }, { "multifd-zstd-level", QMP_ARG_ANY, true },
+    { "zero-page-detection", QMP_ARG_ANY, true },
+    { "x-multifd-channels-device-state", QMP_ARG_ANY, true },
+    { "x-multifd-packet-pages", QMP_ARG_ANY, true }, { NULL, 0, false },
 };
 static const struct qmp_arg capability_args[] = {
     { "capabilities", QMP_ARG_ANY, false }, { NULL, 0, false },

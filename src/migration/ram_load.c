@@ -11,6 +11,8 @@
 
 #include <godwit/size.h>
 
+#include <zstd.h>
+
 #define RAM_BLOCK_ENTRY 48   /* name[32], size u64, gpa u64 */
 
 uint32_t ram_blocks_record(const struct ram_block *blocks, unsigned nr_blocks, uint8_t *body)
@@ -82,41 +84,68 @@ static int check_block(unsigned nr_blocks, uint32_t block, const char *what,
     return 0;
 }
 
+/* Bits of one word may belong to pages that other receivers load at the
+ * same time: every change is atomic. */
 static void set_bit(uint64_t *bitmap, uint64_t page)
 {
-    bitmap[page / 64] |= 1ULL << (page % 64);
+    __atomic_fetch_or(&bitmap[page / 64], 1ULL << (page % 64), __ATOMIC_RELAXED);
 }
 
 static bool test_and_clear_bit(uint64_t *bitmap, uint64_t page)
 {
-    bool was = bitmap[page / 64] >> (page % 64) & 1;
+    uint64_t mask = 1ULL << (page % 64);
 
-    bitmap[page / 64] &= ~(1ULL << (page % 64));
-    return was;
+    return __atomic_fetch_and(&bitmap[page / 64], ~mask, __ATOMIC_RELAXED) & mask;
+}
+
+void load_state_init(struct load_state *state, const struct ram_block *blocks, unsigned nr_blocks,
+                     struct device_registry *devices)
+{
+    memset(state, 0, sizeof(*state));
+    state->blocks = blocks;
+    state->nr_blocks = nr_blocks;
+    state->devices = devices;
+    pthread_mutex_init(&state->own_torn.lock, NULL);
+    state->torn = &state->own_torn;
+    state->config.zero_detection = ZERO_DETECT_MULTIFD;
 }
 
 /* A page that arrived with a bad checksum must come again before END. */
 static int mark_torn(struct load_state *state, uint32_t block, uint64_t page,
                      uint64_t record_offset, struct gw_error *err)
 {
-    if (!state->torn[block]) {
+    struct torn_pages *torn = state->torn;
+    int rc = 0;
+
+    pthread_mutex_lock(&torn->lock);
+    if (!torn->bitmaps[block]) {
         uint64_t words = ram_block_bitmap_words(&state->blocks[block]);
-        state->torn[block] = calloc(words, sizeof(uint64_t));
-        if (!state->torn[block])
-            return gw_error_set(err, -ENOMEM, "out of memory for the torn-page bitmap");
+        torn->bitmaps[block] = calloc(words, sizeof(uint64_t));
     }
-    if (!(state->torn[block][page / 64] >> (page % 64) & 1)) {
-        set_bit(state->torn[block], page);
-        state->torn_pages++;
-        state->torn_offset = record_offset;
+    if (!torn->bitmaps[block]) {
+        rc = gw_error_set(err, -ENOMEM, "out of memory for the torn-page bitmap");
+    } else if (!(torn->bitmaps[block][page / 64] >> (page % 64) & 1)) {
+        set_bit(torn->bitmaps[block], page);
+        torn->pages++;
+        torn->offset = record_offset;
     }
-    return 0;
+    pthread_mutex_unlock(&torn->lock);
+    return rc;
 }
 
+/* Without a torn page anywhere (the usual case) this takes no lock. A page
+ * is in at most one record per pass, and the receivers meet at every pass
+ * boundary, so a tear in pass k is seen here in pass k+1. */
 static void page_arrived_whole(struct load_state *state, uint32_t block, uint64_t page)
 {
-    if (state->torn[block] && test_and_clear_bit(state->torn[block], page))
-        state->torn_pages--;
+    struct torn_pages *torn = state->torn;
+
+    if (!atomic_load(&torn->pages))
+        return;
+    pthread_mutex_lock(&torn->lock);
+    if (torn->bitmaps[block] && test_and_clear_bit(torn->bitmaps[block], page))
+        torn->pages--;
+    pthread_mutex_unlock(&torn->lock);
 }
 
 static int check_page_indexes(const struct load_state *state, uint32_t block, uint32_t count,
@@ -133,33 +162,73 @@ static int check_page_indexes(const struct load_state *state, uint32_t block, ui
     return 0;
 }
 
+/* The checked part of PAGES and PAGES_ZSTD: block, count, indexes, CRCs. */
+struct pages_meta {
+    uint32_t block, count;
+    uint64_t indexes[STREAM_PAGES_PER_RECORD];
+    uint32_t crcs[STREAM_PAGES_PER_RECORD];
+};
+
+static int parse_pages_meta(const struct stream_record *record, const struct load_state *state,
+                            uint32_t meta_length, struct pages_meta *meta, struct gw_error *err)
+{
+    const char *name = stream_record_name(record->type);
+    int rc;
+
+    if (meta_length < 8)
+        return gw_error_set(err, -EPROTO, "%s record is too short", name);
+    memcpy(&meta->block, record->body, 4);
+    memcpy(&meta->count, record->body + 4, 4);
+    if ((rc = check_block(state->nr_blocks, meta->block, name, err)) < 0)
+        return rc;
+    if (meta->count == 0 || meta->count > STREAM_PAGES_PER_RECORD ||
+        meta_length < 8 + 12 * meta->count + (meta->count % 2) * 4)
+        return gw_error_set(err, -EPROTO, "%s record at stream offset %" PRIu64 " of %u "
+                            "bytes cannot hold %u pages", name, record->offset, record->length,
+                            meta->count);
+    memcpy(meta->indexes, record->body + 8, 8 * meta->count);
+    memcpy(meta->crcs, record->body + 8 + 8 * meta->count, 4 * meta->count);
+    return check_page_indexes(state, meta->block, meta->count, meta->indexes, err);
+}
+
+/* The pages are in guest RAM: check each one's CRC. */
+static int pages_landed(struct load_state *state, const struct pages_meta *meta,
+                        uint32_t page_size, uint64_t record_offset, struct gw_error *err)
+{
+    int rc;
+
+    for (uint32_t i = 0; i < meta->count; i++) {
+        const uint8_t *host = state->blocks[meta->block].host + meta->indexes[i] * page_size;
+        if (state->written)
+            set_bit(state->written[meta->block], meta->indexes[i]);
+        if (stream_crc32c(0, host, page_size) == meta->crcs[i])
+            page_arrived_whole(state, meta->block, meta->indexes[i]);
+        else if ((rc = mark_torn(state, meta->block, meta->indexes[i], record_offset, err)) < 0)
+            return rc;
+    }
+    state->normal_pages += meta->count;
+    return 0;
+}
+
 int ram_load_pages(struct stream_reader *reader, struct stream_record *record,
                    struct load_state *state, struct gw_error *err)
 {
-    uint32_t page_size = reader->page_size, block, count;
-    uint64_t indexes[STREAM_PAGES_PER_RECORD];
-    uint32_t crcs[STREAM_PAGES_PER_RECORD];
+    uint32_t page_size = reader->page_size;
+    struct pages_meta meta;
     struct iovec iov[STREAM_PAGES_PER_RECORD];
     int nparts = 0, rc;
 
-    if (record->crc_length < 8)
-        return gw_error_set(err, -EPROTO, "PAGES record is too short");
-    memcpy(&block, record->body, 4);
-    memcpy(&count, record->body + 4, 4);
-    if ((rc = check_block(state->nr_blocks, block, "PAGES", err)) < 0)
+    rc = parse_pages_meta(record, state, record->crc_length, &meta, err);
+    if (rc < 0)
         return rc;
-    if (count == 0 || count > STREAM_PAGES_PER_RECORD ||
-        record->crc_length != 8 + 12 * count + (count % 2) * 4 ||
-        record->length != record->crc_length + (uint64_t)count * page_size)
+    if (record->crc_length != 8 + 12 * meta.count + (meta.count % 2) * 4 ||
+        record->length != record->crc_length + (uint64_t)meta.count * page_size)
         return gw_error_set(err, -EPROTO, "PAGES record at stream offset %" PRIu64 " of %u "
-                            "bytes cannot hold %u pages", record->offset, record->length, count);
-    memcpy(indexes, record->body + 8, 8 * count);
-    memcpy(crcs, record->body + 8 + 8 * count, 4 * count);
-    if ((rc = check_page_indexes(state, block, count, indexes, err)) < 0)
-        return rc;
+                            "bytes cannot hold %u pages", record->offset, record->length,
+                            meta.count);
     /* Every index is inside the block: read the data straight into place. */
-    for (uint32_t i = 0; i < count; i++) {
-        uint8_t *host = state->blocks[block].host + indexes[i] * page_size;
+    for (uint32_t i = 0; i < meta.count; i++) {
+        uint8_t *host = state->blocks[meta.block].host + meta.indexes[i] * page_size;
         if (nparts && (uint8_t *)iov[nparts - 1].iov_base + iov[nparts - 1].iov_len == host)
             iov[nparts - 1].iov_len += page_size;
         else
@@ -168,27 +237,41 @@ int ram_load_pages(struct stream_reader *reader, struct stream_record *record,
     rc = stream_read_payload(reader, record, iov, nparts, err);
     if (rc < 0)
         return rc;
-    for (uint32_t i = 0; i < count; i++) {
-        const uint8_t *host = state->blocks[block].host + indexes[i] * page_size;
-        if (state->written)
-            set_bit(state->written[block], indexes[i]);
-        if (stream_crc32c(0, host, page_size) == crcs[i])
-            page_arrived_whole(state, block, indexes[i]);
-        else if ((rc = mark_torn(state, block, indexes[i], record->offset, err)) < 0)
-            return rc;
-    }
-    state->normal_pages += count;
-    return 0;
+    return pages_landed(state, &meta, page_size, record->offset, err);
+}
+
+int ram_load_pages_zstd(struct stream_record *record, struct load_state *state, uint32_t page_size,
+                        void *dctx, uint8_t *scratch, struct gw_error *err)
+{
+    struct pages_meta meta;
+    uint32_t meta_length;
+    size_t size;
+    int rc = parse_pages_meta(record, state, record->length, &meta, err);
+
+    if (rc < 0)
+        return rc;
+    meta_length = 8 + 12 * meta.count + (meta.count % 2) * 4;
+    size = ZSTD_decompressDCtx(dctx, scratch, (size_t)meta.count * page_size,
+                               record->body + meta_length, record->length - meta_length);
+    if (ZSTD_isError(size) || size != (size_t)meta.count * page_size)
+        return gw_error_set(err, -EPROTO, "PAGES_ZSTD record at stream offset %" PRIu64 " does "
+                            "not decompress to its %u pages: %s", record->offset, meta.count,
+                            ZSTD_isError(size) ? ZSTD_getErrorName(size) : "wrong size");
+    for (uint32_t i = 0; i < meta.count; i++)
+        memcpy(state->blocks[meta.block].host + meta.indexes[i] * page_size,
+               scratch + (size_t)i * page_size, page_size);
+    return pages_landed(state, &meta, page_size, record->offset, err);
 }
 
 int ram_check_torn(const struct load_state *state, struct gw_error *err)
 {
-    if (state->torn_pages == 0)
+    if (atomic_load(&state->torn->pages) == 0)
         return 0;
     return gw_error_set(err, -EBADMSG,
                         "%" PRIu64 " page(s) arrived with a bad checksum (the last in the PAGES "
                         "record at stream offset %" PRIu64 ") and were not sent again: the "
-                        "stream is corrupt", state->torn_pages, state->torn_offset);
+                        "stream is corrupt", atomic_load(&state->torn->pages),
+                        state->torn->offset);
 }
 
 /* Without knowing what the memory held before, a page is read first and
@@ -235,9 +318,8 @@ int ram_load_zero_pages(struct load_state *state, uint32_t page_size, const uint
             page_arrived_whole(state, block, page);
             if (!written) {
                 clear_page(host, page_size);
-            } else if (written[block][page / 64] >> (page % 64) & 1) {
+            } else if (test_and_clear_bit(written[block], page)) {
                 memset(host, 0, page_size);   /* written by an earlier pass */
-                written[block][page / 64] &= ~(1ULL << (page % 64));
             }
         }
         state->zero_pages += run;

@@ -13,6 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <zstd.h>
+
 /* Pages per PAGES record the sender makes: the most the format allows.
  * Fewer syscalls and records per GiB; measured ~10% faster than 64 pages
  * here (pages are sent from guest memory, so no copy wants a small batch). */
@@ -21,57 +23,85 @@
 #define CHUNK_WORDS 4
 #define CHUNK_PAGES (CHUNK_WORDS * 64)
 
-/* Records ready to write, in order. The migration thread fills a slot (the
- * pages' CRCs, the next chunk's dirty-log clear) while the sender thread
- * writes the one before: CPU work and socket copies overlap. */
+/* Records ready to write, in order, per sending thread ("lane"). The
+ * migration thread fills a slot (page indexes and pointers, or zero runs)
+ * while the lane writes the one before, checking pages for zero (in
+ * zero-page-detection multifd), computing their CRCs and compressing them:
+ * CPU work and socket copies overlap, and with multifd spread over threads. */
 #define SEND_SLOTS 8
 
+enum slot_kind { SLOT_PAGES, SLOT_ZERO, SLOT_SYNC, SLOT_END, SLOT_DEVICE };
+
 struct send_slot {
-    uint32_t type;
-    uint32_t crc_length;
+    enum slot_kind kind;
     bool vm_stopped;
-    uint64_t pages;                          /* counted once written */
-    int nparts;
-    struct iovec parts[1 + BATCH_PAGES];     /* parts[0] is meta */
-    uint8_t meta[8 + STREAM_ZERO_RUNS_PER_RECORD * 16];
+    uint32_t block, count;                   /* PAGES; ZERO: runs */
+    uint64_t index[BATCH_PAGES];             /* PAGES */
+    const uint8_t *page[BATCH_PAGES];        /* PAGES: in guest memory */
+    uint64_t zero_runs[STREAM_ZERO_RUNS_PER_RECORD][2];   /* ZERO */
+    uint64_t pass;                           /* SYNC */
+    uint8_t device_header[DEVICE_RECORD_HEADER];          /* DEVICE */
+    const uint8_t *device_data;
+    size_t device_len;
+};
+
+/* A lane's own scratch, used by its thread only. */
+struct lane {
+    struct ram_sender *sender;
+    struct stream_writer *writer;   /* the main channel's, or own_writer */
+    struct stream_writer own_writer;
+    bool multifd;
+    pthread_t thread;
+    bool thread_started;
+    struct send_slot slots[SEND_SLOTS];
+    unsigned next_fill, next_send, queued;   /* under sender->lock */
+    /* The record being written: meta (block, count, indexes, CRCs, padding). */
+    uint8_t meta[8 + 12 * BATCH_PAGES + 4];
+    struct iovec parts[1 + BATCH_PAGES];
+    uint64_t zero_runs[BATCH_PAGES][2];
+    const uint8_t *data_pages[BATCH_PAGES];
+    uint64_t data_index[BATCH_PAGES];
+    ZSTD_CCtx *zstd;
+    uint8_t *compressed;
+    size_t compressed_cap;
 };
 
 struct ram_sender {
     struct migration *migration;
-    struct stream_writer *writer;
     uint32_t page_size;
     bool vm_stopped;
+    enum zero_page_detection zero_detection;
+    bool compress;
+    int zstd_level;
+    uint32_t packet_pages;
 
-    uint32_t batch_block;
-    uint32_t batch_count;
-    /* The record's checked part: block, count, indexes, CRCs, padding. */
-    struct {
-        uint64_t index[BATCH_PAGES];
-        uint32_t crc[BATCH_PAGES];
-    } meta;
-    const uint8_t *batch_pages[BATCH_PAGES];
+    /* Lanes: [0, nr_ram) carry RAM (and device state when there are no
+     * device lanes), [nr_ram, nr_lanes) device state only. */
+    struct lane *lanes;
+    unsigned nr_lanes, nr_ram;
+    unsigned next_ram, next_device;          /* round robin: migration thread */
 
-    uint32_t zero_block;
-    uint32_t zero_count;
+    /* The batch being filled by the migration thread. */
+    struct send_slot *batch;
+    struct lane *batch_lane;
+    uint32_t zero_block, zero_count;
     uint64_t zero_runs[STREAM_ZERO_RUNS_PER_RECORD][2];
 
-    uint64_t window_start_us, window_bytes;   /* max-bandwidth pacing: sender thread only */
+    pthread_mutex_t pace_lock;
+    uint64_t window_start_us, window_bytes;   /* max-bandwidth pacing, all lanes */
     int pagemap_fd;         /* /proc/self/pagemap, or -1: no zero hints */
     uint64_t pagemap[CHUNK_PAGES];
 
-    /* The queue: `lock` guards everything below; `changed` wakes both sides. */
-    pthread_t thread;
-    bool thread_started;
+    /* `lock` guards every lane's queue, stopping and the first error;
+     * `changed` wakes both sides. */
     pthread_mutex_t lock;
     pthread_cond_t changed;
-    struct send_slot slots[SEND_SLOTS];
-    unsigned next_fill, next_send, queued;
     bool stopping;
-    int send_rc;            /* the sender thread's first error, kept */
+    int send_rc;            /* the first error of any lane, kept */
     struct gw_error send_err;
 };
 
-static void *sender_thread(void *opaque);
+static void *lane_thread(void *opaque);
 
 bool ram_page_is_zero(const uint8_t *page, size_t len)
 {
@@ -85,24 +115,69 @@ bool ram_page_is_zero(const uint8_t *page, size_t len)
     return true;
 }
 
-struct ram_sender *ram_sender_new(struct migration *migration, struct stream_writer *writer,
-                                  uint32_t page_size)
+static int start_lane(struct ram_sender *sender, struct lane *lane, struct stream_writer *writer,
+                      struct channel *channel, struct gw_error *err)
 {
+    lane->sender = sender;
+    if (channel) {
+        lane->own_writer.io = channel_stream_io(channel);
+        lane->writer = &lane->own_writer;
+        lane->multifd = true;
+    } else {
+        lane->writer = writer;
+    }
+    if (sender->compress) {
+        lane->compressed_cap = ZSTD_compressBound((size_t)BATCH_PAGES * sender->page_size);
+        lane->zstd = ZSTD_createCCtx();
+        lane->compressed = malloc(lane->compressed_cap);
+        if (!lane->zstd || !lane->compressed)
+            return gw_error_set(err, -ENOMEM, "out of memory for zstd compression");
+        ZSTD_CCtx_setParameter(lane->zstd, ZSTD_c_compressionLevel, sender->zstd_level);
+    }
+    int rc = pthread_create(&lane->thread, NULL, lane_thread, lane);
+    if (rc)
+        return gw_error_set(err, -rc, "cannot start a page-sending thread: %s", strerror(rc));
+    lane->thread_started = true;
+    return 0;
+}
+
+struct ram_sender *ram_sender_new(struct migration *migration, struct stream_writer *main_writer,
+                                  uint32_t page_size, struct gw_error *err)
+{
+    const struct migration_config *config = &migration->config;
     struct ram_sender *sender = calloc(1, sizeof(*sender));
 
-    if (!sender)
+    if (!sender) {
+        gw_error_set(err, -ENOMEM, "out of memory for the page sender");
         return NULL;
+    }
     sender->migration = migration;
-    sender->writer = writer;
     sender->page_size = page_size;
+    sender->zero_detection = config->zero_detection;
+    sender->compress = config->compression == COMPRESSION_ZSTD;
+    pthread_mutex_lock(&migration->lock);
+    sender->zstd_level = (int)migration->params.multifd_zstd_level;
+    sender->packet_pages = (uint32_t)migration->params.packet_pages;
+    pthread_mutex_unlock(&migration->lock);
     sender->pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
     pthread_mutex_init(&sender->lock, NULL);
+    pthread_mutex_init(&sender->pace_lock, NULL);
     pthread_cond_init(&sender->changed, NULL);
-    if (pthread_create(&sender->thread, NULL, sender_thread, sender)) {
+    sender->nr_lanes = config->multifd ? migration->nr_multifd_channels : 1;
+    sender->nr_ram = config->multifd ? config->channels : 1;
+    sender->lanes = calloc(sender->nr_lanes, sizeof(*sender->lanes));
+    if (!sender->lanes) {
+        gw_error_set(err, -ENOMEM, "out of memory for the page sender");
         ram_sender_free(sender);
         return NULL;
     }
-    sender->thread_started = true;
+    for (unsigned i = 0; i < sender->nr_lanes; i++) {
+        struct channel *channel = config->multifd ? &migration->multifd_channels[i] : NULL;
+        if (start_lane(sender, &sender->lanes[i], main_writer, channel, err) < 0) {
+            ram_sender_free(sender);
+            return NULL;
+        }
+    }
     return sender;
 }
 
@@ -110,21 +185,28 @@ void ram_sender_free(struct ram_sender *sender)
 {
     if (!sender)
         return;
-    if (sender->thread_started) {
-        pthread_mutex_lock(&sender->lock);
-        sender->stopping = true;
-        pthread_cond_broadcast(&sender->changed);
-        pthread_mutex_unlock(&sender->lock);
-        pthread_join(sender->thread, NULL);
+    pthread_mutex_lock(&sender->lock);
+    sender->stopping = true;
+    pthread_cond_broadcast(&sender->changed);
+    pthread_mutex_unlock(&sender->lock);
+    for (unsigned i = 0; sender->lanes && i < sender->nr_lanes; i++) {
+        struct lane *lane = &sender->lanes[i];
+        if (lane->thread_started)
+            pthread_join(lane->thread, NULL);
+        ZSTD_freeCCtx(lane->zstd);
+        free(lane->compressed);
     }
+    free(sender->lanes);
     if (sender->pagemap_fd >= 0)
         close(sender->pagemap_fd);
     pthread_mutex_destroy(&sender->lock);
+    pthread_mutex_destroy(&sender->pace_lock);
     pthread_cond_destroy(&sender->changed);
     free(sender);
 }
 
-/* Sleeps as needed to keep to max-bandwidth, in slices that notice cancel. */
+/* Sleeps as needed to keep all lanes together to max-bandwidth, in slices
+ * that notice cancel. */
 static void pace(struct ram_sender *sender, uint64_t bytes, bool vm_stopped)
 {
     struct migration *migration = sender->migration;
@@ -135,12 +217,14 @@ static void pace(struct ram_sender *sender, uint64_t bytes, bool vm_stopped)
     pthread_mutex_unlock(&migration->lock);
     if (!limit || vm_stopped)
         return;   /* the stop-copy phase is never throttled: it is downtime */
+    pthread_mutex_lock(&sender->pace_lock);
     if (!sender->window_start_us || now - sender->window_start_us > 1000000) {
         sender->window_start_us = now;
         sender->window_bytes = 0;
     }
     sender->window_bytes += bytes;
     due_us = sender->window_start_us + sender->window_bytes * 1000000 / limit;
+    pthread_mutex_unlock(&sender->pace_lock);
     while (now < due_us && !migration_cancelled(migration)) {
         uint64_t nap = due_us - now > 20000 ? 20000 : due_us - now;
         struct timespec ts = { 0, (long)(nap * 1000) };
@@ -149,44 +233,202 @@ static void pace(struct ram_sender *sender, uint64_t bytes, bool vm_stopped)
     }
 }
 
-static int write_slot(struct ram_sender *sender, struct send_slot *slot, struct gw_error *err)
+/* Writes one record on the lane and counts it. */
+static int lane_write(struct lane *lane, uint32_t type, const struct iovec *parts, int nparts,
+                      uint32_t crc_length, bool vm_stopped, struct gw_error *err)
 {
-    struct migration_stats *stats = &sender->migration->stats;
-    uint64_t before = sender->writer->offset, bytes;
-    int rc = stream_write_record_partial_crc(sender->writer, slot->type, slot->parts,
-                                             slot->nparts, slot->crc_length, err);
+    struct migration *migration = lane->sender->migration;
+    uint64_t before = lane->writer->offset, bytes;
+    int rc = stream_write_record_partial_crc(lane->writer, type, parts, nparts, crc_length, err);
 
     if (rc < 0)
         return rc;
-    bytes = sender->writer->offset - before;
-    migration_count_sent(sender->migration, bytes, slot->vm_stopped);
-    atomic_fetch_add(slot->type == REC_PAGES ? &stats->normal_pages : &stats->zero_pages,
-                     slot->pages);
-    pace(sender, bytes, slot->vm_stopped);
+    bytes = lane->writer->offset - before;
+    migration_count_sent(migration, bytes, vm_stopped);
+    if (lane->multifd)
+        atomic_fetch_add(&migration->stats.multifd_bytes, bytes);
+    if (type == REC_DEVICE)
+        atomic_fetch_add(&migration->stats.device_transferred, bytes);
+    pace(lane->sender, bytes, vm_stopped);
     return 0;
 }
 
-/* The sender thread: owns the channel's write side while a pass runs. */
-static void *sender_thread(void *opaque)
+static uint32_t body_length(const struct iovec *parts, int nparts)
 {
-    struct ram_sender *sender = opaque;
+    size_t length = 0;
+
+    for (int i = 0; i < nparts; i++)
+        length += parts[i].iov_len;
+    return (uint32_t)length;
+}
+
+static int write_zero_runs(struct lane *lane, uint32_t block, uint64_t (*runs)[2],
+                           uint32_t count, bool vm_stopped, struct gw_error *err)
+{
+    uint32_t header[2] = { block, count };
+    struct iovec parts[2] = { { header, sizeof(header) }, { runs, count * sizeof(runs[0]) } };
+    uint64_t pages = 0;
+    int rc;
+
+    for (uint32_t i = 0; i < count; i++)
+        pages += runs[i][1];
+    rc = lane_write(lane, REC_ZERO_PAGES, parts, 2, body_length(parts, 2), vm_stopped, err);
+    if (rc == 0)
+        atomic_fetch_add(&lane->sender->migration->stats.zero_pages, pages);
+    return rc;
+}
+
+/* zero-page-detection multifd: the lane reads each page; zero ones leave
+ * the batch as runs. Returns the pages left with data. */
+static uint32_t split_zero_pages(struct lane *lane, const struct send_slot *slot,
+                                 uint32_t *nr_runs)
+{
+    uint32_t page_size = lane->sender->page_size, data = 0, runs = 0;
+
+    for (uint32_t i = 0; i < slot->count; i++) {
+        if (!ram_page_is_zero(slot->page[i], page_size)) {
+            lane->data_pages[data] = slot->page[i];
+            lane->data_index[data++] = slot->index[i];
+        } else if (runs && lane->zero_runs[runs - 1][0] + lane->zero_runs[runs - 1][1] ==
+                               slot->index[i]) {
+            lane->zero_runs[runs - 1][1]++;
+        } else {
+            lane->zero_runs[runs][0] = slot->index[i];
+            lane->zero_runs[runs++][1] = 1;
+        }
+    }
+    *nr_runs = runs;
+    return data;
+}
+
+static int compress_pages(struct lane *lane, uint32_t count, size_t *out_len,
+                          struct gw_error *err)
+{
+    ZSTD_outBuffer out = { lane->compressed, lane->compressed_cap, 0 };
+    size_t rc = ZSTD_CCtx_reset(lane->zstd, ZSTD_reset_session_only);
+
+    for (uint32_t i = 0; i < count && !ZSTD_isError(rc); i++) {
+        ZSTD_inBuffer in = { lane->data_pages[i], lane->sender->page_size, 0 };
+        ZSTD_EndDirective mode = i + 1 == count ? ZSTD_e_end : ZSTD_e_continue;
+        do {
+            rc = ZSTD_compressStream2(lane->zstd, &out, &in, mode);
+        } while (!ZSTD_isError(rc) && (in.pos < in.size || (mode == ZSTD_e_end && rc != 0)));
+    }
+    if (ZSTD_isError(rc))
+        return gw_error_set(err, -EIO, "zstd compression failed: %s", ZSTD_getErrorName(rc));
+    *out_len = out.pos;
+    return 0;
+}
+
+/* PAGES (or PAGES_ZSTD): meta (block, count, indexes, CRCs, padding to 8),
+ * covered by the record CRC, then the pages: straight from guest memory,
+ * adjacent pages in one iovec, or one zstd frame. */
+static int write_pages(struct lane *lane, uint32_t block, uint32_t count, bool vm_stopped,
+                       struct gw_error *err)
+{
+    uint32_t page_size = lane->sender->page_size;
+    uint32_t crc_length = 8 + 12 * count + (count % 2) * 4;
+    int nparts = 1, rc;
+
+    memcpy(lane->meta, &block, 4);
+    memcpy(lane->meta + 4, &count, 4);
+    memcpy(lane->meta + 8, lane->data_index, 8 * count);
+    for (uint32_t i = 0; i < count; i++) {
+        uint32_t crc = stream_crc32c(0, lane->data_pages[i], page_size);
+        memcpy(lane->meta + 8 + 8 * count + 4 * i, &crc, 4);
+    }
+    memset(lane->meta + 8 + 12 * count, 0, 4);
+    lane->parts[0] = (struct iovec){ lane->meta, crc_length };
+    if (lane->sender->compress) {
+        size_t len = 0;
+        if ((rc = compress_pages(lane, count, &len, err)) < 0)
+            return rc;
+        lane->parts[1] = (struct iovec){ lane->compressed, len };
+        rc = lane_write(lane, REC_PAGES_ZSTD, lane->parts, 2, crc_length + (uint32_t)len,
+                        vm_stopped, err);
+    } else {
+        for (uint32_t i = 0; i < count; i++) {
+            struct iovec *last = &lane->parts[nparts - 1];
+            if (nparts > 1 && (const uint8_t *)last->iov_base + last->iov_len == lane->data_pages[i])
+                last->iov_len += page_size;
+            else
+                lane->parts[nparts++] = (struct iovec){ (void *)lane->data_pages[i], page_size };
+        }
+        rc = lane_write(lane, REC_PAGES, lane->parts, nparts, crc_length, vm_stopped, err);
+    }
+    if (rc == 0)
+        atomic_fetch_add(&lane->sender->migration->stats.normal_pages, count);
+    return rc;
+}
+
+static int send_pages_slot(struct lane *lane, struct send_slot *slot, struct gw_error *err)
+{
+    uint32_t data = slot->count, runs = 0;
+    int rc = 0;
+
+    if (lane->sender->zero_detection == ZERO_DETECT_MULTIFD) {
+        data = split_zero_pages(lane, slot, &runs);
+    } else {
+        memcpy(lane->data_pages, slot->page, slot->count * sizeof(slot->page[0]));
+        memcpy(lane->data_index, slot->index, slot->count * sizeof(slot->index[0]));
+    }
+    if (runs)
+        rc = write_zero_runs(lane, slot->block, lane->zero_runs, runs, slot->vm_stopped, err);
+    if (rc == 0 && data)
+        rc = write_pages(lane, slot->block, data, slot->vm_stopped, err);
+    return rc;
+}
+
+static int send_slot(struct lane *lane, struct send_slot *slot, struct gw_error *err)
+{
+    struct iovec parts[2];
+
+    switch (slot->kind) {
+    case SLOT_PAGES:
+        return send_pages_slot(lane, slot, err);
+    case SLOT_ZERO:
+        return write_zero_runs(lane, slot->block, slot->zero_runs, slot->count, slot->vm_stopped,
+                               err);
+    case SLOT_SYNC:
+        parts[0] = (struct iovec){ &slot->pass, sizeof(slot->pass) };
+        return lane_write(lane, REC_SYNC, parts, 1, sizeof(slot->pass), slot->vm_stopped, err);
+    case SLOT_END:
+        return lane_write(lane, REC_CHANNEL_END, NULL, 0, 0, slot->vm_stopped, err);
+    case SLOT_DEVICE:
+        parts[0] = (struct iovec){ slot->device_header, DEVICE_RECORD_HEADER };
+        parts[1] = (struct iovec){ (void *)slot->device_data, slot->device_len };
+        return lane_write(lane, REC_DEVICE, parts, 2, body_length(parts, 2), slot->vm_stopped,
+                          err);
+    }
+    return 0;
+}
+
+/* A lane's thread: owns its channel's write side (or, without multifd, the
+ * main channel's while a pass runs). */
+static void *lane_thread(void *opaque)
+{
+    struct lane *lane = opaque;
+    struct ram_sender *sender = lane->sender;
+    struct gw_error err = { 0 };
 
     pthread_mutex_lock(&sender->lock);
     for (;;) {
-        while (!sender->queued && !sender->stopping)
+        while (!lane->queued && !sender->stopping)
             pthread_cond_wait(&sender->changed, &sender->lock);
-        if (!sender->queued)
+        if (!lane->queued)
             break;
-        struct send_slot *slot = &sender->slots[sender->next_send];
+        struct send_slot *slot = &lane->slots[lane->next_send];
         int rc = sender->send_rc;
         pthread_mutex_unlock(&sender->lock);
         if (rc == 0)   /* after an error, queued records are dropped */
-            rc = write_slot(sender, slot, &sender->send_err);
+            rc = send_slot(lane, slot, &err);
         pthread_mutex_lock(&sender->lock);
-        if (rc < 0 && !sender->send_rc)
+        if (rc < 0 && !sender->send_rc) {
             sender->send_rc = rc;
-        sender->next_send = (sender->next_send + 1) % SEND_SLOTS;
-        sender->queued--;
+            sender->send_err = err;
+        }
+        lane->next_send = (lane->next_send + 1) % SEND_SLOTS;
+        lane->queued--;
         pthread_cond_broadcast(&sender->changed);
     }
     pthread_mutex_unlock(&sender->lock);
@@ -202,104 +444,89 @@ static int sender_error(struct ram_sender *sender, struct gw_error *err)
     return rc;
 }
 
-/* Waits for a free slot; returns it, or NULL after a send error. */
-static struct send_slot *claim_slot(struct ram_sender *sender)
+/* Waits for a free slot on one of lanes [first, first + count), taken
+ * round robin from *next; returns it, or NULL after a send error. */
+static struct send_slot *claim_slot(struct ram_sender *sender, unsigned first, unsigned count,
+                                    unsigned *next, struct lane **lane_out)
 {
     struct send_slot *slot = NULL;
 
     pthread_mutex_lock(&sender->lock);
-    while (sender->queued == SEND_SLOTS && !sender->send_rc)
-        pthread_cond_wait(&sender->changed, &sender->lock);
-    if (!sender->send_rc)
-        slot = &sender->slots[sender->next_fill];
+    while (!slot && !sender->send_rc) {
+        for (unsigned i = 0; i < count && !slot; i++) {
+            struct lane *lane = &sender->lanes[first + (*next + i) % count];
+            if (lane->queued < SEND_SLOTS) {
+                slot = &lane->slots[lane->next_fill];
+                *lane_out = lane;
+                *next = (*next + i + 1) % count;
+            }
+        }
+        if (!slot)
+            pthread_cond_wait(&sender->changed, &sender->lock);
+    }
     pthread_mutex_unlock(&sender->lock);
     return slot;
 }
 
-static void queue_slot(struct ram_sender *sender)
+static struct send_slot *claim_ram_slot(struct ram_sender *sender, struct lane **lane)
+{
+    return claim_slot(sender, 0, sender->nr_ram, &sender->next_ram, lane);
+}
+
+static void queue_slot(struct ram_sender *sender, struct lane *lane)
 {
     pthread_mutex_lock(&sender->lock);
-    sender->next_fill = (sender->next_fill + 1) % SEND_SLOTS;
-    sender->queued++;
+    lane->next_fill = (lane->next_fill + 1) % SEND_SLOTS;
+    lane->queued++;
     pthread_cond_broadcast(&sender->changed);
     pthread_mutex_unlock(&sender->lock);
 }
 
-/* Returns once every queued record is written (or one failed). */
+/* Returns once every queued record of every lane is written (or one failed). */
 static int drain(struct ram_sender *sender, struct gw_error *err)
 {
+    bool busy = true;
     int rc;
 
     pthread_mutex_lock(&sender->lock);
-    while (sender->queued)
-        pthread_cond_wait(&sender->changed, &sender->lock);
+    while (busy) {
+        busy = false;
+        for (unsigned i = 0; i < sender->nr_lanes; i++)
+            busy |= sender->lanes[i].queued != 0;
+        if (busy)
+            pthread_cond_wait(&sender->changed, &sender->lock);
+    }
     rc = sender_error(sender, err);
     pthread_mutex_unlock(&sender->lock);
     return rc;
 }
 
-/* The PAGES body: meta (block, count, count indexes, count CRCs, padding to
- * 8), covered by the record CRC, then the pages from guest memory, adjacent
- * pages in one iovec. */
 static int flush_batch(struct ram_sender *sender, struct gw_error *err)
 {
-    uint32_t count = sender->batch_count, crc_length = 8 + 12 * count + (count % 2) * 4;
-    struct send_slot *slot;
-
-    if (!count)
+    if (!sender->batch)
         return 0;
-    slot = claim_slot(sender);
-    if (!slot)
-        return sender_error(sender, err);
-    memcpy(slot->meta, &sender->batch_block, 4);
-    memcpy(slot->meta + 4, &count, 4);
-    memcpy(slot->meta + 8, sender->meta.index, 8 * count);
-    memcpy(slot->meta + 8 + 8 * count, sender->meta.crc, 4 * count);
-    memset(slot->meta + 8 + 12 * count, 0, 4);
-    slot->parts[0] = (struct iovec){ slot->meta, crc_length };
-    slot->nparts = 1;
-    for (uint32_t i = 0; i < count; i++) {
-        struct iovec *last = &slot->parts[slot->nparts - 1];
-        if (slot->nparts > 1 &&
-            (const uint8_t *)last->iov_base + last->iov_len == sender->batch_pages[i])
-            last->iov_len += sender->page_size;
-        else
-            slot->parts[slot->nparts++] = (struct iovec){ (void *)sender->batch_pages[i],
-                                                          sender->page_size };
-    }
-    slot->type = REC_PAGES;
-    slot->crc_length = crc_length;
-    slot->vm_stopped = sender->vm_stopped;
-    slot->pages = count;
-    sender->batch_count = 0;
-    queue_slot(sender);
-    return 0;
+    sender->batch = NULL;
+    queue_slot(sender, sender->batch_lane);
+    return sender_error(sender, err);
 }
 
 static int flush_zero(struct ram_sender *sender, struct gw_error *err)
 {
-    uint32_t header[2] = { sender->zero_block, sender->zero_count };
-    size_t runs = sender->zero_count * sizeof(sender->zero_runs[0]);
     struct send_slot *slot;
-    uint64_t pages = 0;
+    struct lane *lane;
 
     if (!sender->zero_count)
         return 0;
-    slot = claim_slot(sender);
+    slot = claim_ram_slot(sender, &lane);
     if (!slot)
         return sender_error(sender, err);
-    for (uint32_t i = 0; i < sender->zero_count; i++)
-        pages += sender->zero_runs[i][1];
-    memcpy(slot->meta, header, sizeof(header));
-    memcpy(slot->meta + sizeof(header), sender->zero_runs, runs);
-    slot->parts[0] = (struct iovec){ slot->meta, sizeof(header) + runs };
-    slot->nparts = 1;
-    slot->type = REC_ZERO_PAGES;
-    slot->crc_length = (uint32_t)(sizeof(header) + runs);
+    slot->kind = SLOT_ZERO;
+    slot->block = sender->zero_block;
+    slot->count = sender->zero_count;
     slot->vm_stopped = sender->vm_stopped;
-    slot->pages = pages;
+    memcpy(slot->zero_runs, sender->zero_runs, sender->zero_count * sizeof(sender->zero_runs[0]));
     sender->zero_count = 0;
-    queue_slot(sender);
+    queue_slot(sender, lane);
     return 0;
 }
 
@@ -328,22 +555,31 @@ static int add_zero(struct ram_sender *sender, uint32_t block, uint64_t page,
     return 0;
 }
 
+/* Pages go straight into a slot of the lane that will send them. */
 static int add_page(struct ram_sender *sender, uint32_t block, uint64_t page,
                     const uint8_t *data, struct gw_error *err)
 {
+    struct send_slot *slot = sender->batch;
     int rc;
 
-    if (sender->batch_count == BATCH_PAGES ||
-        (sender->batch_count && sender->batch_block != block)) {
+    if (slot && (slot->count == sender->packet_pages || slot->block != block)) {
         rc = flush_batch(sender, err);
         if (rc < 0)
             return rc;
+        slot = NULL;
     }
-    sender->batch_block = block;
-    sender->meta.index[sender->batch_count] = page;
-    sender->meta.crc[sender->batch_count] = stream_crc32c(0, data, sender->page_size);
-    sender->batch_pages[sender->batch_count] = data;
-    sender->batch_count++;
+    if (!slot) {
+        slot = claim_ram_slot(sender, &sender->batch_lane);
+        if (!slot)
+            return sender_error(sender, err);
+        slot->kind = SLOT_PAGES;
+        slot->block = block;
+        slot->count = 0;
+        slot->vm_stopped = sender->vm_stopped;
+        sender->batch = slot;
+    }
+    slot->index[slot->count] = page;
+    slot->page[slot->count++] = data;
     return 0;
 }
 
@@ -397,6 +633,8 @@ static void known_zero(struct ram_sender *sender, const struct ram_block *block,
                                     ? block_pages - first_page : (uint64_t)nr_words * 64);
 
     memset(zero, 0, nr_words * sizeof(uint64_t));
+    if (sender->zero_detection == ZERO_DETECT_NONE)
+        return;   /* every page goes with its data */
     if (block->fd >= 0)
         file_holes(block, first_page, pages, zero);
     else if (sender->pagemap_fd >= 0)
@@ -431,9 +669,11 @@ static int send_chunk(struct ram_sender *sender, uint32_t block_index, uint64_t 
             unsigned bit = (unsigned)__builtin_ctzll(word);
             uint64_t page = first_page + w * 64 + bit;
             const uint8_t *data = block->host + page * sender->page_size;
-            rc = (zero[w] >> bit & 1) || ram_page_is_zero(data, sender->page_size)
-                     ? add_zero(sender, block_index, page, err)
-                     : add_page(sender, block_index, page, data, err);
+            bool is_zero = (zero[w] >> bit & 1) ||
+                           (sender->zero_detection == ZERO_DETECT_LEGACY &&
+                            ram_page_is_zero(data, sender->page_size));
+            rc = is_zero ? add_zero(sender, block_index, page, err)
+                         : add_page(sender, block_index, page, data, err);
             if (rc < 0)
                 return rc;
         }
@@ -441,13 +681,32 @@ static int send_chunk(struct ram_sender *sender, uint32_t block_index, uint64_t 
     return 0;
 }
 
+/* Queues a record without data on every lane of [first, first + count). */
+static int queue_on_lanes(struct ram_sender *sender, unsigned first, unsigned count,
+                          enum slot_kind kind, uint64_t pass, struct gw_error *err)
+{
+    for (unsigned i = 0; i < count; i++) {
+        unsigned next = 0;
+        struct lane *lane;
+        struct send_slot *slot = claim_slot(sender, first + i, 1, &next, &lane);
+        if (!slot)
+            return sender_error(sender, err);
+        slot->kind = kind;
+        slot->pass = pass;
+        slot->vm_stopped = sender->vm_stopped;
+        queue_slot(sender, lane);
+    }
+    return 0;
+}
+
 int ram_sender_send_dirty(struct ram_sender *sender, bool clear_tracker, bool vm_stopped,
-                          struct gw_error *err)
+                          uint64_t pass, struct gw_error *err)
 {
     struct migration *migration = sender->migration;
     int rc;
 
     sender->vm_stopped = vm_stopped;
+    sender->batch = NULL;
     for (unsigned b = 0; b < migration->host.nr_blocks; b++) {
         uint64_t *bitmap = migration->bitmaps[b];
         uint64_t words = ram_block_bitmap_words(&migration->host.blocks[b]);
@@ -472,9 +731,41 @@ int ram_sender_send_dirty(struct ram_sender *sender, bool clear_tracker, bool vm
     }
     if ((rc = flush_batch(sender, err)) < 0 || (rc = flush_zero(sender, err)) < 0)
         return rc;
+    /* Invariant 3: the destination holds each RAM channel at SYNC(pass)
+     * until all have reached it. */
+    if (sender->migration->config.multifd &&
+        (rc = queue_on_lanes(sender, 0, sender->nr_ram, SLOT_SYNC, pass, err)) < 0)
+        return rc;
     /* The caller writes its own records next (PASS_END, DEVICE, END): ours
      * must all be on the wire first. */
     return drain(sender, err);
+}
+
+int ram_sender_queue_device(struct ram_sender *sender, const uint8_t *header, const uint8_t *data,
+                            size_t len, struct gw_error *err)
+{
+    unsigned nr_device = sender->nr_lanes - sender->nr_ram;
+    struct send_slot *slot;
+    struct lane *lane;
+
+    slot = nr_device ? claim_slot(sender, sender->nr_ram, nr_device, &sender->next_device, &lane)
+                     : claim_ram_slot(sender, &lane);
+    if (!slot)
+        return sender_error(sender, err);
+    slot->kind = SLOT_DEVICE;
+    slot->vm_stopped = true;
+    memcpy(slot->device_header, header, DEVICE_RECORD_HEADER);
+    slot->device_data = data;
+    slot->device_len = len;
+    queue_slot(sender, lane);
+    return 0;
+}
+
+int ram_sender_finish(struct ram_sender *sender, struct gw_error *err)
+{
+    int rc = queue_on_lanes(sender, 0, sender->nr_lanes, SLOT_END, 0, err);
+
+    return rc < 0 ? rc : drain(sender, err);
 }
 
 uint64_t ram_count_dirty(struct migration *migration)

@@ -35,6 +35,9 @@ struct source {
     uint64_t stop_us;          /* when the guest stopped; 0 while it runs */
     uint64_t expected_downtime_us;
     uint32_t precopy_buffers[DEVICE_MAX];   /* next precopy buffer index, per device */
+    uint64_t pass;             /* the dirty pass being sent, from 1 */
+    /* States of devices whose buffers the multifd channels are sending. */
+    struct gw_buffer multifd_states[DEVICE_MAX];
 };
 
 /* Writes a record on the main channel and counts its bytes. */
@@ -112,11 +115,17 @@ static int setup_devices(struct migration *migration, struct gw_error *err)
 static int setup(struct source *source, struct gw_error *err)
 {
     struct migration *migration = source->migration;
-    uint8_t blocks_body[8 + STREAM_BLOCKS_MAX * 48];
-    struct iovec part = { blocks_body, 0 };
+    uint8_t blocks_body[8 + STREAM_BLOCKS_MAX * 48], config_body[CONFIG_RECORD_SIZE];
+    uint8_t channel_header[CHANNEL_HEADER_SIZE];
+    struct iovec part = { blocks_body, 0 }, config_part = { config_body, sizeof(config_body) };
+    struct iovec header_part = { channel_header, sizeof(channel_header) };
     struct channel channel;
     int rc;
 
+    migration_snapshot_config(migration, &migration->config);
+    if ((rc = channels_new_id(&migration->config, err)) < 0)
+        return rc;
+    config_encode(&migration->config, config_body);
     rc = channel_connect(&migration->uri, migration->cancel_pipe[0], &channel, err);
     if (rc < 0)
         return rc;
@@ -137,9 +146,19 @@ static int setup(struct source *source, struct gw_error *err)
             return gw_error_set(err, -rc, "cannot start the return-path thread");
         migration->rp_running = true;
     }
+    if (migration->config.channel_header) {
+        channel_header_encode(channel_header, CHANNEL_MAIN, 0, migration->config.id);
+        rc = source->writer.io.writev(source->writer.io.opaque, &header_part, 1, err);
+        migration_count_sent(migration, sizeof(channel_header), false);
+        if (rc < 0)
+            return rc;
+    }
+    uint64_t before = source->writer.offset;
     rc = stream_write_header(&source->writer, source->page_size, err);
-    migration_count_sent(migration, source->writer.offset, false);
-    if (rc < 0 || (rc = write_record(source, REC_RAM_BLOCKS, &part, 1, err)) < 0)
+    migration_count_sent(migration, source->writer.offset - before, false);
+    if (rc < 0 || (rc = write_record(source, REC_RAM_BLOCKS, &part, 1, err)) < 0 ||
+        (rc = write_record(source, REC_CONFIG, &config_part, 1, err)) < 0 ||
+        (rc = channels_connect_multifd(migration, source->page_size, err)) < 0)
         return rc;
     /* Every page is dirty before the first pass: all of RAM remains. */
     if ((rc = migration_alloc_bitmaps(migration, true, err)) < 0 ||
@@ -154,10 +173,8 @@ static int setup(struct source *source, struct gw_error *err)
     /* Starting to track, every page dirty, is the first sync: QEMU counts
      * it too, so dirty-sync-count is 1 during the first pass. */
     atomic_store(&migration->stats.dirty_sync_count, 1);
-    source->sender = ram_sender_new(migration, &source->writer, source->page_size);
-    if (!source->sender)
-        return gw_error_set(err, -ENOMEM, "out of memory for the page sender");
-    return 0;
+    source->sender = ram_sender_new(migration, &source->writer, source->page_size, err);
+    return source->sender ? 0 : -ENOMEM;
 }
 
 /* Asks every device what it still has to send, clamped: a device may report
@@ -183,22 +200,29 @@ static uint64_t device_stopcopy_bytes(struct migration *migration)
     return stopcopy_total;
 }
 
+static void device_buffer_header(const struct device *device, uint32_t index, uint32_t flags,
+                                 uint8_t *header)
+{
+    memset(header, 0, DEVICE_RECORD_HEADER);
+    memcpy(header, device->id, strnlen(device->id, DEVICE_ID_MAX));
+    memcpy(header + 32, &device->instance, 4);
+    memcpy(header + 36, &device->version, 4);
+    memcpy(header + 40, &index, 4);
+    memcpy(header + 44, &flags, 4);
+}
+
 /* One DEVICE record: a precopy buffer, or one buffer of a stop-copy state. */
 static int send_device_buffer(struct source *source, const struct device *device,
                               uint32_t index, uint32_t flags, const uint8_t *data, size_t len,
                               struct gw_error *err)
 {
     struct migration_stats *stats = &source->migration->stats;
-    uint8_t header[DEVICE_RECORD_HEADER] = { 0 };
+    uint8_t header[DEVICE_RECORD_HEADER];
     struct iovec parts[2] = { { header, sizeof(header) }, { (void *)data, len } };
     uint64_t before = source->writer.offset;
     int rc;
 
-    memcpy(header, device->id, strnlen(device->id, DEVICE_ID_MAX));
-    memcpy(header + 32, &device->instance, 4);
-    memcpy(header + 36, &device->version, 4);
-    memcpy(header + 40, &index, 4);
-    memcpy(header + 44, &flags, 4);
+    device_buffer_header(device, index, flags, header);
     rc = write_record(source, REC_DEVICE, parts, 2, err);
     atomic_fetch_add(&stats->device_transferred, source->writer.offset - before);
     return rc;
@@ -270,7 +294,8 @@ static int run_pass(struct source *source, uint64_t pass, uint64_t *dirty_pages,
 
     migration_emit(migration, "MIGRATION_PASS", json_pack("{s:I}", "pass", (json_int_t)pass));
     atomic_store(&stats->pass_started_us, started);
-    rc = ram_sender_send_dirty(source->sender, true, false, err);
+    source->pass = pass;
+    rc = ram_sender_send_dirty(source->sender, true, false, pass, err);
     if (rc == 0)
         rc = send_device_precopy(source, err);
     atomic_store(&stats->pass_started_us, 0);
@@ -359,39 +384,71 @@ static int precopy(struct source *source, struct gw_error *err)
     }
 }
 
-/* Every device's stop-copy state, cut into buffers of DEVICE_BUFFER_MAX. */
+/* Seed 002: with multifd and channel headers, a device that takes multifd
+ * has its state sent by the multifd channels, while this thread goes on
+ * with the other devices on the main channel. */
+static bool device_on_multifd(const struct source *source, const struct device *device)
+{
+    const struct migration_config *config = &source->migration->config;
+
+    return device->ops->multifd && config->multifd && config->channel_header;
+}
+
+/* One device's stop-copy state, cut into buffers of DEVICE_BUFFER_MAX. */
+static int send_device_state(struct source *source, struct device *device, struct gw_buffer *state,
+                             struct gw_error *err)
+{
+    bool multifd = device_on_multifd(source, device);
+    size_t offset = 0;
+    uint32_t index = 0;
+    int rc;
+
+    rc = device->ops->save(device->opaque, state, err);
+    if (rc < 0)
+        return gw_error_prefix(err, "saving device '%s'", device->id), rc;
+    if (state->len > DEVICE_STATE_MAX)
+        return gw_error_set(err, -EMSGSIZE, "device '%s' saved %zu bytes, more than %llu",
+                            device->id, state->len, (unsigned long long)DEVICE_STATE_MAX);
+    device->saved_size = state->len;
+    do {
+        size_t len = state->len - offset < DEVICE_BUFFER_MAX ? state->len - offset
+                                                             : DEVICE_BUFFER_MAX;
+        uint32_t flags = offset + len == state->len ? DEVICE_LAST : 0;
+        const uint8_t *data = state->data ? state->data + offset : NULL;
+        if (multifd) {
+            uint8_t header[DEVICE_RECORD_HEADER];
+            device_buffer_header(device, index++, flags, header);
+            rc = ram_sender_queue_device(source->sender, header, data, len, err);
+        } else {
+            rc = send_device_buffer(source, device, index++, flags, data, len, err);
+        }
+        offset += len;
+    } while (rc == 0 && offset < state->len);
+    return rc;
+}
+
+/* Every device's stop-copy state: those on multifd channels first, so they
+ * travel while this thread sends the others. */
 static int send_devices(struct source *source, struct gw_error *err)
 {
     struct device_registry *devices = source->migration->host.devices;
     struct gw_buffer state = { 0 };
     int rc = 0;
 
-    for (unsigned i = 0; devices && i < devices->count && rc == 0; i++) {
-        struct device *device = &devices->devices[i];
-        gw_buffer_reset(&state);
-        rc = device->ops->save(device->opaque, &state, err);
-        if (rc < 0) {
-            gw_error_prefix(err, "saving device '%s'", device->id);
-            break;
+    for (unsigned pass = 0; pass < 2; pass++) {
+        for (unsigned i = 0; devices && i < devices->count && rc == 0; i++) {
+            struct device *device = &devices->devices[i];
+            bool multifd = device_on_multifd(source, device);
+            if (multifd != (pass == 0))
+                continue;
+            gw_buffer_reset(&state);
+            rc = send_device_state(source, device, multifd ? &source->multifd_states[i] : &state,
+                                   err);
         }
-        if (state.len > DEVICE_STATE_MAX) {
-            rc = gw_error_set(err, -EMSGSIZE, "device '%s' saved %zu bytes, more than %llu",
-                              device->id, state.len, (unsigned long long)DEVICE_STATE_MAX);
-            break;
-        }
-        device->saved_size = state.len;
-        size_t offset = 0;
-        uint32_t index = 0;
-        do {
-            size_t len = state.len - offset < DEVICE_BUFFER_MAX ? state.len - offset
-                                                                : DEVICE_BUFFER_MAX;
-            uint32_t flags = offset + len == state.len ? DEVICE_LAST : 0;
-            rc = send_device_buffer(source, device, index++, flags,
-                                    state.data ? state.data + offset : NULL, len, err);
-            offset += len;
-        } while (rc == 0 && offset < state.len);
     }
     gw_buffer_free(&state);
+    if (rc == 0 && source->migration->config.multifd)
+        rc = ram_sender_finish(source->sender, err);
     return rc;
 }
 
@@ -456,7 +513,7 @@ static int switchover(struct source *source, struct gw_error *err)
     if ((rc = sync_dirty(source, err)) < 0)
         return rc;
     atomic_store(&stats->remaining_bytes, ram_count_dirty(migration) * source->page_size);
-    if ((rc = ram_sender_send_dirty(source->sender, false, true, err)) < 0 ||
+    if ((rc = ram_sender_send_dirty(source->sender, false, true, source->pass + 1, err)) < 0 ||
         (rc = send_devices(source, err)) < 0 || (rc = send_end(source, err)) < 0)
         return rc;
     atomic_store(&stats->remaining_bytes, 0);
@@ -484,6 +541,27 @@ static int switchover(struct source *source, struct gw_error *err)
     return 0;
 }
 
+/* A multifd channel's write can fail before the return path delivers the
+ * destination's reason (it refused, and closed everything): give the
+ * return path a moment, so the user reads the reason, not "broken pipe". */
+static void wait_for_rp_error(struct migration *migration)
+{
+    uint64_t deadline = migration_now_us() + 1000000;
+
+    pthread_mutex_lock(&migration->lock);
+    while (!migration->rp_error[0] && !migration->rp_closed && migration_now_us() < deadline) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 20 * 1000000;
+        if (until.tv_nsec >= 1000000000) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&migration->changed, &migration->lock, &until);
+    }
+    pthread_mutex_unlock(&migration->lock);
+}
+
 static void finish(struct source *source, int rc, struct gw_error *err)
 {
     struct migration *migration = source->migration;
@@ -493,9 +571,17 @@ static void finish(struct source *source, int rc, struct gw_error *err)
         migration->host.dirty->stop(migration->host.dirty_opaque);
     if (rc < 0 && source->vm_stopped)
         migration->host.resume(migration->host.opaque);
+    if ((rc == -EPIPE || rc == -ECONNRESET) && migration->rp_running)
+        wait_for_rp_error(migration);
     pthread_mutex_lock(&migration->lock);
     channel_shutdown(&migration->channel);
+    channels_shutdown_multifd(migration);
     pthread_mutex_unlock(&migration->lock);
+    ram_sender_free(source->sender);
+    source->sender = NULL;
+    channels_close_multifd(migration);
+    for (unsigned i = 0; i < DEVICE_MAX; i++)
+        gw_buffer_free(&source->multifd_states[i]);
     if (migration->rp_running) {
         pthread_join(migration->rp_thread, NULL);
         migration->rp_running = false;
@@ -505,7 +591,6 @@ static void finish(struct source *source, int rc, struct gw_error *err)
     if (rc < 0 && migration->rp_error[0] && !migration_cancelled(migration))
         gw_error_set(err, -EIO, "the destination failed: %s", migration->rp_error);
     pthread_mutex_unlock(&migration->lock);
-    ram_sender_free(source->sender);
     atomic_store(&stats->total_ms, migration_now_us() / 1000 - atomic_load(&stats->start_ms));
     if (rc < 0) {
         migration_fail(migration, err);

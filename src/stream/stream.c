@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include <isa-l/crc.h>
+#include <zstd.h>
 
 #include <godwit/device.h>
 
@@ -36,6 +37,10 @@ const char *stream_record_name(uint32_t type)
     case REC_END: return "END";
     case REC_GO: return "GO";
     case REC_PASS_END: return "PASS_END";
+    case REC_CONFIG: return "CONFIG";
+    case REC_PAGES_ZSTD: return "PAGES_ZSTD";
+    case REC_SYNC: return "SYNC";
+    case REC_CHANNEL_END: return "CHANNEL_END";
     case REC_RP_READY: return "RP_READY";
     case REC_RP_RUNNING: return "RP_RUNNING";
     case REC_RP_ERROR: return "RP_ERROR";
@@ -51,13 +56,19 @@ bool stream_record_known(uint32_t type)
 uint32_t stream_record_max(uint32_t type, uint32_t page_size)
 {
     switch (type) {
-    case REC_RAM_BLOCKS: return 4 + STREAM_BLOCKS_MAX * 48;
+    case REC_RAM_BLOCKS: return 8 + STREAM_BLOCKS_MAX * 48;
     case REC_PAGES: return 8 + STREAM_PAGES_PER_RECORD * (12 + page_size);
     case REC_ZERO_PAGES: return 8 + STREAM_ZERO_RUNS_PER_RECORD * 16;
     case REC_DEVICE: return 48 + DEVICE_BUFFER_MAX;
     case REC_END: return 32;
     case REC_GO: return 0;
     case REC_PASS_END: return 8;
+    case REC_CONFIG: return 40;
+    case REC_PAGES_ZSTD:
+        return 8 + STREAM_PAGES_PER_RECORD * 12 +
+               (uint32_t)ZSTD_COMPRESSBOUND(STREAM_PAGES_PER_RECORD * (size_t)page_size);
+    case REC_SYNC: return 8;
+    case REC_CHANNEL_END: return 0;
     case REC_RP_READY: return 0;
     case REC_RP_RUNNING: return 0;
     case REC_RP_ERROR: return 4 + STREAM_ERROR_TEXT_MAX;

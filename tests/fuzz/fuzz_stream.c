@@ -58,7 +58,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct input input = { data, size, 0 };
     struct stream_reader reader = { .io = { .read = read_input, .opaque = &input } };
     struct ram_block block = { "ram-below-4g", NULL, RAM_SIZE, 4096, 0, -1, 0 };
-    struct load_state state = { .blocks = &block, .nr_blocks = 1, .devices = &devices };
+    struct load_state state;
     uint64_t written_words[RAM_SIZE / 4096 / 64] = { 0 };
     uint64_t *written[1] = { written_words };
 
@@ -67,6 +67,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         for (size_t i = 0; i < sizeof(device_ids) / sizeof(device_ids[0]); i++)
             device_register(&devices, device_ids[i], 0, 1, &fake_ops, sink, NULL);
     }
+    load_state_init(&state, &block, 1, &devices);
     memset(memory, 0x5a, GUARD);
     memset(memory + GUARD + RAM_SIZE, 0x5a, GUARD);
     block.host = memory + GUARD;

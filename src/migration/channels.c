@@ -1,0 +1,490 @@
+/* The connections of one migration: channel headers, the CONFIG record, the
+ * source connecting its multifd channels, and the destination sorting the
+ * connections it accepts into the main channel and multifd channels, and
+ * refusing any that belong to another migration. */
+#include "migration_internal.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* A connection must show what it is this soon after it is accepted. */
+#define HEADER_TIMEOUT_MS 5000
+/* Every channel of a migration arrives within this of the main channel. */
+#define CHANNELS_TIMEOUT_US (30ULL * 1000000)
+
+static const char *const compression_names[] = { "none", "zstd" };
+static const char *const zero_detection_names[] = { "none", "legacy", "multifd" };
+static const char *const type_names[] = { "?", "main", "multifd RAM", "multifd device state" };
+
+void channel_header_encode(uint8_t *out, uint32_t type, uint32_t index, const uint8_t *id)
+{
+    uint32_t version = 1, crc;
+
+    memset(out, 0, CHANNEL_HEADER_SIZE);
+    memcpy(out, CHANNEL_MAGIC, 8);
+    memcpy(out + 8, &version, 4);
+    memcpy(out + 12, &type, 4);
+    memcpy(out + 16, &index, 4);
+    memcpy(out + 24, id, 16);
+    crc = stream_crc32c(0, out, 40);
+    memcpy(out + 40, &crc, 4);
+}
+
+int channel_header_decode(const uint8_t *in, uint32_t *type, uint32_t *index, uint8_t *id,
+                          struct gw_error *err)
+{
+    uint32_t version, crc;
+
+    if (memcmp(in, CHANNEL_MAGIC, 8))
+        return gw_error_set(err, -EPROTO, "the connection does not start with a godwit "
+                            "channel header");
+    memcpy(&version, in + 8, 4);
+    memcpy(type, in + 12, 4);
+    memcpy(index, in + 16, 4);
+    memcpy(id, in + 24, 16);
+    memcpy(&crc, in + 40, 4);
+    if (crc != stream_crc32c(0, in, 40))
+        return gw_error_set(err, -EBADMSG, "the channel header's CRC is wrong");
+    if (version != 1)
+        return gw_error_set(err, -EPROTO, "the channel header has version %u; this godwit "
+                            "reads version 1", version);
+    if (*type < CHANNEL_MAIN || *type > CHANNEL_DEVICE)
+        return gw_error_set(err, -EPROTO, "the channel header has type %u; types are 1 (main), "
+                            "2 (multifd RAM) and 3 (multifd device state)", *type);
+    return 0;
+}
+
+void config_encode(const struct migration_config *config, uint8_t *out)
+{
+    uint32_t fields[6] = { config->multifd, config->channels, config->compression,
+                           config->zero_detection, config->channel_header,
+                           config->device_channels };
+
+    memcpy(out, fields, sizeof(fields));
+    memcpy(out + 24, config->id, 16);
+}
+
+static const char *on_off(uint32_t value)
+{
+    return value ? "on" : "off";
+}
+
+static const char *name_of(const char *const *names, unsigned count, uint32_t value)
+{
+    return value < count ? names[value] : "(unknown)";
+}
+
+int config_check(const struct migration_config *ours, const uint8_t *body, uint32_t length,
+                 struct migration_config *theirs, struct gw_error *err)
+{
+    uint32_t fields[6];
+
+    if (length != CONFIG_RECORD_SIZE)
+        return gw_error_set(err, -EPROTO, "CONFIG record has %u bytes, not %d", length,
+                            CONFIG_RECORD_SIZE);
+    memcpy(fields, body, sizeof(fields));
+    *theirs = (struct migration_config){ fields[0], fields[1], fields[2], fields[3], fields[4],
+                                         fields[5], { 0 } };
+    memcpy(theirs->id, body + 24, 16);
+    if (theirs->multifd != ours->multifd)
+        return gw_error_set(err, -EINVAL, "the source has capability multifd %s, this "
+                            "destination %s: set the same on both sides",
+                            on_off(theirs->multifd), on_off(ours->multifd));
+    if (theirs->channel_header != ours->channel_header)
+        return gw_error_set(err, -EINVAL, "the source has capability x-channel-header %s, this "
+                            "destination %s: set the same on both sides",
+                            on_off(theirs->channel_header), on_off(ours->channel_header));
+    if (theirs->zero_detection != ours->zero_detection)
+        return gw_error_set(err, -EINVAL, "the source uses zero-page-detection %s, this "
+                            "destination %s: set the same on both sides",
+                            name_of(zero_detection_names, 3, theirs->zero_detection),
+                            name_of(zero_detection_names, 3, ours->zero_detection));
+    if (!ours->multifd)
+        return 0;
+    if (theirs->channels != ours->channels)
+        return gw_error_set(err, -EINVAL, "the source uses multifd-channels %u, this "
+                            "destination %u: set the same on both sides", theirs->channels,
+                            ours->channels);
+    if (theirs->compression != ours->compression)
+        return gw_error_set(err, -EINVAL, "the source uses multifd-compression %s, this "
+                            "destination %s: set the same on both sides",
+                            name_of(compression_names, 2, theirs->compression),
+                            name_of(compression_names, 2, ours->compression));
+    if (theirs->device_channels != ours->device_channels)
+        return gw_error_set(err, -EINVAL, "the source uses x-multifd-channels-device-state %u, "
+                            "this destination %u: set the same on both sides",
+                            theirs->device_channels, ours->device_channels);
+    return 0;
+}
+
+void migration_snapshot_config(struct migration *migration, struct migration_config *config)
+{
+    pthread_mutex_lock(&migration->lock);
+    *config = (struct migration_config){
+        .multifd = migration->cap_multifd,
+        .channels = migration->cap_multifd ? (uint32_t)migration->params.multifd_channels : 0,
+        .compression = migration->cap_multifd ? (uint32_t)migration->params.multifd_compression
+                                              : COMPRESSION_NONE,
+        .zero_detection = (uint32_t)migration->params.zero_page_detection,
+        .channel_header = migration->cap_channel_header,
+        .device_channels = migration->cap_multifd && migration->cap_channel_header
+                               ? (uint32_t)migration->params.device_channels : 0,
+    };
+    pthread_mutex_unlock(&migration->lock);
+}
+
+/* --- source --- */
+
+static unsigned multifd_channel_count(const struct migration_config *config)
+{
+    return config->multifd ? config->channels + config->device_channels : 0;
+}
+
+/* Connects every multifd channel and writes its channel header and stream
+ * header. Each connection is published under the lock at once, so a
+ * cancel shuts down those made so far. */
+int channels_connect_multifd(struct migration *migration, uint32_t page_size,
+                             struct gw_error *err)
+{
+    const struct migration_config *config = &migration->config;
+    unsigned count = multifd_channel_count(config);
+    struct channel *channels = count ? calloc(count, sizeof(*channels)) : NULL;
+    int rc;
+
+    if (count && !channels)
+        return gw_error_set(err, -ENOMEM, "out of memory for the multifd channels");
+    pthread_mutex_lock(&migration->lock);
+    migration->multifd_channels = channels;
+    migration->nr_multifd_channels = 0;
+    pthread_mutex_unlock(&migration->lock);
+    for (unsigned i = 0; i < count; i++) {
+        bool ram = i < config->channels;
+        uint8_t header[CHANNEL_HEADER_SIZE];
+        struct channel channel;
+        rc = channel_connect(&migration->uri, migration->cancel_pipe[0], &channel, err);
+        if (rc < 0) {
+            gw_error_prefix(err, "multifd channel %u", i);
+            return rc;
+        }
+        pthread_mutex_lock(&migration->lock);
+        channels[i] = channel;
+        migration->nr_multifd_channels = i + 1;
+        if (migration_cancelled(migration))
+            channel_shutdown(&channels[i]);
+        pthread_mutex_unlock(&migration->lock);
+        struct stream_writer writer = { .io = channel_stream_io(&channels[i]) };
+        struct iovec part = { header, sizeof(header) };
+        channel_header_encode(header, ram ? CHANNEL_RAM : CHANNEL_DEVICE,
+                              ram ? i : i - config->channels, config->id);
+        if ((rc = writer.io.writev(writer.io.opaque, &part, 1, err)) < 0 ||
+            (rc = stream_write_header(&writer, page_size, err)) < 0)
+            return rc;
+        migration_count_sent(migration, sizeof(header) + writer.offset, false);
+        atomic_fetch_add(&migration->stats.multifd_bytes, sizeof(header) + writer.offset);
+    }
+    return 0;
+}
+
+int channels_new_id(struct migration_config *config, struct gw_error *err)
+{
+    if (getrandom(config->id, sizeof(config->id), 0) != (ssize_t)sizeof(config->id))
+        return gw_error_set(err, -errno, "getrandom failed: %s", strerror(errno));
+    return 0;
+}
+
+void channels_close_multifd(struct migration *migration)
+{
+    pthread_mutex_lock(&migration->lock);
+    for (unsigned i = 0; i < migration->nr_multifd_channels; i++)
+        channel_close(&migration->multifd_channels[i]);
+    free(migration->multifd_channels);
+    migration->multifd_channels = NULL;
+    migration->nr_multifd_channels = 0;
+    pthread_mutex_unlock(&migration->lock);
+}
+
+void channels_shutdown_multifd(struct migration *migration)
+{
+    for (unsigned i = 0; i < migration->nr_multifd_channels; i++)
+        channel_shutdown(&migration->multifd_channels[i]);
+}
+
+/* --- destination --- */
+
+void channels_send_error(struct channel *channel, const struct gw_error *failure)
+{
+    struct stream_writer writer = { .io = channel_stream_io(channel) };
+    uint8_t body[4 + STREAM_ERROR_TEXT_MAX];
+    int32_t code = failure->code;
+    size_t len = strnlen(failure->msg, sizeof(failure->msg));
+    struct iovec part = { body, 4 + len };
+
+    memcpy(body, &code, 4);
+    memcpy(body + 4, failure->msg, len);
+    stream_write_record(&writer, REC_RP_ERROR, &part, 1, NULL);   /* best effort */
+}
+
+/* Waits for len bytes to be readable (peek) or read them, with a timeout
+ * and the cancel pipe. */
+static int wait_bytes(int fd, int cancel_fd, uint8_t *buf, size_t len, bool peek,
+                      struct gw_error *err)
+{
+    uint64_t deadline = migration_now_us() + HEADER_TIMEOUT_MS * 1000ULL;
+    size_t done = 0;
+
+    while (done < len) {
+        struct pollfd fds[2] = { { .fd = fd, .events = POLLIN },
+                                 { .fd = cancel_fd, .events = POLLIN } };
+        uint64_t now = migration_now_us();
+        if (now >= deadline)
+            return gw_error_set(err, -ETIMEDOUT, "the connection sent no channel header within "
+                                "%d s", HEADER_TIMEOUT_MS / 1000);
+        int ready = poll(fds, cancel_fd >= 0 ? 2 : 1, (int)((deadline - now) / 1000) + 1);
+        if (ready < 0 && errno != EINTR)
+            return gw_error_set(err, -errno, "poll failed: %s", strerror(errno));
+        if (ready > 0 && fds[1].revents)
+            return gw_error_set(err, -ECANCELED, "the incoming migration was cancelled");
+        if (ready <= 0)
+            continue;
+        ssize_t n = recv(fd, buf + (peek ? 0 : done), peek ? len : len - done,
+                         peek ? MSG_PEEK : 0);
+        if (n == 0)
+            return gw_error_set(err, -EPIPE, "the connection closed before its channel header");
+        if (n < 0 && errno != EINTR && errno != EAGAIN)
+            return gw_error_set(err, -errno, "reading a channel header: %s", strerror(errno));
+        if (n > 0)
+            done = peek ? (size_t)n : done + (size_t)n;
+        if (peek && done < len) {
+            struct timespec pause = { 0, 1000000 };
+            nanosleep(&pause, NULL);
+        }
+    }
+    return 0;
+}
+
+/* One accepted connection: its type and index, from its header or, for a
+ * main channel without one, from its stream magic. */
+struct incoming {
+    struct channel channel;
+    uint32_t type, index;
+    bool has_header;
+    uint8_t id[16];
+};
+
+static int classify(struct migration *migration, struct incoming *in, struct gw_error *err)
+{
+    uint8_t header[CHANNEL_HEADER_SIZE];
+    int rc;
+
+    if (in->channel.kind != URI_TCP && in->channel.kind != URI_UNIX) {
+        in->type = CHANNEL_MAIN;   /* file: and fd: carry the main channel only */
+        return 0;
+    }
+    rc = wait_bytes(in->channel.fd, migration->cancel_pipe[0], header, 8, true, err);
+    if (rc == -ECANCELED || rc == -ETIMEDOUT)
+        return rc;
+    /* Anything but a channel header is a main channel: the stream reader
+     * then says what is wrong with it (an early end, a wrong magic), as a
+     * single-channel destination always has. */
+    if (rc < 0 || memcmp(header, CHANNEL_MAGIC, 8)) {
+        in->type = CHANNEL_MAIN;
+        return 0;
+    }
+    rc = wait_bytes(in->channel.fd, migration->cancel_pipe[0], header, sizeof(header), false,
+                    err);
+    if (rc == 0)
+        rc = channel_header_decode(header, &in->type, &in->index, in->id, err);
+    in->has_header = rc == 0;
+    return rc;
+}
+
+static void refuse(struct incoming *in, struct gw_error *why)
+{
+    fprintf(stderr, "godwit: refused a migration connection: %s\n", why->msg);
+    channels_send_error(&in->channel, why);
+    shutdown(in->channel.fd, SHUT_WR);
+    channel_close(&in->channel);
+}
+
+/* Connections of multifd channels that came before the main channel. */
+struct pending {
+    struct incoming *items;
+    unsigned count, cap;
+    bool main_has_header;
+    uint8_t main_id[16];
+};
+
+static int accept_one(struct migration *migration, struct channel_listener *listener,
+                      struct incoming *in, struct gw_error *err)
+{
+    struct gw_error why = { 0 };
+    int rc;
+
+    *in = (struct incoming){ .channel = { .fd = -1 } };
+    rc = channel_accept(listener, migration->cancel_pipe[0], &in->channel, err);
+    if (rc < 0)
+        return rc;
+    rc = classify(migration, in, &why);
+    if (rc == -ECANCELED) {
+        channel_close(&in->channel);
+        *err = why;
+        return rc;
+    }
+    if (rc < 0) {
+        refuse(in, &why);
+        return 1;   /* not a channel: wait for the next */
+    }
+    return 0;
+}
+
+/* Waits for the main channel; multifd channels that come first wait in
+ * pending for the main channel's CONFIG to say whether they belong. */
+int channels_accept_main(struct migration *migration, struct channel_listener *listener,
+                         struct pending **pending_out, struct gw_error *err)
+{
+    struct pending *pending = calloc(1, sizeof(*pending));
+    struct incoming in;
+    int rc;
+
+    if (!pending)
+        return gw_error_set(err, -ENOMEM, "out of memory accepting channels");
+    *pending_out = pending;
+    for (;;) {
+        rc = accept_one(migration, listener, &in, err);
+        if (rc < 0)
+            return rc;
+        if (rc > 0)
+            continue;
+        if (in.type == CHANNEL_MAIN) {
+            pending->main_has_header = in.has_header;
+            memcpy(pending->main_id, in.id, 16);
+            pthread_mutex_lock(&migration->lock);
+            migration->channel = in.channel;
+            if (migration_cancelled(migration))
+                channel_shutdown(&migration->channel);
+            pthread_mutex_unlock(&migration->lock);
+            return 0;
+        }
+        if (pending->count == 2 * MULTIFD_CHANNELS_MAX) {
+            struct gw_error why;
+            gw_error_set(&why, -EMFILE, "too many multifd channels before the main channel");
+            refuse(&in, &why);
+            continue;
+        }
+        if (pending->count == pending->cap) {
+            unsigned cap = pending->cap ? 2 * pending->cap : 8;
+            struct incoming *items = realloc(pending->items, cap * sizeof(*items));
+            if (!items) {
+                channel_close(&in.channel);
+                return gw_error_set(err, -ENOMEM, "out of memory accepting channels");
+            }
+            pending->items = items;
+            pending->cap = cap;
+        }
+        pending->items[pending->count++] = in;
+    }
+}
+
+void channels_free_pending(struct pending *pending)
+{
+    if (!pending)
+        return;
+    for (unsigned i = 0; i < pending->count; i++)
+        channel_close(&pending->items[i].channel);
+    free(pending->items);
+    free(pending);
+}
+
+/* Takes a multifd connection as channel `slot`, or refuses it. */
+static bool adopt(struct migration *migration, const struct migration_config *config,
+                  struct incoming *in, bool *present)
+{
+    struct gw_error why = { 0 };
+    uint32_t limit = in->type == CHANNEL_RAM ? config->channels : config->device_channels;
+    unsigned slot = in->type == CHANNEL_RAM ? in->index : config->channels + in->index;
+
+    if (memcmp(in->id, config->id, 16))
+        gw_error_set(&why, -EPERM, "a %s channel of another migration arrived (its id differs "
+                     "from this migration's): one destination takes one migration",
+                     type_names[in->type]);
+    else if (in->type == CHANNEL_MAIN)
+        gw_error_set(&why, -EPROTO, "a second main channel arrived for this migration");
+    else if (in->index >= limit)
+        gw_error_set(&why, -EPROTO, "%s channel %u arrived; this migration has %u",
+                     type_names[in->type], in->index, limit);
+    else if (present[slot])
+        gw_error_set(&why, -EPROTO, "%s channel %u arrived twice", type_names[in->type],
+                     in->index);
+    if (why.code) {
+        refuse(in, &why);
+        return false;
+    }
+    pthread_mutex_lock(&migration->lock);
+    migration->multifd_channels[slot] = in->channel;
+    if (migration_cancelled(migration))
+        channel_shutdown(&migration->multifd_channels[slot]);
+    pthread_mutex_unlock(&migration->lock);
+    present[slot] = true;
+    return true;
+}
+
+/* After CONFIG: takes the multifd channels the source announced, from
+ * pending and then the listener, refusing strangers, within 30 s. */
+int channels_accept_multifd(struct migration *migration, struct channel_listener *listener,
+                            struct pending *pending, struct gw_error *err)
+{
+    const struct migration_config *config = &migration->config;
+    unsigned count = multifd_channel_count(config), arrived = 0;
+    uint64_t deadline = migration_now_us() + CHANNELS_TIMEOUT_US;
+    bool *present = calloc(count ? count : 1, sizeof(bool));
+    struct channel *channels = calloc(count ? count : 1, sizeof(*channels));
+    int rc = 0;
+
+    if (pending->main_has_header && memcmp(pending->main_id, config->id, 16)) {
+        free(present);
+        free(channels);
+        return gw_error_set(err, -EPROTO, "the main channel's header and its CONFIG record "
+                            "name different migrations");
+    }
+    if (!present || !channels) {
+        free(present);
+        free(channels);
+        return gw_error_set(err, -ENOMEM, "out of memory accepting channels");
+    }
+    for (unsigned i = 0; i < count; i++)
+        channels[i].fd = -1;
+    pthread_mutex_lock(&migration->lock);
+    migration->multifd_channels = channels;
+    migration->nr_multifd_channels = count;
+    pthread_mutex_unlock(&migration->lock);
+    for (unsigned i = 0; i < pending->count; i++) {
+        arrived += adopt(migration, config, &pending->items[i], present);
+        pending->items[i].channel.fd = -1;
+    }
+    pending->count = 0;
+    while (arrived < count) {
+        struct incoming in;
+        if (migration_now_us() > deadline) {
+            rc = gw_error_set(err, -ETIMEDOUT, "only %u of the %u multifd channels arrived "
+                              "within %llu s", arrived, count, CHANNELS_TIMEOUT_US / 1000000);
+            break;
+        }
+        struct pollfd pfd = { .fd = listener->fd, .events = POLLIN };
+        if (poll(&pfd, 1, 100) == 0 && !migration_cancelled(migration))
+            continue;
+        rc = accept_one(migration, listener, &in, err);
+        if (rc < 0)
+            break;
+        rc = 0;
+        if (in.channel.fd >= 0)
+            arrived += adopt(migration, config, &in, present);
+    }
+    free(present);
+    return rc;
+}

@@ -1,0 +1,503 @@
+/* The destination's multifd side: one receiving thread per channel, the
+ * pass barrier of invariant 3, and device state reassembled from buffers
+ * that arrive in any order on any channel and loaded by a load thread, so
+ * that a slow device load never holds up a channel.
+ *
+ * Ownership: each receiver owns its reader and its load_state copy (its own
+ * counts); `lock` guards the barrier, the first error, the assemblies'
+ * bookkeeping and the load queue. Buffer data is copied outside the lock
+ * into a region only its own index maps to. */
+#include "migration_internal.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include <zstd.h>
+
+#define BUFFERS_MAX ((unsigned)(DEVICE_STATE_MAX / DEVICE_BUFFER_MAX))   /* 65 */
+
+struct receiver {
+    struct multifd_recv *recv;
+    unsigned index;
+    bool ram;                       /* takes part in the pass barrier */
+    struct channel *channel;
+    struct stream_reader reader;
+    struct load_state state;        /* shares blocks, written, torn with the main one */
+    uint64_t next_pass;
+    ZSTD_DCtx *dctx;
+    uint8_t *scratch;
+    pthread_t thread;
+    bool started;
+};
+
+/* One device's state as its buffers come in. */
+struct assembly {
+    uint8_t *data;                  /* DEVICE_STATE_MAX of address space, on first buffer */
+    uint64_t received[2];           /* bit per buffer index claimed */
+    unsigned copied;                /* buffers whose data is in place */
+    int last;                       /* index of the LAST buffer, -1 until it comes */
+    size_t size;
+    uint32_t version;
+    bool queued, loaded;
+};
+
+struct multifd_recv {
+    struct migration *migration;
+    struct load_state *main_state;
+    uint32_t page_size;
+    struct receiver *receivers;
+    unsigned nr_receivers, nr_ram;
+
+    pthread_mutex_t lock;
+    pthread_cond_t changed;
+    unsigned at_barrier, ended_ram, ended;
+    uint64_t barrier_generation;
+    bool failed;
+    struct gw_error error;
+
+    struct assembly assemblies[DEVICE_MAX];
+    unsigned load_queue[DEVICE_MAX], queue_head, queue_tail;
+    bool loading, stop_loader;
+    /* The main channel has moved past precopy: every precopy buffer, which
+     * only the main channel carries, is loaded, so a stop-copy state may
+     * now be loaded on top. */
+    bool precopy_done;
+    pthread_t load_thread;
+    bool load_thread_started;
+};
+
+/* Records the first error and wakes everyone: receivers at the barrier, the
+ * loader, and (by shutting the channels) the main thread's reads. */
+static void recv_fail(struct multifd_recv *recv, const struct gw_error *err)
+{
+    struct migration *migration = recv->migration;
+
+    pthread_mutex_lock(&recv->lock);
+    if (!recv->failed) {
+        recv->failed = true;
+        recv->error = *err;
+    }
+    pthread_cond_broadcast(&recv->changed);
+    pthread_mutex_unlock(&recv->lock);
+    pthread_mutex_lock(&migration->lock);
+    channel_shutdown(&migration->channel);
+    channels_shutdown_multifd(migration);
+    pthread_mutex_unlock(&migration->lock);
+}
+
+/* SYNC(pass): nobody reads pass+1 before every RAM channel has finished
+ * pass. */
+static int barrier(struct receiver *receiver, const struct stream_record *record,
+                   struct gw_error *err)
+{
+    struct multifd_recv *recv = receiver->recv;
+    uint64_t pass, generation;
+    int rc = 0;
+
+    if (!receiver->ram || record->length != 8)
+        return gw_error_set(err, -EPROTO, "SYNC record at stream offset %" PRIu64 " on %s",
+                            record->offset, receiver->ram ? "has the wrong size"
+                                                          : "a device-state channel");
+    memcpy(&pass, record->body, 8);
+    if (pass != receiver->next_pass)
+        return gw_error_set(err, -EPROTO, "multifd channel %u synchronised pass %" PRIu64
+                            ", expected pass %" PRIu64, receiver->index, pass,
+                            receiver->next_pass);
+    receiver->next_pass++;
+    pthread_mutex_lock(&recv->lock);
+    if (recv->ended_ram)
+        rc = gw_error_set(err, -EPROTO, "multifd channel %u reached pass %" PRIu64 " after "
+                          "another RAM channel had ended", receiver->index, pass);
+    generation = recv->barrier_generation;
+    if (rc == 0 && ++recv->at_barrier == recv->nr_ram) {
+        recv->at_barrier = 0;
+        recv->barrier_generation++;
+        pthread_cond_broadcast(&recv->changed);
+    }
+    while (rc == 0 && recv->barrier_generation == generation && !recv->failed)
+        pthread_cond_wait(&recv->changed, &recv->lock);
+    if (rc == 0 && recv->failed)
+        rc = gw_error_set(err, -ECANCELED, "another channel failed");
+    pthread_mutex_unlock(&recv->lock);
+    return rc;
+}
+
+static void *load_thread(void *opaque)
+{
+    struct multifd_recv *recv = opaque;
+    struct device_registry *devices = recv->main_state->devices;
+
+    pthread_mutex_lock(&recv->lock);
+    for (;;) {
+        while ((recv->queue_head == recv->queue_tail || !recv->precopy_done) &&
+               !recv->stop_loader)
+            pthread_cond_wait(&recv->changed, &recv->lock);
+        if (recv->stop_loader)
+            break;   /* only after END or a failure: nothing left worth loading */
+        unsigned slot = recv->load_queue[recv->queue_head++ % DEVICE_MAX];
+        struct assembly *assembly = &recv->assemblies[slot];
+        struct device *device = &devices->devices[slot];
+        struct gw_error err = { 0 };
+        recv->loading = true;
+        pthread_mutex_unlock(&recv->lock);
+        int rc = device->ops->load(device->opaque, assembly->data, assembly->size,
+                                   assembly->version, &err);
+        munmap(assembly->data, DEVICE_STATE_MAX);
+        assembly->data = NULL;
+        if (rc < 0) {
+            gw_error_prefix(&err, "loading device '%s' instance %u", device->id,
+                            device->instance);
+            recv_fail(recv, &err);
+        }
+        pthread_mutex_lock(&recv->lock);
+        assembly->loaded = rc == 0;
+        recv->loading = false;
+        pthread_cond_broadcast(&recv->changed);
+    }
+    pthread_mutex_unlock(&recv->lock);
+    return NULL;
+}
+
+/* Claims buffer `index` of a device under the lock: every rule about which
+ * buffers may come is checked here. */
+static int claim_buffer(struct assembly *assembly, const struct device *device, uint32_t index,
+                        uint32_t flags, uint32_t version, size_t len, struct gw_error *err)
+{
+    uint64_t bit = 1ULL << (index % 64);
+
+    if (assembly->queued)
+        return gw_error_set(err, -EPROTO, "buffer %u arrived after the whole state had", index);
+    if (index >= BUFFERS_MAX)
+        return gw_error_set(err, -EPROTO, "buffer index %u is past the largest state (%u "
+                            "buffers of 16 MiB)", index, BUFFERS_MAX);
+    if (assembly->received[index / 64] & bit)
+        return gw_error_set(err, -EPROTO, "buffer %u arrived twice", index);
+    if (!(flags & DEVICE_LAST) && len != DEVICE_BUFFER_MAX)
+        return gw_error_set(err, -EPROTO, "buffer %u holds %zu bytes; every buffer but the "
+                            "last holds 16 MiB", index, len);
+    if (assembly->last >= 0 && (flags & DEVICE_LAST || index > (uint32_t)assembly->last))
+        return gw_error_set(err, -EPROTO, "buffer %u%s arrived after the last one, %d", index,
+                            flags & DEVICE_LAST ? " (marked last)" : "", assembly->last);
+    if (flags & DEVICE_LAST) {
+        for (unsigned i = index + 1; i < BUFFERS_MAX; i++)
+            if (assembly->received[i / 64] >> (i % 64) & 1)
+                return gw_error_set(err, -EPROTO, "buffer %u is marked last, but buffer %u "
+                                    "arrived before it", index, i);
+        assembly->last = (int)index;
+        assembly->size = (size_t)index * DEVICE_BUFFER_MAX + len;
+    }
+    if (assembly->copied && version != assembly->version)
+        return gw_error_set(err, -EPROTO, "buffers of versions %u and %u", assembly->version,
+                            version);
+    if (!assembly->data) {
+        void *region = mmap(NULL, DEVICE_STATE_MAX, PROT_READ | PROT_WRITE,
+                            MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (region == MAP_FAILED)
+            return gw_error_set(err, -ENOMEM, "cannot map room for the device state: %s",
+                                strerror(errno));
+        assembly->data = region;
+    }
+    (void)device;
+    assembly->version = version;
+    assembly->received[index / 64] |= bit;
+    return 0;
+}
+
+int multifd_recv_device(struct multifd_recv *recv, const struct stream_record *record,
+                        struct gw_error *err)
+{
+    struct device_registry *devices = recv->main_state->devices;
+    char id[DEVICE_ID_MAX + 1] = { 0 };
+    uint32_t instance, version, index, flags;
+    struct device *device;
+    struct assembly *assembly;
+    size_t len;
+    unsigned slot;
+    int rc;
+
+    if (record->length < DEVICE_RECORD_HEADER)
+        return gw_error_set(err, -EPROTO, "DEVICE record at stream offset %" PRIu64
+                            " is too short", record->offset);
+    memcpy(id, record->body, DEVICE_ID_MAX);
+    memcpy(&instance, record->body + 32, 4);
+    memcpy(&version, record->body + 36, 4);
+    memcpy(&index, record->body + 40, 4);
+    memcpy(&flags, record->body + 44, 4);
+    len = record->length - DEVICE_RECORD_HEADER;
+    device = devices ? device_find(devices, id, instance) : NULL;
+    if (!device)
+        return gw_error_set(err, -ENOENT, "a multifd channel carries state for device '%.32s' "
+                            "instance %u, which this VM does not have", id, instance);
+    if (!device->ops->multifd)
+        return gw_error_set(err, -EPROTO, "a multifd channel carries state for device '%s', "
+                            "whose state travels on the main channel", device->id);
+    if (flags & ~DEVICE_LAST)
+        return gw_error_set(err, -EPROTO, "device '%s' buffer %u on a multifd channel has "
+                            "flags 0x%x; only LAST (1) is allowed there", device->id, index, flags);
+    slot = (unsigned)(device - devices->devices);
+    assembly = &recv->assemblies[slot];
+    pthread_mutex_lock(&recv->lock);
+    rc = claim_buffer(assembly, device, index, flags, version, len, err);
+    pthread_mutex_unlock(&recv->lock);
+    if (rc < 0) {
+        gw_error_prefix(err, "device '%s' instance %u", device->id, instance);
+        return rc;
+    }
+    memcpy(assembly->data + (size_t)index * DEVICE_BUFFER_MAX,
+           record->body + DEVICE_RECORD_HEADER, len);
+    pthread_mutex_lock(&recv->lock);
+    if (++assembly->copied == (unsigned)assembly->last + 1 && assembly->last >= 0) {
+        assembly->queued = true;
+        recv->load_queue[recv->queue_tail++ % DEVICE_MAX] = slot;
+        pthread_cond_broadcast(&recv->changed);
+    }
+    pthread_mutex_unlock(&recv->lock);
+    return 0;
+}
+
+static int receive_record(struct receiver *receiver, struct stream_record *record,
+                          struct gw_error *err)
+{
+    struct multifd_recv *recv = receiver->recv;
+
+    switch (record->type) {
+    case REC_PAGES:
+        if (receiver->ram && !receiver->dctx)
+            return ram_load_pages(&receiver->reader, record, &receiver->state, err);
+        break;
+    case REC_PAGES_ZSTD:
+        if (receiver->dctx)
+            return ram_load_pages_zstd(record, &receiver->state, recv->page_size,
+                                       receiver->dctx, receiver->scratch, err);
+        break;
+    case REC_ZERO_PAGES:
+        if (receiver->ram)
+            return ram_load_zero_pages(&receiver->state, recv->page_size, record->body,
+                                       record->length, err);
+        break;
+    case REC_SYNC:
+        return barrier(receiver, record, err);
+    case REC_DEVICE:
+        return multifd_recv_device(recv, record, err);
+    default:
+        break;
+    }
+    return gw_error_set(err, -EPROTO, "%s record at stream offset %" PRIu64 " does not belong "
+                        "on a multifd %s channel%s", stream_record_name(record->type),
+                        record->offset, receiver->ram ? "RAM" : "device-state",
+                        record->type == REC_PAGES ? " with multifd-compression zstd" : "");
+}
+
+static void *receiver_thread(void *opaque)
+{
+    struct receiver *receiver = opaque;
+    struct multifd_recv *recv = receiver->recv;
+    struct stream_record record;
+    struct gw_error err = { 0 };
+    int rc = stream_read_header(&receiver->reader, &err);
+
+    while (rc == 0 && (rc = stream_read_record(&receiver->reader, &record, &err)) == 0) {
+        if (record.type == REC_CHANNEL_END)
+            break;
+        rc = receive_record(receiver, &record, &err);
+    }
+    pthread_mutex_lock(&recv->lock);
+    if (rc == 0 && receiver->ram && recv->at_barrier)
+        rc = gw_error_set(&err, -EPROTO, "multifd channel %u ended while other channels wait "
+                          "at the end of a pass", receiver->index);
+    recv->ended++;
+    recv->ended_ram += receiver->ram;
+    pthread_cond_broadcast(&recv->changed);
+    pthread_mutex_unlock(&recv->lock);
+    if (rc < 0) {
+        gw_error_prefix(&err, "multifd %s channel %u", receiver->ram ? "RAM" : "device-state",
+                        receiver->ram ? receiver->index : receiver->index - recv->nr_ram);
+        recv_fail(recv, &err);
+    }
+    return NULL;
+}
+
+static int start_receiver(struct multifd_recv *recv, unsigned index, struct gw_error *err)
+{
+    struct receiver *receiver = &recv->receivers[index];
+    struct migration *migration = recv->migration;
+    int rc;
+
+    receiver->recv = recv;
+    receiver->index = index;
+    receiver->ram = index < recv->nr_ram;
+    receiver->channel = &migration->multifd_channels[index];
+    receiver->reader.io = channel_stream_io(receiver->channel);
+    receiver->state = *recv->main_state;
+    receiver->state.normal_pages = receiver->state.zero_pages = 0;
+    receiver->next_pass = 1;
+    if (receiver->ram && migration->config.compression == COMPRESSION_ZSTD) {
+        receiver->dctx = ZSTD_createDCtx();
+        receiver->scratch = malloc((size_t)STREAM_PAGES_PER_RECORD * recv->page_size);
+        if (!receiver->dctx || !receiver->scratch)
+            return gw_error_set(err, -ENOMEM, "out of memory for zstd decompression");
+    }
+    rc = pthread_create(&receiver->thread, NULL, receiver_thread, receiver);
+    if (rc)
+        return gw_error_set(err, -rc, "cannot start a multifd receiving thread: %s",
+                            strerror(rc));
+    receiver->started = true;
+    return 0;
+}
+
+int multifd_recv_start(struct migration *migration, struct load_state *main_state,
+                       uint32_t page_size, struct gw_error *err)
+{
+    struct multifd_recv *recv = calloc(1, sizeof(*recv));
+    int rc;
+
+    if (!recv)
+        return gw_error_set(err, -ENOMEM, "out of memory for the multifd receivers");
+    main_state->multifd = recv;
+    recv->migration = migration;
+    recv->main_state = main_state;
+    recv->page_size = page_size;
+    recv->nr_receivers = migration->nr_multifd_channels;
+    recv->nr_ram = migration->config.channels;
+    for (unsigned i = 0; i < DEVICE_MAX; i++)
+        recv->assemblies[i].last = -1;
+    pthread_mutex_init(&recv->lock, NULL);
+    pthread_cond_init(&recv->changed, NULL);
+    recv->receivers = calloc(recv->nr_receivers, sizeof(*recv->receivers));
+    if (!recv->receivers)
+        return gw_error_set(err, -ENOMEM, "out of memory for the multifd receivers");
+    rc = pthread_create(&recv->load_thread, NULL, load_thread, recv);
+    if (rc)
+        return gw_error_set(err, -rc, "cannot start the device load thread: %s", strerror(rc));
+    recv->load_thread_started = true;
+    for (unsigned i = 0; i < recv->nr_receivers; i++)
+        if ((rc = start_receiver(recv, i, err)) < 0)
+            return rc;
+    return 0;
+}
+
+static int missing_buffers(const struct multifd_recv *recv, struct gw_error *err)
+{
+    const struct device_registry *devices = recv->main_state->devices;
+
+    for (unsigned slot = 0; devices && slot < devices->count; slot++) {
+        const struct assembly *assembly = &recv->assemblies[slot];
+        const struct device *device = &devices->devices[slot];
+        unsigned missing = 0;
+        if (!assembly->received[0] && !assembly->received[1])
+            continue;   /* nothing came on multifd: check_end names it if it must */
+        if (assembly->loaded)
+            continue;
+        if (assembly->last < 0)
+            return gw_error_set(err, -EPROTO, "device '%s' instance %u: the last buffer of "
+                                "its state never arrived", device->id, device->instance);
+        while (assembly->received[missing / 64] >> (missing % 64) & 1)
+            missing++;
+        return gw_error_set(err, -EPROTO, "device '%s' instance %u: buffer %u of its state "
+                            "never arrived (the last is %d)", device->id, device->instance,
+                            missing, assembly->last);
+    }
+    return 0;
+}
+
+void multifd_recv_precopy_done(struct multifd_recv *recv)
+{
+    pthread_mutex_lock(&recv->lock);
+    recv->precopy_done = true;
+    pthread_cond_broadcast(&recv->changed);
+    pthread_mutex_unlock(&recv->lock);
+}
+
+int multifd_recv_finish(struct multifd_recv *recv, struct load_state *main_state,
+                        struct gw_error *err)
+{
+    int rc = 0;
+
+    multifd_recv_precopy_done(recv);
+    pthread_mutex_lock(&recv->lock);
+    while (!recv->failed && (recv->ended < recv->nr_receivers || recv->loading ||
+                             recv->queue_head != recv->queue_tail))
+        pthread_cond_wait(&recv->changed, &recv->lock);
+    if (recv->failed) {
+        *err = recv->error;
+        rc = err->code ? err->code : -EIO;
+    }
+    pthread_mutex_unlock(&recv->lock);
+    if (rc == 0)
+        rc = missing_buffers(recv, err);
+    for (unsigned i = 0; rc == 0 && i < recv->nr_receivers; i++) {
+        main_state->normal_pages += recv->receivers[i].state.normal_pages;
+        main_state->zero_pages += recv->receivers[i].state.zero_pages;
+    }
+    for (unsigned slot = 0; rc == 0 && slot < DEVICE_MAX; slot++) {
+        if (!recv->assemblies[slot].loaded)
+            continue;
+        if (main_state->device_seen[slot])
+            return gw_error_set(err, -EPROTO, "device '%s' state arrived twice, on the main "
+                                "channel and on multifd channels",
+                                main_state->devices->devices[slot].id);
+        main_state->device_seen[slot] = true;
+        main_state->devices_loaded++;
+    }
+    return rc;
+}
+
+bool multifd_recv_error(struct multifd_recv *recv, struct gw_error *err)
+{
+    bool failed;
+
+    if (!recv)
+        return false;
+    pthread_mutex_lock(&recv->lock);
+    failed = recv->failed && recv->error.code != -ECANCELED;
+    if (failed)
+        *err = recv->error;
+    pthread_mutex_unlock(&recv->lock);
+    return failed;
+}
+
+uint64_t multifd_recv_bytes(const struct multifd_recv *recv)
+{
+    uint64_t bytes = 0;
+
+    for (unsigned i = 0; recv && i < recv->nr_receivers; i++)
+        bytes += recv->receivers[i].reader.offset;
+    return bytes;
+}
+
+void multifd_recv_free(struct multifd_recv *recv)
+{
+    struct migration *migration;
+
+    if (!recv)
+        return;
+    migration = recv->migration;
+    pthread_mutex_lock(&migration->lock);
+    channels_shutdown_multifd(migration);
+    pthread_mutex_unlock(&migration->lock);
+    pthread_mutex_lock(&recv->lock);
+    recv->failed = true;   /* releases the barrier */
+    recv->stop_loader = true;
+    pthread_cond_broadcast(&recv->changed);
+    pthread_mutex_unlock(&recv->lock);
+    for (unsigned i = 0; recv->receivers && i < recv->nr_receivers; i++) {
+        struct receiver *receiver = &recv->receivers[i];
+        if (receiver->started)
+            pthread_join(receiver->thread, NULL);
+        stream_reader_free(&receiver->reader);
+        ZSTD_freeDCtx(receiver->dctx);
+        free(receiver->scratch);
+    }
+    if (recv->load_thread_started)
+        pthread_join(recv->load_thread, NULL);
+    for (unsigned i = 0; i < DEVICE_MAX; i++)
+        if (recv->assemblies[i].data)
+            munmap(recv->assemblies[i].data, DEVICE_STATE_MAX);
+    free(recv->receivers);
+    pthread_mutex_destroy(&recv->lock);
+    pthread_cond_destroy(&recv->changed);
+    free(recv);
+}
