@@ -477,6 +477,7 @@ static const struct device_ops accel_ops = {
     .query_pending = accel_query_pending,
     .save_precopy = accel_save_precopy,
     .load_precopy = accel_load_precopy,
+    .multifd = true,   /* its state stands alone: no other device's load is needed first */
 };
 
 /* --- x-query-accel --- */

@@ -17,6 +17,7 @@
 
 #include <godwit/migration.h>
 
+#include "accel.h"
 #include "debug_exit.h"
 #include "multiboot.h"
 
@@ -58,6 +59,8 @@ bool vm_pause(struct vm *vm, enum run_state new_state)
             vcpu_stop(&vm->vcpus[i]);
         for (unsigned i = 0; i < vm->nr_vcpus; i++)
             vcpu_wait_parked(&vm->vcpus[i]);
+        if (vm->config.accel_none)
+            soft_cpu_stop(&vm->soft_cpu);
     }
     if (was_running || new_state != RUN_STATE_PAUSED)
         vm->run_state = new_state;
@@ -76,6 +79,8 @@ bool vm_resume(struct vm *vm)
     if (started) {
         for (unsigned i = 0; i < vm->nr_vcpus; i++)
             vcpu_resume(&vm->vcpus[i]);
+        if (vm->config.accel_none)
+            soft_cpu_resume(&vm->soft_cpu);
         vm->run_state = RUN_STATE_RUNNING;
     }
     pthread_mutex_unlock(&vm->state_lock);
@@ -181,12 +186,34 @@ static int create_files(struct vm *vm, struct startup *start, struct gw_error *e
     return open_serial(start, &vm->config, err);
 }
 
+/* --accel none: RAM, the soft CPU, the accel devices; no KVM at all. */
+static int build_soft_machine(struct vm *vm, struct startup *start, struct gw_error *err)
+{
+    struct vcpu_entry entry;
+    int rc;
+
+    if ((rc = memory_init(&vm->memory, &vm->config, err)) < 0 ||
+        /* loaded, though not run: RAM holds what it holds under KVM */
+        (!config_incoming(&vm->config) &&
+         (rc = multiboot_load(&start->kernel, vm->memory.blocks, vm->memory.nr_blocks,
+                              vm->config.append, &entry, err)) < 0) ||
+        (rc = soft_cpu_init(&vm->soft_cpu, &vm->memory, vm->config.append, start->serial_fd,
+                            err)) < 0 ||
+        (rc = soft_cpu_register(&vm->soft_cpu, &vm->devices, err)) < 0 ||
+        (rc = accel_register(vm, err)) < 0 || (rc = device_measure(&vm->devices, err)) < 0 ||
+        (rc = monitor_init(vm, err)) < 0 || (rc = vm_migration_init(vm, err)) < 0)
+        return rc;
+    return soft_cpu_start(&vm->soft_cpu, err);
+}
+
 static int build_machine(struct vm *vm, struct startup *start, struct gw_error *err)
 {
     bool incoming = config_incoming(&vm->config);
     struct vcpu_entry entry;
     int rc;
 
+    if (vm->config.accel_none)
+        return build_soft_machine(vm, start, err);
     if ((rc = vcpu_signals_init(err)) < 0 || (rc = kvm_init(&vm->kvm, err)) < 0 ||
         (rc = memory_init(&vm->memory, &vm->config, err)) < 0)
         return rc;
@@ -256,6 +283,8 @@ static void shutdown_vm(struct vm *vm)
         vcpu_stop(&vm->vcpus[i]);
     for (unsigned i = 0; i < vm->nr_vcpus; i++)
         vcpu_wait_parked(&vm->vcpus[i]);
+    if (vm->config.accel_none)
+        soft_cpu_stop(&vm->soft_cpu);
     vm->run_state = RUN_STATE_SHUTDOWN;
     pthread_mutex_unlock(&vm->state_lock);
     qmp_server_emit_event(vm->qmp, "SHUTDOWN",
@@ -269,6 +298,7 @@ static void teardown(struct vm *vm, struct startup *start, bool failed)
     vm->migration = NULL;
     for (unsigned i = 0; i < vm->nr_vcpus; i++)
         vcpu_destroy(&vm->vcpus[i]);
+    soft_cpu_cleanup(&vm->soft_cpu);
     if (vm->qmp)
         qmp_server_free(vm->qmp);   /* closes the client, removes the socket file */
     dirty_log_cleanup(&vm->dirty_log);

@@ -123,6 +123,8 @@ static int inject_nmi_cmd(json_t *args, json_t **ret, struct gw_error *err, void
     (void)err;
     for (unsigned i = 0; i < vm->nr_vcpus; i++)
         vcpu_inject_nmi(&vm->vcpus[i]);
+    if (vm->config.accel_none)
+        soft_cpu_nmi(&vm->soft_cpu);
     return 0;
 }
 

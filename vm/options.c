@@ -23,7 +23,12 @@ const char options_usage[] =
     "                       so another process can read and write guest RAM; guest-physical\n"
     "                       [0, 3G) is file offset [0, 3G), RAM above 3G lives at 4G\n"
     "  --mem-prealloc       touch all guest RAM before the guest starts\n"
-    "  --incoming URI|defer wait for an incoming migration (not available yet)\n"
+    "  --incoming URI|defer wait for an incoming migration from URI (tcp:HOST:PORT, unix:PATH,\n"
+    "                       fd:N, file:PATH), or for migrate-incoming with defer\n"
+    "  --accel kvm|none     kvm (default) runs the kernel on /dev/kvm; none (godwit's own, for\n"
+    "                       hosts without KVM) plays the test guest on a host thread: the\n"
+    "                       kernel is loaded but not run; its --append (mode=dirty|idle,\n"
+    "                       start=, end=) is followed, and pages it writes are dirty-logged\n"
     "  --device accel,id=NAME,state-size=SIZE\n"
     "                       a test device holding SIZE bytes of state (4K to 1G, a multiple\n"
     "                       of 4K; a bare number means bytes) that changes while the guest\n"
@@ -33,7 +38,7 @@ const char options_usage[] =
 
 enum option_id {
     OPT_MEMORY = 256, OPT_KERNEL, OPT_APPEND, OPT_SERIAL, OPT_QMP, OPT_MEM_PATH,
-    OPT_MEM_PREALLOC, OPT_INCOMING, OPT_DEVICE, OPT_HELP, OPT_VERSION,
+    OPT_MEM_PREALLOC, OPT_INCOMING, OPT_DEVICE, OPT_HELP, OPT_VERSION, OPT_ACCEL,
 };
 
 static const struct option long_options[] = {
@@ -46,6 +51,7 @@ static const struct option long_options[] = {
     { "mem-prealloc", no_argument, NULL, OPT_MEM_PREALLOC },
     { "incoming", required_argument, NULL, OPT_INCOMING },
     { "device", required_argument, NULL, OPT_DEVICE },
+    { "accel", required_argument, NULL, OPT_ACCEL },
     { "help", no_argument, NULL, OPT_HELP },
     { "version", no_argument, NULL, OPT_VERSION },
     { NULL, 0, NULL, 0 },
@@ -251,6 +257,11 @@ static int parse_one(int id, const char *arg, struct vm_config *config, struct g
     case OPT_MEM_PREALLOC: config->mem_prealloc = true; return 0;
     case OPT_INCOMING: return parse_incoming(arg, config, err);
     case OPT_DEVICE: return parse_device(arg, config, err);
+    case OPT_ACCEL:
+        if (strcmp(arg, "kvm") && strcmp(arg, "none"))
+            return gw_error_set(err, -EINVAL, "--accel %s: use kvm or none", arg);
+        config->accel_none = !strcmp(arg, "none");
+        return 0;
     }
     return gw_error_set(err, -EINVAL, "internal error: option %d has no parser", id);
 }
@@ -278,7 +289,7 @@ int options_parse(int argc, char **argv, struct vm_config *config, struct gw_err
             return gw_error_set(err, -EINVAL,
                                 "unknown option '%s'; the options are --memory, --kernel, "
                                 "--append, --serial, --qmp, --mem-path, --mem-prealloc, "
-                                "--incoming, --device, --help and --version",
+                                "--incoming, --device, --accel, --help and --version",
                                 bad);
         }
         rc = parse_one(id, optarg, config, err);

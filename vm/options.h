@@ -36,6 +36,7 @@ struct vm_config {
     const char *qmp_path;     /* NULL: no monitor */
     const char *mem_path;     /* NULL: anonymous memory */
     bool mem_prealloc;
+    bool accel_none;          /* --accel none: vm/soft_cpu.h */
     bool incoming_defer;
     bool has_incoming_uri;
     struct uri incoming;

@@ -24,6 +24,7 @@
 #include "memory.h"
 #include "options.h"
 #include "pio.h"
+#include "soft_cpu.h"
 #include "uart.h"
 #include "vcpu.h"
 
@@ -56,6 +57,7 @@ struct vm {
     pthread_mutex_t state_lock;     /* run_state and vCPU stop/resume */
     enum run_state run_state;
     struct dirty_log dirty_log;
+    struct soft_cpu soft_cpu;       /* --accel none: plays the guest, no vCPUs */
     struct migration *migration;
 
     /* vCPU threads ask the main thread to end the VM through these. */
