@@ -35,9 +35,23 @@ def kvm_skip_reason():
 
 
 def require_kvm(test):
+    """For tests of what only a real KVM guest shows (its CPU state, the
+    guest's own code); the rest run with --accel none where KVM is missing."""
     reason = kvm_skip_reason()
     if reason:
         test.skipTest(reason)
+
+
+# How godwit-vm runs the test guest: on KVM, or, where /dev/kvm is missing
+# (or GODWIT_ACCEL=none), with --accel none: a host thread plays the guest
+# (vm/soft_cpu.h) and everything else, the engine, its channels and threads,
+# the monitor and the devices, is the same.
+ACCEL = os.environ.get("GODWIT_ACCEL") or ("none" if kvm_skip_reason() else "kvm")
+ACCEL_ARGS = ("--accel", "none") if ACCEL == "none" else ()
+if ACCEL == "none" and not os.environ.get("GODWIT_ACCEL_NOTED"):
+    os.environ["GODWIT_ACCEL_NOTED"] = "1"
+    print(f"# godwit-vm runs with --accel none here: {kvm_skip_reason() or 'GODWIT_ACCEL=none'}",
+          flush=True)
 
 
 class QmpError(Exception):
@@ -165,7 +179,7 @@ class Vm:
         self.serial = Serial(os.path.join(self.dir, "serial.txt"))
         self.args = [binary or GODWIT_VM, "--memory", memory, "--kernel", kernel or TESTGUEST,
                      "--append", append, "--serial", f"file:{self.serial.path}",
-                     "--qmp", f"unix:{self.qmp_path}", *extra]
+                     "--qmp", f"unix:{self.qmp_path}", *ACCEL_ARGS, *extra]
         self.process = subprocess.Popen(self.args, stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, text=True, pass_fds=pass_fds,
                                         preexec_fn=die_with_parent)
@@ -327,6 +341,75 @@ def rp_error_record(errno_value, text):
     """An RP_ERROR answer: i32 errno (negative), then the sentence."""
     return stream_record(REC_RP_ERROR, errno_value.to_bytes(4, "little", signed=True) +
                          text.encode())
+
+
+# Multifd (docs/stream.md, "Multifd channels"): more record types, the
+# 48-byte channel header every multifd connection starts with.
+REC_CONFIG, REC_PAGES_ZSTD, REC_SYNC, REC_CHANNEL_END = 8, 9, 10, 11
+DEVICE_LAST, DEVICE_PRECOPY = 1, 2
+DEVICE_HEADER_SIZE = 48                 # id[32], instance, version, index, flags
+DEVICE_BODY_BOUND = 48 + (16 << 20)     # the bound on a DEVICE record's body
+CHANNEL_MAGIC = b"GODWITCH"
+CHANNEL_HEADER_SIZE = 48
+CHANNEL_MAIN, CHANNEL_RAM, CHANNEL_DEVICE = 1, 2, 3
+
+
+def channel_header(ctype, index, migration_id, crc=None, version=1, magic=CHANNEL_MAGIC):
+    """A channel header: magic, version, type, index, reserved, the 16-byte
+    migration id, the CRC32C of bytes 0..39 (crc=None computes it; pass a
+    value to forge a wrong one), reserved."""
+    if len(migration_id) != 16:
+        raise ValueError("a migration id is 16 bytes")
+    head = (magic + version.to_bytes(4, "little") + ctype.to_bytes(4, "little") +
+            index.to_bytes(4, "little") + bytes(4) + migration_id)
+    if crc is None:
+        crc = crc32c(head)
+    return head + crc.to_bytes(4, "little") + bytes(4)
+
+
+def parse_channel_header(data):
+    """The fields of a 48-byte channel header, as a dict (crc_ok says
+    whether its CRC matches)."""
+    if len(data) != CHANNEL_HEADER_SIZE:
+        raise ValueError(f"a channel header is {CHANNEL_HEADER_SIZE} bytes, not {len(data)}")
+    field = lambda offset: int.from_bytes(data[offset:offset + 4], "little")  # noqa: E731
+    return {"magic": bytes(data[0:8]), "version": field(8), "type": field(12),
+            "index": field(16), "id": bytes(data[24:40]),
+            "crc_ok": crc32c(bytes(data[0:40])) == field(40)}
+
+
+def parse_device_header(body):
+    """A DEVICE record's first 48 body bytes: id, instance, version, index,
+    flags."""
+    field = lambda offset: int.from_bytes(body[offset:offset + 4], "little")  # noqa: E731
+    return {"id": bytes(body[0:32]).rstrip(b"\0").decode("latin-1"), "instance": field(32),
+            "version": field(36), "index": field(40), "flags": field(44)}
+
+
+def recv_exact(sock, size):
+    """size bytes from sock; EOFError if it closes first."""
+    data = bytearray(size)
+    view = memoryview(data)
+    got = 0
+    while got < size:
+        n = sock.recv_into(view[got:], size - got)
+        if not n:
+            raise EOFError(f"the peer closed after {got} of {size} bytes")
+        got += n
+    return bytes(data)
+
+
+def read_return_record(sock):
+    """One record as the destination writes it on a connection's return path
+    (no stream header there): (type, body, crc_ok)."""
+    head = recv_exact(sock, RECORD_HEADER_SIZE)
+    rtype = int.from_bytes(head[0:4], "little")
+    length = int.from_bytes(head[4:8], "little")
+    if length > 1 << 16:
+        raise ValueError(f"a return-path record of type {rtype:#x} claims {length} bytes")
+    body = recv_exact(sock, length + (-length % 8))[:length]
+    crc_ok = int.from_bytes(head[8:12], "little") == crc32c(body, crc32c(head[:8]))
+    return rtype, body, crc_ok
 
 
 def parse_stream(data):
@@ -520,10 +603,6 @@ DIRTY = "mode=dirty start=1M end=100M"
 
 class MigrationTestCase(VmTestCase):
     """Sources, destinations and the check that a migrated guest is whole."""
-
-    def setUp(self):
-        super().setUp()
-        require_kvm(self)
 
     def start_source(self, memory="128M", append=DIRTY, extra=(), pass_fds=()):
         source = self.start_vm(memory=memory, append=append, extra=extra, pass_fds=pass_fds)
