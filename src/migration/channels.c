@@ -230,6 +230,16 @@ void channels_send_error(struct channel *channel, const struct gw_error *failure
     stream_write_record(&writer, REC_RP_ERROR, &part, 1, NULL);   /* best effort */
 }
 
+void channels_send_error_once(struct migration *migration, const struct gw_error *failure)
+{
+    pthread_mutex_lock(&migration->rp_write_lock);
+    if (!migration->rp_error_sent && migration->channel.has_return_path) {
+        migration->rp_error_sent = true;
+        channels_send_error(&migration->channel, failure);
+    }
+    pthread_mutex_unlock(&migration->rp_write_lock);
+}
+
 /* Waits for len bytes to be readable (peek) or read them, with a timeout
  * and the cancel pipe. */
 static int wait_bytes(int fd, int cancel_fd, uint8_t *buf, size_t len, bool peek,

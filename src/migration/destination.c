@@ -117,7 +117,7 @@ static int receive(struct migration *migration, struct incoming *incoming, struc
         if (migration->channel.has_return_path)
             send_answer(&writer, REC_RP_RUNNING, NULL, 0, NULL);   /* for the downtime figure */
     } else if (migration->channel.has_return_path) {
-        channels_send_error(&migration->channel, err);
+        channels_send_error_once(migration, err);
         drain_until_closed(&migration->channel);
     }
     stream_reader_free(&reader);

@@ -155,6 +155,7 @@ struct migration *migration_new(const struct migration_host *host, struct qmp_se
     migration->channel.fd = -1;
     migration->cancel_pipe[0] = migration->cancel_pipe[1] = -1;
     pthread_mutex_init(&migration->lock, NULL);
+    pthread_mutex_init(&migration->rp_write_lock, NULL);
     pthread_cond_init(&migration->changed, NULL);
     return migration;
 }
@@ -222,6 +223,7 @@ void migration_free(struct migration *migration)
         if (migration->cancel_pipe[i] >= 0)
             close(migration->cancel_pipe[i]);
     pthread_mutex_destroy(&migration->lock);
+    pthread_mutex_destroy(&migration->rp_write_lock);
     pthread_cond_destroy(&migration->changed);
     free(migration->qmp_commands);
     free(migration->hmp_commands);
@@ -269,6 +271,7 @@ int migration_launch(struct migration *migration, const struct uri *uri, bool de
     migration->error[0] = '\0';
     migration->rp_error[0] = '\0';
     migration->rp_ready = migration->rp_running_seen = migration->rp_closed = false;
+    migration->rp_error_sent = false;
     migration->uri = *uri;
     migration->is_destination = destination;
     atomic_store(&migration->stats.start_ms, migration_now_us() / 1000);

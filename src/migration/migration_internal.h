@@ -100,6 +100,10 @@ struct migration {
     int cancel_pipe[2];              /* wakes a destination waiting in accept */
     struct uri uri;
 
+    /* Destination: RP_ERROR goes out once, from whichever thread fails first. */
+    pthread_mutex_t rp_write_lock;
+    bool rp_error_sent;
+
     /* Return path (source): written by the return-path thread under lock. */
     pthread_t rp_thread;
     bool rp_running;
@@ -260,6 +264,9 @@ int channels_accept_multifd(struct migration *migration, struct channel_listener
 void channels_free_pending(struct pending *pending);
 /* An RP_ERROR record with the failure's sentence, best effort. */
 void channels_send_error(struct channel *channel, const struct gw_error *failure);
+/* Destination: the same on the main channel, once per migration, from any
+ * thread (a multifd receiver's failure or the main thread's). */
+void channels_send_error_once(struct migration *migration, const struct gw_error *failure);
 
 /* What the capabilities and parameters ask of a URI: multifd needs tcp: or
  * unix:, device-state channels need multifd and x-channel-header. */

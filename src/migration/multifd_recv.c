@@ -69,21 +69,26 @@ struct multifd_recv {
     bool load_thread_started;
 };
 
-/* Records the first error and wakes everyone: receivers at the barrier, the
- * loader, and (by shutting the channels) the main thread's reads. */
+/* Records the first error and wakes the receivers at the barrier and the
+ * loader. The source hears it at once on the return path and ends, which
+ * ends the main thread's read too; the multifd channels are shut so that
+ * no source write waits on a receiver that is gone. */
 static void recv_fail(struct multifd_recv *recv, const struct gw_error *err)
 {
     struct migration *migration = recv->migration;
+    bool first;
 
     pthread_mutex_lock(&recv->lock);
-    if (!recv->failed) {
+    first = !recv->failed;
+    if (first) {
         recv->failed = true;
         recv->error = *err;
     }
     pthread_cond_broadcast(&recv->changed);
     pthread_mutex_unlock(&recv->lock);
+    if (first && err->code != -ECANCELED)
+        channels_send_error_once(migration, err);
     pthread_mutex_lock(&migration->lock);
-    channel_shutdown(&migration->channel);
     channels_shutdown_multifd(migration);
     pthread_mutex_unlock(&migration->lock);
 }
@@ -308,15 +313,19 @@ static void *receiver_thread(void *opaque)
     if (rc == 0 && receiver->ram && recv->at_barrier)
         rc = gw_error_set(&err, -EPROTO, "multifd channel %u ended while other channels wait "
                           "at the end of a pass", receiver->index);
-    recv->ended++;
-    recv->ended_ram += receiver->ram;
-    pthread_cond_broadcast(&recv->changed);
     pthread_mutex_unlock(&recv->lock);
+    /* The failure is recorded before the end is counted: END must never see
+     * every channel ended and no error when one failed. */
     if (rc < 0) {
         gw_error_prefix(&err, "multifd %s channel %u", receiver->ram ? "RAM" : "device-state",
                         receiver->ram ? receiver->index : receiver->index - recv->nr_ram);
         recv_fail(recv, &err);
     }
+    pthread_mutex_lock(&recv->lock);
+    recv->ended++;
+    recv->ended_ram += receiver->ram;
+    pthread_cond_broadcast(&recv->changed);
+    pthread_mutex_unlock(&recv->lock);
     return NULL;
 }
 
@@ -366,7 +375,7 @@ int multifd_recv_start(struct migration *migration, struct load_state *main_stat
         recv->assemblies[i].last = -1;
     pthread_mutex_init(&recv->lock, NULL);
     pthread_cond_init(&recv->changed, NULL);
-    recv->receivers = calloc(recv->nr_receivers, sizeof(*recv->receivers));
+    recv->receivers = calloc(recv->nr_receivers ? recv->nr_receivers : 1, sizeof(*recv->receivers));
     if (!recv->receivers)
         return gw_error_set(err, -ENOMEM, "out of memory for the multifd receivers");
     rc = pthread_create(&recv->load_thread, NULL, load_thread, recv);

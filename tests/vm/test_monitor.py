@@ -6,13 +6,12 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 import tap  # noqa: E402
-from godwit_vm import Qmp, QmpError, VmTestCase, require_kvm  # noqa: E402
+from godwit_vm import Qmp, QmpError, VmTestCase  # noqa: E402
 
 
 class Monitor(VmTestCase):
     def setUp(self):
         super().setUp()
-        require_kvm(self)
         self.vm = self.start_vm(memory="16M", append="mode=idle")
         self.vm.serial.wait_count("A", 1, process=self.vm.process)
 
