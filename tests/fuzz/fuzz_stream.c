@@ -1,5 +1,5 @@
 /* Fuzzes the destination's whole stream loader: header, record framing,
- * CRCs, RAM_BLOCKS, PAGES, ZERO_PAGES, DEVICE and END. The RAM block is
+ * CRCs, RAM_BLOCKS, CONFIG, PAGES, ZERO_PAGES, DEVICE and END. The RAM block is
  * surrounded by guard bytes that must never change: invariant 2 of
  * DESIGN.md, "never writes outside a block". */
 #include <errno.h>
@@ -48,7 +48,7 @@ static int load_any(void *opaque, const uint8_t *state, size_t len, uint32_t ver
 
 static const struct device_ops fake_ops = { .load = load_any };
 static const char *const device_ids[] = { "kvm-irqchip", "kvm-pit", "kvm-clock", "cpu",
-                                          "serial" };
+                                          "serial", "soft-cpu" };
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
