@@ -79,6 +79,9 @@ struct accel {
     uint64_t *dirty;              /* one bit per 4 KiB page */
     uint64_t dirty_pages;
     uint64_t cursor;              /* the page save_precopy looks at first */
+    uint64_t piece_cursor;        /* the page the next stop-copy piece starts at */
+    struct accel_regs piece_regs; /* the registers a piece brought, for load_finish */
+    bool piece_regs_seen;
     uint64_t changes;             /* registers */
     uint64_t rng;
 };
@@ -339,12 +342,15 @@ static int check_version(const struct accel *a, uint32_t version, struct gw_erro
  * apply, copies them in (the caller holds the lock and has checked the
  * whole buffer first). registers: whether a REGISTERS entry must end it
  * (load) or none may appear (load_precopy); *regs_at gets its data. */
-static int walk_entries(struct accel *a, const uint8_t *data, size_t len, bool registers,
+enum registers { REGS_NONE, REGS_LAST, REGS_MAYBE };   /* precopy, whole state, piece */
+
+static int walk_entries(struct accel *a, const uint8_t *data, size_t len, enum registers registers,
                         bool apply, const uint8_t **regs_at, struct gw_error *err)
 {
     struct gw_cursor cursor = { .data = data, .len = len };
     const char *id = a->config->id;
-    const char *what = registers ? "state" : "precopy state";
+    const char *what = registers == REGS_NONE ? "precopy state"
+                       : registers == REGS_LAST ? "state" : "state piece";
     uint64_t size = a->config->state_size;
 
     *regs_at = NULL;
@@ -374,7 +380,7 @@ static int walk_entries(struct accel *a, const uint8_t *data, size_t len, bool r
                 memcpy(a->state + entry.offset, cursor.data + cursor.pos, entry.length);
             break;
         case ACCEL_KIND_REGISTERS:
-            if (!registers)
+            if (registers == REGS_NONE)
                 return gw_error_set(err, -EINVAL, "accel %s: a register block at byte %zu of "
                                     "a precopy state; registers come only with the stop-copy "
                                     "state", id, at);
@@ -391,7 +397,7 @@ static int walk_entries(struct accel *a, const uint8_t *data, size_t len, bool r
         }
         cursor.pos += entry.length;
     }
-    if (registers && !*regs_at)
+    if (registers == REGS_LAST && !*regs_at)
         return gw_error_set(err, -EBADMSG, "accel %s: the state has no register block: it is "
                             "truncated", id);
     return 0;
@@ -428,10 +434,10 @@ static int accel_load_precopy(void *opaque, const uint8_t *data, size_t len, uin
     int rc;
 
     if ((rc = check_version(a, version, err)) < 0 ||
-        (rc = walk_entries(a, data, len, false, false, &regs_at, err)) < 0)
+        (rc = walk_entries(a, data, len, REGS_NONE, false, &regs_at, err)) < 0)
         return rc;
     pthread_mutex_lock(&a->lock);
-    rc = walk_entries(a, data, len, false, true, &regs_at, err);
+    rc = walk_entries(a, data, len, REGS_NONE, true, &regs_at, err);
     pthread_mutex_unlock(&a->lock);
     return rc;
 }
@@ -445,11 +451,11 @@ static int accel_load(void *opaque, const uint8_t *data, size_t len, uint32_t ve
     int rc;
 
     if ((rc = check_version(a, version, err)) < 0 ||
-        (rc = walk_entries(a, data, len, true, false, &regs_at, err)) < 0 ||
+        (rc = walk_entries(a, data, len, REGS_LAST, false, &regs_at, err)) < 0 ||
         (rc = check_regs(a, regs_at, &regs, err)) < 0)
         return rc;
     pthread_mutex_lock(&a->lock);
-    rc = walk_entries(a, data, len, true, true, &regs_at, err);
+    rc = walk_entries(a, data, len, REGS_LAST, true, &regs_at, err);
     a->changes = regs.changes;
     a->rng = regs.rng;
     set_all_dirty(a);   /* a migration onward sends it all */
@@ -470,6 +476,109 @@ static int accel_save_setup(void *opaque, struct gw_error *err)
     return 0;
 }
 
+/* With the VM stopped, the stop-copy state in pieces of at most max_bytes:
+ * STATE entries for the dirty pages from piece_cursor on, and the register
+ * block in the last piece. Pieces put together are what accel_save writes;
+ * each stands alone, so the destination can load them in any order. As in
+ * accel_save, nothing is marked clean, and all is dirty after the last. */
+static int accel_save_piece(void *opaque, struct gw_buffer *out, size_t max_bytes, bool *last,
+                            struct gw_error *err)
+{
+    struct accel *a = opaque;
+    const size_t regs_room = sizeof(struct accel_entry) + ACCEL_REGS_SIZE;
+    size_t start = out->len, used = 0;
+    int rc = 0;
+
+    *last = false;
+    pthread_mutex_lock(&a->lock);
+    for (;;) {
+        uint64_t first = next_dirty(a, a->piece_cursor), room, count;
+        if (first == a->pages) {
+            if (max_bytes - used < regs_room)
+                break;   /* the registers go in the next piece */
+            uint8_t block[ACCEL_REGS_SIZE];
+            struct accel_entry entry = { .offset = 0, .length = ACCEL_REGS_SIZE,
+                                         .kind = ACCEL_KIND_REGISTERS };
+            regs_block(a, block);
+            if ((rc = gw_buffer_append(out, &entry, sizeof(entry))) == 0)
+                rc = gw_buffer_append(out, block, sizeof(block));
+            *last = rc == 0;
+            a->piece_cursor = 0;
+            set_all_dirty(a);
+            break;
+        }
+        if (max_bytes - used < sizeof(struct accel_entry) + ACCEL_PAGE)
+            break;
+        room = (max_bytes - used - sizeof(struct accel_entry)) / ACCEL_PAGE;
+        room = room > ACCEL_RUN_MAX / ACCEL_PAGE ? ACCEL_RUN_MAX / ACCEL_PAGE : room;
+        count = dirty_run(a, first, room);
+        if ((rc = put_state_entry(a, out, first, count)) < 0)
+            break;
+        used += sizeof(struct accel_entry) + count * ACCEL_PAGE;
+        a->piece_cursor = first + count;
+    }
+    if (rc < 0)
+        a->piece_cursor = 0;   /* a failed save starts over */
+    pthread_mutex_unlock(&a->lock);
+    if (rc < 0) {
+        out->len = start;
+        return gw_error_set(err, rc, "accel %s: cannot append its state: %s", a->config->id,
+                            strerror(-rc));
+    }
+    return 0;
+}
+
+/* One piece, checked whole before any of it lands; its registers, if it
+ * has them, wait for load_finish. */
+static int accel_load_piece(void *opaque, uint32_t index, const uint8_t *data, size_t len,
+                            uint32_t version, struct gw_error *err)
+{
+    struct accel *a = opaque;
+    struct accel_regs regs;
+    const uint8_t *regs_at;
+    int rc;
+
+    if ((rc = check_version(a, version, err)) < 0 ||
+        (rc = walk_entries(a, data, len, REGS_MAYBE, false, &regs_at, err)) < 0 ||
+        (regs_at && (rc = check_regs(a, regs_at, &regs, err)) < 0)) {
+        gw_error_prefix(err, "piece %u", index);
+        return rc;
+    }
+    pthread_mutex_lock(&a->lock);
+    if (regs_at && a->piece_regs_seen)
+        rc = gw_error_set(err, -EBADMSG, "accel %s: piece %u has a second register block",
+                          a->config->id, index);
+    if (rc == 0)
+        rc = walk_entries(a, data, len, REGS_MAYBE, true, &regs_at, err);
+    if (rc == 0 && regs_at) {
+        a->piece_regs = regs;
+        a->piece_regs_seen = true;
+    }
+    pthread_mutex_unlock(&a->lock);
+    return rc;
+}
+
+static int accel_load_finish(void *opaque, uint32_t pieces, uint32_t version,
+                             struct gw_error *err)
+{
+    struct accel *a = opaque;
+    int rc = 0;
+
+    (void)version;
+    pthread_mutex_lock(&a->lock);
+    if (!a->piece_regs_seen) {
+        rc = gw_error_set(err, -EBADMSG, "accel %s: none of the %u pieces of its state had the "
+                          "register block", a->config->id, pieces);
+    } else {
+        a->changes = a->piece_regs.changes;
+        a->rng = a->piece_regs.rng;
+        a->piece_regs_seen = false;
+        set_all_dirty(a);   /* a migration onward sends it all */
+    }
+    pthread_mutex_unlock(&a->lock);
+    return rc;
+}
+
 static const struct device_ops accel_ops = {
     .save_setup = accel_save_setup,
     .save = accel_save,
@@ -478,6 +587,9 @@ static const struct device_ops accel_ops = {
     .save_precopy = accel_save_precopy,
     .load_precopy = accel_load_precopy,
     .multifd = true,   /* its state stands alone: no other device's load is needed first */
+    .save_piece = accel_save_piece,
+    .load_piece = accel_load_piece,
+    .load_finish = accel_load_finish,
 };
 
 /* --- x-query-accel --- */

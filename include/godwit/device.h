@@ -53,6 +53,22 @@ struct device_ops {
      * x-channel-header) and be loaded by the destination's load thread, at
      * any time before END: load must not depend on other devices. */
     bool multifd;
+
+    /* Optional, all three or none (seed 002's save_live_complete_precopy
+     * and load_state_buffer/load_finish): the stop-copy state in pieces, so
+     * that the first piece is on the wire while the device makes the next
+     * and the destination loads each as it comes.
+     * save_piece: VM stopped, called instead of save until *last: append
+     * the next piece, at most max_bytes; the pieces put together are a
+     * state that load takes (the main channel still loads it whole).
+     * load_piece: piece `index` of a state that came on multifd channels,
+     * in any order, one piece at a time, from the load thread; each piece
+     * stands alone. load_finish: every piece up to the last is loaded. */
+    int (*save_piece)(void *opaque, struct gw_buffer *out, size_t max_bytes, bool *last,
+                      struct gw_error *err);
+    int (*load_piece)(void *opaque, uint32_t index, const uint8_t *data, size_t len,
+                      uint32_t version, struct gw_error *err);
+    int (*load_finish)(void *opaque, uint32_t pieces, uint32_t version, struct gw_error *err);
 };
 
 struct device {

@@ -33,15 +33,28 @@ struct receiver {
     bool started;
 };
 
-/* One device's state as its buffers come in. */
+/* One device's state as its buffers come in. A device with load_piece
+ * takes each buffer as it comes (piecewise); for any other the buffers are
+ * put together at 16 MiB offsets and load gets the whole. */
 struct assembly {
-    uint8_t *data;                  /* DEVICE_STATE_MAX of address space, on first buffer */
+    uint8_t *data;                  /* whole: DEVICE_STATE_MAX of address space */
     uint64_t received[2];           /* bit per buffer index claimed */
-    unsigned copied;                /* buffers whose data is in place */
+    unsigned copied;                /* whole: buffers in place; piecewise: claimed */
+    unsigned applied;               /* piecewise: pieces loaded */
     int last;                       /* index of the LAST buffer, -1 until it comes */
     size_t size;
     uint32_t version;
-    bool queued, loaded;
+    bool queued, loaded;            /* queued: every buffer has come */
+};
+
+/* Work for the load thread: a whole state, or one piece. */
+struct load_item {
+    struct load_item *next;
+    unsigned slot;
+    bool piece;
+    uint32_t index;
+    uint8_t *data;                  /* piece: malloc'd, the load thread frees it */
+    size_t len;
 };
 
 struct multifd_recv {
@@ -59,7 +72,7 @@ struct multifd_recv {
     struct gw_error error;
 
     struct assembly assemblies[DEVICE_MAX];
-    unsigned load_queue[DEVICE_MAX], queue_head, queue_tail;
+    struct load_item *queue_head, **queue_tail;
     bool loading, stop_loader;
     /* The main channel has moved past precopy: every precopy buffer, which
      * only the main channel carries, is loaded, so a stop-copy state may
@@ -130,45 +143,81 @@ static int barrier(struct receiver *receiver, const struct stream_record *record
     return rc;
 }
 
+/* Loads one item; returns 0 or the device's error, prefixed. */
+static int load_item(struct multifd_recv *recv, struct load_item *item, bool *finished,
+                     struct gw_error *err)
+{
+    struct device *device = &recv->main_state->devices->devices[item->slot];
+    struct assembly *assembly = &recv->assemblies[item->slot];
+    int rc;
+
+    *finished = false;
+    if (!item->piece) {
+        rc = device->ops->load(device->opaque, assembly->data, assembly->size,
+                               assembly->version, err);
+        munmap(assembly->data, DEVICE_STATE_MAX);
+        assembly->data = NULL;
+        *finished = true;
+    } else {
+        rc = device->ops->load_piece(device->opaque, item->index, item->data, item->len,
+                                     assembly->version, err);
+        pthread_mutex_lock(&recv->lock);
+        *finished = rc == 0 && ++assembly->applied == (unsigned)assembly->last + 1 &&
+                    assembly->last >= 0;
+        pthread_mutex_unlock(&recv->lock);
+        if (*finished)
+            rc = device->ops->load_finish(device->opaque, assembly->applied, assembly->version,
+                                          err);
+    }
+    if (rc < 0)
+        gw_error_prefix(err, "loading device '%s' instance %u", device->id, device->instance);
+    return rc;
+}
+
 static void *load_thread(void *opaque)
 {
     struct multifd_recv *recv = opaque;
-    struct device_registry *devices = recv->main_state->devices;
 
     pthread_mutex_lock(&recv->lock);
     for (;;) {
-        while ((recv->queue_head == recv->queue_tail || !recv->precopy_done) &&
-               !recv->stop_loader)
+        while ((!recv->queue_head || !recv->precopy_done) && !recv->stop_loader)
             pthread_cond_wait(&recv->changed, &recv->lock);
         if (recv->stop_loader)
             break;   /* only after END or a failure: nothing left worth loading */
-        unsigned slot = recv->load_queue[recv->queue_head++ % DEVICE_MAX];
-        struct assembly *assembly = &recv->assemblies[slot];
-        struct device *device = &devices->devices[slot];
+        struct load_item *item = recv->queue_head;
         struct gw_error err = { 0 };
+        bool finished;
+        recv->queue_head = item->next;
+        if (!recv->queue_head)
+            recv->queue_tail = &recv->queue_head;
         recv->loading = true;
         pthread_mutex_unlock(&recv->lock);
-        int rc = device->ops->load(device->opaque, assembly->data, assembly->size,
-                                   assembly->version, &err);
-        munmap(assembly->data, DEVICE_STATE_MAX);
-        assembly->data = NULL;
-        if (rc < 0) {
-            gw_error_prefix(&err, "loading device '%s' instance %u", device->id,
-                            device->instance);
+        int rc = load_item(recv, item, &finished, &err);
+        if (rc < 0)
             recv_fail(recv, &err);
-        }
         pthread_mutex_lock(&recv->lock);
-        assembly->loaded = rc == 0;
+        if (finished && rc == 0)
+            recv->assemblies[item->slot].loaded = true;
         recv->loading = false;
+        free(item->data);
+        free(item);
         pthread_cond_broadcast(&recv->changed);
     }
     pthread_mutex_unlock(&recv->lock);
     return NULL;
 }
 
+static void queue_item(struct multifd_recv *recv, struct load_item *item)
+{
+    item->next = NULL;
+    *recv->queue_tail = item;
+    recv->queue_tail = &item->next;
+    pthread_cond_broadcast(&recv->changed);
+}
+
 /* Claims buffer `index` of a device under the lock: every rule about which
  * buffers may come is checked here. */
-static int claim_buffer(struct assembly *assembly, const struct device *device, uint32_t index,
+static int claim_buffer(struct assembly *assembly, bool piecewise, uint32_t index,
                         uint32_t flags, uint32_t version, size_t len, struct gw_error *err)
 {
     uint64_t bit = 1ULL << (index % 64);
@@ -180,7 +229,7 @@ static int claim_buffer(struct assembly *assembly, const struct device *device, 
                             "buffers of 16 MiB)", index, BUFFERS_MAX);
     if (assembly->received[index / 64] & bit)
         return gw_error_set(err, -EPROTO, "buffer %u arrived twice", index);
-    if (!(flags & DEVICE_LAST) && len != DEVICE_BUFFER_MAX)
+    if (!piecewise && !(flags & DEVICE_LAST) && len != DEVICE_BUFFER_MAX)
         return gw_error_set(err, -EPROTO, "buffer %u holds %zu bytes; every buffer but the "
                             "last holds 16 MiB", index, len);
     if (assembly->last >= 0 && (flags & DEVICE_LAST || index > (uint32_t)assembly->last))
@@ -197,7 +246,7 @@ static int claim_buffer(struct assembly *assembly, const struct device *device, 
     if (assembly->copied && version != assembly->version)
         return gw_error_set(err, -EPROTO, "buffers of versions %u and %u", assembly->version,
                             version);
-    if (!assembly->data) {
+    if (!piecewise && !assembly->data) {
         void *region = mmap(NULL, DEVICE_STATE_MAX, PROT_READ | PROT_WRITE,
                             MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         if (region == MAP_FAILED)
@@ -205,9 +254,10 @@ static int claim_buffer(struct assembly *assembly, const struct device *device, 
                                 strerror(errno));
         assembly->data = region;
     }
-    (void)device;
     assembly->version = version;
     assembly->received[index / 64] |= bit;
+    if (piecewise && ++assembly->copied == (unsigned)assembly->last + 1 && assembly->last >= 0)
+        assembly->queued = true;   /* every piece has come */
     return 0;
 }
 
@@ -244,22 +294,37 @@ int multifd_recv_device(struct multifd_recv *recv, const struct stream_record *r
                             "flags 0x%x; only LAST (1) is allowed there", device->id, index, flags);
     slot = (unsigned)(device - devices->devices);
     assembly = &recv->assemblies[slot];
+    bool piecewise = device->ops->load_piece != NULL;
+    struct load_item *item = calloc(1, sizeof(*item));
+    if (!item || (piecewise && len && !(item->data = malloc(len)))) {
+        free(item);
+        return gw_error_set(err, -ENOMEM, "out of memory for device '%s' state", device->id);
+    }
     pthread_mutex_lock(&recv->lock);
-    rc = claim_buffer(assembly, device, index, flags, version, len, err);
+    rc = claim_buffer(assembly, piecewise, index, flags, version, len, err);
     pthread_mutex_unlock(&recv->lock);
     if (rc < 0) {
+        free(item->data);
+        free(item);
         gw_error_prefix(err, "device '%s' instance %u", device->id, instance);
         return rc;
     }
-    memcpy(assembly->data + (size_t)index * DEVICE_BUFFER_MAX,
+    *item = (struct load_item){ .slot = slot, .piece = piecewise, .index = index,
+                                .data = item->data, .len = len };
+    /* Outside the lock: no other buffer maps to these bytes. */
+    memcpy(piecewise ? item->data : assembly->data + (size_t)index * DEVICE_BUFFER_MAX,
            record->body + DEVICE_RECORD_HEADER, len);
     pthread_mutex_lock(&recv->lock);
-    if (++assembly->copied == (unsigned)assembly->last + 1 && assembly->last >= 0) {
+    if (piecewise) {
+        queue_item(recv, item);
+        item = NULL;
+    } else if (++assembly->copied == (unsigned)assembly->last + 1 && assembly->last >= 0) {
         assembly->queued = true;
-        recv->load_queue[recv->queue_tail++ % DEVICE_MAX] = slot;
-        pthread_cond_broadcast(&recv->changed);
+        queue_item(recv, item);
+        item = NULL;
     }
     pthread_mutex_unlock(&recv->lock);
+    free(item);
     return 0;
 }
 
@@ -373,6 +438,7 @@ int multifd_recv_start(struct migration *migration, struct load_state *main_stat
     recv->nr_ram = migration->config.channels;
     for (unsigned i = 0; i < DEVICE_MAX; i++)
         recv->assemblies[i].last = -1;
+    recv->queue_tail = &recv->queue_head;
     pthread_mutex_init(&recv->lock, NULL);
     pthread_cond_init(&recv->changed, NULL);
     recv->receivers = calloc(recv->nr_receivers ? recv->nr_receivers : 1, sizeof(*recv->receivers));
@@ -428,7 +494,7 @@ int multifd_recv_finish(struct multifd_recv *recv, struct load_state *main_state
     multifd_recv_precopy_done(recv);
     pthread_mutex_lock(&recv->lock);
     while (!recv->failed && (recv->ended < recv->nr_receivers || recv->loading ||
-                             recv->queue_head != recv->queue_tail))
+                             recv->queue_head))
         pthread_cond_wait(&recv->changed, &recv->lock);
     if (recv->failed) {
         *err = recv->error;
@@ -502,6 +568,12 @@ void multifd_recv_free(struct multifd_recv *recv)
     }
     if (recv->load_thread_started)
         pthread_join(recv->load_thread, NULL);
+    while (recv->queue_head) {
+        struct load_item *item = recv->queue_head;
+        recv->queue_head = item->next;
+        free(item->data);
+        free(item);
+    }
     for (unsigned i = 0; i < DEVICE_MAX; i++)
         if (recv->assemblies[i].data)
             munmap(recv->assemblies[i].data, DEVICE_STATE_MAX);

@@ -36,8 +36,10 @@ struct source {
     uint64_t expected_downtime_us;
     uint32_t precopy_buffers[DEVICE_MAX];   /* next precopy buffer index, per device */
     uint64_t pass;             /* the dirty pass being sent, from 1 */
-    /* States of devices whose buffers the multifd channels are sending. */
-    struct gw_buffer multifd_states[DEVICE_MAX];
+    /* States and pieces of states that the multifd channels are sending:
+     * they live until ram_sender_finish. */
+    struct gw_buffer *kept;
+    unsigned nr_kept, kept_cap;
 };
 
 /* Writes a record on the main channel and counts its bytes. */
@@ -394,15 +396,86 @@ static bool device_on_multifd(const struct source *source, const struct device *
     return device->ops->multifd && config->multifd && config->channel_header;
 }
 
+/* A new empty buffer that stays valid until the migration ends. */
+static struct gw_buffer *keep_buffer(struct source *source, struct gw_error *err)
+{
+    if (source->nr_kept == source->kept_cap) {
+        unsigned cap = source->kept_cap ? 2 * source->kept_cap : 16;
+        struct gw_buffer *kept = realloc(source->kept, cap * sizeof(*kept));
+        if (!kept) {
+            gw_error_set(err, -ENOMEM, "out of memory for device state");
+            return NULL;
+        }
+        source->kept = kept;
+        source->kept_cap = cap;
+    }
+    source->kept[source->nr_kept] = (struct gw_buffer){ 0 };
+    return &source->kept[source->nr_kept++];
+}
+
+static int send_buffer(struct source *source, struct device *device, uint32_t index,
+                       uint32_t flags, const uint8_t *data, size_t len, struct gw_error *err)
+{
+    uint8_t header[DEVICE_RECORD_HEADER];
+
+    if (!device_on_multifd(source, device))
+        return send_device_buffer(source, device, index, flags, data, len, err);
+    device_buffer_header(device, index, flags, header);
+    return ram_sender_queue_device(source->sender, header, data, len, err);
+}
+
+/* A device with save_piece: each piece goes out as soon as the device has
+ * made it, while it makes the next (on multifd channels, other threads
+ * send it). At most DEVICE_STATE_MAX in all, one buffer per piece. */
+static int send_device_pieces(struct source *source, struct device *device,
+                              struct gw_error *err)
+{
+    bool multifd = device_on_multifd(source, device), last = false;
+    struct gw_buffer scratch = { 0 };
+    uint64_t total = 0;
+    int rc = 0;
+
+    for (uint32_t index = 0; rc == 0 && !last; index++) {
+        struct gw_buffer *piece = multifd ? keep_buffer(source, err) : &scratch;
+        if (!piece) {
+            rc = -ENOMEM;
+            break;
+        }
+        gw_buffer_reset(piece);
+        rc = device->ops->save_piece(device->opaque, piece, DEVICE_BUFFER_MAX, &last, err);
+        if (rc < 0) {
+            gw_error_prefix(err, "saving device '%s'", device->id);
+            break;
+        }
+        total += piece->len;
+        if (piece->len > DEVICE_BUFFER_MAX || total > DEVICE_STATE_MAX ||
+            (!last && index + 1 == DEVICE_STATE_MAX / DEVICE_BUFFER_MAX)) {
+            rc = gw_error_set(err, -EMSGSIZE, "device '%s' saved a piece of %zu bytes, %" PRIu64
+                              " in %u pieces so far; a piece holds at most %u bytes and a state "
+                              "%llu bytes in %llu pieces", device->id, piece->len, total,
+                              index + 1, DEVICE_BUFFER_MAX,
+                              (unsigned long long)DEVICE_STATE_MAX,
+                              (unsigned long long)(DEVICE_STATE_MAX / DEVICE_BUFFER_MAX));
+            break;
+        }
+        rc = send_buffer(source, device, index, last ? DEVICE_LAST : 0, piece->data, piece->len,
+                         err);
+    }
+    device->saved_size = total;
+    gw_buffer_free(&scratch);
+    return rc;
+}
+
 /* One device's stop-copy state, cut into buffers of DEVICE_BUFFER_MAX. */
 static int send_device_state(struct source *source, struct device *device, struct gw_buffer *state,
                              struct gw_error *err)
 {
-    bool multifd = device_on_multifd(source, device);
     size_t offset = 0;
     uint32_t index = 0;
     int rc;
 
+    if (device->ops->save_piece)
+        return send_device_pieces(source, device, err);
     rc = device->ops->save(device->opaque, state, err);
     if (rc < 0)
         return gw_error_prefix(err, "saving device '%s'", device->id), rc;
@@ -415,13 +488,7 @@ static int send_device_state(struct source *source, struct device *device, struc
                                                              : DEVICE_BUFFER_MAX;
         uint32_t flags = offset + len == state->len ? DEVICE_LAST : 0;
         const uint8_t *data = state->data ? state->data + offset : NULL;
-        if (multifd) {
-            uint8_t header[DEVICE_RECORD_HEADER];
-            device_buffer_header(device, index++, flags, header);
-            rc = ram_sender_queue_device(source->sender, header, data, len, err);
-        } else {
-            rc = send_device_buffer(source, device, index++, flags, data, len, err);
-        }
+        rc = send_buffer(source, device, index++, flags, data, len, err);
         offset += len;
     } while (rc == 0 && offset < state->len);
     return rc;
@@ -442,8 +509,9 @@ static int send_devices(struct source *source, struct gw_error *err)
             if (multifd != (pass == 0))
                 continue;
             gw_buffer_reset(&state);
-            rc = send_device_state(source, device, multifd ? &source->multifd_states[i] : &state,
-                                   err);
+            struct gw_buffer *kept = multifd && !device->ops->save_piece ? keep_buffer(source, err)
+                                                                         : &state;
+            rc = kept ? send_device_state(source, device, kept, err) : -ENOMEM;
         }
     }
     gw_buffer_free(&state);
@@ -580,8 +648,9 @@ static void finish(struct source *source, int rc, struct gw_error *err)
     ram_sender_free(source->sender);
     source->sender = NULL;
     channels_close_multifd(migration);
-    for (unsigned i = 0; i < DEVICE_MAX; i++)
-        gw_buffer_free(&source->multifd_states[i]);
+    for (unsigned i = 0; i < source->nr_kept; i++)
+        gw_buffer_free(&source->kept[i]);
+    free(source->kept);
     if (migration->rp_running) {
         pthread_join(migration->rp_thread, NULL);
         migration->rp_running = false;
