@@ -3,6 +3,7 @@
  * is one line on stderr saying what was wrong and what is allowed, exit 2. */
 #include <errno.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,11 @@
 #define EXIT_USAGE 2
 #define DOWNTIME_LIMIT_MAX 2000000ULL      /* ms, as QEMU's */
 #define BANDWIDTH_MAX (1ULL << 53)         /* bytes/s, as QEMU's */
+#define CHANNELS_MAX 255                   /* multifd-channels, as QEMU's */
+#define ZSTD_LEVEL_MAX 20
+
+static const char *const compression_names[] = { "none", "zstd", NULL };
+static const char *const zero_page_detection_names[] = { "none", "legacy", "multifd", NULL };
 
 static const char main_usage[] =
     "Usage: godwit COMMAND [OPTIONS]\n"
@@ -36,15 +42,21 @@ static const char main_usage[] =
     "(default 10).\n";
 
 static const char migrate_usage[] =
-    "Usage: godwit migrate --from unix:PATH --to URI [OPTIONS]\n"
-    "Connects to the source VM's QMP socket, sets the parameters given\n"
-    "(migrate-set-parameters), starts the migration (migrate) and follows it\n"
-    "(query-migrate every 100 ms) until it completes, fails or is cancelled;\n"
-    "then prints a report.\n"
+    "Usage: godwit migrate --from unix:PATH --to URI [--dest unix:PATH] [OPTIONS]\n"
+    "Connects to the source VM's QMP socket, sets the capabilities and parameters\n"
+    "given (migrate-set-capabilities, migrate-set-parameters), starts the\n"
+    "migration (migrate) and follows it (query-migrate every 100 ms) until it\n"
+    "completes, fails or is cancelled; then prints a report. A setting not given\n"
+    "stays as the VM has it, capabilities included.\n"
     "\n"
     "  --from unix:PATH       the source VM's QMP socket (godwit-vm --qmp unix:PATH)\n"
     "  --to URI               where the source sends the stream: tcp:HOST:PORT,\n"
     "                         tcp:[IPV6]:PORT, unix:PATH, fd:N or file:PATH\n"
+    "  --dest unix:PATH       the destination VM's QMP socket, a godwit-vm started\n"
+    "                         with --incoming defer: godwit gives it the source's\n"
+    "                         multifd and zero-page settings, then has it listen\n"
+    "                         on the URI of --to (migrate-incoming) before the\n"
+    "                         source's migrate; that URI must be tcp: or unix:\n"
     "  --downtime-limit MS    the longest the guest may stay stopped at the\n"
     "                         switchover, 0 to 2000000 ms (the VM's default: 300)\n"
     "  --max-bandwidth RATE   bytes/s the migration may use, a size like 100M or\n"
@@ -54,17 +66,45 @@ static const char migrate_usage[] =
     "                         predict the downtime; 0 = the measured bandwidth\n"
     "  --events               turn on the 'events' capability and wake on\n"
     "                         MIGRATION events as well as polling\n"
+    "  --multifd N            send RAM on N more connections (1 to 255) beside the\n"
+    "                         main one, a sender thread each: the 'multifd'\n"
+    "                         capability and multifd-channels N; needs a tcp: or\n"
+    "                         unix: URI\n"
+    "  --multifd-compression none|zstd\n"
+    "                         compress the pages on the multifd channels (with\n"
+    "                         --multifd; the VM's default: none)\n"
+    "  --multifd-zstd-level L zstd's level, 0 to 20 (with --multifd-compression\n"
+    "                         zstd; the VM's default: 1)\n"
+    "  --zero-page-detection none|legacy|multifd\n"
+    "                         who finds zero pages: nobody (every page is sent\n"
+    "                         with data), the migration thread, or the multifd\n"
+    "                         sender threads (the VM's default)\n"
+    "  --channel-header       every connection starts with a header naming its\n"
+    "                         type and migration (the 'x-channel-header' capability)\n"
+    "  --device-state-channels N\n"
+    "                         N more connections (0 to 255) for device state\n"
+    "                         (x-multifd-channels-device-state); above 0 it needs\n"
+    "                         both --multifd and --channel-header; 0 = device\n"
+    "                         state on the RAM channels\n"
     "  -h, --help             print this help and exit\n"
+    "\n"
+    "The destination refuses a migration whose multifd, x-channel-header or\n"
+    "zero-page-detection settings differ from the source's. With --dest godwit\n"
+    "copies the source's settings (those given and those already set) to it;\n"
+    "without --dest, when any of them is given or the source has multifd or\n"
+    "x-channel-header on, a note on stderr lists what the destination needs.\n"
     "\n"
     "Progress: on a terminal, one line redrawn in place; otherwise one line a\n"
     "second. Fields: first-pass percentage (then the pass number), MB/s\n"
-    "(10^6 bytes), remaining dirty RAM, ETA, dirty pages/s, expected downtime;\n"
-    "a terminal too narrow for the line shows the first fields only.\n"
+    "(10^6 bytes), remaining dirty RAM, ETA, dirty pages/s, expected downtime,\n"
+    "and with multifd the channels and the bytes sent on them; a terminal too\n"
+    "narrow for the line shows the first fields only. The report adds the\n"
+    "multifd channels, compression and bytes when multifd is on.\n"
     "Ctrl-C sends migrate_cancel and waits for the final status: the guest\n"
     "stays on the source unless the migration completed first. A second\n"
     "Ctrl-C stops waiting.\n"
     "Exit status: 0 completed; 1 failed or cancelled (the reason on stderr), or\n"
-    "the VM could not be reached or refused a command; 2 bad command line.\n";
+    "a VM could not be reached or refused a command; 2 bad command line.\n";
 
 static const char status_usage[] =
     "Usage: godwit status --qmp unix:PATH\n"
@@ -106,22 +146,53 @@ static int parse_qmp_socket(const char *command, const char *option, const char 
     return 0;
 }
 
-static int parse_downtime_limit(const char *text, struct migrate_request *req)
+/* A whole number from min to max. noun says what the option counts ("a
+ * number of milliseconds"), unit follows the range in the error ("ms"). */
+static int parse_number(const char *option, const char *text, uint64_t min, uint64_t max,
+                        const char *noun, const char *unit, uint64_t *value)
 {
     char *end;
-    unsigned long long value;
 
     errno = 0;
-    value = strtoull(text, &end, 10);
+    *value = strtoull(text, &end, 10);
     if (text[0] < '0' || text[0] > '9' || *end || errno)
-        return usage_error("migrate", "--downtime-limit '%s' is not a number of milliseconds; "
-                           "allowed: 0 to %llu", text, DOWNTIME_LIMIT_MAX);
-    if (value > DOWNTIME_LIMIT_MAX)
-        return usage_error("migrate", "--downtime-limit %s is out of range; allowed: 0 to "
-                           "%llu ms", text, DOWNTIME_LIMIT_MAX);
-    req->downtime_limit = value;
-    req->has_downtime_limit = true;
+        return usage_error("migrate", "%s '%s' is not %s; allowed: %" PRIu64 " to %" PRIu64,
+                           option, text, noun, min, max);
+    if (*value < min || *value > max)
+        return usage_error("migrate", "%s %s is out of range; allowed: %" PRIu64 " to %" PRIu64
+                           "%s%s", option, text, min, max, unit[0] ? " " : "", unit);
     return 0;
+}
+
+static int parse_count(const char *option, const char *text, uint64_t min, uint64_t max,
+                       const char *noun, const char *unit, unsigned *count)
+{
+    uint64_t value;
+
+    if (parse_number(option, text, min, max, noun, unit, &value))
+        return EXIT_USAGE;
+    *count = (unsigned)value;
+    return 0;
+}
+
+/* One of choices (NULL-terminated); *value points into choices. */
+static int parse_choice(const char *option, const char *text, const char *const *choices,
+                        const char **value)
+{
+    char allowed[128];
+    size_t used = 0;
+
+    for (size_t i = 0; choices[i]; i++) {
+        if (!strcmp(text, choices[i])) {
+            *value = choices[i];
+            return 0;
+        }
+        if (used < sizeof(allowed))
+            used += (size_t)snprintf(allowed + used, sizeof(allowed) - used, "%s%s",
+                                     !i ? "" : choices[i + 1] ? ", " : " or ", choices[i]);
+    }
+    return usage_error("migrate", "%s '%s' is not supported; allowed: %s", option, text,
+                       allowed);
 }
 
 static int parse_rate(const char *option, const char *text, uint64_t *rate, bool *given)
@@ -158,15 +229,26 @@ static int parse_timeout(const char *command, int *timeout_ms)
     return 0;
 }
 
-enum { OPT_FROM = 256, OPT_TO, OPT_DOWNTIME, OPT_MAX_BW, OPT_AVAIL_BW, OPT_EVENTS, OPT_QMP };
+enum {
+    OPT_FROM = 256, OPT_TO, OPT_DEST, OPT_DOWNTIME, OPT_MAX_BW, OPT_AVAIL_BW, OPT_EVENTS,
+    OPT_MULTIFD, OPT_COMPRESSION, OPT_ZSTD_LEVEL, OPT_ZERO_PAGE, OPT_CHANNEL_HEADER,
+    OPT_DEVICE_CHANNELS, OPT_QMP,
+};
 
 static const struct option migrate_options[] = {
     { "from", required_argument, NULL, OPT_FROM },
     { "to", required_argument, NULL, OPT_TO },
+    { "dest", required_argument, NULL, OPT_DEST },
     { "downtime-limit", required_argument, NULL, OPT_DOWNTIME },
     { "max-bandwidth", required_argument, NULL, OPT_MAX_BW },
     { "avail-switchover-bandwidth", required_argument, NULL, OPT_AVAIL_BW },
     { "events", no_argument, NULL, OPT_EVENTS },
+    { "multifd", required_argument, NULL, OPT_MULTIFD },
+    { "multifd-compression", required_argument, NULL, OPT_COMPRESSION },
+    { "multifd-zstd-level", required_argument, NULL, OPT_ZSTD_LEVEL },
+    { "zero-page-detection", required_argument, NULL, OPT_ZERO_PAGE },
+    { "channel-header", no_argument, NULL, OPT_CHANNEL_HEADER },
+    { "device-state-channels", required_argument, NULL, OPT_DEVICE_CHANNELS },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
 };
@@ -195,10 +277,37 @@ static int common_option(const char *command, int id, char **argv, const char *u
     return 1;
 }
 
+static int multifd_parse_one(int id, const char *arg, struct multifd_request *m)
+{
+    switch (id) {
+    case OPT_MULTIFD:
+        return parse_count("--multifd", arg, 1, CHANNELS_MAX, "a number of channels",
+                           "channels", &m->channels);
+    case OPT_COMPRESSION:
+        return parse_choice("--multifd-compression", arg, compression_names, &m->compression);
+    case OPT_ZSTD_LEVEL:
+        m->has_zstd_level = true;
+        return parse_count("--multifd-zstd-level", arg, 0, ZSTD_LEVEL_MAX, "a zstd level", "",
+                           &m->zstd_level);
+    case OPT_ZERO_PAGE:
+        return parse_choice("--zero-page-detection", arg, zero_page_detection_names,
+                            &m->zero_page_detection);
+    case OPT_CHANNEL_HEADER:
+        m->channel_header = true;
+        return 0;
+    case OPT_DEVICE_CHANNELS:
+        m->has_device_channels = true;
+        return parse_count("--device-state-channels", arg, 0, CHANNELS_MAX,
+                           "a number of channels", "channels", &m->device_channels);
+    }
+    return usage_error("migrate", "internal error: option %d has no parser", id);
+}
+
 static int migrate_parse_one(int id, const char *arg, struct migrate_request *req)
 {
     struct gw_error err;
     struct uri uri;
+    uint64_t downtime_limit;
 
     switch (id) {
     case OPT_FROM:
@@ -208,8 +317,15 @@ static int migrate_parse_one(int id, const char *arg, struct migrate_request *re
             return usage_error("migrate", "--to: %s", err.msg);
         req->uri = arg;
         return 0;
+    case OPT_DEST:
+        return parse_qmp_socket("migrate", "--dest", arg, &req->dest_qmp_path);
     case OPT_DOWNTIME:
-        return parse_downtime_limit(arg, req);
+        req->has_downtime_limit = true;
+        if (parse_number("--downtime-limit", arg, 0, DOWNTIME_LIMIT_MAX,
+                         "a number of milliseconds", "ms", &downtime_limit))
+            return EXIT_USAGE;
+        req->downtime_limit = downtime_limit;
+        return 0;
     case OPT_MAX_BW:
         return parse_rate("--max-bandwidth", arg, &req->max_bandwidth, &req->has_max_bandwidth);
     case OPT_AVAIL_BW:
@@ -220,13 +336,63 @@ static int migrate_parse_one(int id, const char *arg, struct migrate_request *re
         req->events = true;
         return 0;
     }
-    return usage_error("migrate", "internal error: option %d has no parser", id);
+    return multifd_parse_one(id, arg, &req->multifd);
+}
+
+/* The multifd options that only make sense with others. */
+static int check_multifd_combination(const struct multifd_request *m)
+{
+    if (m->has_device_channels && m->device_channels && (!m->channels || !m->channel_header))
+        return usage_error("migrate", "--device-state-channels %u needs --multifd N and "
+                           "--channel-header (the channel header tells a device-state "
+                           "channel from a RAM one); add %s, or give 0 to keep device "
+                           "state on the RAM channels", m->device_channels,
+                           m->channels ? "--channel-header" : m->channel_header
+                           ? "--multifd N" : "--multifd N and --channel-header");
+    if ((m->compression || m->has_zstd_level) && !m->channels)
+        return usage_error("migrate", "%s applies to the multifd channels: add --multifd N",
+                           m->compression ? "--multifd-compression" : "--multifd-zstd-level");
+    if (m->has_zstd_level && strcmp(m->compression ? m->compression : "", "zstd"))
+        return usage_error("migrate", "--multifd-zstd-level sets zstd's level: add "
+                           "--multifd-compression zstd");
+    return 0;
+}
+
+/* What --multifd and --dest need of --to (already checked by uri_parse). */
+static int check_uri_combination(const struct migrate_request *req)
+{
+    struct gw_error err;
+    struct uri uri;
+    bool several;
+
+    if (uri_parse(req->uri, &uri, &err) < 0)
+        return usage_error("migrate", "--to: %s", err.msg);
+    several = uri.kind == URI_TCP || uri.kind == URI_UNIX;
+    if (req->multifd.channels && !several)
+        return usage_error("migrate", "--multifd needs a tcp: or unix: --to, which can carry "
+                           "several connections, not '%s'", req->uri);
+    if (!req->dest_qmp_path)
+        return 0;
+    if (!several)
+        return usage_error("migrate", "--dest needs a tcp: or unix: --to for the destination "
+                           "to listen on before the source connects; '%s' is not one: start "
+                           "that destination yourself, without --dest", req->uri);
+    if (uri.kind == URI_TCP && !uri.port)
+        return usage_error("migrate", "--to '%s' has port 0: the destination would listen on "
+                           "a port the source cannot know; give a port", req->uri);
+    if (!strcmp(req->dest_qmp_path, req->qmp_path))
+        return usage_error("migrate", "--dest and --from are the same socket; --dest is the "
+                           "destination VM's QMP socket (godwit-vm --incoming defer)");
+    return 0;
 }
 
 static int cmd_migrate(int argc, char **argv)
 {
-    static const char option_list[] = "--from, --to, --downtime-limit, --max-bandwidth, "
-                                      "--avail-switchover-bandwidth, --events and --help";
+    static const char option_list[] = "--from, --to, --dest, --downtime-limit, "
+                                      "--max-bandwidth, --avail-switchover-bandwidth, "
+                                      "--events, --multifd, --multifd-compression, "
+                                      "--multifd-zstd-level, --zero-page-detection, "
+                                      "--channel-header, --device-state-channels and --help";
     struct migrate_request req = { 0 };
     int id, rc;
 
@@ -246,6 +412,8 @@ static int cmd_migrate(int argc, char **argv)
     if (!req.uri)
         return usage_error("migrate", "--to is required: the destination, %s",
                            uri_accepted_forms);
+    if (check_multifd_combination(&req.multifd) || check_uri_combination(&req))
+        return EXIT_USAGE;
     if (parse_timeout("migrate", &req.timeout_ms))
         return EXIT_USAGE;
     return migrate_run(&req);

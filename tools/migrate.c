@@ -14,6 +14,7 @@
 
 #include "progress.h"
 #include "qmp_client.h"
+#include "settings.h"
 
 #define POLL_INTERVAL_MS 100
 #define PLAIN_INTERVAL_MS 1000
@@ -40,6 +41,7 @@ static int64_t now_ms(void)
 /* The progress display: redrawn in place on a terminal, one line a second
  * elsewhere. */
 struct display {
+    const struct multifd_settings *multifd;     /* NULL: not shown */
     bool tty;
     bool drawn;             /* a tty line is on screen without its newline */
     int64_t start, next_plain;
@@ -50,7 +52,7 @@ static void display_draw(struct display *d, const struct migration_stats *stats)
     char line[512];
     int64_t now = now_ms();
 
-    progress_format(stats, line, sizeof(line));
+    progress_format(stats, d->multifd, line, sizeof(line));
     if (d->tty) {
         struct winsize ws;
         size_t width = 80;
@@ -90,57 +92,102 @@ static void say(struct display *d, const char *fmt, ...)
     fputc('\n', stderr);
 }
 
-static int set_parameters(struct qmp_client *qmp, const struct migrate_request *req,
-                          struct gw_error *err)
-{
-    json_t *args = json_object();
+/* The migration's two or three connections: the source, the destination
+ * (--dest, until it listens), and what the source migrates with. */
+struct session {
+    const struct migrate_request *req;
+    struct qmp_client *source, *destination;
+    char destination_name[160];     /* "the destination VM (unix:PATH)" */
+    bool destination_listens;       /* migrate-incoming was accepted */
+    struct shared_settings settings;
+};
 
-    if (req->has_downtime_limit)
-        json_object_set_new(args, "downtime-limit", json_integer((json_int_t)req->downtime_limit));
-    if (req->has_max_bandwidth)
-        json_object_set_new(args, "max-bandwidth", json_integer((json_int_t)req->max_bandwidth));
-    if (req->has_avail_switchover_bandwidth)
-        json_object_set_new(args, "avail-switchover-bandwidth",
-                            json_integer((json_int_t)req->avail_switchover_bandwidth));
-    if (!json_object_size(args)) {
-        json_decref(args);
-        return 0;
-    }
-    return qmp_client_execute(qmp, "migrate-set-parameters", args, NULL, NULL, err);
+static int connect_all(struct session *s, struct gw_error *err)
+{
+    const struct migrate_request *req = s->req;
+    int rc = qmp_client_connect_unix(req->qmp_path, req->timeout_ms, &s->source, err);
+
+    if (rc < 0 || !req->dest_qmp_path)
+        return rc;
+    snprintf(s->destination_name, sizeof(s->destination_name),
+             "the destination VM (unix:%s)", req->dest_qmp_path);
+    rc = qmp_client_connect_unix(req->dest_qmp_path, req->timeout_ms, &s->destination, err);
+    if (rc < 0)
+        gw_error_prefix(err, "--dest");
+    return rc;
 }
 
-static int enable_events(struct qmp_client *qmp, struct gw_error *err)
+static void session_close(struct session *s)
 {
-    json_t *args = json_pack("{s:[{s:s, s:b}]}", "capabilities",
-                             "capability", "events", "state", 1);
-
-    qmp_client_keep_events(qmp, true);
-    return qmp_client_execute(qmp, "migrate-set-capabilities", args, NULL, NULL, err);
+    qmp_client_close(s->source);
+    qmp_client_close(s->destination);
+    settings_free(&s->settings);
 }
 
-/* Sends each command that prepares and starts the migration. On a QMP error
- * the VM's own sentence is shown with the command it refused. */
-static int start(struct qmp_client *qmp, const struct migrate_request *req,
-                 struct gw_error *err)
+/* Without --dest the destination is someone else's to set up: when the
+ * command line set what both sides must share, or the source has multifd or
+ * channel headers on, say what the destination needs (one line). */
+static void note_destination_settings(struct session *s)
 {
-    int rc = 0;
+    const struct multifd_settings *m = &s->settings.multifd;
+    struct display quiet = { 0 };
+    char settings[512];
 
-    if (req->events) {
-        rc = enable_events(qmp, err);
-        if (rc == QMP_CLIENT_EREMOTE)
-            gw_error_prefix(err, "the VM refused the 'events' capability");
-    }
+    if (!settings_shared_given(&s->req->multifd) && !m->multifd && !m->channel_header)
+        return;
+    settings_describe(&s->settings, settings, sizeof(settings));
+    say(&quiet, "note: the destination refuses a migration whose settings differ from the "
+                "source's: give it the same (%s) before migrate-incoming, or let godwit do it "
+                "with --dest unix:PATH", settings);
+}
+
+/* --dest: the source's settings, then migrate-incoming on the --to URI. */
+static int start_destination(struct session *s, struct gw_error *err)
+{
+    int rc = settings_apply_to_destination(s->destination, s->destination_name, &s->settings,
+                                           err);
+
     if (rc == 0) {
-        rc = set_parameters(qmp, req, err);
+        rc = qmp_client_execute(s->destination, "migrate-incoming",
+                                json_pack("{s:s}", "uri", s->req->uri), NULL, NULL, err);
         if (rc == QMP_CLIENT_EREMOTE)
-            gw_error_prefix(err, "the VM refused migrate-set-parameters");
+            gw_error_prefix(err, "%s refused migrate-incoming %s", s->destination_name,
+                            s->req->uri);
+        s->destination_listens = rc == 0;
     }
-    if (rc == 0) {
-        rc = qmp_client_execute(qmp, "migrate", json_pack("{s:s}", "uri", req->uri),
+    qmp_client_close(s->destination);   /* it runs its side by itself from here */
+    s->destination = NULL;
+    return rc;
+}
+
+static int start_source(struct session *s, struct gw_error *err)
+{
+    const struct migrate_request *req = s->req;
+    int rc = qmp_client_execute(s->source, "migrate", json_pack("{s:s}", "uri", req->uri),
                                 NULL, NULL, err);
-        if (rc == QMP_CLIENT_EREMOTE)
-            gw_error_prefix(err, "the VM refused to migrate to %s", req->uri);
-    }
+
+    if (rc == QMP_CLIENT_EREMOTE)
+        gw_error_prefix(err, "the VM refused to migrate to %s", req->uri);
+    return rc;
+}
+
+/* Sends each command that prepares and starts the migration, on both
+ * sides. On a QMP error the VM's own sentence is shown with the command it
+ * refused. */
+static int start(struct session *s, struct gw_error *err)
+{
+    int rc;
+
+    qmp_client_keep_events(s->source, s->req->events);
+    rc = settings_apply_to_source(s->source, s->req, err);
+    if (rc == 0)
+        rc = settings_read(s->source, &s->settings, err);
+    if (rc == 0 && s->destination)
+        rc = start_destination(s, err);
+    else if (rc == 0)
+        note_destination_settings(s);
+    if (rc == 0)
+        rc = start_source(s, err);
     return rc;
 }
 
@@ -206,9 +253,10 @@ static int handle_interrupt(struct qmp_client *qmp, const struct migrate_request
 /* Polls query-migrate until the status is final. 0 with stats filled, or a
  * negative errno (already reported). */
 static int follow(struct qmp_client *qmp, const struct migrate_request *req,
-                  struct migration_stats *stats, bool *cancel_sent)
+                  const struct multifd_settings *multifd, struct migration_stats *stats,
+                  bool *cancel_sent)
 {
-    struct display d = { .tty = isatty(STDOUT_FILENO), .start = now_ms() };
+    struct display d = { .multifd = multifd, .tty = isatty(STDOUT_FILENO), .start = now_ms() };
     int64_t next = d.start, none_since = d.start;
     struct gw_error err;
     int rc;
@@ -242,11 +290,12 @@ static int follow(struct qmp_client *qmp, const struct migrate_request *req,
     return rc;
 }
 
-static int finish(const struct migration_stats *stats, bool cancel_sent)
+static int finish(const struct migration_stats *stats, const struct multifd_settings *multifd,
+                  bool cancel_sent)
 {
     struct display quiet = { 0 };
 
-    report_print(stdout, stats, false);
+    report_print(stdout, stats, multifd, false);
     fflush(stdout);
     if (!strcmp(stats->status, "completed")) {
         if (cancel_sent)
@@ -264,36 +313,50 @@ static int finish(const struct migration_stats *stats, bool cancel_sent)
     return 1;
 }
 
+static void say_start_failed(const struct session *s, const struct gw_error *err)
+{
+    struct display quiet = { 0 };
+
+    if (s->destination_listens)
+        say(&quiet, "%s; the destination VM still listens on %s: quit it, or run godwit "
+                    "again without --dest", err->msg, s->req->uri);
+    else
+        say(&quiet, "%s", err->msg);
+}
+
 int migrate_run(const struct migrate_request *req)
 {
     struct sigaction sa = { .sa_handler = on_sigint };   /* no SA_RESTART: wake poll() */
+    struct session session = { .req = req };
     struct migration_stats stats;
-    struct qmp_client *qmp;
     struct display quiet = { 0 };
     struct gw_error err;
     bool cancel_sent = false;
     int rc;
 
     signal(SIGPIPE, SIG_IGN);
-    if (qmp_client_connect_unix(req->qmp_path, req->timeout_ms, &qmp, &err) < 0) {
+    if (connect_all(&session, &err) < 0) {
         say(&quiet, "%s", err.msg);
+        session_close(&session);
         return 1;
     }
     /* From here Ctrl-C must not kill us: a migration may be running. */
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
-    if (start(qmp, req, &err) < 0) {
-        say(&quiet, "%s", err.msg);
-        qmp_client_close(qmp);
+    if (start(&session, &err) < 0) {
+        say_start_failed(&session, &err);
+        session_close(&session);
         return 1;
     }
-    rc = follow(qmp, req, &stats, &cancel_sent);
-    qmp_client_close(qmp);
-    return rc < 0 ? 1 : finish(&stats, cancel_sent);
+    rc = follow(session.source, req, &session.settings.multifd, &stats, &cancel_sent);
+    rc = rc < 0 ? 1 : finish(&stats, &session.settings.multifd, cancel_sent);
+    session_close(&session);
+    return rc;
 }
 
 int status_run(const char *qmp_path, int timeout_ms)
 {
+    struct shared_settings settings = { 0 };
     struct migration_stats stats;
     struct qmp_client *qmp;
     struct display quiet = { 0 };
@@ -306,14 +369,21 @@ int status_run(const char *qmp_path, int timeout_ms)
         return 1;
     }
     rc = query(qmp, &stats, &err);
+    if (rc == 0)
+        rc = settings_read(qmp, &settings, &err);
     qmp_client_close(qmp);
     if (rc < 0) {
         say(&quiet, "%s", err.msg);
         return 1;
     }
+    /* The settings are today's: a finished migration that sent nothing on
+     * multifd channels ran without them. */
+    if (migration_status_is_final(stats.status) && stats.multifd_bytes <= 0)
+        settings.multifd.multifd = false;
     if (!strcmp(stats.status, "none"))
         puts("no migration has run");
     else
-        report_print(stdout, &stats, true);
+        report_print(stdout, &stats, &settings.multifd, true);
+    settings_free(&settings);
     return 0;
 }

@@ -6,8 +6,20 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+/* The multifd options. One not given leaves the VM's setting as it is. */
+struct multifd_request {
+    unsigned channels;              /* --multifd: 1 to 255; 0 = not given */
+    const char *compression;        /* "none" or "zstd"; NULL = not given */
+    const char *zero_page_detection;  /* "none", "legacy" or "multifd"; NULL = not given */
+    bool channel_header;            /* --channel-header: x-channel-header on */
+    bool has_zstd_level, has_device_channels;
+    unsigned zstd_level;            /* 0 to 20 */
+    unsigned device_channels;       /* 0 to 255 */
+};
+
 struct migrate_request {
     const char *qmp_path;           /* the source's QMP socket */
+    const char *dest_qmp_path;      /* --dest: the destination's QMP socket, or NULL */
     const char *uri;                /* the destination, already checked by uri_parse */
     int timeout_ms;                 /* per QMP answer */
     bool has_downtime_limit, has_max_bandwidth, has_avail_switchover_bandwidth;
@@ -15,6 +27,7 @@ struct migrate_request {
     uint64_t max_bandwidth;         /* bytes/s */
     uint64_t avail_switchover_bandwidth;  /* bytes/s */
     bool events;
+    struct multifd_request multifd;
 };
 
 /* Returns the exit status: 0 completed, 1 anything else. Prints progress and

@@ -42,6 +42,7 @@ void migration_stats_parse(json_t *info, struct migration_stats *s)
     s->dirty_pages_rate = get_int(ram, "dirty-pages-rate");
     s->dirty_sync_count = get_int(ram, "dirty-sync-count");
     s->downtime_bytes = get_int(ram, "downtime-bytes");
+    s->multifd_bytes = get_int(ram, "multifd-bytes");
     s->mbps = json_is_number(mbps) && json_number_value(mbps) >= 0 ? json_number_value(mbps) : -1;
 }
 
@@ -63,11 +64,7 @@ static void format_duration(double seconds, char *buf, size_t len)
         snprintf(buf, len, "%ldh%02ldm", s / 3600, s / 60 % 60);
 }
 
-/* Appends to buf at *used, never past len. */
-static void append(char *buf, size_t len, size_t *used, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static void append(char *buf, size_t len, size_t *used, const char *fmt, ...)
+void progress_append(char *buf, size_t len, size_t *used, const char *fmt, ...)
 {
     va_list ap;
     int n;
@@ -81,35 +78,56 @@ static void append(char *buf, size_t len, size_t *used, const char *fmt, ...)
         *used = (size_t)n >= len - *used ? len : *used + (size_t)n;
 }
 
-void progress_format(const struct migration_stats *s, char *buf, size_t len)
+/* "  multifd 2 channels, 12.0 MiB"; "2+1 channels" with one for device state. */
+static void append_multifd(char *buf, size_t len, size_t *used,
+                           const struct migration_stats *s, const struct multifd_settings *m)
+{
+    char size[32];
+
+    if (!m || !m->multifd || m->channels < 0)
+        return;
+    progress_append(buf, len, used, "  multifd %" PRId64, m->channels);
+    if (m->device_channels > 0)
+        progress_append(buf, len, used, "+%" PRId64, m->device_channels);
+    progress_append(buf, len, used, " channel%s",
+                    m->channels == 1 && m->device_channels <= 0 ? "" : "s");
+    if (s->multifd_bytes >= 0)
+        progress_append(buf, len, used, ", %s",
+                        size_format((uint64_t)s->multifd_bytes, size, sizeof(size)));
+}
+
+void progress_format(const struct migration_stats *s, const struct multifd_settings *multifd,
+                     char *buf, size_t len)
 {
     char size[32], eta[32];
     size_t used = 0;
 
     buf[0] = '\0';
-    append(buf, len, &used, "%s", s->status);
+    progress_append(buf, len, &used, "%s", s->status);
     if (s->dirty_sync_count > 1) {
-        append(buf, len, &used, "  pass %" PRId64, s->dirty_sync_count);
+        progress_append(buf, len, &used, "  pass %" PRId64, s->dirty_sync_count);
     } else if (s->transferred >= 0 && s->total > 0) {
         double percent = 100.0 * (double)s->transferred / (double)s->total;
-        append(buf, len, &used, "  first pass %.1f%%", percent > 100 ? 100.0 : percent);
+        progress_append(buf, len, &used, "  first pass %.1f%%", percent > 100 ? 100.0 : percent);
     }
     if (s->mbps >= 0)
-        append(buf, len, &used, "  %.1f MB/s", s->mbps / 8);
+        progress_append(buf, len, &used, "  %.1f MB/s", s->mbps / 8);
     if (s->remaining >= 0)
-        append(buf, len, &used, "  remaining %s",
-               size_format((uint64_t)s->remaining, size, sizeof(size)));
+        progress_append(buf, len, &used, "  remaining %s",
+                        size_format((uint64_t)s->remaining, size, sizeof(size)));
     if (s->remaining >= 0 && !migration_status_is_final(s->status)) {
         if (s->mbps > 0)
             format_duration((double)s->remaining / (s->mbps * 1e6 / 8), eta, sizeof(eta));
         else
             snprintf(eta, sizeof(eta), "-");
-        append(buf, len, &used, "  ETA %s", eta);
+        progress_append(buf, len, &used, "  ETA %s", eta);
     }
     if (s->dirty_pages_rate >= 0)
-        append(buf, len, &used, "  %" PRId64 " dirty pages/s", s->dirty_pages_rate);
+        progress_append(buf, len, &used, "  %" PRId64 " dirty pages/s", s->dirty_pages_rate);
     if (s->expected_downtime >= 0)
-        append(buf, len, &used, "  expected downtime %" PRId64 " ms", s->expected_downtime);
+        progress_append(buf, len, &used, "  expected downtime %" PRId64 " ms",
+                        s->expected_downtime);
+    append_multifd(buf, len, &used, s, multifd);
 }
 
 void progress_fit(char *line, size_t width)
@@ -147,7 +165,25 @@ static void print_bytes(FILE *out, const char *name, int64_t bytes)
                 size_format((uint64_t)bytes, size, sizeof(size)));
 }
 
-void report_print(FILE *out, const struct migration_stats *s, bool with_error)
+static void print_multifd(FILE *out, const struct migration_stats *s,
+                          const struct multifd_settings *m)
+{
+    if (!m || !m->multifd)
+        return;
+    if (m->channels >= 0 && m->device_channels > 0)
+        fprintf(out, "%-33s%" PRId64 " RAM + %" PRId64 " device state\n", "multifd channels:",
+                m->channels, m->device_channels);
+    else
+        print_count(out, "multifd channels:", m->channels);
+    if (!strcmp(m->compression, "zstd") && m->zstd_level >= 0)
+        fprintf(out, "%-33szstd, level %" PRId64 "\n", "multifd compression:", m->zstd_level);
+    else if (m->compression[0])
+        fprintf(out, "%-33s%s\n", "multifd compression:", m->compression);
+    print_bytes(out, "multifd bytes:", s->multifd_bytes);
+}
+
+void report_print(FILE *out, const struct migration_stats *s,
+                  const struct multifd_settings *multifd, bool with_error)
 {
     fprintf(out, "%-33s%s\n", "status:", s->status);
     print_ms(out, "total time:", s->total_time);
@@ -166,6 +202,7 @@ void report_print(FILE *out, const struct migration_stats *s, bool with_error)
     print_count(out, "zero pages:", s->duplicate);
     print_count(out, "pages sent with data:", s->normal);
     print_bytes(out, "bytes sent while stopped:", s->downtime_bytes);
+    print_multifd(out, s, multifd);
     if (with_error && s->error_desc[0])
         fprintf(out, "%-33s%s\n", "error:", s->error_desc);
 }

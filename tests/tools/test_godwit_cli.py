@@ -1,10 +1,16 @@
-"""The godwit command-line tool against a fake source VM: a QMP server in a
-thread that answers migrate-set-parameters, migrate, query-migrate and
-migrate_cancel from a script, so the tool's exit codes, progress output,
-report and Ctrl-C handling are checked without the migration engine."""
+"""The godwit command-line tool against a fake VM: a QMP server in a thread
+that answers migrate-set-parameters, migrate-set-capabilities, their queries,
+migrate, migrate-incoming, query-migrate and migrate_cancel from a script, so
+the tool's exit codes, progress output, report, Ctrl-C handling and the
+commands it sends to both sides are checked without the migration engine.
+
+RealMultifd then drives real godwit-vm processes (with --accel none where
+/dev/kvm is missing): a multifd migration set up on both sides by --dest,
+checked in the guest's memory on the destination."""
 import fcntl
 import json
 import os
+import random
 import re
 import select
 import shutil
@@ -21,6 +27,7 @@ import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 import tap  # noqa: E402
+from godwit_vm import MigrationTestCase  # noqa: E402
 
 GODWIT = os.environ.get("GODWIT", "build/tools/godwit")
 
@@ -35,8 +42,19 @@ COMPLETED = {
             "duplicate": 1234, "normal": 260000, "normal-bytes": 1064960000,
             "dirty-pages-rate": 0, "mbps": 4049.1, "dirty-sync-count": 3,
             "pages-per-second": 111000, "precopy-bytes": 1181000000,
-            "downtime-bytes": 116006, "dirty-sync-time": 1},
+            "downtime-bytes": 116006, "dirty-sync-time": 1, "multifd-bytes": 1100000000},
 }
+
+# godwit-vm's defaults (docs/qmp.md), which the fake VM starts with.
+CAPABILITIES = {"events": False, "multifd": False, "x-channel-header": False}
+PARAMETERS = {"downtime-limit": 300, "max-bandwidth": 0, "avail-switchover-bandwidth": 0,
+              "multifd-channels": 2, "multifd-compression": "none", "multifd-zstd-level": 1,
+              "zero-page-detection": "multifd", "x-multifd-channels-device-state": 0,
+              "x-multifd-packet-pages": 256}
+# What a destination must share with its source, as --dest copies it.
+SHARED_CAPABILITIES = ("multifd", "x-channel-header")
+SHARED_PARAMETERS = ("multifd-channels", "multifd-compression", "multifd-zstd-level",
+                     "zero-page-detection", "x-multifd-channels-device-state")
 
 FAILED = {"status": "failed", "total-time": 321, "setup-time": 2,
           "error-desc": "Unable to write to socket: Broken pipe",
@@ -49,7 +67,7 @@ class Script:
     it into cancelling, then cancelled after cancel_delay seconds."""
 
     def __init__(self, active_s=0.3, final=None, migrate_error=None, params_error=None,
-                 cancel_delay=0.2, huge_reply=False, silent_query=False):
+                 cancel_delay=0.2, huge_reply=False, silent_query=False, incoming_error=None):
         self.active_s = active_s
         self.final = final or COMPLETED
         self.migrate_error = migrate_error
@@ -57,6 +75,7 @@ class Script:
         self.cancel_delay = cancel_delay
         self.huge_reply = huge_reply
         self.silent_query = silent_query
+        self.incoming_error = incoming_error
         self.started = None
         self.cancelled = None
 
@@ -77,20 +96,24 @@ class Script:
                     "ram": {"transferred": sent, "remaining": RAM_TOTAL - sent,
                             "total": RAM_TOTAL, "duplicate": 0, "normal": sent // 4096,
                             "dirty-pages-rate": 2500, "mbps": 4294.9,
-                            "dirty-sync-count": 1 if elapsed < 1.5 else 2}}
+                            "dirty-sync-count": 1 if elapsed < 1.5 else 2,
+                            "multifd-bytes": 3 * (1 << 20)}}
         return self.final
 
 
 class FakeVm:
     """A QMP server on a unix socket in a temporary directory, one client at
-    a time, in a thread. Records every request in `received`."""
+    a time, in a thread. Records every request in `received`, and when it
+    came in `received_at`; keeps capabilities and parameters as a VM does."""
 
     def __init__(self, script):
         self.script = script
         self.dir = tempfile.mkdtemp(prefix="godwit-cli-test-")
         self.path = os.path.join(self.dir, "qmp.sock")
         self.received = []
-        self.events = False
+        self.received_at = []
+        self.capabilities = dict(CAPABILITIES)
+        self.parameters = dict(PARAMETERS)
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.listener.bind(self.path)
         self.listener.listen(4)
@@ -105,8 +128,16 @@ class FakeVm:
         self.listener.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
+    @property
+    def events(self):
+        return self.capabilities["events"]
+
     def commands(self):
         return [r["execute"] for r in self.received]
+
+    def time_of(self, command):
+        """When the first request for command came (time.monotonic())."""
+        return self.received_at[self.commands().index(command)]
 
     def arguments(self, command):
         return [r.get("arguments") for r in self.received if r["execute"] == command]
@@ -149,6 +180,7 @@ class FakeVm:
                 line, buffer = buffer.split(b"\n", 1)
                 request = json.loads(line)
                 self.received.append(request)
+                self.received_at.append(time.monotonic())
                 if not negotiated:
                     negotiated = request["execute"] == "qmp_capabilities"
                     reply = {"return": {}} if negotiated else self.error(
@@ -179,11 +211,20 @@ class FakeVm:
         if command == "migrate-set-parameters":
             if script.params_error:
                 return self.error("GenericError", script.params_error)
+            self.parameters.update(args)
             return {"return": {}}
         if command == "migrate-set-capabilities":
             for cap in args.get("capabilities", []):
-                if cap["capability"] == "events":
-                    self.events = cap["state"]
+                self.capabilities[cap["capability"]] = cap["state"]
+            return {"return": {}}
+        if command == "query-migrate-capabilities":
+            return {"return": [{"capability": name, "state": state}
+                               for name, state in self.capabilities.items()]}
+        if command == "query-migrate-parameters":
+            return {"return": dict(self.parameters)}
+        if command == "migrate-incoming":
+            if script.incoming_error:
+                return self.error("GenericError", script.incoming_error)
             return {"return": {}}
         if command == "migrate":
             if script.migrate_error:
@@ -335,6 +376,138 @@ class Migrate(GodwitCliTestCase):
         self.assertEqual(parse_report(result.stdout)["status"], "completed")
 
 
+class Multifd(GodwitCliTestCase):
+    ALL = ("--multifd", "4", "--multifd-compression", "zstd", "--multifd-zstd-level", "5",
+           "--zero-page-detection", "legacy", "--channel-header", "--device-state-channels", "1")
+
+    def test_plain_migration_shows_no_multifd_and_says_nothing_more(self):
+        vm = self.fake(active_s=0.1)
+        result = self.migrate(vm)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stderr, "")
+        self.assertNotIn("multifd", result.stdout)
+        self.assertNotIn("migrate-set-capabilities", vm.commands())
+
+    def test_options_set_the_source_and_a_note_says_what_the_destination_needs(self):
+        vm = self.fake(active_s=1.2)
+        result = self.migrate(vm, *self.ALL, "--to", "unix:/tmp/godwit-cli-nowhere.sock")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(vm.arguments("migrate-set-capabilities"), [{"capabilities": [
+            {"capability": "multifd", "state": True},
+            {"capability": "x-channel-header", "state": True}]}])
+        self.assertEqual(vm.arguments("migrate-set-parameters"), [{
+            "multifd-channels": 4, "multifd-compression": "zstd", "multifd-zstd-level": 5,
+            "zero-page-detection": "legacy", "x-multifd-channels-device-state": 1}])
+        # Settings first, then read back (what the source really has), then migrate.
+        commands = vm.commands()
+        self.assertLess(commands.index("migrate-set-parameters"),
+                        commands.index("query-migrate-parameters"))
+        self.assertLess(commands.index("query-migrate-parameters"), commands.index("migrate"))
+        # One line: the destination must be given the same, and how.
+        self.assertEqual(result.stderr.count("\n"), 1, result.stderr)
+        self.assertTrue(result.stderr.startswith("godwit: note: "), result.stderr)
+        for setting in ("multifd on", "x-channel-header on", "multifd-channels 4",
+                        "multifd-compression zstd", "multifd-zstd-level 5",
+                        "zero-page-detection legacy", "x-multifd-channels-device-state 1",
+                        "--dest"):
+            self.assertIn(setting, result.stderr)
+        report = parse_report(result.stdout)
+        self.assertEqual(report["multifd channels"], "4 RAM + 1 device state")
+        self.assertEqual(report["multifd compression"], "zstd, level 5")
+        self.assertEqual(report["multifd bytes"], "1100000000 bytes (1.0 GiB)")
+        active = [l for l in result.stdout.splitlines() if " active " in l]
+        self.assertTrue(active, result.stdout)
+        self.assertIn("  multifd 4+1 channels, 3 MiB", active[0])
+
+    def test_multifd_already_on_is_shown_and_noted(self):
+        """A capability stays on after the migration that set it: godwit
+        shows what the source really migrates with."""
+        vm = self.fake(active_s=0.1)
+        vm.capabilities["multifd"] = True
+        vm.parameters["multifd-channels"] = 3
+        result = self.migrate(vm, "--to", "unix:/tmp/godwit-cli-nowhere.sock")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("godwit: note: ", result.stderr)
+        self.assertIn("multifd-channels 3", result.stderr)
+        report = parse_report(result.stdout)
+        self.assertEqual(report["multifd channels"], "3")
+        self.assertEqual(report["multifd compression"], "none")
+        self.assertIn("multifd bytes", report)
+
+    def dest_pair(self, source_script=None, destination_script=None):
+        source = self.fake(**(source_script or {"active_s": 0.1}))
+        destination = self.fake(**(destination_script or {}))
+        return source, destination
+
+    def migrate_to(self, source, destination, *extra):
+        uri = f"unix:{os.path.join(destination.dir, 'migrate.sock')}"
+        return uri, run_godwit("migrate", "--from", f"unix:{source.path}", "--dest",
+                               f"unix:{destination.path}", "--to", uri, *extra)
+
+    def test_dest_gets_the_sources_settings_then_listens_before_migrate(self):
+        source, destination = self.dest_pair()
+        source.capabilities["x-channel-header"] = True    # set earlier, by someone else
+        source.parameters["zero-page-detection"] = "none"
+        uri, result = self.migrate_to(source, destination, "--multifd", "2",
+                                      "--multifd-compression", "zstd")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stderr, "", "no note: --dest took care of it")
+        self.assertEqual(destination.commands()[1:], [
+            "migrate-set-capabilities", "migrate-set-parameters", "migrate-incoming"])
+        self.assertEqual(destination.arguments("migrate-incoming"), [{"uri": uri}])
+        self.assertEqual(source.arguments("migrate"), [{"uri": uri}])
+        for name in SHARED_CAPABILITIES:
+            self.assertEqual(destination.capabilities[name], source.capabilities[name], name)
+        for name in SHARED_PARAMETERS:
+            self.assertEqual(destination.parameters[name], source.parameters[name], name)
+        self.assertEqual(destination.parameters["zero-page-detection"], "none")
+        self.assertTrue(destination.capabilities["x-channel-header"])
+        self.assertFalse(destination.capabilities["events"])
+        self.assertLess(destination.time_of("migrate-incoming"), source.time_of("migrate"))
+
+    def test_dest_refusing_migrate_incoming_starts_nothing(self):
+        desc = "migrate-incoming needs a VM started with --incoming defer"
+        source, destination = self.dest_pair(destination_script={"incoming_error": desc})
+        uri, result = self.migrate_to(source, destination, "--multifd", "2")
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(result.stderr, f"godwit: the destination VM (unix:{destination.path}) "
+                         f"refused migrate-incoming {uri}: {desc}\n")
+        self.assertNotIn("migrate", source.commands())
+
+    def test_source_refusing_migrate_says_the_destination_still_listens(self):
+        desc = "There's a migration process in progress"
+        source, destination = self.dest_pair(source_script={"migrate_error": desc})
+        uri, result = self.migrate_to(source, destination)
+        self.assertEqual(result.returncode, 1)
+        self.assertIn(f"the VM refused to migrate to {uri}: {desc}; the destination VM still "
+                      f"listens on {uri}", result.stderr)
+        self.assertEqual(result.stderr.count("\n"), 1, result.stderr)
+
+    def test_unreachable_dest_touches_neither_side(self):
+        source = self.fake()
+        path = os.path.join(tempfile.gettempdir(), "godwit-no-such-destination.sock")
+        result = run_godwit("migrate", "--from", f"unix:{source.path}", "--dest",
+                            f"unix:{path}", "--to", "tcp:localhost:4444", "--multifd", "2")
+        self.assertEqual(result.returncode, 1)
+        self.assertTrue(result.stderr.startswith(f"godwit: --dest: cannot connect to unix:{path}"),
+                        result.stderr)
+        self.assertEqual(source.commands(), ["qmp_capabilities"])
+
+    def test_status_shows_the_multifd_of_the_last_migration(self):
+        vm = self.fake()
+        vm.script.started = time.monotonic() - 10
+        vm.capabilities["multifd"] = True
+        result = run_godwit("status", "--qmp", f"unix:{vm.path}")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        report = parse_report(result.stdout)
+        self.assertEqual(report["multifd channels"], "2")
+        self.assertEqual(report["multifd bytes"], "1100000000 bytes (1.0 GiB)")
+        # Turned on after a migration that sent nothing on multifd channels.
+        vm.script.final = dict(COMPLETED, ram=dict(COMPLETED["ram"], **{"multifd-bytes": 0}))
+        result = run_godwit("status", "--qmp", f"unix:{vm.path}")
+        self.assertNotIn("multifd", result.stdout)
+
+
 class Interrupt(GodwitCliTestCase):
     def start_and_wait_active(self, vm):
         process = subprocess.Popen([GODWIT, "migrate", "--from", f"unix:{vm.path}",
@@ -478,6 +651,40 @@ class Errors(GodwitCliTestCase):
              "out of range; allowed: 0 to 9007199254740992 bytes/s"),
             (["migrate", "--from", sock, *to, "--avail-switchover-bandwidth", "8193T"],
              "out of range; allowed: 0 to 9007199254740992 bytes/s"),
+            (["migrate", "--from", sock, *to, "--multifd", "0"],
+             "--multifd 0 is out of range; allowed: 1 to 255 channels"),
+            (["migrate", "--from", sock, *to, "--multifd", "256"],
+             "--multifd 256 is out of range; allowed: 1 to 255 channels"),
+            (["migrate", "--from", sock, *to, "--multifd", "two"],
+             "--multifd 'two' is not a number of channels; allowed: 1 to 255"),
+            (["migrate", "--from", sock, *to, "--multifd", "2", "--multifd-compression", "lz4"],
+             "--multifd-compression 'lz4' is not supported; allowed: none or zstd"),
+            (["migrate", "--from", sock, *to, "--multifd", "2", "--multifd-compression", "zstd",
+              "--multifd-zstd-level", "21"],
+             "--multifd-zstd-level 21 is out of range; allowed: 0 to 20"),
+            (["migrate", "--from", sock, *to, "--multifd", "2", "--multifd-compression", "zstd",
+              "--multifd-zstd-level", "-1"], "is not a zstd level; allowed: 0 to 20"),
+            (["migrate", "--from", sock, *to, "--zero-page-detection", "fast"],
+             "'fast' is not supported; allowed: none, legacy or multifd"),
+            (["migrate", "--from", sock, *to, "--multifd", "2", "--channel-header",
+              "--device-state-channels", "256"],
+             "--device-state-channels 256 is out of range; allowed: 0 to 255 channels"),
+            (["migrate", "--from", sock, *to, "--multifd", "2", "--device-state-channels", "1"],
+             "--device-state-channels 1 needs --multifd N and --channel-header"),
+            (["migrate", "--from", sock, *to, "--channel-header", "--device-state-channels", "2"],
+             "add --multifd N, or give 0"),
+            (["migrate", "--from", sock, *to, "--multifd-compression", "zstd"],
+             "--multifd-compression applies to the multifd channels: add --multifd N"),
+            (["migrate", "--from", sock, *to, "--multifd", "2", "--multifd-zstd-level", "3"],
+             "--multifd-zstd-level sets zstd's level: add --multifd-compression zstd"),
+            (["migrate", "--from", sock, "--to", "file:/tmp/guest.mig", "--multifd", "2"],
+             "--multifd needs a tcp: or unix: --to"),
+            (["migrate", "--from", sock, "--to", "fd:3", "--dest", sock + "2"],
+             "--dest needs a tcp: or unix: --to"),
+            (["migrate", "--from", sock, "--to", "tcp:localhost:0", "--dest", sock + "2"],
+             "has port 0"),
+            (["migrate", "--from", sock, *to, "--dest", sock], "--dest and --from are the same"),
+            (["migrate", "--from", sock, *to, "--dest", "tcp:localhost:5"], "as unix:PATH"),
             (["migrate", "--from", sock, *to, "--bogus"], "unknown option '--bogus'"),
             (["migrate", "--from", sock, "--to"], "option '--to' needs a value"),
             (["migrate", "--from", sock, *to, "extra"], "unexpected argument 'extra'"),
@@ -494,6 +701,107 @@ class Errors(GodwitCliTestCase):
         result = run_godwit("migrate", "--from", sock, *to, env={"GODWIT_QMP_TIMEOUT": "soon"})
         self.assertEqual(result.returncode, 2)
         self.assertIn("GODWIT_QMP_TIMEOUT", result.stderr)
+
+
+MiB = 1 << 20
+PAGE = 4096
+GUEST = "mode=dirty start=1M end=16M"
+LOW, HIGH = MiB, 16 * MiB
+CONTENT_ADDRESS = 32 * MiB           # above the dirty range: only the host writes it
+GPU = "accel,id=gpu0,state-size=32M,changes=off"
+
+
+def host_content(seed):
+    """What the host writes into guest RAM: random pages, which zstd cannot
+    shrink, a compressible run of text, and pages of data between zero pages."""
+    rng = random.Random(seed)
+    text = b"".join(b"page %08d of a compressible run; " % i for i in range(MiB // 32))
+    zero_gaps = bytearray(2 * MiB)
+    for page in range(0, len(zero_gaps), 2 * PAGE):
+        zero_gaps[page:page + PAGE] = rng.randbytes(PAGE)
+    return rng.randbytes(2 * MiB) + text * 4 + bytes(zero_gaps)
+
+
+class RealMultifd(MigrationTestCase):
+    """godwit migrate --dest against real godwit-vm processes: the source
+    gets the options, the destination (started with --incoming defer) gets
+    the same settings from godwit and listens; the guest must arrive whole."""
+
+    def start_source_with_content(self, extra=()):
+        shm = f"/dev/shm/godwit-cli-test-{os.getpid()}-{time.monotonic_ns()}"
+        self.addCleanup(lambda: os.path.exists(shm) and os.unlink(shm))
+        source = self.start_source(append=GUEST, extra=("--mem-path", shm, *extra))
+        content = host_content(seed=len(extra))
+        with open(shm, "r+b") as f:
+            f.seek(CONTENT_ADDRESS)
+            f.write(content)
+        return source, content
+
+    def godwit_migrate(self, source, destination, *options):
+        uri = f"unix:{destination.path('migrate.sock')}"
+        result = run_godwit("migrate", "--from", f"unix:{source.qmp_path}", "--dest",
+                            f"unix:{destination.qmp_path}", "--to", uri, *options, timeout=120)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertEqual(result.stderr, "")
+        return parse_report(result.stdout)
+
+    def assert_same_settings(self, source, destination):
+        caps = [{c["capability"]: c["state"] for c in vm.qmp.command("query-migrate-capabilities")
+                 if c["capability"] in SHARED_CAPABILITIES} for vm in (source, destination)]
+        self.assertEqual(caps[0], caps[1])
+        params = [{k: v for k, v in vm.qmp.command("query-migrate-parameters").items()
+                   if k in SHARED_PARAMETERS} for vm in (source, destination)]
+        self.assertEqual(params[0], params[1])
+        return caps[0], params[0]
+
+    def assert_arrived_whole(self, source, destination, content):
+        """The guest runs on the destination, its memory follows the dirty
+        guest's rule, and what the host wrote is there word for word."""
+        self.assertEqual(source.qmp.command("query-status")["status"], "postmigrate")
+        self.assertLessEqual(self.check_running_guest(destination, LOW, HIGH,
+                                                      earlier=(source,)), 1)
+        data = destination.read_memory(CONTENT_ADDRESS, len(content))   # stopped by the check
+        differ = [hex(CONTENT_ADDRESS + i) for i in range(0, len(content), PAGE)
+                  if data[i:i + PAGE] != content[i:i + PAGE]]
+        self.assertEqual(differ, [], "host-written pages differ on the destination")
+        for vm in (source, destination):
+            vm.qmp.command("quit")
+            status, _, err = vm.wait_exit(timeout=20)
+            self.assertNotIn("Sanitizer", err)
+            self.assertEqual(status, 0, err)
+
+    def test_two_zstd_channels_set_up_on_both_sides(self):
+        source, content = self.start_source_with_content()
+        destination = self.start_destination("defer")
+        report = self.godwit_migrate(source, destination, "--multifd", "2",
+                                     "--multifd-compression", "zstd", "--multifd-zstd-level", "3")
+        self.assertEqual(report["status"], "completed")
+        self.assertEqual(report["multifd channels"], "2")
+        self.assertEqual(report["multifd compression"], "zstd, level 3")
+        caps, params = self.assert_same_settings(source, destination)
+        self.assertEqual(caps, {"multifd": True, "x-channel-header": False})
+        self.assertEqual((params["multifd-channels"], params["multifd-compression"],
+                          params["multifd-zstd-level"]), (2, "zstd", 3))
+        ram = source.qmp.command("query-migrate")["ram"]
+        self.assertEqual(report["multifd bytes"].split()[0], str(ram["multifd-bytes"]))
+        # The compressible half crossed smaller than it is.
+        self.assertGreater(ram["multifd-bytes"], 2 * MiB, ram)
+        self.assertLess(ram["multifd-bytes"], ram["normal-bytes"], ram)
+        self.assert_arrived_whole(source, destination, content)
+
+    def test_device_state_on_a_channel_of_its_own(self):
+        source, content = self.start_source_with_content(extra=("--device", GPU))
+        before = source.qmp.command("x-query-accel", id="gpu0")["digest"]
+        destination = self.start_destination("defer", extra=("--device", GPU))
+        report = self.godwit_migrate(source, destination, "--multifd", "2", "--channel-header",
+                                     "--device-state-channels", "1")
+        self.assertEqual(report["status"], "completed")
+        self.assertEqual(report["multifd channels"], "2 RAM + 1 device state")
+        caps, params = self.assert_same_settings(source, destination)
+        self.assertEqual(caps, {"multifd": True, "x-channel-header": True})
+        self.assertEqual(params["x-multifd-channels-device-state"], 1)
+        self.assertEqual(destination.qmp.command("x-query-accel", id="gpu0")["digest"], before)
+        self.assert_arrived_whole(source, destination, content)
 
 
 class Help(unittest.TestCase):
