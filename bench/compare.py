@@ -11,10 +11,13 @@ figure. Runs are interleaved: each repetition of a scenario runs godwit and
 QEMU back to back, alternating which goes first.
 
 Quick set (make bench): 1 GiB filled with a preallocated and a cold
-destination, the dirty guest, a 2 GiB zero guest, QEMU multifd (2 and 4
-channels, with and without zstd; godwit has no multifd); also the machine's
-limits (iperf3, memcpy, first touch, zero scan) and bench/guest_rates.py.
-Full set (make bench-full): also 2 GiB and 4 GiB filled guests.
+destination, the dirty guest, a 2 GiB zero guest, multifd (bench/multifd.py:
+godwit on 1, 2 and 4 channels, QEMU on 2 and 4, with and without zstd) and
+seed 002's device-state experiment (godwit alone: 400 MiB of device state
+on the main channel, mixed into the multifd channels, or on dedicated
+ones); also the machine's limits (iperf3, memcpy, first touch, zero scan)
+and bench/guest_rates.py. Full set (make bench-full): also 2 GiB and 4 GiB
+filled guests.
 
 Writes docs/benchmarks.md and its PNGs (docs/benchmarks/), prints the
 tables, and keeps every run as a JSON line in bench/results/RUN/runs.jsonl."""
@@ -32,10 +35,11 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests", "lib"))
 import limits as limits_mod  # noqa: E402
+import multifd  # noqa: E402
 import report  # noqa: E402
 from godwit_vm import kvm_skip_reason  # noqa: E402
-from runs import (DOWNTIME_LIMIT_MS, MAX_BANDWIDTH, MiB, QEMU_BIOS, Content, Scenario,  # noqa: E402
-                  figures, run_once)
+from runs import (DOWNTIME_LIMIT_MS, MAX_BANDWIDTH, QEMU_ACCEL, QEMU_BIOS, MiB,  # noqa: E402
+                  Content, Scenario, run_all)
 
 COLD_WAIT = 15.0
 
@@ -84,20 +88,7 @@ def scenario_list(full, cold_wait):
                  target="total <= 100 ms, downtime <= 10 ms",
                  target_check=lambda m: m["total"] <= 100 and m["downtime"] <= 10),
     ]
-    for channels in (2, 4):
-        for compression in ("none", "zstd"):
-            out.append(Scenario(
-                f"multifd-{channels}-{compression}",
-                f"QEMU alone: multifd, {channels} channels, {compression}",
-                "channel count and compression (QEMU only)",
-                short=f"QEMU multifd\\n{channels} ch, {compression}", channels=channels,
-                compression=compression, vmms=("qemu",),
-                skipped={"godwit": "not measured: godwit has no multifd yet"},
-                describe=f"As scenario 1 with QEMU's multifd capability on both sides, "
-                         f"multifd-channels {channels}, multifd-compression {compression} "
-                         "(zstd level 1, QEMU's default). The data is random, so "
-                         "compression can only cost CPU. For QEMU 1 channel, see scenario 1.",
-                **filled))
+    out += multifd.throughput_scenarios(filled)
     return out
 
 
@@ -128,9 +119,14 @@ def machine_lines(load_start, load_end, foreign):
     return [
         f"CPU: {cpu}, {os.cpu_count()} cores; RAM {mem_kib / 2**20:.1f} GiB; "
         f"kernel {platform.release()}; {hypervisor or 'no hypervisor reported'}",
-        "/dev/kvm here is a software hypervisor (PVM): guest code is emulated at a few "
-        "million instructions per second, so the host writes guest RAM, never the guest "
-        "(except the dirty guest's one byte per page).",
+        ("/dev/kvm here is a software hypervisor (PVM): guest code is emulated at a few "
+         "million instructions per second, so the host writes guest RAM, never the guest "
+         "(except the dirty guest's one byte per page)." if QEMU_ACCEL == "kvm" else
+         f"No KVM here ({kvm_skip_reason()}): godwit-vm runs with `--accel none` (a host "
+         "thread plays the test guest, with a software dirty log; the migration code is the "
+         "same) and QEMU with `-accel tcg`. The host writes guest RAM, never the guest "
+         "(except the dirty guest's one byte per page). Compare with figures taken on KVM "
+         "with care: the dirty guest and boot differ most."),
         f"Load average (1 min) at start {load_start:.2f}, at end {load_end:.2f}; "
         f"other VMs running at start: {foreign or 'none'}",
         f"godwit {commit}; {run_text(['qemu-system-x86_64', '--version'])}; "
@@ -164,7 +160,7 @@ def method_lines(scenarios, results, args):
                 break
     lines = [
         "- Same guest, same memory size: `build/guest/testguest.elf` (`mode=idle`, or "
-        "`mode=dirty start=1M end=100M`), one vCPU. QEMU runs `-machine pc -accel kvm` "
+        f"`mode=dirty start=1M end=100M`), one vCPU. QEMU runs `-machine pc -accel {QEMU_ACCEL}` "
         f"with `-bios {QEMU_BIOS}`: qboot reaches the guest in ~0.1 s where SeaBIOS takes "
         "~3.6 s here, and migrates the same (it leaves the LAPIC's NMI input masked, which "
         "no scenario uses). Its multiboot loader is given the same `-append` on both sides.",
@@ -237,7 +233,8 @@ READING = [
     "out before the first dirty-bitmap sync, where it means nothing.",
     "- **multifd** on 2 cores: the channels compete with each other and with the "
     "destination for the same two CPUs, and zstd on random data costs CPU without saving "
-    "bytes.",
+    "bytes. QEMU's multifd downtime includes the pages it sends while stopped (it spends "
+    "the budget, as above); godwit's does not.",
     "- **Noise.** This 2-core machine is shared and figures move by tens of percent from "
     "run to run (see min..max); that is why godwit and QEMU run back to back in every "
     "repetition and only medians are compared. Compare ratios within this file, not with "
@@ -283,6 +280,8 @@ def main():
     parser.add_argument("--iperf-seconds", type=int, default=3)
     parser.add_argument("--no-limits", action="store_true")
     parser.add_argument("--no-guest-rates", action="store_true")
+    parser.add_argument("--no-device-state", action="store_true",
+                        help="leave out seed 002's device-state experiment (bench/multifd.py)")
     parser.add_argument("--results", default=os.path.join(HERE, "results"))
     parser.add_argument("--docs", help="the markdown to write ('' for none; default "
                         "docs/benchmarks.md, or none with --only or a --repeat other than 3, "
@@ -293,8 +292,7 @@ def main():
         args.docs = "" if partial else os.path.join(ROOT, "docs", "benchmarks.md")
     reason = kvm_skip_reason()
     if reason:
-        print(f"bench: cannot run guests here: {reason}")
-        return 1
+        log(f"{reason}: godwit-vm runs with --accel none, QEMU with -accel tcg")
     started = time.monotonic()
     load_start, foreign = os.getloadavg()[0], foreign_vms()
     scenarios = scenario_list(args.full, args.cold_wait)
@@ -312,6 +310,7 @@ def main():
     ctx = argparse.Namespace(vm=args.vm, guest=args.guest, qemu=args.qemu,
                              migration_timeout=args.timeout, content=None)
     results = {}
+    device, precopy_off = [], True
     limits, notes = {}, {}
     try:
         if not args.no_limits:
@@ -323,23 +322,13 @@ def main():
             log(f"generating {(max(random_sizes) >> 20) - 2} MiB of random content")
             ctx.content = Content(max(random_sizes) - 2 * MiB)
         with open(os.path.join(run_dir, "runs.jsonl"), "w") as jsonl:
-            for s in scenarios:
-                for rep in range(args.repeat):
-                    order = s.vmms if rep % 2 == 0 else tuple(reversed(s.vmms))
-                    for vmm in order:
-                        if s.cold_wait:
-                            log(f"{s.key} {vmm} run {rep + 1}: {s.cold_wait:.0f} s idle first")
-                        record = run_once(vmm, s, rep, ctx)
-                        results.setdefault(s.key, {}).setdefault(vmm, []).append(record)
-                        jsonl.write(json.dumps(record) + "\n")
-                        jsonl.flush()
-                        if record["ok"]:
-                            f = figures(record)
-                            log(f"{s.key} {vmm} run {rep + 1}: {f['mbs']:.0f} MB/s, total "
-                                f"{f['total']} ms, downtime {f['downtime']} ms, passes "
-                                f"{f['passes']}, checked ({record['wall_s']} s)")
-                        else:
-                            log(f"{s.key} {vmm} run {rep + 1}: FAILED: {record['failure']}")
+            run_all(scenarios, args.repeat, ctx, jsonl, log, results)
+            if not args.no_device_state:
+                if ctx.content is None:
+                    ctx.content = Content(254 * MiB)
+                device, device_results, precopy_off = multifd.run_device_experiment(
+                    ctx, args.repeat, log, jsonl, args.only)
+                results.update(device_results)
     finally:
         if ctx.content:
             ctx.content.close()
@@ -354,6 +343,13 @@ def main():
     extra["reading"] = READING
     png_dir = os.path.join(os.path.dirname(args.docs) if args.docs else run_dir, "benchmarks")
     made = report.plots(scenarios, results, run_dir, png_dir) if shutil.which("gnuplot") else {}
+    by_key = {s.key: s for s in scenarios}
+    baseline = by_key.get("filled-1g")
+    throughput = [s for s in scenarios if s.key.startswith("multifd-")]
+    if made:
+        made.update(multifd.plots(baseline, throughput, device, results, run_dir, png_dir))
+    extra["sections"] = multifd.section(baseline, throughput, device, results, precopy_off,
+                                        made, "benchmarks")
     duration = time.monotonic() - started
     # Tables to the terminal (markdown reads fine as text).
     print()
@@ -368,6 +364,8 @@ def main():
         print(line)
     print()
     for line in report.target_lines(scenarios, results) + extra["findings"]:
+        print(line)
+    for line in multifd.terminal_lines(baseline, throughput, device, results, precopy_off):
         print(line)
     if extra.get("guest_rates"):
         print(extra["guest_rates"])

@@ -4,6 +4,8 @@ the host, start the destination, set the same parameters over QMP, migrate
 over TCP loopback while sampling query-migrate every 50 ms, then check the
 destination's memory. Returns a record (a dict, one JSON line in
 bench/results/) whether the run completed, failed or timed out."""
+import ctypes
+import json
 import os
 import subprocess
 import sys
@@ -11,7 +13,7 @@ import time
 from dataclasses import dataclass
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "lib"))
-from godwit_vm import (PAGE_SIZE, Qmp, QmpError, QemuVm, Vm,  # noqa: E402
+from godwit_vm import (ACCEL, PAGE_SIZE, Qmp, QmpError, QemuVm, Vm,  # noqa: E402
                        check_increment_pattern, check_pass_count, event_time,
                        free_tcp_port)
 
@@ -26,6 +28,9 @@ DOWNTIME_LIMIT_MS = 300
 MAX_BANDWIDTH = 1 << 40
 DIRTY_START, DIRTY_END = 1 * MiB, 100 * MiB
 QEMU_BIOS = "/usr/share/qemu/qboot.rom"
+# Where /dev/kvm is missing godwit-vm runs with --accel none (tests/lib's Vm
+# adds it: a host thread plays the test guest) and QEMU with TCG.
+QEMU_ACCEL = "kvm" if ACCEL == "kvm" else "tcg"
 
 
 @dataclass
@@ -37,14 +42,30 @@ class Scenario:
     content: str             # "random" (host-written), "zero" or "dirty" (the guest dirties)
     prealloc: bool = True    # destination RAM touched before the migration
     cold_wait: float = 0.0   # seconds of idleness before each run
-    channels: int = 1        # > 1: multifd (QEMU only)
+    channels: int = 1        # multifd-channels (with multifd)
     compression: str = "none"
+    multifd: bool = None     # the multifd capability; None: on when channels > 1
+    capabilities: tuple = ()  # more capabilities, on both sides (x-channel-header)
+    both_params: dict = None  # more parameters set on both sides (they must match)
+    source_params: dict = None   # more parameters set on the source only
+    downtime_limit: int = DOWNTIME_LIMIT_MS
+    devices: tuple = ()      # godwit --device specs, on both sides ("accel,id=...")
     vmms: tuple = ("godwit", "qemu")
     skipped: dict = None     # vmm -> why it has no runs here
     short: str = ""          # the bar chart's label
     describe: str = ""       # a sentence or two for docs/benchmarks.md
     target: str = ""         # godwit's target from issue 4, if any, in words
     target_check: object = None   # f(medians) -> bool for that target
+
+    def __post_init__(self):
+        if self.multifd is None:
+            self.multifd = self.channels > 1
+
+    @property
+    def device_ids(self):
+        """The ids of the scenario's --device specs."""
+        return [dict(kv.split("=", 1) for kv in spec.split(",")[1:] if "=" in kv)["id"]
+                for spec in self.devices]
 
     @property
     def append(self):
@@ -105,6 +126,11 @@ class Content:
             f.seek(offset)
             return f.read(length)
 
+    def read_into(self, offset, view):
+        with open(self.path, "rb") as f:
+            f.seek(offset)
+            read_fully(f, view)
+
     def close(self):
         if os.path.exists(self.path):
             os.unlink(self.path)
@@ -133,12 +159,17 @@ def qemu_destination_options(scenario, incoming):
             "-incoming", incoming)
 
 
+def device_options(scenario):
+    return tuple(arg for spec in scenario.devices for arg in ("--device", spec))
+
+
 def start_source(vmm, scenario, ram_path, ctx):
     if vmm == "godwit":
         return Vm(memory=f"{scenario.memory_mib}M", append=scenario.append, binary=ctx.vm,
-                  kernel=ctx.guest, extra=("--mem-path", ram_path))
+                  kernel=ctx.guest, extra=("--mem-path", ram_path, *device_options(scenario)))
     return QemuVm(memory=f"{scenario.memory_mib}M", append=scenario.append, binary=ctx.qemu,
-                  kernel=ctx.guest, bios=QEMU_BIOS, extra=qemu_source_options(scenario, ram_path))
+                  kernel=ctx.guest, bios=QEMU_BIOS, accel=QEMU_ACCEL,
+                  extra=qemu_source_options(scenario, ram_path))
 
 
 def start_destination(vmm, scenario, incoming, ctx):
@@ -146,18 +177,34 @@ def start_destination(vmm, scenario, incoming, ctx):
         return Vm(memory=f"{scenario.memory_mib}M", append=scenario.append, binary=ctx.vm,
                   kernel=ctx.guest,
                   extra=("--incoming", incoming, *(("--mem-prealloc",) if scenario.prealloc
-                                                   else ())))
+                                                   else ()), *device_options(scenario)))
     return QemuVm(memory=f"{scenario.memory_mib}M", append=scenario.append, binary=ctx.qemu,
-                  kernel=ctx.guest, bios=QEMU_BIOS,
+                  kernel=ctx.guest, bios=QEMU_BIOS, accel=QEMU_ACCEL,
                   extra=qemu_destination_options(scenario, incoming))
 
 
-def parameters(scenario):
-    params = {"max-bandwidth": MAX_BANDWIDTH, "downtime-limit": DOWNTIME_LIMIT_MS}
-    if scenario.channels > 1:
+def matching_parameters(scenario):
+    """The parameters both sides must agree on (the destination gets them
+    before migrate-incoming)."""
+    params = {}
+    if scenario.multifd:
         params["multifd-channels"] = scenario.channels
         params["multifd-compression"] = scenario.compression
+    params.update(scenario.both_params or {})
     return params
+
+
+def parameters(scenario):
+    """Everything the source gets, in one migrate-set-parameters."""
+    params = {"max-bandwidth": MAX_BANDWIDTH, "downtime-limit": scenario.downtime_limit}
+    params.update(matching_parameters(scenario))
+    params.update(scenario.source_params or {})
+    return params
+
+
+def capabilities(scenario):
+    names = (("multifd",) if scenario.multifd else ()) + tuple(scenario.capabilities)
+    return [{"capability": name, "state": True} for name in names]
 
 
 def sample(info, asked, t):
@@ -208,17 +255,62 @@ def settle(source, info):
     return info
 
 
-def pmemsave_chunks(vm, scenario, start, end, dump):
+def read_fully(f, view):
+    """Fills view from f; returns the bytes read (fewer at the end of f)."""
+    done = 0
+    while done < len(view):
+        n = f.readinto(view[done:])
+        if not n:
+            break
+        done += n
+    return done
+
+
+class Buffers:
+    """Two CHUNK-sized buffers kept for the whole benchmark: on a machine
+    where first touching memory is slow (4 KiB pages at ~350 MB/s under PVM)
+    allocating 2 x 256 MiB for every piece compared costs more than the
+    migration. compare() is memcmp, not Python's element-wise loop."""
+    data = expected = None
+
+    @classmethod
+    def get(cls):
+        if cls.data is None:
+            cls.data, cls.expected = bytearray(CHUNK), bytearray(CHUNK)
+        return cls.data, cls.expected
+
+
+_memcmp = ctypes.CDLL(None).memcmp
+_memcmp.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
+_memcmp.restype = ctypes.c_int
+
+
+def same(a, b, length):
+    """a[:length] == b[:length] for two bytearrays, without copying them."""
+    ca = (ctypes.c_char * length).from_buffer(a)
+    cb = (ctypes.c_char * length).from_buffer(b)
+    return _memcmp(ctypes.addressof(ca), ctypes.addressof(cb), length) == 0
+
+
+def pmemsave_chunks(vm, scenario, start, end, dump, buffer=None):
     """Yields (file offset, bytes) of the guest's RAM-file range [start, end),
-    read through pmemsave one CHUNK at a time."""
+    read through pmemsave one CHUNK at a time; with buffer (a CHUNK-sized
+    bytearray), (file offset, length) read into it instead, each piece
+    overwriting the last."""
     for offset, gpa, length in ram_ranges(scenario.size, start, end):
         vm.qmp.command("pmemsave", val=gpa, size=length, filename=dump)
         with open(dump, "rb") as f:
-            data = f.read()
+            if buffer is None:
+                data = f.read()
+                got = len(data)
+            else:
+                got = read_fully(f, memoryview(buffer)[:length])
+                extra = f.read(1)
+                got += len(extra)
         os.unlink(dump)
-        if len(data) != length:
-            raise RunFailed(f"pmemsave at {gpa:#x} gave {len(data)} bytes, not {length}")
-        yield offset, data
+        if got != length:
+            raise RunFailed(f"pmemsave at {gpa:#x} gave {got} bytes, not {length}")
+        yield offset, (data if buffer is None else length)
 
 
 def first_difference(a, b):
@@ -247,19 +339,39 @@ def verify(destination, source, scenario, content, dump):
                 f"{passes} passes; the guest ran on after")
     destination.qmp.command("stop")
     start, end = fill_range(scenario)
-    zero = bytes(CHUNK)
-    for offset, data in pmemsave_chunks(destination, scenario, start, end, dump):
+    data, expected = Buffers.get()
+    if scenario.content != "random":
+        ctypes.memset((ctypes.c_char * CHUNK).from_buffer(expected), 0, CHUNK)
+    for offset, length in pmemsave_chunks(destination, scenario, start, end, dump, data):
         if scenario.content == "random":
-            expected = content.read(offset - start, len(data))
-        else:
-            expected = zero[:len(data)]
-        if data != expected:
-            where = offset + first_difference(data, expected)
+            content.read_into(offset - start, memoryview(expected)[:length])
+        if not same(data, expected, length):
+            where = offset + first_difference(bytes(data[:length]), bytes(expected[:length]))
             raise RunFailed(f"destination memory differs from the "
                             f"{'written content' if scenario.content == 'random' else 'zeros'}"
                             f" at RAM offset {where:#x}")
     what = "the written content" if scenario.content == "random" else "all zero"
     return f"[1M, {scenario.memory_mib}M-1M) is {what}, byte for byte"
+
+
+def device_digests(vm, scenario):
+    """{id: x-query-accel's answer} for the scenario's devices."""
+    return {i: vm.qmp.command("x-query-accel", id=i) for i in scenario.device_ids}
+
+
+def verify_devices(source, destination, scenario, before):
+    """Every device's state on the destination is the source's: the digest
+    the stopped source gives now, the same as before the migration (the
+    devices run with changes=off) and the destination's."""
+    after, there = device_digests(source, scenario), device_digests(destination, scenario)
+    for i in scenario.device_ids:
+        digests = (before[i]["digest"], after[i]["digest"], there[i]["digest"])
+        if len(set(digests)) != 1 or after[i]["state-size"] != there[i]["state-size"]:
+            raise RunFailed(f"device {i}: digest before/after on the source and on the "
+                            f"destination: {' / '.join(digests)} (state-size "
+                            f"{after[i]['state-size']} / {there[i]['state-size']})")
+    return "; ".join(f"device {i}: {there[i]['state-size'] >> 20} MiB, digest "
+                     f"{there[i]['digest']} on both sides" for i in scenario.device_ids)
 
 
 def process_note(vm):
@@ -298,19 +410,23 @@ def run_once(vmm, scenario, rep, ctx):
             source.serial.wait_count("B", 2, timeout=60, process=source.process)
         port = free_tcp_port()
         uri = f"tcp:127.0.0.1:{port}"
-        multifd = scenario.channels > 1
-        destination = start_destination(vmm, scenario, "defer" if multifd else uri, ctx)
+        caps = capabilities(scenario)
+        defer = bool(caps or matching_parameters(scenario))
+        destination = start_destination(vmm, scenario, "defer" if defer else uri, ctx)
         _connect(destination, 300)
-        if multifd:
-            caps = [{"capability": "multifd", "state": True}]
+        if defer:
             for vm in (source, destination):
-                vm.qmp.command("migrate-set-capabilities", capabilities=caps)
-            destination.qmp.command("migrate-set-parameters", **{
-                k: v for k, v in parameters(scenario).items() if k.startswith("multifd")})
+                if caps:
+                    vm.qmp.command("migrate-set-capabilities", capabilities=caps)
+            if matching_parameters(scenario):
+                destination.qmp.command("migrate-set-parameters",
+                                        **matching_parameters(scenario))
             destination.qmp.command("migrate-incoming", uri=uri)
         record["commands"] = {"source": source.args, "destination": destination.args}
         source.qmp.command("migrate-set-parameters", **parameters(scenario))
         record["parameters"] = parameters(scenario)
+        record["capabilities"] = [c["capability"] for c in caps]
+        before = device_digests(source, scenario)
         info, samples, timed_out = drive_migration(source, uri, ctx.migration_timeout)
         record.update(info=info, samples=samples)
         if timed_out:
@@ -327,6 +443,8 @@ def run_once(vmm, scenario, rep, ctx):
         # shared tmpfs file allocates a page.
         record["source_file_mib"] = os.stat(ram_path).st_blocks * 512 / MiB
         record["verified"] = verify(destination, source, scenario, ctx.content, dump)
+        if scenario.devices:
+            record["verified"] += "; " + verify_devices(source, destination, scenario, before)
         record["ok"] = True
     except (RunFailed, AssertionError, TimeoutError, QmpError, OSError,
             ConnectionError) as failure:
@@ -356,4 +474,42 @@ def figures(record):
             "transferred_mib": ram["transferred"] / MiB,
             "stop_to_resume": record.get("stop_to_resume_ms"),
             "source_file_mib": record.get("source_file_mib"),
-            "predicted": info.get("expected-downtime-at-switchover")}
+            "predicted": info.get("expected-downtime-at-switchover"),
+            "stopped_mib": (ram["downtime-bytes"] / MiB if "downtime-bytes" in ram else None),
+            "device_mib": (info["device-state"]["transferred"] / MiB
+                           if "transferred" in info.get("device-state", {}) else None),
+            "multifd_mib": (ram["multifd-bytes"] / MiB if "multifd-bytes" in ram else None)}
+
+
+def run_all(scenarios, repeat, ctx, jsonl, log, results, interleave=False):
+    """Runs every scenario repeat times into results[key][vmm] (a list of
+    records, also written to jsonl). Within a repetition godwit and QEMU run
+    back to back, alternating which goes first. interleave: repetition by
+    repetition across the scenarios (the first scenario of each repetition
+    rotating), rather than scenario by scenario, so slow drifts of the
+    machine spread over all of them."""
+    if interleave:
+        plan = [(rep, scenarios[(i + rep) % len(scenarios)])
+                for rep in range(repeat) for i in range(len(scenarios))]
+    else:
+        plan = [(rep, s) for s in scenarios for rep in range(repeat)]
+    for rep, s in plan:
+        order = s.vmms if rep % 2 == 0 else tuple(reversed(s.vmms))
+        for vmm in order:
+            if s.cold_wait:
+                log(f"{s.key} {vmm} run {rep + 1}: {s.cold_wait:.0f} s idle first")
+            record = run_once(vmm, s, rep, ctx)
+            results.setdefault(s.key, {}).setdefault(vmm, []).append(record)
+            if jsonl:
+                jsonl.write(json.dumps(record) + "\n")
+                jsonl.flush()
+            if record["ok"]:
+                f = figures(record)
+                extra = (f", predicted {f['predicted']} ms, stopped {f['stopped_mib']:.0f} MiB"
+                         if s.devices and f["stopped_mib"] is not None else "")
+                log(f"{s.key} {vmm} run {rep + 1}: {f['mbs']:.0f} MB/s, total "
+                    f"{f['total']} ms, downtime {f['downtime']} ms, passes "
+                    f"{f['passes']}{extra}, checked ({record['wall_s']} s)")
+            else:
+                log(f"{s.key} {vmm} run {rep + 1}: FAILED: {record['failure']}")
+    return results
