@@ -239,6 +239,8 @@ static int accel_save_precopy(void *opaque, struct gw_buffer *out, uint64_t max_
     uint64_t used = 0;
     int rc = 0;
 
+    if (!a->config->precopy)
+        return 0;   /* precopy=off: everything waits for stop-copy */
     for (;;) {
         uint64_t room, first, count;
 
@@ -321,8 +323,8 @@ static void accel_query_pending(void *opaque, uint64_t *precopy_bytes, uint64_t 
         *precopy_bytes = UINT64_MAX;
         *stopcopy_bytes = 1;
     } else {
-        *precopy_bytes = a->dirty_pages * ACCEL_PAGE;
-        *stopcopy_bytes = *precopy_bytes + ACCEL_REGS_SIZE;
+        *stopcopy_bytes = a->dirty_pages * ACCEL_PAGE + ACCEL_REGS_SIZE;
+        *precopy_bytes = a->config->precopy ? a->dirty_pages * ACCEL_PAGE : 0;
     }
     pthread_mutex_unlock(&a->lock);
 }

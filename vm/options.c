@@ -147,9 +147,9 @@ static int parse_accel_size(const char *text, const char *value, uint64_t *size,
 
 /* One key=value of an accel device; seen[] catches a key given twice. */
 static int parse_accel_key(const char *text, char *item, struct vm_accel_config *dev,
-                           bool seen[4], struct gw_error *err)
+                           bool seen[5], struct gw_error *err)
 {
-    static const char *const keys[4] = { "id", "state-size", "changes", "pending" };
+    static const char *const keys[5] = { "id", "state-size", "changes", "pending", "precopy" };
     /* The migration stream names devices by id (vm/vm_devices.c's). */
     static const char *const builtin_ids[] = { "kvm-irqchip", "kvm-pit", "kvm-clock", "cpu",
                                                "serial" };
@@ -160,9 +160,9 @@ static int parse_accel_key(const char *text, char *item, struct vm_accel_config 
         return gw_error_set(err, -EINVAL, "--device '%s': '%s' is not KEY=VALUE; "
                             ACCEL_USAGE, text, item);
     *value++ = '\0';
-    for (k = 0; k < 4 && strcmp(item, keys[k]); k++)
+    for (k = 0; k < 5 && strcmp(item, keys[k]); k++)
         ;
-    if (k == 4)
+    if (k == 5)
         return gw_error_set(err, -EINVAL, "--device '%s': unknown key '%s'; the keys are "
                             "id and state-size", text, item);
     if (seen[k])
@@ -189,6 +189,12 @@ static int parse_accel_key(const char *text, char *item, struct vm_accel_config 
                                 text, value);
         dev->changes = !strcmp(value, "on");
         return 0;
+    case 4:
+        if (strcmp(value, "on") && strcmp(value, "off"))
+            return gw_error_set(err, -EINVAL, "--device '%s': precopy=%s; use on or off",
+                                text, value);
+        dev->precopy = !strcmp(value, "on");
+        return 0;
     default:
         if (strcmp(value, "nonsense") && strcmp(value, "normal"))
             return gw_error_set(err, -EINVAL, "--device '%s': pending=%s; use normal or "
@@ -199,11 +205,11 @@ static int parse_accel_key(const char *text, char *item, struct vm_accel_config 
 }
 
 /* --device accel,id=NAME,state-size=SIZE (hidden keys: changes=on|off,
- * pending=normal|nonsense). */
+ * pending=normal|nonsense, precopy=on|off). */
 static int parse_device(const char *text, struct vm_config *config, struct gw_error *err)
 {
-    struct vm_accel_config dev = { .changes = true };
-    bool seen[4] = { false };
+    struct vm_accel_config dev = { .changes = true, .precopy = true };
+    bool seen[5] = { false };
     char copy[256], *item, *next;
     int rc;
 

@@ -25,6 +25,8 @@ struct vm_accel_config {
     uint64_t state_size;      /* bytes, a multiple of 4 KiB */
     bool changes;             /* hidden key changes=on|off (default on) */
     bool pending_nonsense;    /* hidden key pending=nonsense|normal */
+    bool precopy;             /* hidden key precopy=on|off (default on): off sends it
+                               * all in stop-copy, as a device without precopy support */
 };
 
 struct vm_config {

@@ -93,9 +93,10 @@ int device_register(struct device_registry *registry, const char *id, uint32_t i
 struct device *device_find(struct device_registry *registry, const char *id,
                            uint32_t instance);
 
-/* Saves every device once to learn its state size; call while the VM does
- * not run (before its vCPUs start), so the first migration's downtime
- * estimate counts device state that was measured, not guessed. */
+/* Saves every device without query_pending once to learn its state size
+ * (one with it says what it holds); call while the VM does not run (before
+ * its vCPUs start), so the first migration's downtime estimate counts
+ * device state that was measured, not guessed. */
 int device_measure(struct device_registry *registry, struct gw_error *err);
 
 #endif

@@ -28,8 +28,31 @@ static int load_precopy_buffer(struct load_state *state, struct device *device, 
     return 0;
 }
 
+/* A device that loads pieces gets each as it comes, as a VFIO device's
+ * state is written to it chunk by chunk: no copy of the whole state here. */
+static int load_piece_in_order(struct load_state *state, struct device *device, unsigned slot,
+                               uint32_t index, uint32_t flags, uint32_t version,
+                               const uint8_t *data, size_t len, struct gw_error *err)
+{
+    int rc = device->ops->load_piece(device->opaque, index, data, len, version, err);
+
+    if (rc < 0)
+        return rc;
+    state->next_buffer[slot]++;
+    state->piece_bytes[slot] += len;
+    if (!(flags & DEVICE_LAST))
+        return 0;
+    rc = device->ops->load_finish(device->opaque, index + 1, version, err);
+    if (rc < 0)
+        return rc;
+    state->device_seen[slot] = true;
+    state->devices_loaded++;
+    return 0;
+}
+
 /* Stop-copy buffers come in order; the last one hands the whole state to
- * the device's load. Every index and size is checked against its bound. */
+ * the device's load (or, for a device that loads pieces, each buffer goes
+ * to it at once). Every index and size is checked against its bound. */
 static int load_state_buffer(struct load_state *state, struct device *device, unsigned slot,
                              uint32_t index, uint32_t flags, uint32_t version,
                              const uint8_t *data, size_t len, struct gw_error *err)
@@ -44,9 +67,11 @@ static int load_state_buffer(struct load_state *state, struct device *device, un
         return gw_error_set(err, -EPROTO, "device '%s' buffer %u arrived, %u was expected "
                             "(buffers missing or duplicated)", device->id, index,
                             state->next_buffer[slot]);
-    if (len > DEVICE_STATE_MAX - parts->len)
+    if (len > DEVICE_STATE_MAX - parts->len - state->piece_bytes[slot])
         return gw_error_set(err, -EPROTO, "device '%s' state grows past %llu bytes",
                             device->id, (unsigned long long)DEVICE_STATE_MAX);
+    if (device->ops->load_piece)
+        return load_piece_in_order(state, device, slot, index, flags, version, data, len, err);
     if (len && gw_buffer_append(parts, data, len) < 0)
         return gw_error_set(err, -ENOMEM, "out of memory for device '%s' state", device->id);
     state->next_buffer[slot]++;

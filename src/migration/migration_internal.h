@@ -150,11 +150,14 @@ struct ram_sender *ram_sender_new(struct migration *migration, struct stream_wri
  * once all of it is written. */
 int ram_sender_send_dirty(struct ram_sender *sender, bool clear_tracker, bool vm_stopped,
                           uint64_t pass, struct gw_error *err);
-/* Queues one DEVICE record (header, then len bytes at data, which must stay
- * valid until ram_sender_finish) on a multifd channel: a device-state one
- * if there are any, else a RAM one. */
+/* Queues one DEVICE record (header, then len bytes at data) on a multifd
+ * channel: a device-state one if there are any, else a RAM one. data must
+ * stay valid until *sent turns true (sent may be NULL: until
+ * ram_sender_finish). */
 int ram_sender_queue_device(struct ram_sender *sender, const uint8_t *header, const uint8_t *data,
-                            size_t len, struct gw_error *err);
+                            size_t len, atomic_bool *sent, struct gw_error *err);
+/* Waits until *sent is true, or a send failed. */
+int ram_sender_wait_sent(struct ram_sender *sender, atomic_bool *sent, struct gw_error *err);
 /* Multifd: CHANNEL_END on every channel; returns once all is written. */
 int ram_sender_finish(struct ram_sender *sender, struct gw_error *err);
 void ram_sender_free(struct ram_sender *sender);
@@ -194,8 +197,10 @@ struct load_state {
     struct torn_pages own_torn;
     uint64_t normal_pages, zero_pages, devices_loaded;
     bool device_seen[DEVICE_MAX];
-    /* A device's stop-copy state, put together from its buffers in order. */
+    /* A device's stop-copy state, put together from its buffers in order,
+     * or for a device that loads pieces, the bytes it has loaded. */
     struct gw_buffer device_parts[DEVICE_MAX];
+    uint64_t piece_bytes[DEVICE_MAX];
     uint32_t next_buffer[DEVICE_MAX], next_precopy[DEVICE_MAX];
     /* The settings CONFIG must match (the fuzzer's: all defaults), and the
      * multifd channels' side, started by after_config once CONFIG is read. */

@@ -18,6 +18,9 @@
 #include <zstd.h>
 
 #define BUFFERS_MAX ((unsigned)(DEVICE_STATE_MAX / DEVICE_BUFFER_MAX))   /* 65 */
+/* Piece buffers kept for reuse once loaded, so their memory is touched
+ * once rather than once per piece. */
+#define SPARE_PIECES 8
 
 struct receiver {
     struct multifd_recv *recv;
@@ -73,6 +76,8 @@ struct multifd_recv {
 
     struct assembly assemblies[DEVICE_MAX];
     struct load_item *queue_head, **queue_tail;
+    uint8_t *spare[SPARE_PIECES];   /* DEVICE_BUFFER_MAX each */
+    unsigned nr_spare;
     bool loading, stop_loader;
     /* The main channel has moved past precopy: every precopy buffer, which
      * only the main channel carries, is loaded, so a stop-copy state may
@@ -199,7 +204,10 @@ static void *load_thread(void *opaque)
         if (finished && rc == 0)
             recv->assemblies[item->slot].loaded = true;
         recv->loading = false;
-        free(item->data);
+        if (item->data && recv->nr_spare < SPARE_PIECES)
+            recv->spare[recv->nr_spare++] = item->data;
+        else
+            free(item->data);
         free(item);
         pthread_cond_broadcast(&recv->changed);
     }
@@ -296,7 +304,14 @@ int multifd_recv_device(struct multifd_recv *recv, const struct stream_record *r
     assembly = &recv->assemblies[slot];
     bool piecewise = device->ops->load_piece != NULL;
     struct load_item *item = calloc(1, sizeof(*item));
-    if (!item || (piecewise && len && !(item->data = malloc(len)))) {
+    if (item && piecewise) {
+        pthread_mutex_lock(&recv->lock);
+        item->data = recv->nr_spare ? recv->spare[--recv->nr_spare] : NULL;
+        pthread_mutex_unlock(&recv->lock);
+        if (!item->data)
+            item->data = malloc(DEVICE_BUFFER_MAX);
+    }
+    if (!item || (piecewise && !item->data)) {
         free(item);
         return gw_error_set(err, -ENOMEM, "out of memory for device '%s' state", device->id);
     }
@@ -568,6 +583,8 @@ void multifd_recv_free(struct multifd_recv *recv)
     }
     if (recv->load_thread_started)
         pthread_join(recv->load_thread, NULL);
+    for (unsigned i = 0; i < recv->nr_spare; i++)
+        free(recv->spare[i]);
     while (recv->queue_head) {
         struct load_item *item = recv->queue_head;
         recv->queue_head = item->next;

@@ -43,6 +43,7 @@ struct send_slot {
     uint8_t device_header[DEVICE_RECORD_HEADER];          /* DEVICE */
     const uint8_t *device_data;
     size_t device_len;
+    atomic_bool *sent;                       /* DEVICE: set once written (or dropped) */
 };
 
 /* A lane's own scratch, used by its thread only. */
@@ -427,6 +428,8 @@ static void *lane_thread(void *opaque)
             sender->send_rc = rc;
             sender->send_err = err;
         }
+        if (slot->kind == SLOT_DEVICE && slot->sent)
+            atomic_store(slot->sent, true);
         lane->next_send = (lane->next_send + 1) % SEND_SLOTS;
         lane->queued--;
         pthread_cond_broadcast(&sender->changed);
@@ -741,8 +744,20 @@ int ram_sender_send_dirty(struct ram_sender *sender, bool clear_tracker, bool vm
     return drain(sender, err);
 }
 
+int ram_sender_wait_sent(struct ram_sender *sender, atomic_bool *sent, struct gw_error *err)
+{
+    int rc;
+
+    pthread_mutex_lock(&sender->lock);
+    while (!atomic_load(sent) && !sender->send_rc)
+        pthread_cond_wait(&sender->changed, &sender->lock);
+    rc = sender_error(sender, err);
+    pthread_mutex_unlock(&sender->lock);
+    return rc;
+}
+
 int ram_sender_queue_device(struct ram_sender *sender, const uint8_t *header, const uint8_t *data,
-                            size_t len, struct gw_error *err)
+                            size_t len, atomic_bool *sent, struct gw_error *err)
 {
     unsigned nr_device = sender->nr_lanes - sender->nr_ram;
     struct send_slot *slot;
@@ -757,6 +772,9 @@ int ram_sender_queue_device(struct ram_sender *sender, const uint8_t *header, co
     memcpy(slot->device_header, header, DEVICE_RECORD_HEADER);
     slot->device_data = data;
     slot->device_len = len;
+    slot->sent = sent;
+    if (sent)
+        atomic_store(sent, false);
     queue_slot(sender, lane);
     return 0;
 }

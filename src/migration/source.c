@@ -20,6 +20,9 @@
 /* Waiting for the destination's answers during switchover. */
 #define READY_TIMEOUT_US (60ULL * 1000000)
 #define RUNNING_TIMEOUT_US (10ULL * 1000000)
+/* Pieces of device state in flight on multifd channels at once: their
+ * buffers are reused, so their memory is touched once, not per piece. */
+#define PIECES_IN_FLIGHT 8
 /* Device precopy data sent per device per pass, at most. */
 #define DEVICE_PASS_BUDGET (64ULL << 20)
 /* Between passes that found nothing dirty. */
@@ -40,6 +43,11 @@ struct source {
      * they live until ram_sender_finish. */
     struct gw_buffer *kept;
     unsigned nr_kept, kept_cap;
+    struct piece_buffer {
+        struct gw_buffer data;
+        atomic_bool sent;    /* the channel is done with it */
+    } pieces[PIECES_IN_FLIGHT];
+    unsigned next_piece;
 };
 
 /* Writes a record on the main channel and counts its bytes. */
@@ -414,14 +422,26 @@ static struct gw_buffer *keep_buffer(struct source *source, struct gw_error *err
 }
 
 static int send_buffer(struct source *source, struct device *device, uint32_t index,
-                       uint32_t flags, const uint8_t *data, size_t len, struct gw_error *err)
+                       uint32_t flags, const uint8_t *data, size_t len, atomic_bool *sent,
+                       struct gw_error *err)
 {
     uint8_t header[DEVICE_RECORD_HEADER];
 
     if (!device_on_multifd(source, device))
         return send_device_buffer(source, device, index, flags, data, len, err);
     device_buffer_header(device, index, flags, header);
-    return ram_sender_queue_device(source->sender, header, data, len, err);
+    return ram_sender_queue_device(source->sender, header, data, len, sent, err);
+}
+
+/* The next piece buffer once its channel is done with it. */
+static struct piece_buffer *next_piece_buffer(struct source *source, struct gw_error *err)
+{
+    struct piece_buffer *piece = &source->pieces[source->next_piece++ % PIECES_IN_FLIGHT];
+
+    if (ram_sender_wait_sent(source->sender, &piece->sent, err) < 0)
+        return NULL;
+    gw_buffer_reset(&piece->data);
+    return piece;
 }
 
 /* A device with save_piece: each piece goes out as soon as the device has
@@ -436,9 +456,10 @@ static int send_device_pieces(struct source *source, struct device *device,
     int rc = 0;
 
     for (uint32_t index = 0; rc == 0 && !last; index++) {
-        struct gw_buffer *piece = multifd ? keep_buffer(source, err) : &scratch;
-        if (!piece) {
-            rc = -ENOMEM;
+        struct piece_buffer *in_flight = multifd ? next_piece_buffer(source, err) : NULL;
+        struct gw_buffer *piece = in_flight ? &in_flight->data : &scratch;
+        if (multifd && !in_flight) {
+            rc = err && err->code ? err->code : -EIO;
             break;
         }
         gw_buffer_reset(piece);
@@ -459,7 +480,7 @@ static int send_device_pieces(struct source *source, struct device *device,
             break;
         }
         rc = send_buffer(source, device, index, last ? DEVICE_LAST : 0, piece->data, piece->len,
-                         err);
+                         in_flight ? &in_flight->sent : NULL, err);
     }
     device->saved_size = total;
     gw_buffer_free(&scratch);
@@ -488,7 +509,7 @@ static int send_device_state(struct source *source, struct device *device, struc
                                                              : DEVICE_BUFFER_MAX;
         uint32_t flags = offset + len == state->len ? DEVICE_LAST : 0;
         const uint8_t *data = state->data ? state->data + offset : NULL;
-        rc = send_buffer(source, device, index++, flags, data, len, err);
+        rc = send_buffer(source, device, index++, flags, data, len, NULL, err);
         offset += len;
     } while (rc == 0 && offset < state->len);
     return rc;
@@ -651,6 +672,8 @@ static void finish(struct source *source, int rc, struct gw_error *err)
     for (unsigned i = 0; i < source->nr_kept; i++)
         gw_buffer_free(&source->kept[i]);
     free(source->kept);
+    for (unsigned i = 0; i < PIECES_IN_FLIGHT; i++)
+        gw_buffer_free(&source->pieces[i].data);
     if (migration->rp_running) {
         pthread_join(migration->rp_thread, NULL);
         migration->rp_running = false;
@@ -672,6 +695,9 @@ static void finish(struct source *source, int rc, struct gw_error *err)
 void *migration_source_thread(void *opaque)
 {
     struct source source = { .migration = opaque };
+
+    for (unsigned i = 0; i < PIECES_IN_FLIGHT; i++)
+        atomic_init(&source.pieces[i].sent, true);
     struct migration *migration = opaque;
     struct gw_error err = { 0 };
     int rc;
