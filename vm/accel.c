@@ -654,8 +654,11 @@ static int accel_create(struct vm *vm, struct accel *a, const struct vm_accel_co
     a->config = config;
     pthread_mutex_init(&a->lock, NULL);
     a->pages = config->state_size / ACCEL_PAGE;
+    /* Populated now: it stands in for a device's own memory, which exists
+     * before any migration, so a destination's load must not pay for
+     * first touches (as --mem-prealloc for RAM). */
     a->state = mmap(NULL, config->state_size, PROT_READ | PROT_WRITE,
-                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
     if (a->state == MAP_FAILED) {
         a->state = NULL;
         return gw_error_set(err, -errno, "accel %s: cannot map %" PRIu64 " bytes of state: %s",

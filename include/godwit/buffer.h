@@ -14,6 +14,10 @@ struct gw_buffer {
 /* Appends len bytes; returns 0 or -ENOMEM. */
 int gw_buffer_append(struct gw_buffer *buf, const void *data, size_t len);
 void gw_buffer_reset(struct gw_buffer *buf);
+/* Grows the capacity to at least cap and touches all of it: memory first
+ * touched while the guest is stopped costs downtime, so buffers used
+ * then are made ready before. */
+int gw_buffer_prepare(struct gw_buffer *buf, size_t cap);
 void gw_buffer_free(struct gw_buffer *buf);
 
 /* A cursor over received bytes: every take is bounds-checked. */

@@ -34,6 +34,7 @@ enum stream_record_type {
     REC_PAGES_ZSTD = 9,    /* pages compressed with zstd (multifd channels) */
     REC_SYNC = 10,         /* a multifd RAM channel reached the end of a pass */
     REC_CHANNEL_END = 11,  /* a multifd channel is done */
+    REC_SWITCHOVER = 12,   /* the source stopped the guest: stop-copy data follows */
     /* destination -> source, on the return path */
     REC_RP_READY = 0x101,  /* all loaded and checked */
     REC_RP_RUNNING = 0x102,/* the guest runs on the destination */
@@ -111,6 +112,9 @@ int stream_read_record(struct stream_reader *reader, struct stream_record *recor
 int stream_read_payload(struct stream_reader *reader, struct stream_record *record,
                         const struct iovec *iov, int iovcnt, struct gw_error *err);
 void stream_reader_free(struct stream_reader *reader);
+/* Gives the reader room for bodies of up to size bytes, touched now (see
+ * gw_buffer_prepare). */
+int stream_reader_prepare(struct stream_reader *reader, uint32_t size, struct gw_error *err);
 
 uint32_t stream_crc32c(uint32_t crc, const void *data, size_t len);
 

@@ -82,6 +82,19 @@ static int start_multifd(void *opaque, struct load_state *state, struct gw_error
     return rc;
 }
 
+/* A device that loads pieces from the main channel gets them read into
+ * the reader's body: give it room now, touched, not in the downtime. */
+static int prepare_main_reader(struct migration *migration, struct stream_reader *reader,
+                               struct gw_error *err)
+{
+    struct device_registry *devices = migration->host.devices;
+
+    for (unsigned i = 0; devices && i < devices->count; i++)
+        if (devices->devices[i].ops->load_piece)
+            return stream_reader_prepare(reader, DEVICE_RECORD_HEADER + DEVICE_BUFFER_MAX, err);
+    return 0;
+}
+
 static int receive(struct migration *migration, struct incoming *incoming, struct gw_error *err)
 {
     struct stream_reader reader = { .io = channel_stream_io(&migration->channel) };
@@ -98,6 +111,8 @@ static int receive(struct migration *migration, struct incoming *incoming, struc
         rc = migration_alloc_bitmaps(migration, false, err);
         state.written = migration->bitmaps;
     }
+    if (rc == 0)
+        rc = prepare_main_reader(migration, &reader, err);
     if (rc == 0)
         rc = migration_load_stream(&reader, &state, err);
     if (rc < 0)

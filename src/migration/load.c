@@ -179,6 +179,10 @@ static int load_record(struct stream_reader *reader, struct load_state *state,
         return load_device(state, record, err);
     case REC_PASS_END:
         return 0;
+    case REC_SWITCHOVER:
+        if (state->multifd)
+            multifd_recv_precopy_done(state->multifd);
+        return 0;
     default:
         return gw_error_set(err, -EPROTO, "%s record at stream offset %" PRIu64
                             " does not belong in a migration stream here",

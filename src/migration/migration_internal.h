@@ -221,8 +221,8 @@ int ram_load_pages_zstd(struct stream_record *record, struct load_state *state, 
 int multifd_recv_start(struct migration *migration, struct load_state *main_state,
                        uint32_t page_size, struct gw_error *err);
 /* A DEVICE record off a multifd channel (also the fuzzer's way in). */
-int multifd_recv_device(struct multifd_recv *recv, const struct stream_record *record,
-                        struct gw_error *err);
+int multifd_recv_device(struct multifd_recv *recv, struct stream_reader *reader,
+                        const struct stream_record *record, struct gw_error *err);
 /* The main channel read its first stop-copy DEVICE record: from now on
  * the load thread may load states that came on multifd channels. */
 void multifd_recv_precopy_done(struct multifd_recv *recv);

@@ -20,7 +20,8 @@
 #define BUFFERS_MAX ((unsigned)(DEVICE_STATE_MAX / DEVICE_BUFFER_MAX))   /* 65 */
 /* Piece buffers kept for reuse once loaded, so their memory is touched
  * once rather than once per piece. */
-#define SPARE_PIECES 8
+#define SPARE_PIECES 3
+#define PIECE_BUFFER_SIZE (DEVICE_RECORD_HEADER + DEVICE_BUFFER_MAX)
 
 struct receiver {
     struct multifd_recv *recv;
@@ -56,7 +57,8 @@ struct load_item {
     unsigned slot;
     bool piece;
     uint32_t index;
-    uint8_t *data;                  /* piece: malloc'd, the load thread frees it */
+    uint8_t *buffer;                /* piece: the record body, PIECE_BUFFER_SIZE */
+    const uint8_t *data;            /* piece: its state, in buffer */
     size_t len;
 };
 
@@ -76,8 +78,9 @@ struct multifd_recv {
 
     struct assembly assemblies[DEVICE_MAX];
     struct load_item *queue_head, **queue_tail;
-    uint8_t *spare[SPARE_PIECES];   /* DEVICE_BUFFER_MAX each */
+    uint8_t *spare[SPARE_PIECES];   /* PIECE_BUFFER_SIZE each, touched */
     unsigned nr_spare;
+    bool pieces;                    /* a device here loads pieces from multifd */
     bool loading, stop_loader;
     /* The main channel has moved past precopy: every precopy buffer, which
      * only the main channel carries, is loaded, so a stop-copy state may
@@ -204,10 +207,10 @@ static void *load_thread(void *opaque)
         if (finished && rc == 0)
             recv->assemblies[item->slot].loaded = true;
         recv->loading = false;
-        if (item->data && recv->nr_spare < SPARE_PIECES)
-            recv->spare[recv->nr_spare++] = item->data;
+        if (item->buffer && recv->nr_spare < SPARE_PIECES)
+            recv->spare[recv->nr_spare++] = item->buffer;   /* take_spare waits for it */
         else
-            free(item->data);
+            free(item->buffer);
         free(item);
         pthread_cond_broadcast(&recv->changed);
     }
@@ -269,15 +272,93 @@ static int claim_buffer(struct assembly *assembly, bool piecewise, uint32_t inde
     return 0;
 }
 
-int multifd_recv_device(struct multifd_recv *recv, const struct stream_record *record,
-                        struct gw_error *err)
+/* A spare piece buffer, once the load thread has given one back: memory
+ * stays bounded, and no page of it is touched for the first time while
+ * the guest is stopped. NULL if the migration failed meanwhile. */
+static uint8_t *take_spare(struct multifd_recv *recv)
+{
+    uint8_t *buffer = NULL;
+
+    if (!recv->pieces)
+        return malloc(PIECE_BUFFER_SIZE);   /* none expected: no pool was made */
+    pthread_mutex_lock(&recv->lock);
+    while (!recv->nr_spare && !recv->failed)
+        pthread_cond_wait(&recv->changed, &recv->lock);
+    if (recv->nr_spare)
+        buffer = recv->spare[--recv->nr_spare];
+    pthread_mutex_unlock(&recv->lock);
+    return buffer;
+}
+
+static int prepare_spares(struct multifd_recv *recv, struct gw_error *err)
+{
+    const struct device_registry *devices = recv->main_state->devices;
+
+    for (unsigned i = 0; devices && i < devices->count; i++)
+        recv->pieces |= devices->devices[i].ops->multifd && devices->devices[i].ops->load_piece;
+    if (!recv->pieces || !recv->migration->config.channel_header)
+        return recv->pieces = false, 0;
+    for (; recv->nr_spare < SPARE_PIECES; recv->nr_spare++) {
+        recv->spare[recv->nr_spare] = malloc(PIECE_BUFFER_SIZE);
+        if (!recv->spare[recv->nr_spare])
+            return gw_error_set(err, -ENOMEM, "out of memory for device state buffers");
+        memset(recv->spare[recv->nr_spare], 0, PIECE_BUFFER_SIZE);
+    }
+    return 0;
+}
+
+/* A piece for the load thread. With a reader, the record's body becomes
+ * the piece (the reader gets a spare to read the next into): no copy. */
+static int queue_piece(struct multifd_recv *recv, struct stream_reader *reader,
+                       const struct stream_record *record, struct load_item *item)
+{
+    uint8_t *spare = take_spare(recv);
+
+    if (!spare)
+        return -ECANCELED;
+    if (reader && reader->body == record->body && reader->body_cap >= PIECE_BUFFER_SIZE) {
+        item->buffer = reader->body;
+        reader->body = spare;
+        reader->body_cap = PIECE_BUFFER_SIZE;
+    } else {
+        item->buffer = spare;
+        memcpy(spare, record->body, record->length);
+    }
+    item->data = item->buffer + DEVICE_RECORD_HEADER;
+    pthread_mutex_lock(&recv->lock);
+    queue_item(recv, item);
+    pthread_mutex_unlock(&recv->lock);
+    return 0;
+}
+
+/* A buffer of a whole state lands at its 16 MiB offset; the last one in
+ * queues the state for load. */
+static void place_buffer(struct multifd_recv *recv, const struct stream_record *record,
+                         struct load_item *item)
+{
+    struct assembly *assembly = &recv->assemblies[item->slot];
+
+    /* Outside the lock: no other buffer maps to these bytes. */
+    memcpy(assembly->data + (size_t)item->index * DEVICE_BUFFER_MAX,
+           record->body + DEVICE_RECORD_HEADER, item->len);
+    pthread_mutex_lock(&recv->lock);
+    if (++assembly->copied == (unsigned)assembly->last + 1 && assembly->last >= 0) {
+        assembly->queued = true;
+        queue_item(recv, item);
+        item = NULL;
+    }
+    pthread_mutex_unlock(&recv->lock);
+    free(item);
+}
+
+int multifd_recv_device(struct multifd_recv *recv, struct stream_reader *reader,
+                        const struct stream_record *record, struct gw_error *err)
 {
     struct device_registry *devices = recv->main_state->devices;
     char id[DEVICE_ID_MAX + 1] = { 0 };
     uint32_t instance, version, index, flags;
     struct device *device;
-    struct assembly *assembly;
-    size_t len;
+    struct load_item *item;
     unsigned slot;
     int rc;
 
@@ -289,7 +370,6 @@ int multifd_recv_device(struct multifd_recv *recv, const struct stream_record *r
     memcpy(&version, record->body + 36, 4);
     memcpy(&index, record->body + 40, 4);
     memcpy(&flags, record->body + 44, 4);
-    len = record->length - DEVICE_RECORD_HEADER;
     device = devices ? device_find(devices, id, instance) : NULL;
     if (!device)
         return gw_error_set(err, -ENOENT, "a multifd channel carries state for device '%.32s' "
@@ -301,46 +381,24 @@ int multifd_recv_device(struct multifd_recv *recv, const struct stream_record *r
         return gw_error_set(err, -EPROTO, "device '%s' buffer %u on a multifd channel has "
                             "flags 0x%x; only LAST (1) is allowed there", device->id, index, flags);
     slot = (unsigned)(device - devices->devices);
-    assembly = &recv->assemblies[slot];
-    bool piecewise = device->ops->load_piece != NULL;
-    struct load_item *item = calloc(1, sizeof(*item));
-    if (item && piecewise) {
-        pthread_mutex_lock(&recv->lock);
-        item->data = recv->nr_spare ? recv->spare[--recv->nr_spare] : NULL;
-        pthread_mutex_unlock(&recv->lock);
-        if (!item->data)
-            item->data = malloc(DEVICE_BUFFER_MAX);
-    }
-    if (!item || (piecewise && !item->data)) {
-        free(item);
+    item = calloc(1, sizeof(*item));
+    if (!item)
         return gw_error_set(err, -ENOMEM, "out of memory for device '%s' state", device->id);
-    }
+    *item = (struct load_item){ .slot = slot, .piece = device->ops->load_piece != NULL,
+                                .index = index, .len = record->length - DEVICE_RECORD_HEADER };
     pthread_mutex_lock(&recv->lock);
-    rc = claim_buffer(assembly, piecewise, index, flags, version, len, err);
+    rc = claim_buffer(&recv->assemblies[slot], item->piece, index, flags, version, item->len,
+                      err);
     pthread_mutex_unlock(&recv->lock);
+    if (rc == 0 && item->piece && queue_piece(recv, reader, record, item) < 0)
+        rc = gw_error_set(err, -ECANCELED, "another channel failed");
+    else if (rc == 0 && !item->piece)
+        place_buffer(recv, record, item);
     if (rc < 0) {
-        free(item->data);
         free(item);
         gw_error_prefix(err, "device '%s' instance %u", device->id, instance);
-        return rc;
     }
-    *item = (struct load_item){ .slot = slot, .piece = piecewise, .index = index,
-                                .data = item->data, .len = len };
-    /* Outside the lock: no other buffer maps to these bytes. */
-    memcpy(piecewise ? item->data : assembly->data + (size_t)index * DEVICE_BUFFER_MAX,
-           record->body + DEVICE_RECORD_HEADER, len);
-    pthread_mutex_lock(&recv->lock);
-    if (piecewise) {
-        queue_item(recv, item);
-        item = NULL;
-    } else if (++assembly->copied == (unsigned)assembly->last + 1 && assembly->last >= 0) {
-        assembly->queued = true;
-        queue_item(recv, item);
-        item = NULL;
-    }
-    pthread_mutex_unlock(&recv->lock);
-    free(item);
-    return 0;
+    return rc;
 }
 
 static int receive_record(struct receiver *receiver, struct stream_record *record,
@@ -366,7 +424,7 @@ static int receive_record(struct receiver *receiver, struct stream_record *recor
     case REC_SYNC:
         return barrier(receiver, record, err);
     case REC_DEVICE:
-        return multifd_recv_device(recv, record, err);
+        return multifd_recv_device(recv, &receiver->reader, record, err);
     default:
         break;
     }
@@ -420,6 +478,11 @@ static int start_receiver(struct multifd_recv *recv, unsigned index, struct gw_e
     receiver->ram = index < recv->nr_ram;
     receiver->channel = &migration->multifd_channels[index];
     receiver->reader.io = channel_stream_io(receiver->channel);
+    /* Room for a whole device-state piece, touched now rather than in the
+     * downtime, so a piece is read in place and handed on (queue_piece). */
+    if (recv->pieces && (!receiver->ram || !migration->config.device_channels) &&
+        stream_reader_prepare(&receiver->reader, PIECE_BUFFER_SIZE, err) < 0)
+        return -ENOMEM;
     receiver->state = *recv->main_state;
     receiver->state.normal_pages = receiver->state.zero_pages = 0;
     receiver->next_pass = 1;
@@ -459,6 +522,8 @@ int multifd_recv_start(struct migration *migration, struct load_state *main_stat
     recv->receivers = calloc(recv->nr_receivers ? recv->nr_receivers : 1, sizeof(*recv->receivers));
     if (!recv->receivers)
         return gw_error_set(err, -ENOMEM, "out of memory for the multifd receivers");
+    if ((rc = prepare_spares(recv, err)) < 0)
+        return rc;
     rc = pthread_create(&recv->load_thread, NULL, load_thread, recv);
     if (rc)
         return gw_error_set(err, -rc, "cannot start the device load thread: %s", strerror(rc));
@@ -588,7 +653,7 @@ void multifd_recv_free(struct multifd_recv *recv)
     while (recv->queue_head) {
         struct load_item *item = recv->queue_head;
         recv->queue_head = item->next;
-        free(item->data);
+        free(item->buffer);
         free(item);
     }
     for (unsigned i = 0; i < DEVICE_MAX; i++)

@@ -22,7 +22,7 @@
 #define RUNNING_TIMEOUT_US (10ULL * 1000000)
 /* Pieces of device state in flight on multifd channels at once: their
  * buffers are reused, so their memory is touched once, not per piece. */
-#define PIECES_IN_FLIGHT 8
+#define PIECES_IN_FLIGHT 3
 /* Device precopy data sent per device per pass, at most. */
 #define DEVICE_PASS_BUDGET (64ULL << 20)
 /* Between passes that found nothing dirty. */
@@ -122,6 +122,21 @@ static int setup_devices(struct migration *migration, struct gw_error *err)
     return 0;
 }
 
+/* Devices that save in pieces fill the piece buffers while the guest is
+ * stopped: touch them now, not in the downtime. */
+static int prepare_piece_buffers(struct source *source, struct gw_error *err)
+{
+    struct device_registry *devices = source->migration->host.devices;
+    bool pieces = false;
+
+    for (unsigned i = 0; devices && i < devices->count; i++)
+        pieces |= devices->devices[i].ops->save_piece != NULL;
+    for (unsigned i = 0; pieces && i < PIECES_IN_FLIGHT; i++)
+        if (gw_buffer_prepare(&source->pieces[i].data, DEVICE_BUFFER_MAX) < 0)
+            return gw_error_set(err, -ENOMEM, "out of memory for device state buffers");
+    return 0;
+}
+
 static int setup(struct source *source, struct gw_error *err)
 {
     struct migration *migration = source->migration;
@@ -184,7 +199,9 @@ static int setup(struct source *source, struct gw_error *err)
      * it too, so dirty-sync-count is 1 during the first pass. */
     atomic_store(&migration->stats.dirty_sync_count, 1);
     source->sender = ram_sender_new(migration, &source->writer, source->page_size, err);
-    return source->sender ? 0 : -ENOMEM;
+    if (!source->sender)
+        return -ENOMEM;
+    return prepare_piece_buffers(source, err);
 }
 
 /* Asks every device what it still has to send, clamped: a device may report
@@ -451,17 +468,19 @@ static int send_device_pieces(struct source *source, struct device *device,
                               struct gw_error *err)
 {
     bool multifd = device_on_multifd(source, device), last = false;
-    struct gw_buffer scratch = { 0 };
     uint64_t total = 0;
     int rc = 0;
 
     for (uint32_t index = 0; rc == 0 && !last; index++) {
-        struct piece_buffer *in_flight = multifd ? next_piece_buffer(source, err) : NULL;
-        struct gw_buffer *piece = in_flight ? &in_flight->data : &scratch;
-        if (multifd && !in_flight) {
+        /* On the main channel a piece is written before the next is made:
+         * one buffer does. */
+        struct piece_buffer *in_flight = multifd ? next_piece_buffer(source, err)
+                                                 : &source->pieces[0];
+        if (!in_flight) {
             rc = err && err->code ? err->code : -EIO;
             break;
         }
+        struct gw_buffer *piece = &in_flight->data;
         gw_buffer_reset(piece);
         rc = device->ops->save_piece(device->opaque, piece, DEVICE_BUFFER_MAX, &last, err);
         if (rc < 0) {
@@ -480,10 +499,9 @@ static int send_device_pieces(struct source *source, struct device *device,
             break;
         }
         rc = send_buffer(source, device, index, last ? DEVICE_LAST : 0, piece->data, piece->len,
-                         in_flight ? &in_flight->sent : NULL, err);
+                         &in_flight->sent, err);
     }
     device->saved_size = total;
-    gw_buffer_free(&scratch);
     return rc;
 }
 
@@ -599,6 +617,10 @@ static int switchover(struct source *source, struct gw_error *err)
     source->stop_us = migration_now_us();
     atomic_store(&stats->expected_downtime_at_switchover_ms,
                  (source->expected_downtime_us + 999) / 1000);
+    /* Tells the destination that precopy data is over, so it may load
+     * device state from the multifd channels as soon as it arrives. */
+    if ((rc = write_record(source, REC_SWITCHOVER, NULL, 0, err)) < 0)
+        return rc;
     if ((rc = sync_dirty(source, err)) < 0)
         return rc;
     atomic_store(&stats->remaining_bytes, ram_count_dirty(migration) * source->page_size);

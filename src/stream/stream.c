@@ -41,6 +41,7 @@ const char *stream_record_name(uint32_t type)
     case REC_PAGES_ZSTD: return "PAGES_ZSTD";
     case REC_SYNC: return "SYNC";
     case REC_CHANNEL_END: return "CHANNEL_END";
+    case REC_SWITCHOVER: return "SWITCHOVER";
     case REC_RP_READY: return "RP_READY";
     case REC_RP_RUNNING: return "RP_RUNNING";
     case REC_RP_ERROR: return "RP_ERROR";
@@ -69,6 +70,7 @@ uint32_t stream_record_max(uint32_t type, uint32_t page_size)
                (uint32_t)ZSTD_COMPRESSBOUND(STREAM_PAGES_PER_RECORD * (size_t)page_size);
     case REC_SYNC: return 8;
     case REC_CHANNEL_END: return 0;
+    case REC_SWITCHOVER: return 0;
     case REC_RP_READY: return 0;
     case REC_RP_RUNNING: return 0;
     case REC_RP_ERROR: return 4 + STREAM_ERROR_TEXT_MAX;
@@ -334,6 +336,15 @@ int stream_read_payload(struct stream_reader *reader, struct stream_record *reco
         return rc;
     record->unread = 0;
     return read_padding(reader, record, err);
+}
+
+int stream_reader_prepare(struct stream_reader *reader, uint32_t size, struct gw_error *err)
+{
+    int rc = ensure_body(reader, size, err);
+
+    if (rc == 0)
+        memset(reader->body, 0, reader->body_cap);
+    return rc;
 }
 
 void stream_reader_free(struct stream_reader *reader)

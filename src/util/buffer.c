@@ -31,6 +31,19 @@ void gw_buffer_reset(struct gw_buffer *buf)
     buf->len = 0;
 }
 
+int gw_buffer_prepare(struct gw_buffer *buf, size_t cap)
+{
+    if (cap > buf->cap) {
+        uint8_t *grown = realloc(buf->data, cap);
+        if (!grown)
+            return -ENOMEM;
+        buf->data = grown;
+        buf->cap = cap;
+    }
+    memset(buf->data + buf->len, 0, buf->cap - buf->len);
+    return 0;
+}
+
 void gw_buffer_free(struct gw_buffer *buf)
 {
     free(buf->data);

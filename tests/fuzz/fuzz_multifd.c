@@ -84,7 +84,7 @@ static void fuzz_device_buffers(const uint8_t *data, size_t size)
     load_state_init(&state, NULL, 0, &devices);
     if (multifd_recv_start(&migration, &state, 4096, &err) == 0) {
         while (stream_read_record(&reader, &record, &err) == 0 && record.type == REC_DEVICE &&
-               multifd_recv_device(state.multifd, &record, &err) == 0)
+               multifd_recv_device(state.multifd, &reader, &record, &err) == 0)
             ;
         multifd_recv_finish(state.multifd, &state, &err);
     }
