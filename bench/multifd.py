@@ -348,7 +348,8 @@ DEVICE_READING = (
     "a trace of the source's switchover showed the device's own copies taking most of the "
     "downtime (about 0.6 s of 400 MiB, at well under memcpy speed on this PVM guest). More "
     "channels add threads but no CPU, so (b) and (c) land where (a) is. Seed 002's halving "
-    "came from four VFIO devices saving in parallel on a 48-thread host: that needs cores "
+    "came from four VFIO devices whose states moved in parallel over 15 multifd channels "
+    "between two-socket Xeon hosts: that needs cores "
     "this machine does not have. The figures that do transfer: device state on multifd "
     "channels costs no more downtime than on the main channel, every run's state arrived "
     "whole, and the predicted downtime is within about 10% of the measured one.")
