@@ -134,6 +134,7 @@ void load_state_free(struct load_state *state)
         free(state->own_torn.bitmaps[i]);
         state->own_torn.bitmaps[i] = NULL;
     }
+    pthread_mutex_destroy(&state->own_torn.lock);
     for (unsigned i = 0; i < DEVICE_MAX; i++)
         gw_buffer_free(&state->device_parts[i]);
 }

@@ -386,13 +386,13 @@ int multifd_recv_device(struct multifd_recv *recv, struct stream_reader *reader,
         return gw_error_set(err, -ENOMEM, "out of memory for device '%s' state", device->id);
     *item = (struct load_item){ .slot = slot, .piece = device->ops->load_piece != NULL,
                                 .index = index, .len = record->length - DEVICE_RECORD_HEADER };
+    bool piece = item->piece;   /* once queued, the item is the load thread's */
     pthread_mutex_lock(&recv->lock);
-    rc = claim_buffer(&recv->assemblies[slot], item->piece, index, flags, version, item->len,
-                      err);
+    rc = claim_buffer(&recv->assemblies[slot], piece, index, flags, version, item->len, err);
     pthread_mutex_unlock(&recv->lock);
-    if (rc == 0 && item->piece && queue_piece(recv, reader, record, item) < 0)
+    if (rc == 0 && piece && queue_piece(recv, reader, record, item) < 0)
         rc = gw_error_set(err, -ECANCELED, "another channel failed");
-    else if (rc == 0 && !item->piece)
+    else if (rc == 0 && !piece)
         place_buffer(recv, record, item);
     if (rc < 0) {
         free(item);
