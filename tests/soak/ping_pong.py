@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """make soak: migrates one running guest back and forth between fresh
-godwit-vm processes, HOPS times, over rotating transports, sometimes
-cancelling a migration half-way and retrying it. After every hop the guest
+godwit-vm processes, HOPS times, over rotating transports, half of them
+with multifd (channels, compression, zero-page detection, packet size and
+channel headers drawn at random), sometimes cancelling a migration half-way
+and retrying it. After every hop the guest
 must run where it landed, its memory must follow the increment rule, and
 page 0 must count every pass it made on every host so far.
 
@@ -37,12 +39,45 @@ def check_guest(vm, passes_before):
     vm.qmp.command("cont")
 
 
+def multifd_settings(rng):
+    """Half the hops use multifd, with settings drawn at random: both sides
+    get the same (the destination refuses any difference)."""
+    if rng.random() < 0.5:
+        return None
+    return ({"multifd-channels": rng.choice([1, 2, 4, 8]),
+             "multifd-compression": rng.choice(["none", "zstd"]),
+             "zero-page-detection": rng.choice(["none", "legacy", "multifd"]),
+             "x-multifd-packet-pages": rng.choice([16, 64, 256])},
+            rng.random() < 0.5)
+
+
+def configure(vm, settings):
+    params, header = settings if settings else ({"zero-page-detection": "multifd"}, False)
+    vm.qmp.command("migrate-set-capabilities", capabilities=[
+        {"capability": "multifd", "state": settings is not None},
+        {"capability": "x-channel-header", "state": header}])
+    vm.qmp.command("migrate-set-parameters", **params)
+
+
+def describe(kind, settings):
+    if not settings:
+        return kind
+    params, header = settings
+    return (f"{kind} multifd {params['multifd-channels']} ch {params['multifd-compression']}"
+            f" zero={params['zero-page-detection']} pages={params['x-multifd-packet-pages']}"
+            + (" header" if header else ""))
+
+
 def hop(args, rng, source, passes_before, number):
     kind = rng.choice(["unix", "tcp"])
     uri = uri_for(kind, source)
+    settings = multifd_settings(rng)
     destination = Vm(memory=MEMORY, binary=args.vm, kernel=args.guest,
-                     extra=("--incoming", uri))
+                     extra=("--incoming", "defer"))
     destination.connect()
+    configure(destination, settings)
+    configure(source, settings)
+    destination.qmp.command("migrate-incoming", uri=uri)
     if rng.random() < 0.25:
         # Cancel half-way: the guest must stay, whole, on the source, and the
         # abandoned destination must give up without running it.
@@ -57,7 +92,8 @@ def hop(args, rng, source, passes_before, number):
             assert status != 0, "an abandoned destination exited 0"
             destination.close()
             check_guest(source, passes_before)
-            print(f"hop {number}: cancelled half-way, guest still on the source", flush=True)
+            print(f"hop {number}: {describe(kind, settings)}: cancelled half-way, guest still "
+                  "on the source", flush=True)
             return source, passes_before
     else:
         source.qmp.command("migrate", uri=uri)
@@ -65,7 +101,8 @@ def hop(args, rng, source, passes_before, number):
     assert info["status"] == "completed", info
     passes_before += source.serial.text().count("B")
     check_guest(destination, passes_before)
-    print(f"hop {number}: {kind}, {info['total-time']} ms, downtime {info['downtime']} ms, "
+    print(f"hop {number}: {describe(kind, settings)}, {info['total-time']} ms, "
+          f"downtime {info['downtime']} ms, "
           f"{info['ram']['dirty-sync-count']} syncs", flush=True)
     source.qmp.command("quit")
     source.wait_exit()
