@@ -87,44 +87,53 @@ static int load_state_buffer(struct load_state *state, struct device *device, un
     return 0;
 }
 
-static int load_device(struct load_state *state, const struct stream_record *record,
+int device_record_head(const struct stream_record *record, struct device_record_head *head,
                        struct gw_error *err)
 {
-    char id[DEVICE_ID_MAX + 1] = { 0 };
-    uint32_t instance, version, index, flags;
-    struct device *device;
-    unsigned slot;
-    int rc;
-
     if (record->length < DEVICE_RECORD_HEADER)
         return gw_error_set(err, -EPROTO, "DEVICE record at stream offset %" PRIu64
                             " is too short", record->offset);
-    memcpy(id, record->body, DEVICE_ID_MAX);
-    memcpy(&instance, record->body + 32, 4);
-    memcpy(&version, record->body + 36, 4);
-    memcpy(&index, record->body + 40, 4);
-    memcpy(&flags, record->body + 44, 4);
-    device = state->devices ? device_find(state->devices, id, instance) : NULL;
+    memset(head->id, 0, sizeof(head->id));
+    memcpy(head->id, record->body, DEVICE_ID_MAX);
+    memcpy(&head->instance, record->body + 32, 4);
+    memcpy(&head->version, record->body + 36, 4);
+    memcpy(&head->index, record->body + 40, 4);
+    memcpy(&head->flags, record->body + 44, 4);
+    return 0;
+}
+
+static int load_device(struct load_state *state, const struct stream_record *record,
+                       struct gw_error *err)
+{
+    struct device_record_head head;
+    struct device *device;
+    unsigned slot;
+    int rc = device_record_head(record, &head, err);
+
+    if (rc < 0)
+        return rc;
+    device = state->devices ? device_find(state->devices, head.id, head.instance) : NULL;
     if (!device)
         return gw_error_set(err, -ENOENT,
                             "the stream carries state for device '%.32s' instance %u, which "
-                            "this VM does not have", id, instance);
-    if (flags & ~(DEVICE_LAST | DEVICE_PRECOPY) || (flags & DEVICE_LAST && flags & DEVICE_PRECOPY))
+                            "this VM does not have", head.id, head.instance);
+    if (head.flags & ~(DEVICE_LAST | DEVICE_PRECOPY) ||
+        (head.flags & DEVICE_LAST && head.flags & DEVICE_PRECOPY))
         return gw_error_set(err, -EPROTO, "DEVICE record at stream offset %" PRIu64
-                            " has flags 0x%x", record->offset, flags);
+                            " has flags 0x%x", record->offset, head.flags);
     slot = (unsigned)(device - state->devices->devices);
-    if (!(flags & DEVICE_PRECOPY) && state->multifd)
+    if (!(head.flags & DEVICE_PRECOPY) && state->multifd)
         multifd_recv_precopy_done(state->multifd);
-    if (flags & DEVICE_PRECOPY)
-        rc = load_precopy_buffer(state, device, slot, index, version,
+    if (head.flags & DEVICE_PRECOPY)
+        rc = load_precopy_buffer(state, device, slot, head.index, head.version,
                                  record->body + DEVICE_RECORD_HEADER,
                                  record->length - DEVICE_RECORD_HEADER, err);
     else
-        rc = load_state_buffer(state, device, slot, index, flags, version,
+        rc = load_state_buffer(state, device, slot, head.index, head.flags, head.version,
                                record->body + DEVICE_RECORD_HEADER,
                                record->length - DEVICE_RECORD_HEADER, err);
     if (rc < 0)
-        gw_error_prefix(err, "loading device '%s' instance %u", id, instance);
+        gw_error_prefix(err, "loading device '%s' instance %u", head.id, head.instance);
     return rc;
 }
 

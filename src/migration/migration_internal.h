@@ -236,6 +236,15 @@ bool multifd_recv_error(struct multifd_recv *recv, struct gw_error *err);
 uint64_t multifd_recv_bytes(const struct multifd_recv *recv);
 void multifd_recv_free(struct multifd_recv *recv);
 
+/* The 48-byte head of a DEVICE record (docs/stream.md), read from a body
+ * that was checked to be long enough. */
+struct device_record_head {
+    char id[DEVICE_ID_MAX + 1];
+    uint32_t instance, version, index, flags;
+};
+int device_record_head(const struct stream_record *record, struct device_record_head *head,
+                       struct gw_error *err);
+
 /* Loads a PAGES record: metadata checked, data read into guest RAM, each
  * page's CRC checked (a mismatch marks it torn). */
 int ram_load_pages(struct stream_reader *reader, struct stream_record *record,

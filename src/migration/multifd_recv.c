@@ -355,21 +355,16 @@ int multifd_recv_device(struct multifd_recv *recv, struct stream_reader *reader,
                         const struct stream_record *record, struct gw_error *err)
 {
     struct device_registry *devices = recv->main_state->devices;
-    char id[DEVICE_ID_MAX + 1] = { 0 };
-    uint32_t instance, version, index, flags;
+    struct device_record_head head;
     struct device *device;
     struct load_item *item;
     unsigned slot;
-    int rc;
+    int rc = device_record_head(record, &head, err);
 
-    if (record->length < DEVICE_RECORD_HEADER)
-        return gw_error_set(err, -EPROTO, "DEVICE record at stream offset %" PRIu64
-                            " is too short", record->offset);
-    memcpy(id, record->body, DEVICE_ID_MAX);
-    memcpy(&instance, record->body + 32, 4);
-    memcpy(&version, record->body + 36, 4);
-    memcpy(&index, record->body + 40, 4);
-    memcpy(&flags, record->body + 44, 4);
+    if (rc < 0)
+        return rc;
+    const char *id = head.id;
+    uint32_t instance = head.instance, index = head.index, flags = head.flags;
     device = devices ? device_find(devices, id, instance) : NULL;
     if (!device)
         return gw_error_set(err, -ENOENT, "a multifd channel carries state for device '%.32s' "
@@ -388,7 +383,8 @@ int multifd_recv_device(struct multifd_recv *recv, struct stream_reader *reader,
                                 .index = index, .len = record->length - DEVICE_RECORD_HEADER };
     bool piece = item->piece;   /* once queued, the item is the load thread's */
     pthread_mutex_lock(&recv->lock);
-    rc = claim_buffer(&recv->assemblies[slot], piece, index, flags, version, item->len, err);
+    rc = claim_buffer(&recv->assemblies[slot], piece, index, flags, head.version, item->len,
+                      err);
     pthread_mutex_unlock(&recv->lock);
     if (rc == 0 && piece && queue_piece(recv, reader, record, item) < 0)
         rc = gw_error_set(err, -ECANCELED, "another channel failed");

@@ -570,6 +570,20 @@ static int send_end(struct source *source, struct gw_error *err)
     return write_record(source, REC_END, &part, 1, err);
 }
 
+/* Waits, holding the migration lock, for a change or 20 ms at most. */
+static void wait_changed(struct migration *migration)
+{
+    struct timespec until;
+
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_nsec += 20 * 1000000;
+    if (until.tv_nsec >= 1000000000) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000;
+    }
+    pthread_cond_timedwait(&migration->changed, &migration->lock, &until);
+}
+
 /* Waits until the return path sets *flag, fails, or the deadline passes. */
 static int wait_for_destination(struct migration *migration, bool *flag, uint64_t timeout_us,
                                 const char *what, struct gw_error *err)
@@ -586,14 +600,7 @@ static int wait_for_destination(struct migration *migration, bool *flag, uint64_
                               " s", what, timeout_us / 1000000);
             break;
         }
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += 20 * 1000000;
-        if (until.tv_nsec >= 1000000000) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000;
-        }
-        pthread_cond_timedwait(&migration->changed, &migration->lock, &until);
+        wait_changed(migration);
     }
     if (!rc && !*flag)
         rc = migration->rp_error[0]
@@ -660,16 +667,8 @@ static void wait_for_rp_error(struct migration *migration)
     uint64_t deadline = migration_now_us() + 1000000;
 
     pthread_mutex_lock(&migration->lock);
-    while (!migration->rp_error[0] && !migration->rp_closed && migration_now_us() < deadline) {
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += 20 * 1000000;
-        if (until.tv_nsec >= 1000000000) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000;
-        }
-        pthread_cond_timedwait(&migration->changed, &migration->lock, &until);
-    }
+    while (!migration->rp_error[0] && !migration->rp_closed && migration_now_us() < deadline)
+        wait_changed(migration);
     pthread_mutex_unlock(&migration->lock);
 }
 
