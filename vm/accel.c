@@ -228,6 +228,18 @@ static int put_state_entry(struct accel *a, struct gw_buffer *out, uint64_t firs
     return rc < 0 ? rc : gw_buffer_append(out, a->state + entry.offset, entry.length);
 }
 
+/* Appends the REGISTERS entry; the caller holds the lock. */
+static int put_registers(struct accel *a, struct gw_buffer *out)
+{
+    uint8_t block[ACCEL_REGS_SIZE];
+    struct accel_entry entry = { .offset = 0, .length = ACCEL_REGS_SIZE,
+                                 .kind = ACCEL_KIND_REGISTERS };
+    int rc = gw_buffer_append(out, &entry, sizeof(entry));
+
+    regs_block(a, block);
+    return rc < 0 ? rc : gw_buffer_append(out, block, sizeof(block));
+}
+
 /* While the VM runs: dirty pages, at most max_bytes of entries, each copied
  * and marked clean under the lock (taken per entry, so the changing thread
  * waits for at most one 1 MiB copy). */
@@ -285,9 +297,6 @@ static int accel_save_precopy(void *opaque, struct gw_buffer *out, uint64_t max_
 static int accel_save(void *opaque, struct gw_buffer *out, struct gw_error *err)
 {
     struct accel *a = opaque;
-    uint8_t block[ACCEL_REGS_SIZE];
-    struct accel_entry entry = { .offset = 0, .length = ACCEL_REGS_SIZE,
-                                 .kind = ACCEL_KIND_REGISTERS };
     size_t start = out->len;
     uint64_t page = 0;
     int rc = 0;
@@ -298,9 +307,8 @@ static int accel_save(void *opaque, struct gw_buffer *out, struct gw_error *err)
         rc = put_state_entry(a, out, page, count);
         page += count;
     }
-    regs_block(a, block);
-    if (rc == 0 && (rc = gw_buffer_append(out, &entry, sizeof(entry))) == 0)
-        rc = gw_buffer_append(out, block, sizeof(block));
+    if (rc == 0)
+        rc = put_registers(a, out);
     set_all_dirty(a);
     pthread_mutex_unlock(&a->lock);
     if (rc < 0) {
@@ -498,12 +506,7 @@ static int accel_save_piece(void *opaque, struct gw_buffer *out, size_t max_byte
         if (first == a->pages) {
             if (max_bytes - used < regs_room)
                 break;   /* the registers go in the next piece */
-            uint8_t block[ACCEL_REGS_SIZE];
-            struct accel_entry entry = { .offset = 0, .length = ACCEL_REGS_SIZE,
-                                         .kind = ACCEL_KIND_REGISTERS };
-            regs_block(a, block);
-            if ((rc = gw_buffer_append(out, &entry, sizeof(entry))) == 0)
-                rc = gw_buffer_append(out, block, sizeof(block));
+            rc = put_registers(a, out);
             *last = rc == 0;
             a->piece_cursor = 0;
             set_all_dirty(a);

@@ -44,7 +44,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from godwit_vm import (CHANNEL_DEVICE, CHANNEL_HEADER_SIZE, CHANNEL_MAGIC,  # noqa: E402
+from godwit_vm import (recv_exact_into, CHANNEL_DEVICE, CHANNEL_HEADER_SIZE, CHANNEL_MAGIC,  # noqa: E402
                        CHANNEL_MAIN, CHANNEL_RAM, DEVICE_BODY_BOUND, DEVICE_HEADER_SIZE,
                        DEVICE_LAST, DEVICE_PRECOPY, RECORD_HEADER_SIZE, REC_CHANNEL_END,
                        REC_CONFIG, REC_DEVICE, REC_SYNC, STREAM_HEADER_SIZE, STREAM_MAGIC,
@@ -405,17 +405,7 @@ class ChannelProxy:
             thread.join(timeout=5)
 
 
-def recv_exact(sock, size):
-    """size bytes (a bytearray: bodies of 16 MiB are not copied again)."""
-    data = bytearray(size)
-    view = memoryview(data)
-    got = 0
-    while got < size:
-        n = sock.recv_into(view[got:], size - got)
-        if not n:
-            raise EOFError(f"the source closed after {got} of {size} bytes")
-        got += n
-    return data
+recv_exact = recv_exact_into   # a bytearray: bodies of 16 MiB are not copied again
 
 
 def recv_into_exact(sock, view):

@@ -386,8 +386,9 @@ def parse_device_header(body):
             "version": field(36), "index": field(40), "flags": field(44)}
 
 
-def recv_exact(sock, size):
-    """size bytes from sock; EOFError if it closes first."""
+def recv_exact_into(sock, size):
+    """size bytes from sock as a bytearray (16 MiB bodies are not copied
+    again); EOFError if it closes first."""
     data = bytearray(size)
     view = memoryview(data)
     got = 0
@@ -396,7 +397,12 @@ def recv_exact(sock, size):
         if not n:
             raise EOFError(f"the peer closed after {got} of {size} bytes")
         got += n
-    return bytes(data)
+    return data
+
+
+def recv_exact(sock, size):
+    """size bytes from sock; EOFError if it closes first."""
+    return bytes(recv_exact_into(sock, size))
 
 
 def read_return_record(sock):
