@@ -332,13 +332,14 @@ int main(int argc, char **argv)
     status = 1;   /* from here on a failure is the host's, not the user's input */
     vm.notify_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     start.signal_fd = open_signal_fd(&err);
+    /* Before the machine is built: building it starts an --incoming
+     * migration, and a short stream (a file) can finish and resume the
+     * guest before build_machine returns; that resume must not be undone. */
+    if (config_incoming(&vm.config))
+        vm.run_state = RUN_STATE_INMIGRATE;   /* the guest starts when the migration ends */
     if (vm.notify_fd < 0 || start.signal_fd < 0 || build_machine(&vm, &start, &err) < 0)
         goto fail;
-    if (config_incoming(&vm.config)) {
-        pthread_mutex_lock(&vm.state_lock);   /* device threads read it already */
-        vm.run_state = RUN_STATE_INMIGRATE;   /* the guest starts when the migration ends */
-        pthread_mutex_unlock(&vm.state_lock);
-    } else
+    if (!config_incoming(&vm.config))
         vm_resume(&vm);
     event_loop(&vm, start.signal_fd);
     shutdown_vm(&vm);

@@ -101,7 +101,9 @@ int vcpu_create(struct vm *vm, struct vcpu *vcpu, unsigned id, struct gw_error *
 {
     int rc;
 
-    *vcpu = (struct vcpu){ .id = id, .vm = vm, .fd = -1 };
+    /* Parked until vm_resume, which may come before vcpu_start (an
+     * incoming migration that ends while the machine is still built). */
+    *vcpu = (struct vcpu){ .id = id, .vm = vm, .fd = -1, .stop_requested = true };
     pthread_mutex_init(&vcpu->lock, NULL);
     pthread_cond_init(&vcpu->changed, NULL);
     vcpu->fd = ioctl(vm->kvm.vm_fd, KVM_CREATE_VCPU, id);
@@ -257,10 +259,8 @@ static void *vcpu_thread(void *opaque)
 
 int vcpu_start(struct vcpu *vcpu, struct gw_error *err)
 {
-    int rc;
+    int rc = pthread_create(&vcpu->thread, NULL, vcpu_thread, vcpu);
 
-    vcpu->stop_requested = true;
-    rc = pthread_create(&vcpu->thread, NULL, vcpu_thread, vcpu);
     if (rc)
         return gw_error_set(err, -rc, "cannot start the vCPU thread: %s", strerror(rc));
     vcpu->thread_started = true;
