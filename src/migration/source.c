@@ -122,16 +122,31 @@ static int setup_devices(struct migration *migration, struct gw_error *err)
     return 0;
 }
 
+/* Seed 002: with multifd and channel headers, a device that takes multifd
+ * has its state sent by the multifd channels, while this thread goes on
+ * with the other devices on the main channel. */
+static bool device_on_multifd(const struct source *source, const struct device *device)
+{
+    const struct migration_config *config = &source->migration->config;
+
+    return device->ops->multifd && config->multifd && config->channel_header;
+}
+
 /* Devices that save in pieces fill the piece buffers while the guest is
- * stopped: touch them now, not in the downtime. */
+ * stopped: touch them now, not in the downtime. The main channel writes a
+ * piece before the next is made and needs one; multifd channels keep up to
+ * PIECES_IN_FLIGHT on the wire. */
 static int prepare_piece_buffers(struct source *source, struct gw_error *err)
 {
     struct device_registry *devices = source->migration->host.devices;
-    bool pieces = false;
+    unsigned needed = 0;
 
-    for (unsigned i = 0; devices && i < devices->count; i++)
-        pieces |= devices->devices[i].ops->save_piece != NULL;
-    for (unsigned i = 0; pieces && i < PIECES_IN_FLIGHT; i++)
+    for (unsigned i = 0; devices && i < devices->count; i++) {
+        const struct device *device = &devices->devices[i];
+        if (device->ops->save_piece && needed < PIECES_IN_FLIGHT)
+            needed = device_on_multifd(source, device) ? PIECES_IN_FLIGHT : 1;
+    }
+    for (unsigned i = 0; i < needed; i++)
         if (gw_buffer_prepare(&source->pieces[i].data, DEVICE_BUFFER_MAX) < 0)
             return gw_error_set(err, -ENOMEM, "out of memory for device state buffers");
     return 0;
@@ -409,16 +424,6 @@ static int precopy(struct source *source, struct gw_error *err)
             nanosleep(&pause, NULL);
         }
     }
-}
-
-/* Seed 002: with multifd and channel headers, a device that takes multifd
- * has its state sent by the multifd channels, while this thread goes on
- * with the other devices on the main channel. */
-static bool device_on_multifd(const struct source *source, const struct device *device)
-{
-    const struct migration_config *config = &source->migration->config;
-
-    return device->ops->multifd && config->multifd && config->channel_header;
 }
 
 /* A new empty buffer that stays valid until the migration ends. */
