@@ -1,5 +1,6 @@
-/* The migration object: status transitions and their events, parameters,
- * cancel, and the life cycle of the migration threads. */
+/* The helpers every thread of a migration uses: status transitions and
+ * their events, the byte counts, the first error, and the return path's
+ * error record. Calls nothing above it. */
 #include "migration_internal.h"
 
 #include <errno.h>
@@ -72,34 +73,6 @@ void migration_set_status(struct migration *migration, enum migration_status sta
     pthread_mutex_unlock(&migration->lock);
 }
 
-bool migration_begin_cancel(struct migration *migration)
-{
-    bool cancelling;
-
-    /* Checked and set under one lock: a migration that ends meanwhile must
-     * not be left "cancelling" forever. */
-    pthread_mutex_lock(&migration->lock);
-    cancelling = !migration->is_destination &&
-                 (migration->status == MIGRATION_SETUP || migration->status == MIGRATION_ACTIVE ||
-                  migration->status == MIGRATION_DEVICE);
-    if (cancelling) {
-        migration->status = MIGRATION_CANCELLING;
-        pthread_cond_broadcast(&migration->changed);
-        if (migration->cap_events && migration->qmp)
-            qmp_server_emit_event(migration->qmp, "MIGRATION",
-                                  json_pack("{s:s}", "status", "cancelling"));
-    }
-    pthread_mutex_unlock(&migration->lock);
-    if (cancelling)
-        migration_request_cancel(migration);
-    return cancelling;
-}
-
-bool migration_cancelled(struct migration *migration)
-{
-    return atomic_load(&migration->cancel_requested);
-}
-
 void migration_fail(struct migration *migration, const struct gw_error *err)
 {
     bool cancelled = migration_cancelled(migration);
@@ -121,223 +94,38 @@ enum migration_status migration_status(struct migration *migration)
     return status;
 }
 
-struct migration *migration_new(const struct migration_host *host, struct qmp_server *qmp,
-                                struct gw_error *err)
+void migration_shutdown_multifd_locked(struct migration *migration)
 {
-    struct migration *migration;
-
-    if (host->nr_blocks == 0 || host->nr_blocks > STREAM_BLOCKS_MAX) {
-        gw_error_set(err, -EINVAL, "a migration needs 1 to %d RAM blocks", STREAM_BLOCKS_MAX);
-        return NULL;
-    }
-    for (unsigned i = 0; i < host->nr_blocks; i++) {
-        if (ram_block_validate(&host->blocks[i], err) < 0 ||
-            host->blocks[i].page_size != host->blocks[0].page_size ||
-            host->blocks[i].page_size > STREAM_PAGE_SIZE_MAX) {
-            if (!err || !err->code)
-                gw_error_set(err, -EINVAL, "every RAM block needs the same page size of at "
-                             "most 64 KiB");
-            return NULL;
-        }
-    }
-    migration = calloc(1, sizeof(*migration));
-    if (!migration) {
-        gw_error_set(err, -ENOMEM, "out of memory creating the migration state");
-        return NULL;
-    }
-    migration->host = *host;
-    migration->qmp = qmp;
-    migration->params.downtime_limit_ms = 300;
-    migration->params.multifd_channels = 2;
-    migration->params.multifd_zstd_level = 1;
-    migration->params.packet_pages = STREAM_PAGES_PER_RECORD;
-    migration->params.zero_page_detection = ZERO_DETECT_MULTIFD;
-    migration->channel.fd = -1;
-    migration->cancel_pipe[0] = migration->cancel_pipe[1] = -1;
-    pthread_mutex_init(&migration->lock, NULL);
-    pthread_mutex_init(&migration->rp_write_lock, NULL);
-    pthread_cond_init(&migration->changed, NULL);
-    return migration;
+    for (unsigned i = 0; i < migration->nr_multifd_channels; i++)
+        channel_shutdown(&migration->multifd_channels[i]);
 }
 
-int migration_alloc_bitmaps(struct migration *migration, bool all_set, struct gw_error *err)
+void migration_shutdown_multifd(struct migration *migration)
 {
-    for (unsigned b = 0; b < migration->host.nr_blocks; b++) {
-        uint64_t pages = ram_block_pages(&migration->host.blocks[b]);
-        uint64_t words = ram_block_bitmap_words(&migration->host.blocks[b]);
-        migration->bitmaps[b] = calloc(words, sizeof(uint64_t));
-        if (!migration->bitmaps[b])
-            return gw_error_set(err, -ENOMEM, "out of memory for the page bitmaps");
-        if (!all_set)
-            continue;
-        memset(migration->bitmaps[b], 0xff, words * sizeof(uint64_t));
-        if (pages % 64)   /* no bit past the last page */
-            migration->bitmaps[b][words - 1] = (1ULL << (pages % 64)) - 1;
-    }
-    return 0;
-}
-
-static void free_bitmaps(struct migration *migration)
-{
-    for (unsigned i = 0; i < STREAM_BLOCKS_MAX; i++) {
-        free(migration->bitmaps[i]);
-        migration->bitmaps[i] = NULL;
-    }
-}
-
-/* Asks whatever runs to stop: flags it, shuts the channel down so blocked I/O
- * returns, and wakes a destination waiting for its source. */
-void migration_request_cancel(struct migration *migration)
-{
-    atomic_store(&migration->cancel_requested, true);
     pthread_mutex_lock(&migration->lock);
-    channel_shutdown(&migration->channel);
-    channels_shutdown_multifd(migration);
-    if (migration->cancel_pipe[1] >= 0 && write(migration->cancel_pipe[1], "x", 1) < 0) {
-        /* the pipe is full: a wake-up is already pending */
-    }
-    pthread_cond_broadcast(&migration->changed);
+    migration_shutdown_multifd_locked(migration);
     pthread_mutex_unlock(&migration->lock);
 }
 
-void migration_join(struct migration *migration)
+void migration_send_error(struct channel *channel, const struct gw_error *failure)
 {
-    bool running;
+    struct stream_writer writer = { .io = channel_stream_io(channel) };
+    uint8_t body[4 + STREAM_ERROR_TEXT_MAX];
+    int32_t code = failure->code;
+    size_t len = strnlen(failure->msg, sizeof(failure->msg));
+    struct iovec part = { body, 4 + len };
 
-    pthread_mutex_lock(&migration->lock);
-    running = migration->thread_running;
-    migration->thread_running = false;
-    pthread_mutex_unlock(&migration->lock);
-    if (running)
-        pthread_join(migration->thread, NULL);
+    memcpy(body, &code, 4);
+    memcpy(body + 4, failure->msg, len);
+    stream_write_record(&writer, REC_RP_ERROR, &part, 1, NULL);   /* best effort */
 }
 
-void migration_free(struct migration *migration)
+void migration_send_rp_error(struct migration *migration, const struct gw_error *failure)
 {
-    if (!migration)
-        return;
-    migration_request_cancel(migration);
-    migration_join(migration);
-    free_bitmaps(migration);
-    for (int i = 0; i < 2; i++)
-        if (migration->cancel_pipe[i] >= 0)
-            close(migration->cancel_pipe[i]);
-    pthread_mutex_destroy(&migration->lock);
-    pthread_mutex_destroy(&migration->rp_write_lock);
-    pthread_cond_destroy(&migration->changed);
-    free(migration->qmp_commands);
-    free(migration->hmp_commands);
-    free(migration);
-}
-
-/* The pipe a cancel writes to, to wake a thread blocked in connect or
- * accept: made once, emptied of an earlier migration's wake-ups. */
-static int prepare_cancel_pipe(struct migration *migration, struct gw_error *err)
-{
-    char drained[64];
-
-    if (migration->cancel_pipe[0] < 0 &&
-        pipe2(migration->cancel_pipe, O_CLOEXEC | O_NONBLOCK) < 0)
-        return gw_error_set(err, -errno, "pipe failed: %s", strerror(errno));
-    while (read(migration->cancel_pipe[0], drained, sizeof(drained)) > 0)
-        ;
-    return 0;
-}
-
-/* Starts a thread for a new migration; refuses while one is in progress. */
-int migration_launch(struct migration *migration, const struct uri *uri, bool destination,
-                     struct gw_error *err)
-{
-    enum migration_status status;
-    int rc;
-
-    pthread_mutex_lock(&migration->lock);
-    status = migration->status;
-    if (status == MIGRATION_SETUP || status == MIGRATION_ACTIVE ||
-        status == MIGRATION_DEVICE || status == MIGRATION_CANCELLING) {
-        pthread_mutex_unlock(&migration->lock);
-        return gw_error_set(err, -EBUSY, "a migration is already in progress (status %s); "
-                            "wait for it or cancel it with migrate_cancel",
-                            migration_status_name(status));
+    pthread_mutex_lock(&migration->rp_write_lock);
+    if (!migration->rp_error_sent && migration->channel.has_return_path) {
+        migration->rp_error_sent = true;
+        migration_send_error(&migration->channel, failure);
     }
-    pthread_mutex_unlock(&migration->lock);
-    rc = prepare_cancel_pipe(migration, err);
-    if (rc < 0)
-        return rc;
-    migration_join(migration);   /* the previous, finished thread */
-    free_bitmaps(migration);
-    memset(&migration->stats, 0, sizeof(migration->stats));
-    atomic_store(&migration->cancel_requested, false);
-    migration->error[0] = '\0';
-    migration->rp_error[0] = '\0';
-    migration->rp_ready = migration->rp_running_seen = migration->rp_closed = false;
-    migration->rp_error_sent = false;
-    migration->uri = *uri;
-    migration->is_destination = destination;
-    atomic_store(&migration->stats.start_ms, migration_now_us() / 1000);
-    migration_set_status(migration, MIGRATION_SETUP);
-    rc = pthread_create(&migration->thread, NULL,
-                        destination ? migration_destination_thread : migration_source_thread,
-                        migration);
-    if (rc) {
-        struct gw_error thread_err;
-        gw_error_set(&thread_err, -rc, "cannot start the migration thread: %s", strerror(rc));
-        migration_fail(migration, &thread_err);
-        return gw_error_set(err, -rc, "%s", thread_err.msg);
-    }
-    pthread_mutex_lock(&migration->lock);
-    migration->thread_running = true;
-    pthread_mutex_unlock(&migration->lock);
-    return 0;
-}
-
-int migration_incoming(struct migration *migration, const char *uri_text, struct gw_error *err)
-{
-    struct uri uri;
-    int rc = uri_parse(uri_text, &uri, err);
-
-    if (rc < 0)
-        return rc;
-    if ((rc = migration_check_uri(migration, &uri, err)) < 0)
-        return rc;
-    if (migration->status != MIGRATION_NONE)
-        return gw_error_set(err, -EBUSY, "an incoming migration was already started here "
-                            "(status %s); start a new destination VM for another",
-                            migration_status_name(migration->status));
-    /* Listen now, so the socket exists and its errors reach the caller
-     * before anyone tries to connect. */
-    rc = channel_listen(&uri, &migration->listener, err);
-    if (rc < 0)
-        return rc;
-    migration->incoming_expected = false;
-    rc = migration_launch(migration, &uri, true, err);
-    if (rc < 0)
-        channel_listener_close(&migration->listener);
-    return rc;
-}
-
-int migration_check_uri(struct migration *migration, const struct uri *uri, struct gw_error *err)
-{
-    bool multifd, header;
-    uint64_t device_channels;
-
-    pthread_mutex_lock(&migration->lock);
-    multifd = migration->cap_multifd;
-    header = migration->cap_channel_header;
-    device_channels = migration->params.device_channels;
-    pthread_mutex_unlock(&migration->lock);
-    if (multifd && uri->kind != URI_TCP && uri->kind != URI_UNIX)
-        return gw_error_set(err, -EINVAL, "multifd needs a tcp: or unix: URI, which can carry "
-                            "several connections; file: and fd: carry one: turn the multifd "
-                            "capability off");
-    if (device_channels && (!multifd || !header))
-        return gw_error_set(err, -EINVAL, "x-multifd-channels-device-state %" PRIu64 " needs "
-                            "the multifd and x-channel-header capabilities; set them or set "
-                            "the parameter to 0", device_channels);
-    return 0;
-}
-
-void migration_expect_incoming(struct migration *migration)
-{
-    migration->incoming_expected = true;
+    pthread_mutex_unlock(&migration->rp_write_lock);
 }

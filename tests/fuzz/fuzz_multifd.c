@@ -1,13 +1,15 @@
 /* Fuzzes what a destination reads on a multifd connection before and
  * besides pages: the channel header, the CONFIG record, and device-state
- * buffers in any order, put together and loaded by the load thread. The
+ * buffers in any order, put together and loaded by the device loader. The
  * first input byte picks which; records come as stream records. */
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "migration_internal.h"
+#include "channel/channel_header.h"
+#include "migration/migration_internal.h"
+#include "vmstate/vmstate_internal.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -64,34 +66,34 @@ static void fuzz_config(const uint8_t *data, size_t size)
     config_check(&ours, data, (uint32_t)(size > 64 ? 64 : size), &theirs, NULL);
 }
 
+/* Every buffer goes through the device loader as a multifd receiver's
+ * would: checked, put together, loaded by the load thread. */
 static void fuzz_device_buffers(const uint8_t *data, size_t size)
 {
     static struct device_registry devices;
     static uint8_t sink[1];
-    struct migration migration = { .channel = { .fd = -1 } };
     struct input input = { data, size, 0 };
     struct stream_reader reader = { .io = { .read = read_input, .opaque = &input },
                                     .page_size = 4096 };
     struct stream_record record;
-    struct load_state state;
+    struct device_loader *loader;
     struct gw_error err = { 0 };
+    uint64_t loaded;
 
     if (!devices.count) {
         device_register(&devices, "gpu0", 0, 1, &multifd_ops, sink, NULL);
         device_register(&devices, "cpu", 0, 1, &main_ops, sink, NULL);
     }
-    pthread_mutex_init(&migration.lock, NULL);
-    load_state_init(&state, NULL, 0, &devices);
-    if (multifd_recv_start(&migration, &state, 4096, &err) == 0) {
-        while (stream_read_record(&reader, &record, &err) == 0 && record.type == REC_DEVICE &&
-               multifd_recv_device(state.multifd, &reader, &record, &err) == 0)
-            ;
-        multifd_recv_finish(state.multifd, &state, &err);
-    }
-    multifd_recv_free(state.multifd);
-    load_state_free(&state);
+    loader = device_loader_new(&devices, NULL, NULL, &err);
+    if (!loader)
+        abort();
+    while (stream_read_record(&reader, &record, &err) == 0 && record.type == REC_DEVICE &&
+           device_loader_feed(loader, &reader, &record, true, &err) == 0)
+        ;
+    if (device_loader_finish(loader, &loaded, &err) == 0)
+        device_loader_check(loader, &err);
+    device_loader_free(loader);
     stream_reader_free(&reader);
-    pthread_mutex_destroy(&migration.lock);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "migration_internal.h"
+#include "migration/migration_load.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -61,19 +61,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct load_state state;
     uint64_t written_words[RAM_SIZE / 4096 / 64] = { 0 };
     uint64_t *written[1] = { written_words };
+    struct ram_direct_landing direct = { .blocks = &block };
+    struct page_landing landing = ram_direct_landing(&direct);
 
     if (!memory) {
         memory = malloc(GUARD + RAM_SIZE + GUARD);
         for (size_t i = 0; i < sizeof(device_ids) / sizeof(device_ids[0]); i++)
             device_register(&devices, device_ids[i], 0, 1, &fake_ops, sink, NULL);
     }
-    load_state_init(&state, &block, 1, &devices);
+    if (load_state_init(&state, &block, 1, &landing, &devices, NULL, NULL, NULL) < 0)
+        abort();
     memset(memory, 0x5a, GUARD);
     memset(memory + GUARD + RAM_SIZE, 0x5a, GUARD);
     block.host = memory + GUARD;
     /* Half the inputs take the fresh-RAM path (written bitmaps). */
     if (size && (data[size - 1] & 1))
-        state.written = written;
+        direct.written = written;
     migration_load_stream(&reader, &state, NULL);
     load_state_free(&state);
     stream_reader_free(&reader);

@@ -5,6 +5,10 @@
  * been sent, the source still owns the guest. */
 #include "migration_internal.h"
 
+#include "channel/channel_header.h"
+#include "multifd/multifd.h"
+#include "vmstate/vmstate_internal.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
@@ -20,9 +24,6 @@
 /* Waiting for the destination's answers during switchover. */
 #define READY_TIMEOUT_US (60ULL * 1000000)
 #define RUNNING_TIMEOUT_US (10ULL * 1000000)
-/* Pieces of device state in flight on multifd channels at once: their
- * buffers are reused, so their memory is touched once, not per piece. */
-#define PIECES_IN_FLIGHT 3
 /* Device precopy data sent per device per pass, at most. */
 #define DEVICE_PASS_BUDGET (64ULL << 20)
 /* Between passes that found nothing dirty. */
@@ -31,24 +32,23 @@
 struct source {
     struct migration *migration;
     struct stream_writer writer;
-    struct ram_sender *sender;
+    struct ram_walker walker;
+    struct multifd_sender *sender;
+    struct page_sink sink;
+    struct vmstate_saver *saver;
     uint32_t page_size;
     bool tracking;
     bool vm_stopped;           /* by us, so ours to resume on failure */
     uint64_t stop_us;          /* when the guest stopped; 0 while it runs */
     uint64_t expected_downtime_us;
-    uint32_t precopy_buffers[DEVICE_MAX];   /* next precopy buffer index, per device */
     uint64_t pass;             /* the dirty pass being sent, from 1 */
-    /* States and pieces of states that the multifd channels are sending:
-     * they live until ram_sender_finish. */
-    struct gw_buffer *kept;
-    unsigned nr_kept, kept_cap;
-    struct piece_buffer {
-        struct gw_buffer data;
-        atomic_bool sent;    /* the channel is done with it */
-    } pieces[PIECES_IN_FLIGHT];
-    unsigned next_piece;
 };
+
+static uint64_t count_dirty(struct migration *migration)
+{
+    return ram_bitmaps_count(migration->bitmaps, migration->host.blocks,
+                             migration->host.nr_blocks);
+}
 
 /* Writes a record on the main channel and counts its bytes. */
 static int write_record(struct source *source, uint32_t type, const struct iovec *parts,
@@ -90,7 +90,11 @@ static void *return_path_thread(void *opaque)
         pthread_cond_broadcast(&migration->changed);
         pthread_mutex_unlock(&migration->lock);
         if (record.type == REC_RP_ERROR) {
-            channel_shutdown(&migration->channel);   /* stop the sender at once */
+            /* Stop every sender at once: a lane blocked on a multifd
+             * channel the destination no longer reads must not hold the
+             * migration thread. */
+            channel_shutdown(&migration->channel);
+            migration_shutdown_multifd(migration);
             break;
         }
     }
@@ -108,48 +112,61 @@ static void *return_path_thread(void *opaque)
     return NULL;
 }
 
-static int setup_devices(struct migration *migration, struct gw_error *err)
+/* The device saver's way out: DEVICE records on the main channel, or
+ * (with device state on multifd) queued on the multifd channels. */
+static int write_device_record(void *opaque, const uint8_t *header, const uint8_t *data,
+                               size_t len, struct gw_error *err)
 {
-    struct device_registry *devices = migration->host.devices;
+    struct source *source = opaque;
+    struct iovec parts[2] = { { (void *)header, DEVICE_RECORD_HEADER }, { (void *)data, len } };
+    uint64_t before = source->writer.offset;
+    int rc = write_record(source, REC_DEVICE, parts, 2, err);
 
-    for (unsigned i = 0; devices && i < devices->count; i++) {
-        struct device *device = &devices->devices[i];
-        if (device->ops->save_setup && device->ops->save_setup(device->opaque, err) < 0) {
-            gw_error_prefix(err, "device '%s' cannot start a migration", device->id);
-            return err ? err->code : -EIO;
-        }
-    }
-    return 0;
+    atomic_fetch_add(&source->migration->stats.device_transferred,
+                     source->writer.offset - before);
+    return rc;
 }
 
-/* Seed 002: with multifd and channel headers, a device that takes multifd
- * has its state sent by the multifd channels, while this thread goes on
- * with the other devices on the main channel. */
-static bool device_on_multifd(const struct source *source, const struct device *device)
+static int queue_device_record(void *opaque, const uint8_t *header, const uint8_t *data,
+                               size_t len, atomic_bool *sent, struct gw_error *err)
 {
-    const struct migration_config *config = &source->migration->config;
+    struct source *source = opaque;
 
-    return device->ops->multifd && config->multifd && config->channel_header;
+    return multifd_sender_queue_device(source->sender, header, data, len, sent, err);
 }
 
-/* Devices that save in pieces fill the piece buffers while the guest is
- * stopped: touch them now, not in the downtime. The main channel writes a
- * piece before the next is made and needs one; multifd channels keep up to
- * PIECES_IN_FLIGHT on the wire. */
-static int prepare_piece_buffers(struct source *source, struct gw_error *err)
+static int wait_device_sent(void *opaque, atomic_bool *sent, struct gw_error *err)
 {
-    struct device_registry *devices = source->migration->host.devices;
-    unsigned needed = 0;
+    struct source *source = opaque;
 
-    for (unsigned i = 0; devices && i < devices->count; i++) {
-        const struct device *device = &devices->devices[i];
-        if (device->ops->save_piece && needed < PIECES_IN_FLIGHT)
-            needed = device_on_multifd(source, device) ? PIECES_IN_FLIGHT : 1;
-    }
-    for (unsigned i = 0; i < needed; i++)
-        if (gw_buffer_prepare(&source->pieces[i].data, DEVICE_BUFFER_MAX) < 0)
-            return gw_error_set(err, -ENOMEM, "out of memory for device state buffers");
-    return 0;
+    return multifd_sender_wait_sent(source->sender, sent, err);
+}
+
+static int setup_sending(struct source *source, struct gw_error *err)
+{
+    struct migration *migration = source->migration;
+    const struct migration_config *config = &migration->config;
+    struct device_sink device_sink = { .opaque = source, .write_main = write_device_record,
+                                       .wait_sent = wait_device_sent };
+
+    source->walker = (struct ram_walker){
+        .blocks = migration->host.blocks, .nr_blocks = migration->host.nr_blocks,
+        .bitmaps = migration->bitmaps, .dirty = migration->host.dirty,
+        .dirty_opaque = migration->host.dirty_opaque,
+        .remaining_bytes = &migration->stats.remaining_bytes,
+        .cancelled = &migration->cancel_requested,
+    };
+    ram_zero_hints_init(&source->walker.zero, config->zero_detection, migration->host.blocks,
+                        migration->host.nr_blocks);
+    source->sender = multifd_sender_new(migration, &source->writer, source->page_size, err);
+    if (!source->sender)
+        return -ENOMEM;
+    source->sink = multifd_sender_sink(source->sender);
+    /* Seed 002: device state on multifd channels needs their headers. */
+    if (config->multifd && config->channel_header)
+        device_sink.queue_multifd = queue_device_record;
+    source->saver = vmstate_saver_new(migration->host.devices, &device_sink, err);
+    return source->saver ? 0 : -ENOMEM;
 }
 
 static int setup(struct source *source, struct gw_error *err)
@@ -163,7 +180,7 @@ static int setup(struct source *source, struct gw_error *err)
     int rc;
 
     migration_snapshot_config(migration, &migration->config);
-    if ((rc = channels_new_id(&migration->config, err)) < 0)
+    if ((rc = migration_new_id(&migration->config, err)) < 0)
         return rc;
     config_encode(&migration->config, config_body);
     rc = channel_connect(&migration->uri, migration->cancel_pipe[0], &channel, err);
@@ -198,14 +215,14 @@ static int setup(struct source *source, struct gw_error *err)
     migration_count_sent(migration, source->writer.offset - before, false);
     if (rc < 0 || (rc = write_record(source, REC_RAM_BLOCKS, &part, 1, err)) < 0 ||
         (rc = write_record(source, REC_CONFIG, &config_part, 1, err)) < 0 ||
-        (rc = channels_connect_multifd(migration, source->page_size, err)) < 0)
+        (rc = multifd_connect(migration, source->page_size, err)) < 0)
         return rc;
     /* Every page is dirty before the first pass: all of RAM remains. */
-    if ((rc = migration_alloc_bitmaps(migration, true, err)) < 0 ||
-        (rc = setup_devices(migration, err)) < 0)
+    if ((rc = ram_bitmaps_alloc(migration->bitmaps, migration->host.blocks,
+                                migration->host.nr_blocks, true, err)) < 0 ||
+        (rc = vmstate_save_setup(migration->host.devices, err)) < 0)
         return rc;
-    atomic_store(&migration->stats.remaining_bytes,
-                 ram_count_dirty(migration) * source->page_size);
+    atomic_store(&migration->stats.remaining_bytes, count_dirty(migration) * source->page_size);
     rc = migration->host.dirty->start(migration->host.dirty_opaque, err);
     if (rc < 0)
         return rc;
@@ -213,97 +230,18 @@ static int setup(struct source *source, struct gw_error *err)
     /* Starting to track, every page dirty, is the first sync: QEMU counts
      * it too, so dirty-sync-count is 1 during the first pass. */
     atomic_store(&migration->stats.dirty_sync_count, 1);
-    source->sender = ram_sender_new(migration, &source->writer, source->page_size, err);
-    if (!source->sender)
-        return -ENOMEM;
-    return prepare_piece_buffers(source, err);
+    return setup_sending(source, err);
 }
 
-/* Asks every device what it still has to send, clamped: a device may report
- * nonsense (stop-copy below precopy, absurd sizes) and must not break the
- * estimate. Returns the stop-copy bytes; both sums go to query-migrate. */
+/* What the devices still have to send, for query-migrate and the
+ * estimate; returns the stop-copy bytes. */
 static uint64_t device_stopcopy_bytes(struct migration *migration)
 {
-    struct device_registry *devices = migration->host.devices;
-    uint64_t precopy_total = 0, stopcopy_total = 0;
+    uint64_t precopy, stopcopy = vmstate_pending(migration->host.devices, &precopy);
 
-    for (unsigned i = 0; devices && i < devices->count; i++) {
-        const struct device *device = &devices->devices[i];
-        uint64_t precopy = 0, stopcopy = device->saved_size;
-        if (device->ops->query_pending)
-            device->ops->query_pending(device->opaque, &precopy, &stopcopy);
-        precopy = precopy > DEVICE_STATE_MAX ? DEVICE_STATE_MAX : precopy;
-        stopcopy = stopcopy > DEVICE_STATE_MAX ? DEVICE_STATE_MAX : stopcopy;
-        precopy_total += precopy;
-        stopcopy_total += stopcopy;
-    }
-    atomic_store(&migration->stats.device_precopy_pending, precopy_total);
-    atomic_store(&migration->stats.device_stopcopy_pending, stopcopy_total);
-    return stopcopy_total;
-}
-
-static void device_buffer_header(const struct device *device, uint32_t index, uint32_t flags,
-                                 uint8_t *header)
-{
-    memset(header, 0, DEVICE_RECORD_HEADER);
-    memcpy(header, device->id, strnlen(device->id, DEVICE_ID_MAX));
-    memcpy(header + 32, &device->instance, 4);
-    memcpy(header + 36, &device->version, 4);
-    memcpy(header + 40, &index, 4);
-    memcpy(header + 44, &flags, 4);
-}
-
-/* One DEVICE record: a precopy buffer, or one buffer of a stop-copy state. */
-static int send_device_buffer(struct source *source, const struct device *device,
-                              uint32_t index, uint32_t flags, const uint8_t *data, size_t len,
-                              struct gw_error *err)
-{
-    struct migration_stats *stats = &source->migration->stats;
-    uint8_t header[DEVICE_RECORD_HEADER];
-    struct iovec parts[2] = { { header, sizeof(header) }, { (void *)data, len } };
-    uint64_t before = source->writer.offset;
-    int rc;
-
-    device_buffer_header(device, index, flags, header);
-    rc = write_record(source, REC_DEVICE, parts, 2, err);
-    atomic_fetch_add(&stats->device_transferred, source->writer.offset - before);
-    return rc;
-}
-
-/* Precopy device state for this pass: up to DEVICE_PASS_BUDGET per device. */
-static int send_device_precopy(struct source *source, struct gw_error *err)
-{
-    struct device_registry *devices = source->migration->host.devices;
-    struct gw_buffer data = { 0 };
-    int rc = 0;
-
-    for (unsigned i = 0; devices && i < devices->count && rc == 0; i++) {
-        struct device *device = &devices->devices[i];
-        uint64_t sent = 0;
-        if (!device->ops->save_precopy)
-            continue;
-        while (rc == 0 && sent < DEVICE_PASS_BUDGET && !migration_cancelled(source->migration)) {
-            gw_buffer_reset(&data);
-            rc = device->ops->save_precopy(device->opaque, &data, DEVICE_BUFFER_MAX, err);
-            if (rc < 0) {
-                gw_error_prefix(err, "device '%s' precopy", device->id);
-                break;
-            }
-            if (data.len == 0)
-                break;
-            if (data.len > DEVICE_BUFFER_MAX) {
-                rc = gw_error_set(err, -EMSGSIZE, "device '%s' gave %zu bytes of precopy "
-                                  "data, more than the %u it was allowed", device->id,
-                                  data.len, DEVICE_BUFFER_MAX);
-                break;
-            }
-            rc = send_device_buffer(source, device, source->precopy_buffers[i]++,
-                                    DEVICE_PRECOPY, data.data, data.len, err);
-            sent += data.len;
-        }
-    }
-    gw_buffer_free(&data);
-    return rc;
+    atomic_store(&migration->stats.device_precopy_pending, precopy);
+    atomic_store(&migration->stats.device_stopcopy_pending, stopcopy);
+    return stopcopy;
 }
 
 static int sync_dirty(struct source *source, struct gw_error *err)
@@ -337,9 +275,9 @@ static int run_pass(struct source *source, uint64_t pass, uint64_t *dirty_pages,
     migration_emit(migration, "MIGRATION_PASS", json_pack("{s:I}", "pass", (json_int_t)pass));
     atomic_store(&stats->pass_started_us, started);
     source->pass = pass;
-    rc = ram_sender_send_dirty(source->sender, true, false, pass, err);
+    rc = ram_send_dirty(&source->walker, &source->sink, true, false, pass, err);
     if (rc == 0)
-        rc = send_device_precopy(source, err);
+        rc = vmstate_save_precopy(source->saver, DEVICE_PASS_BUDGET, err);
     atomic_store(&stats->pass_started_us, 0);
     if (rc == 0)
         rc = write_record(source, REC_PASS_END, &part, 1, err);
@@ -359,7 +297,7 @@ static int run_pass(struct source *source, uint64_t pass, uint64_t *dirty_pages,
     rc = sync_dirty(source, err);
     if (rc < 0)
         return rc;
-    *dirty_pages = ram_count_dirty(migration);
+    *dirty_pages = count_dirty(migration);
     atomic_store(&stats->remaining_bytes, *dirty_pages * source->page_size);
     atomic_store(&stats->dirty_pages_rate,
                  *dirty_pages * 1000000 / (migration_now_us() - started + 1));
@@ -424,144 +362,6 @@ static int precopy(struct source *source, struct gw_error *err)
             nanosleep(&pause, NULL);
         }
     }
-}
-
-/* A new empty buffer that stays valid until the migration ends. */
-static struct gw_buffer *keep_buffer(struct source *source, struct gw_error *err)
-{
-    if (source->nr_kept == source->kept_cap) {
-        unsigned cap = source->kept_cap ? 2 * source->kept_cap : 16;
-        struct gw_buffer *kept = realloc(source->kept, cap * sizeof(*kept));
-        if (!kept) {
-            gw_error_set(err, -ENOMEM, "out of memory for device state");
-            return NULL;
-        }
-        source->kept = kept;
-        source->kept_cap = cap;
-    }
-    source->kept[source->nr_kept] = (struct gw_buffer){ 0 };
-    return &source->kept[source->nr_kept++];
-}
-
-static int send_buffer(struct source *source, struct device *device, uint32_t index,
-                       uint32_t flags, const uint8_t *data, size_t len, atomic_bool *sent,
-                       struct gw_error *err)
-{
-    uint8_t header[DEVICE_RECORD_HEADER];
-
-    if (!device_on_multifd(source, device))
-        return send_device_buffer(source, device, index, flags, data, len, err);
-    device_buffer_header(device, index, flags, header);
-    return ram_sender_queue_device(source->sender, header, data, len, sent, err);
-}
-
-/* The next piece buffer once its channel is done with it. */
-static struct piece_buffer *next_piece_buffer(struct source *source, struct gw_error *err)
-{
-    struct piece_buffer *piece = &source->pieces[source->next_piece++ % PIECES_IN_FLIGHT];
-
-    if (ram_sender_wait_sent(source->sender, &piece->sent, err) < 0)
-        return NULL;
-    gw_buffer_reset(&piece->data);
-    return piece;
-}
-
-/* A device with save_piece: each piece goes out as soon as the device has
- * made it, while it makes the next (on multifd channels, other threads
- * send it). At most DEVICE_STATE_MAX in all, one buffer per piece. */
-static int send_device_pieces(struct source *source, struct device *device,
-                              struct gw_error *err)
-{
-    bool multifd = device_on_multifd(source, device), last = false;
-    uint64_t total = 0;
-    int rc = 0;
-
-    for (uint32_t index = 0; rc == 0 && !last; index++) {
-        /* On the main channel a piece is written before the next is made:
-         * one buffer does. */
-        struct piece_buffer *in_flight = multifd ? next_piece_buffer(source, err)
-                                                 : &source->pieces[0];
-        if (!in_flight) {
-            rc = err && err->code ? err->code : -EIO;
-            break;
-        }
-        struct gw_buffer *piece = &in_flight->data;
-        gw_buffer_reset(piece);
-        rc = device->ops->save_piece(device->opaque, piece, DEVICE_BUFFER_MAX, &last, err);
-        if (rc < 0) {
-            gw_error_prefix(err, "saving device '%s'", device->id);
-            break;
-        }
-        total += piece->len;
-        if (piece->len > DEVICE_BUFFER_MAX || total > DEVICE_STATE_MAX ||
-            (!last && index + 1 == DEVICE_STATE_MAX / DEVICE_BUFFER_MAX)) {
-            rc = gw_error_set(err, -EMSGSIZE, "device '%s' saved a piece of %zu bytes, %" PRIu64
-                              " in %u pieces so far; a piece holds at most %u bytes and a state "
-                              "%llu bytes in %llu pieces", device->id, piece->len, total,
-                              index + 1, DEVICE_BUFFER_MAX,
-                              (unsigned long long)DEVICE_STATE_MAX,
-                              (unsigned long long)(DEVICE_STATE_MAX / DEVICE_BUFFER_MAX));
-            break;
-        }
-        rc = send_buffer(source, device, index, last ? DEVICE_LAST : 0, piece->data, piece->len,
-                         &in_flight->sent, err);
-    }
-    device->saved_size = total;
-    return rc;
-}
-
-/* One device's stop-copy state, cut into buffers of DEVICE_BUFFER_MAX. */
-static int send_device_state(struct source *source, struct device *device, struct gw_buffer *state,
-                             struct gw_error *err)
-{
-    size_t offset = 0;
-    uint32_t index = 0;
-    int rc;
-
-    if (device->ops->save_piece)
-        return send_device_pieces(source, device, err);
-    rc = device->ops->save(device->opaque, state, err);
-    if (rc < 0)
-        return gw_error_prefix(err, "saving device '%s'", device->id), rc;
-    if (state->len > DEVICE_STATE_MAX)
-        return gw_error_set(err, -EMSGSIZE, "device '%s' saved %zu bytes, more than %llu",
-                            device->id, state->len, (unsigned long long)DEVICE_STATE_MAX);
-    device->saved_size = state->len;
-    do {
-        size_t len = state->len - offset < DEVICE_BUFFER_MAX ? state->len - offset
-                                                             : DEVICE_BUFFER_MAX;
-        uint32_t flags = offset + len == state->len ? DEVICE_LAST : 0;
-        const uint8_t *data = state->data ? state->data + offset : NULL;
-        rc = send_buffer(source, device, index++, flags, data, len, NULL, err);
-        offset += len;
-    } while (rc == 0 && offset < state->len);
-    return rc;
-}
-
-/* Every device's stop-copy state: those on multifd channels first, so they
- * travel while this thread sends the others. */
-static int send_devices(struct source *source, struct gw_error *err)
-{
-    struct device_registry *devices = source->migration->host.devices;
-    struct gw_buffer state = { 0 };
-    int rc = 0;
-
-    for (unsigned pass = 0; pass < 2; pass++) {
-        for (unsigned i = 0; devices && i < devices->count && rc == 0; i++) {
-            struct device *device = &devices->devices[i];
-            bool multifd = device_on_multifd(source, device);
-            if (multifd != (pass == 0))
-                continue;
-            gw_buffer_reset(&state);
-            struct gw_buffer *kept = multifd && !device->ops->save_piece ? keep_buffer(source, err)
-                                                                         : &state;
-            rc = kept ? send_device_state(source, device, kept, err) : -ENOMEM;
-        }
-    }
-    gw_buffer_free(&state);
-    if (rc == 0 && source->migration->config.multifd)
-        rc = ram_sender_finish(source->sender, err);
-    return rc;
 }
 
 static int send_end(struct source *source, struct gw_error *err)
@@ -635,9 +435,12 @@ static int switchover(struct source *source, struct gw_error *err)
         return rc;
     if ((rc = sync_dirty(source, err)) < 0)
         return rc;
-    atomic_store(&stats->remaining_bytes, ram_count_dirty(migration) * source->page_size);
-    if ((rc = ram_sender_send_dirty(source->sender, false, true, source->pass + 1, err)) < 0 ||
-        (rc = send_devices(source, err)) < 0 || (rc = send_end(source, err)) < 0)
+    atomic_store(&stats->remaining_bytes, count_dirty(migration) * source->page_size);
+    if ((rc = ram_send_dirty(&source->walker, &source->sink, false, true, source->pass + 1,
+                             err)) < 0 ||
+        (rc = vmstate_save_stopcopy(source->saver, err)) < 0 ||
+        (migration->config.multifd && (rc = multifd_sender_finish(source->sender, err)) < 0) ||
+        (rc = send_end(source, err)) < 0)
         return rc;
     atomic_store(&stats->remaining_bytes, 0);
     if (!migration->channel.has_return_path) {
@@ -690,16 +493,13 @@ static void finish(struct source *source, int rc, struct gw_error *err)
         wait_for_rp_error(migration);
     pthread_mutex_lock(&migration->lock);
     channel_shutdown(&migration->channel);
-    channels_shutdown_multifd(migration);
+    migration_shutdown_multifd_locked(migration);
     pthread_mutex_unlock(&migration->lock);
-    ram_sender_free(source->sender);
+    multifd_sender_free(source->sender);
     source->sender = NULL;
-    channels_close_multifd(migration);
-    for (unsigned i = 0; i < source->nr_kept; i++)
-        gw_buffer_free(&source->kept[i]);
-    free(source->kept);
-    for (unsigned i = 0; i < PIECES_IN_FLIGHT; i++)
-        gw_buffer_free(&source->pieces[i].data);
+    multifd_close_channels(migration);
+    vmstate_saver_free(source->saver);   /* no channel holds its buffers now */
+    ram_zero_hints_free(&source->walker.zero);
     if (migration->rp_running) {
         pthread_join(migration->rp_thread, NULL);
         migration->rp_running = false;
@@ -720,10 +520,7 @@ static void finish(struct source *source, int rc, struct gw_error *err)
 
 void *migration_source_thread(void *opaque)
 {
-    struct source source = { .migration = opaque };
-
-    for (unsigned i = 0; i < PIECES_IN_FLIGHT; i++)
-        atomic_init(&source.pieces[i].sent, true);
+    struct source source = { .migration = opaque, .walker.zero.pagemap_fd = -1 };
     struct migration *migration = opaque;
     struct gw_error err = { 0 };
     int rc;

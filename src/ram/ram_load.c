@@ -1,8 +1,9 @@
-/* The destination's side of the stream: RAM blocks, pages, zero runs,
- * devices and END. Everything in a body is checked before it is used: block
- * ids against the block list, page indexes against the block, counts against
- * the record length. No write ever leaves a block. */
-#include "migration_internal.h"
+/* The destination's page loader, and the RAM_BLOCKS record both sides
+ * read. Everything in a body is checked before it is used: block ids
+ * against the block list, page indexes against the block, counts against
+ * the record length; only then does the landing give a target. No write
+ * ever leaves a block. */
+#include "ram_internal.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -98,28 +99,35 @@ static bool test_and_clear_bit(uint64_t *bitmap, uint64_t page)
     return __atomic_fetch_and(&bitmap[page / 64], ~mask, __ATOMIC_RELAXED) & mask;
 }
 
-void load_state_init(struct load_state *state, const struct ram_block *blocks, unsigned nr_blocks,
-                     struct device_registry *devices)
+void ram_loader_init(struct ram_loader *loader, const struct ram_block *blocks,
+                     unsigned nr_blocks, const struct page_landing *landing)
 {
-    memset(state, 0, sizeof(*state));
-    state->blocks = blocks;
-    state->nr_blocks = nr_blocks;
-    state->devices = devices;
-    pthread_mutex_init(&state->own_torn.lock, NULL);
-    state->torn = &state->own_torn;
-    state->config.zero_detection = ZERO_DETECT_MULTIFD;
+    memset(loader, 0, sizeof(*loader));
+    loader->blocks = blocks;
+    loader->nr_blocks = nr_blocks;
+    loader->landing = *landing;
+    pthread_mutex_init(&loader->torn.lock, NULL);
+}
+
+void ram_loader_destroy(struct ram_loader *loader)
+{
+    for (unsigned i = 0; i < STREAM_BLOCKS_MAX; i++) {
+        free(loader->torn.bitmaps[i]);
+        loader->torn.bitmaps[i] = NULL;
+    }
+    pthread_mutex_destroy(&loader->torn.lock);
 }
 
 /* A page that arrived with a bad checksum must come again before END. */
-static int mark_torn(struct load_state *state, uint32_t block, uint64_t page,
+static int mark_torn(struct ram_loader *loader, uint32_t block, uint64_t page,
                      uint64_t record_offset, struct gw_error *err)
 {
-    struct torn_pages *torn = state->torn;
+    struct torn_pages *torn = &loader->torn;
     int rc = 0;
 
     pthread_mutex_lock(&torn->lock);
     if (!torn->bitmaps[block]) {
-        uint64_t words = ram_block_bitmap_words(&state->blocks[block]);
+        uint64_t words = ram_block_bitmap_words(&loader->blocks[block]);
         torn->bitmaps[block] = calloc(words, sizeof(uint64_t));
     }
     if (!torn->bitmaps[block]) {
@@ -136,9 +144,9 @@ static int mark_torn(struct load_state *state, uint32_t block, uint64_t page,
 /* Without a torn page anywhere (the usual case) this takes no lock. A page
  * is in at most one record per pass, and the receivers meet at every pass
  * boundary, so a tear in pass k is seen here in pass k+1. */
-static void page_arrived_whole(struct load_state *state, uint32_t block, uint64_t page)
+static void page_arrived_whole(struct ram_loader *loader, uint32_t block, uint64_t page)
 {
-    struct torn_pages *torn = state->torn;
+    struct torn_pages *torn = &loader->torn;
 
     if (!atomic_load(&torn->pages))
         return;
@@ -148,38 +156,41 @@ static void page_arrived_whole(struct load_state *state, uint32_t block, uint64_
     pthread_mutex_unlock(&torn->lock);
 }
 
-static int check_page_indexes(const struct load_state *state, uint32_t block, uint32_t count,
+static int check_page_indexes(const struct ram_loader *loader, uint32_t block, uint32_t count,
                               const uint64_t *indexes, struct gw_error *err)
 {
-    uint64_t block_pages = ram_block_pages(&state->blocks[block]);
+    uint64_t block_pages = ram_block_pages(&loader->blocks[block]);
 
     for (uint32_t i = 0; i < count; i++)
         if (indexes[i] >= block_pages)
             return gw_error_set(err, -EPROTO,
                                 "PAGES record names page %" PRIu64 " of block '%s', which has %"
-                                PRIu64 " pages", indexes[i], state->blocks[block].name,
+                                PRIu64 " pages", indexes[i], loader->blocks[block].name,
                                 block_pages);
     return 0;
 }
 
-/* The checked part of PAGES and PAGES_ZSTD: block, count, indexes, CRCs. */
+/* The checked part of PAGES and PAGES_ZSTD: block, count, indexes, CRCs,
+ * and where each page's bytes go. */
 struct pages_meta {
     uint32_t block, count;
     uint64_t indexes[STREAM_PAGES_PER_RECORD];
     uint32_t crcs[STREAM_PAGES_PER_RECORD];
+    uint8_t *targets[STREAM_PAGES_PER_RECORD];
 };
 
-static int parse_pages_meta(const struct stream_record *record, const struct load_state *state,
+static int parse_pages_meta(const struct stream_record *record, struct ram_loader *loader,
                             uint32_t meta_length, struct pages_meta *meta, struct gw_error *err)
 {
     const char *name = stream_record_name(record->type);
+    const struct page_landing *landing = &loader->landing;
     int rc;
 
     if (meta_length < 8)
         return gw_error_set(err, -EPROTO, "%s record is too short", name);
     memcpy(&meta->block, record->body, 4);
     memcpy(&meta->count, record->body + 4, 4);
-    if ((rc = check_block(state->nr_blocks, meta->block, name, err)) < 0)
+    if ((rc = check_block(loader->nr_blocks, meta->block, name, err)) < 0)
         return rc;
     if (meta->count == 0 || meta->count > STREAM_PAGES_PER_RECORD ||
         meta_length < 8 + 12 * meta->count + (meta->count % 2) * 4)
@@ -188,37 +199,47 @@ static int parse_pages_meta(const struct stream_record *record, const struct loa
                             meta->count);
     memcpy(meta->indexes, record->body + 8, 8 * meta->count);
     memcpy(meta->crcs, record->body + 8 + 8 * meta->count, 4 * meta->count);
-    return check_page_indexes(state, meta->block, meta->count, meta->indexes, err);
+    if ((rc = check_page_indexes(loader, meta->block, meta->count, meta->indexes, err)) < 0)
+        return rc;
+    /* Every index is inside the block: only now may the landing give targets. */
+    for (uint32_t i = 0; i < meta->count; i++)
+        meta->targets[i] = landing->ops->target(landing->opaque, meta->block, meta->indexes[i]);
+    return 0;
 }
 
-/* The pages are in guest RAM: check each one's CRC. */
-static int pages_landed(struct load_state *state, const struct pages_meta *meta,
-                        uint32_t page_size, uint64_t record_offset, struct gw_error *err)
+/* The pages are at their targets: check each one's CRC, and commit it. */
+static int pages_landed(struct ram_loader *loader, struct ram_load_counts *counts,
+                        const struct pages_meta *meta, uint32_t page_size,
+                        uint64_t record_offset, struct gw_error *err)
 {
+    const struct page_landing *landing = &loader->landing;
     int rc;
 
     for (uint32_t i = 0; i < meta->count; i++) {
-        const uint8_t *host = state->blocks[meta->block].host + meta->indexes[i] * page_size;
-        if (state->written)
-            set_bit(state->written[meta->block], meta->indexes[i]);
-        if (stream_crc32c(0, host, page_size) == meta->crcs[i])
-            page_arrived_whole(state, meta->block, meta->indexes[i]);
-        else if ((rc = mark_torn(state, meta->block, meta->indexes[i], record_offset, err)) < 0)
+        if (stream_crc32c(0, meta->targets[i], page_size) != meta->crcs[i]) {
+            rc = mark_torn(loader, meta->block, meta->indexes[i], record_offset, err);
+        } else {
+            page_arrived_whole(loader, meta->block, meta->indexes[i]);
+            rc = landing->ops->commit ? landing->ops->commit(landing->opaque, meta->block,
+                                                             meta->indexes[i], err) : 0;
+        }
+        if (rc < 0)
             return rc;
     }
-    state->normal_pages += meta->count;
+    counts->normal_pages += meta->count;
     return 0;
 }
 
 int ram_load_pages(struct stream_reader *reader, struct stream_record *record,
-                   struct load_state *state, struct gw_error *err)
+                   struct ram_loader *loader, struct ram_load_counts *counts,
+                   struct gw_error *err)
 {
     uint32_t page_size = reader->page_size;
     struct pages_meta meta;
     struct iovec iov[STREAM_PAGES_PER_RECORD];
     int nparts = 0, rc;
 
-    rc = parse_pages_meta(record, state, record->crc_length, &meta, err);
+    rc = parse_pages_meta(record, loader, record->crc_length, &meta, err);
     if (rc < 0)
         return rc;
     if (record->crc_length != 8 + 12 * meta.count + (meta.count % 2) * 4 ||
@@ -226,27 +247,27 @@ int ram_load_pages(struct stream_reader *reader, struct stream_record *record,
         return gw_error_set(err, -EPROTO, "PAGES record at stream offset %" PRIu64 " of %u "
                             "bytes cannot hold %u pages", record->offset, record->length,
                             meta.count);
-    /* Every index is inside the block: read the data straight into place. */
     for (uint32_t i = 0; i < meta.count; i++) {
-        uint8_t *host = state->blocks[meta.block].host + meta.indexes[i] * page_size;
-        if (nparts && (uint8_t *)iov[nparts - 1].iov_base + iov[nparts - 1].iov_len == host)
+        uint8_t *target = meta.targets[i];
+        if (nparts && (uint8_t *)iov[nparts - 1].iov_base + iov[nparts - 1].iov_len == target)
             iov[nparts - 1].iov_len += page_size;
         else
-            iov[nparts++] = (struct iovec){ host, page_size };
+            iov[nparts++] = (struct iovec){ target, page_size };
     }
     rc = stream_read_payload(reader, record, iov, nparts, err);
     if (rc < 0)
         return rc;
-    return pages_landed(state, &meta, page_size, record->offset, err);
+    return pages_landed(loader, counts, &meta, page_size, record->offset, err);
 }
 
-int ram_load_pages_zstd(struct stream_record *record, struct load_state *state, uint32_t page_size,
-                        void *dctx, uint8_t *scratch, struct gw_error *err)
+int ram_load_pages_zstd(struct stream_record *record, struct ram_loader *loader,
+                        struct ram_load_counts *counts, uint32_t page_size, void *dctx,
+                        uint8_t *scratch, struct gw_error *err)
 {
     struct pages_meta meta;
     uint32_t meta_length;
     size_t size;
-    int rc = parse_pages_meta(record, state, record->length, &meta, err);
+    int rc = parse_pages_meta(record, loader, record->length, &meta, err);
 
     if (rc < 0)
         return rc;
@@ -258,38 +279,26 @@ int ram_load_pages_zstd(struct stream_record *record, struct load_state *state, 
                             "not decompress to its %u pages: %s", record->offset, meta.count,
                             ZSTD_isError(size) ? ZSTD_getErrorName(size) : "wrong size");
     for (uint32_t i = 0; i < meta.count; i++)
-        memcpy(state->blocks[meta.block].host + meta.indexes[i] * page_size,
-               scratch + (size_t)i * page_size, page_size);
-    return pages_landed(state, &meta, page_size, record->offset, err);
+        memcpy(meta.targets[i], scratch + (size_t)i * page_size, page_size);
+    return pages_landed(loader, counts, &meta, page_size, record->offset, err);
 }
 
-int ram_check_torn(const struct load_state *state, struct gw_error *err)
+int ram_check_torn(struct ram_loader *loader, struct gw_error *err)
 {
-    if (atomic_load(&state->torn->pages) == 0)
+    if (atomic_load(&loader->torn.pages) == 0)
         return 0;
     return gw_error_set(err, -EBADMSG,
                         "%" PRIu64 " page(s) arrived with a bad checksum (the last in the PAGES "
                         "record at stream offset %" PRIu64 ") and were not sent again: the "
-                        "stream is corrupt", atomic_load(&state->torn->pages),
-                        state->torn->offset);
+                        "stream is corrupt", atomic_load(&loader->torn.pages),
+                        loader->torn.offset);
 }
 
-/* Without knowing what the memory held before, a page is read first and
- * cleared only if it holds something, so a zero page costs no first write.
- * When RAM was zero at the start, `written` says which pages need clearing
- * and the others are not touched at all. */
-static void clear_page(uint8_t *page, uint32_t page_size)
+int ram_load_zero_pages(struct ram_loader *loader, struct ram_load_counts *counts,
+                        uint32_t page_size, const uint8_t *body, uint32_t length,
+                        struct gw_error *err)
 {
-    if (!ram_page_is_zero(page, page_size))
-        memset(page, 0, page_size);
-}
-
-int ram_load_zero_pages(struct load_state *state, uint32_t page_size, const uint8_t *body,
-                        uint32_t length, struct gw_error *err)
-{
-    const struct ram_block *blocks = state->blocks;
-    unsigned nr_blocks = state->nr_blocks;
-    uint64_t *const *written = state->written;
+    const struct page_landing *landing = &loader->landing;
     uint32_t block, count;
     uint64_t block_pages;
     int rc;
@@ -298,12 +307,12 @@ int ram_load_zero_pages(struct load_state *state, uint32_t page_size, const uint
         return gw_error_set(err, -EPROTO, "ZERO_PAGES record is too short");
     memcpy(&block, body, 4);
     memcpy(&count, body + 4, 4);
-    if ((rc = check_block(nr_blocks, block, "ZERO_PAGES", err)) < 0)
+    if ((rc = check_block(loader->nr_blocks, block, "ZERO_PAGES", err)) < 0)
         return rc;
     if (count == 0 || count > STREAM_ZERO_RUNS_PER_RECORD || length != 8 + (uint64_t)count * 16)
         return gw_error_set(err, -EPROTO, "ZERO_PAGES record of %u bytes cannot hold %u runs",
                             length, count);
-    block_pages = blocks[block].size / page_size;
+    block_pages = loader->blocks[block].size / page_size;
     for (uint32_t i = 0; i < count; i++) {
         uint64_t first, run;
         memcpy(&first, body + 8 + (size_t)i * 16, 8);
@@ -312,17 +321,13 @@ int ram_load_zero_pages(struct load_state *state, uint32_t page_size, const uint
             return gw_error_set(err, -EPROTO,
                                 "ZERO_PAGES record names pages [%" PRIu64 ", +%" PRIu64
                                 ") of block '%s', which has %" PRIu64 " pages",
-                                first, run, blocks[block].name, block_pages);
+                                first, run, loader->blocks[block].name, block_pages);
         for (uint64_t page = first; page < first + run; page++) {
-            uint8_t *host = blocks[block].host + page * page_size;
-            page_arrived_whole(state, block, page);
-            if (!written) {
-                clear_page(host, page_size);
-            } else if (test_and_clear_bit(written[block], page)) {
-                memset(host, 0, page_size);   /* written by an earlier pass */
-            }
+            page_arrived_whole(loader, block, page);
+            if ((rc = landing->ops->zero(landing->opaque, block, page, err)) < 0)
+                return rc;
         }
-        state->zero_pages += run;
+        counts->zero_pages += run;
     }
     return 0;
 }

@@ -2,7 +2,9 @@
  * stream, answers on the return path, and starts the guest only after the
  * source's GO. Until then a failure leaves the guest not running here (the
  * source still has it); the VMM is told and ends with an error. */
-#include "migration_internal.h"
+#include "migration_load.h"
+
+#include "multifd/multifd.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -75,11 +77,22 @@ static int start_multifd(void *opaque, struct load_state *state, struct gw_error
     memcpy(migration->config.id, state->config.id, sizeof(state->config.id));
     if (!migration->config.multifd)
         return 0;
-    rc = channels_accept_multifd(migration, incoming->listener, incoming->pending, err);
+    rc = multifd_accept_channels(migration, incoming->listener, incoming->pending, err);
     if (rc == 0)
-        rc = multifd_recv_start(migration, state, (uint32_t)migration->host.blocks[0].page_size,
+        rc = multifd_recv_start(migration, &state->ram, state->devices,
+                                (uint32_t)migration->host.blocks[0].page_size, &state->multifd,
                                 err);
     return rc;
+}
+
+/* A device load failed on the load thread: the source hears it at once,
+ * and no multifd channel waits on a receiver that is gone. */
+static void device_load_failed(void *opaque, const struct gw_error *err)
+{
+    struct migration *migration = opaque;
+
+    migration_send_rp_error(migration, err);
+    migration_shutdown_multifd(migration);
 }
 
 /* A device that loads pieces from the main channel gets them read into
@@ -91,7 +104,7 @@ static int prepare_main_reader(struct migration *migration, struct stream_reader
 
     for (unsigned i = 0; devices && i < devices->count; i++)
         if (devices->devices[i].ops->load_piece)
-            return stream_reader_prepare(reader, DEVICE_RECORD_HEADER + DEVICE_BUFFER_MAX, err);
+            return stream_reader_prepare(reader, DEVICE_PIECE_RECORD_MAX, err);
     return 0;
 }
 
@@ -99,30 +112,34 @@ static int receive(struct migration *migration, struct incoming *incoming, struc
 {
     struct stream_reader reader = { .io = channel_stream_io(&migration->channel) };
     struct stream_writer writer = { .io = channel_stream_io(&migration->channel) };
+    struct ram_direct_landing direct = { .blocks = migration->host.blocks };
+    struct page_landing landing = ram_direct_landing(&direct);
     struct load_state state;
-    int rc = 0;
+    int rc = load_state_init(&state, migration->host.blocks, migration->host.nr_blocks,
+                             &landing, migration->host.devices, device_load_failed, migration,
+                             err);
 
-    load_state_init(&state, migration->host.blocks, migration->host.nr_blocks,
-                    migration->host.devices);
     state.config = migration->config;
     state.after_config = start_multifd;
     state.after_config_opaque = incoming;
-    if (migration->host.ram_zero_at_start) {
-        rc = migration_alloc_bitmaps(migration, false, err);
-        state.written = migration->bitmaps;
+    if (rc == 0 && migration->host.ram_zero_at_start) {
+        rc = ram_bitmaps_alloc(migration->bitmaps, migration->host.blocks,
+                               migration->host.nr_blocks, false, err);
+        direct.written = migration->bitmaps;
     }
     if (rc == 0)
         rc = prepare_main_reader(migration, &reader, err);
     if (rc == 0)
         rc = migration_load_stream(&reader, &state, err);
-    if (rc < 0)
-        multifd_recv_error(state.multifd, err);   /* the cause, not the shut channel */
+    /* The cause, not the shut channel it led to. */
+    if (rc < 0 && !multifd_recv_error(state.multifd, err))
+        device_loader_error(state.devices, err);
     atomic_store(&migration->stats.multifd_bytes, multifd_recv_bytes(state.multifd));
     multifd_recv_free(state.multifd);
     load_state_free(&state);
 
-    atomic_store(&migration->stats.normal_pages, state.normal_pages);
-    atomic_store(&migration->stats.zero_pages, state.zero_pages);
+    atomic_store(&migration->stats.normal_pages, state.counts.normal_pages);
+    atomic_store(&migration->stats.zero_pages, state.counts.zero_pages);
     atomic_store(&migration->stats.transferred,
                  reader.offset + atomic_load(&migration->stats.multifd_bytes));
     if (rc == 0 && migration->channel.has_return_path)
@@ -132,7 +149,7 @@ static int receive(struct migration *migration, struct incoming *incoming, struc
         if (migration->channel.has_return_path)
             send_answer(&writer, REC_RP_RUNNING, NULL, 0, NULL);   /* for the downtime figure */
     } else if (migration->channel.has_return_path) {
-        channels_send_error_once(migration, err);
+        migration_send_rp_error(migration, err);
         drain_until_closed(&migration->channel);
     }
     stream_reader_free(&reader);
@@ -148,7 +165,7 @@ void *migration_destination_thread(void *opaque)
     int rc;
 
     migration_snapshot_config(migration, &migration->config);
-    rc = channels_accept_main(migration, &listener, &incoming.pending, &err);
+    rc = multifd_accept_main(migration, &listener, &incoming.pending, &err);
     if (rc == 0) {
         atomic_store(&migration->stats.setup_ms,
                      migration_now_us() / 1000 - atomic_load(&migration->stats.start_ms));
@@ -156,11 +173,11 @@ void *migration_destination_thread(void *opaque)
         rc = receive(migration, &incoming, &err);
     }
     channel_listener_close(&listener);
-    channels_free_pending(incoming.pending);
+    multifd_free_pending(incoming.pending);
     pthread_mutex_lock(&migration->lock);
     channel_close(&migration->channel);
     pthread_mutex_unlock(&migration->lock);
-    channels_close_multifd(migration);
+    multifd_close_channels(migration);
     atomic_store(&migration->stats.total_ms,
                  migration_now_us() / 1000 - atomic_load(&migration->stats.start_ms));
     if (rc < 0) {

@@ -1,10 +1,13 @@
-/* The source's page sender: walks the dirty bitmaps in chunks, re-arms
- * tracking for a chunk just before reading it, sends zero pages as runs and
- * other pages straight from guest memory, each with its own CRC. A guest
- * write between the CRC and the send makes the destination see a torn page;
- * that write re-dirtied the page, so a later pass (or the stop-copy phase)
- * sends it again, and the destination insists on that before END. */
-#include "migration_internal.h"
+/* The source's sender pool, the stream's page sink: the migration thread
+ * fills records (page pointers into guest RAM, zero runs, device buffers)
+ * into slots of a sending thread ("lane"), and each lane writes its own:
+ * checking pages for zero (zero-page-detection multifd), computing each
+ * page's CRC and compressing, so CPU work and socket copies overlap, and
+ * with multifd spread over threads. Without multifd one lane writes to the
+ * main channel while a pass runs. A guest write between the CRC and the
+ * send makes the destination see a torn page; that write re-dirtied the
+ * page, so a later pass sends it again. */
+#include "multifd.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -19,15 +22,8 @@
  * Fewer syscalls and records per GiB; measured ~10% faster than 64 pages
  * here (pages are sent from guest memory, so no copy wants a small batch). */
 #define BATCH_PAGES STREAM_PAGES_PER_RECORD
-/* Pages re-armed and read together: one KVM_CLEAR_DIRTY_LOG per chunk. */
-#define CHUNK_WORDS 4
-#define CHUNK_PAGES (CHUNK_WORDS * 64)
-
-/* Records ready to write, in order, per sending thread ("lane"). The
- * migration thread fills a slot (page indexes and pointers, or zero runs)
- * while the lane writes the one before, checking pages for zero (in
- * zero-page-detection multifd), computing their CRCs and compressing them:
- * CPU work and socket copies overlap, and with multifd spread over threads. */
+/* Records ready to write, in order, per lane: the migration thread fills
+ * one while the lane writes the one before. */
 #define SEND_SLOTS 8
 
 enum slot_kind { SLOT_PAGES, SLOT_ZERO, SLOT_SYNC, SLOT_END, SLOT_DEVICE };
@@ -48,7 +44,7 @@ struct send_slot {
 
 /* A lane's own scratch, used by its thread only. */
 struct lane {
-    struct ram_sender *sender;
+    struct multifd_sender *sender;
     struct stream_writer *writer;   /* the main channel's, or own_writer */
     struct stream_writer own_writer;
     bool multifd;
@@ -67,7 +63,7 @@ struct lane {
     size_t compressed_cap;
 };
 
-struct ram_sender {
+struct multifd_sender {
     struct migration *migration;
     uint32_t page_size;
     bool vm_stopped;
@@ -90,8 +86,6 @@ struct ram_sender {
 
     pthread_mutex_t pace_lock;
     uint64_t window_start_us, window_bytes;   /* max-bandwidth pacing, all lanes */
-    int pagemap_fd;         /* /proc/self/pagemap, or -1: no zero hints */
-    uint64_t pagemap[CHUNK_PAGES];
 
     /* `lock` guards every lane's queue, stopping and the first error;
      * `changed` wakes both sides. */
@@ -104,19 +98,7 @@ struct ram_sender {
 
 static void *lane_thread(void *opaque);
 
-bool ram_page_is_zero(const uint8_t *page, size_t len)
-{
-    const uint64_t *words = (const uint64_t *)page;
-
-    for (size_t i = 0; i < len / 8; i += 8) {
-        if (words[i] | words[i + 1] | words[i + 2] | words[i + 3] | words[i + 4] |
-            words[i + 5] | words[i + 6] | words[i + 7])
-            return false;
-    }
-    return true;
-}
-
-static int start_lane(struct ram_sender *sender, struct lane *lane, struct stream_writer *writer,
+static int start_lane(struct multifd_sender *sender, struct lane *lane, struct stream_writer *writer,
                       struct channel *channel, struct gw_error *err)
 {
     lane->sender = sender;
@@ -142,11 +124,12 @@ static int start_lane(struct ram_sender *sender, struct lane *lane, struct strea
     return 0;
 }
 
-struct ram_sender *ram_sender_new(struct migration *migration, struct stream_writer *main_writer,
-                                  uint32_t page_size, struct gw_error *err)
+struct multifd_sender *multifd_sender_new(struct migration *migration,
+                                          struct stream_writer *main_writer,
+                                          uint32_t page_size, struct gw_error *err)
 {
     const struct migration_config *config = &migration->config;
-    struct ram_sender *sender = calloc(1, sizeof(*sender));
+    struct multifd_sender *sender = calloc(1, sizeof(*sender));
 
     if (!sender) {
         gw_error_set(err, -ENOMEM, "out of memory for the page sender");
@@ -160,7 +143,6 @@ struct ram_sender *ram_sender_new(struct migration *migration, struct stream_wri
     sender->zstd_level = (int)migration->params.multifd_zstd_level;
     sender->packet_pages = (uint32_t)migration->params.packet_pages;
     pthread_mutex_unlock(&migration->lock);
-    sender->pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
     pthread_mutex_init(&sender->lock, NULL);
     pthread_mutex_init(&sender->pace_lock, NULL);
     pthread_cond_init(&sender->changed, NULL);
@@ -169,20 +151,20 @@ struct ram_sender *ram_sender_new(struct migration *migration, struct stream_wri
     sender->lanes = calloc(sender->nr_lanes, sizeof(*sender->lanes));
     if (!sender->lanes) {
         gw_error_set(err, -ENOMEM, "out of memory for the page sender");
-        ram_sender_free(sender);
+        multifd_sender_free(sender);
         return NULL;
     }
     for (unsigned i = 0; i < sender->nr_lanes; i++) {
         struct channel *channel = config->multifd ? &migration->multifd_channels[i] : NULL;
         if (start_lane(sender, &sender->lanes[i], main_writer, channel, err) < 0) {
-            ram_sender_free(sender);
+            multifd_sender_free(sender);
             return NULL;
         }
     }
     return sender;
 }
 
-void ram_sender_free(struct ram_sender *sender)
+void multifd_sender_free(struct multifd_sender *sender)
 {
     if (!sender)
         return;
@@ -198,8 +180,6 @@ void ram_sender_free(struct ram_sender *sender)
         free(lane->compressed);
     }
     free(sender->lanes);
-    if (sender->pagemap_fd >= 0)
-        close(sender->pagemap_fd);
     pthread_mutex_destroy(&sender->lock);
     pthread_mutex_destroy(&sender->pace_lock);
     pthread_cond_destroy(&sender->changed);
@@ -208,7 +188,7 @@ void ram_sender_free(struct ram_sender *sender)
 
 /* Sleeps as needed to keep all lanes together to max-bandwidth, in slices
  * that notice cancel. */
-static void pace(struct ram_sender *sender, uint64_t bytes, bool vm_stopped)
+static void pace(struct multifd_sender *sender, uint64_t bytes, bool vm_stopped)
 {
     struct migration *migration = sender->migration;
     uint64_t limit, now = migration_now_us(), due_us;
@@ -409,7 +389,7 @@ static int send_slot(struct lane *lane, struct send_slot *slot, struct gw_error 
 static void *lane_thread(void *opaque)
 {
     struct lane *lane = opaque;
-    struct ram_sender *sender = lane->sender;
+    struct multifd_sender *sender = lane->sender;
     struct gw_error err = { 0 };
 
     pthread_mutex_lock(&sender->lock);
@@ -438,7 +418,9 @@ static void *lane_thread(void *opaque)
     return NULL;
 }
 
-static int sender_error(struct ram_sender *sender, struct gw_error *err)
+/* The first error of any lane; the caller holds sender->lock (lanes write
+ * it under the lock). */
+static int sender_error_locked(struct multifd_sender *sender, struct gw_error *err)
 {
     int rc = sender->send_rc;
 
@@ -447,9 +429,17 @@ static int sender_error(struct ram_sender *sender, struct gw_error *err)
     return rc;
 }
 
+static int sender_error(struct multifd_sender *sender, struct gw_error *err)
+{
+    pthread_mutex_lock(&sender->lock);
+    int rc = sender_error_locked(sender, err);
+    pthread_mutex_unlock(&sender->lock);
+    return rc;
+}
+
 /* Waits for a free slot on one of lanes [first, first + count), taken
  * round robin from *next; returns it, or NULL after a send error. */
-static struct send_slot *claim_slot(struct ram_sender *sender, unsigned first, unsigned count,
+static struct send_slot *claim_slot(struct multifd_sender *sender, unsigned first, unsigned count,
                                     unsigned *next, struct lane **lane_out)
 {
     struct send_slot *slot = NULL;
@@ -471,12 +461,12 @@ static struct send_slot *claim_slot(struct ram_sender *sender, unsigned first, u
     return slot;
 }
 
-static struct send_slot *claim_ram_slot(struct ram_sender *sender, struct lane **lane)
+static struct send_slot *claim_ram_slot(struct multifd_sender *sender, struct lane **lane)
 {
     return claim_slot(sender, 0, sender->nr_ram, &sender->next_ram, lane);
 }
 
-static void queue_slot(struct ram_sender *sender, struct lane *lane)
+static void queue_slot(struct multifd_sender *sender, struct lane *lane)
 {
     pthread_mutex_lock(&sender->lock);
     lane->next_fill = (lane->next_fill + 1) % SEND_SLOTS;
@@ -486,7 +476,7 @@ static void queue_slot(struct ram_sender *sender, struct lane *lane)
 }
 
 /* Returns once every queued record of every lane is written (or one failed). */
-static int drain(struct ram_sender *sender, struct gw_error *err)
+static int drain(struct multifd_sender *sender, struct gw_error *err)
 {
     bool busy = true;
     int rc;
@@ -499,12 +489,12 @@ static int drain(struct ram_sender *sender, struct gw_error *err)
         if (busy)
             pthread_cond_wait(&sender->changed, &sender->lock);
     }
-    rc = sender_error(sender, err);
+    rc = sender_error_locked(sender, err);
     pthread_mutex_unlock(&sender->lock);
     return rc;
 }
 
-static int flush_batch(struct ram_sender *sender, struct gw_error *err)
+static int flush_batch(struct multifd_sender *sender, struct gw_error *err)
 {
     if (!sender->batch)
         return 0;
@@ -513,7 +503,7 @@ static int flush_batch(struct ram_sender *sender, struct gw_error *err)
     return sender_error(sender, err);
 }
 
-static int flush_zero(struct ram_sender *sender, struct gw_error *err)
+static int flush_zero(struct multifd_sender *sender, struct gw_error *err)
 {
     struct send_slot *slot;
     struct lane *lane;
@@ -533,7 +523,7 @@ static int flush_zero(struct ram_sender *sender, struct gw_error *err)
     return 0;
 }
 
-static int add_zero(struct ram_sender *sender, uint32_t block, uint64_t page,
+static int add_zero(struct multifd_sender *sender, uint32_t block, uint64_t page,
                     struct gw_error *err)
 {
     int rc;
@@ -559,7 +549,7 @@ static int add_zero(struct ram_sender *sender, uint32_t block, uint64_t page,
 }
 
 /* Pages go straight into a slot of the lane that will send them. */
-static int add_page(struct ram_sender *sender, uint32_t block, uint64_t page,
+static int add_page(struct multifd_sender *sender, uint32_t block, uint64_t page,
                     const uint8_t *data, struct gw_error *err)
 {
     struct send_slot *slot = sender->batch;
@@ -586,106 +576,8 @@ static int add_page(struct ram_sender *sender, uint32_t block, uint64_t page,
     return 0;
 }
 
-static void mark_zero(uint64_t *zero, uint64_t from, uint64_t to)
-{
-    for (uint64_t page = from; page < to; page++)
-        zero[page / 64] |= 1ULL << (page % 64);
-}
-
-/* A hole in the backing file reads as zero. One SEEK_DATA per chunk: the
- * pages before the first data are holes. (SEEK_HOLE would walk a full file
- * to its end on every call.) */
-static void file_holes(const struct ram_block *block, uint64_t first_page, unsigned pages,
-                       uint64_t *zero)
-{
-    off_t start = (off_t)(block->fd_offset + first_page * block->page_size);
-    off_t end = start + (off_t)pages * (off_t)block->page_size;
-    off_t data = lseek(block->fd, start, SEEK_DATA);
-
-    if (data < 0 && errno != ENXIO)
-        return;   /* no answer: read the pages */
-    if (data < 0 || data > end)
-        data = end;
-    mark_zero(zero, 0, (uint64_t)(data - start) / block->page_size);
-}
-
-/* Anonymous pages neither present nor swapped were never written: zero. */
-static void untouched_pages(struct ram_sender *sender, const struct ram_block *block,
-                            uint64_t first_page, unsigned pages, uint64_t *zero)
-{
-    uint64_t first_host_page = (uint64_t)(uintptr_t)(block->host + first_page * block->page_size)
-                               / 4096;
-    size_t len = pages * sizeof(uint64_t);
-
-    if (block->page_size != 4096 ||
-        pread(sender->pagemap_fd, sender->pagemap, len, (off_t)(first_host_page * 8)) != (ssize_t)len)
-        return;
-    for (unsigned i = 0; i < pages; i++)
-        if (!(sender->pagemap[i] & (3ULL << 62)))   /* bit 63 present, bit 62 swapped */
-            zero[i / 64] |= 1ULL << (i % 64);
-}
-
-/* Pages of a chunk known to be zero without reading them. Asked after the
- * chunk is re-armed, so a page written since is either seen as written here
- * or dirty again for the next pass. */
-static void known_zero(struct ram_sender *sender, const struct ram_block *block,
-                       uint64_t first_page, unsigned nr_words, uint64_t *zero)
-{
-    uint64_t block_pages = ram_block_pages(block);
-    unsigned pages = (unsigned)(block_pages - first_page < (uint64_t)nr_words * 64
-                                    ? block_pages - first_page : (uint64_t)nr_words * 64);
-
-    memset(zero, 0, nr_words * sizeof(uint64_t));
-    if (sender->zero_detection == ZERO_DETECT_NONE)
-        return;   /* every page goes with its data */
-    if (block->fd >= 0)
-        file_holes(block, first_page, pages, zero);
-    else if (sender->pagemap_fd >= 0)
-        untouched_pages(sender, block, first_page, pages, zero);
-}
-
-static int send_chunk(struct ram_sender *sender, uint32_t block_index, uint64_t first_page,
-                      uint64_t *words, unsigned nr_words, bool clear_tracker,
-                      struct gw_error *err)
-{
-    struct migration *migration = sender->migration;
-    const struct ram_block *block = &migration->host.blocks[block_index];
-    uint64_t bits[CHUNK_WORDS], zero[CHUNK_WORDS];
-    int rc;
-
-    memcpy(bits, words, nr_words * sizeof(uint64_t));
-    memset(words, 0, nr_words * sizeof(uint64_t));
-    uint64_t pages = 0;
-    for (unsigned w = 0; w < nr_words; w++)
-        pages += (uint64_t)__builtin_popcountll(bits[w]);
-    /* remaining counts what is not sent yet, as QEMU's does. */
-    atomic_fetch_sub(&migration->stats.remaining_bytes, pages * sender->page_size);
-    if (clear_tracker) {
-        rc = migration->host.dirty->clear(migration->host.dirty_opaque, block_index, first_page,
-                                          bits, nr_words, err);
-        if (rc < 0)
-            return rc;
-    }
-    known_zero(sender, block, first_page, nr_words, zero);
-    for (unsigned w = 0; w < nr_words; w++) {
-        for (uint64_t word = bits[w]; word; word &= word - 1) {
-            unsigned bit = (unsigned)__builtin_ctzll(word);
-            uint64_t page = first_page + w * 64 + bit;
-            const uint8_t *data = block->host + page * sender->page_size;
-            bool is_zero = (zero[w] >> bit & 1) ||
-                           (sender->zero_detection == ZERO_DETECT_LEGACY &&
-                            ram_page_is_zero(data, sender->page_size));
-            rc = is_zero ? add_zero(sender, block_index, page, err)
-                         : add_page(sender, block_index, page, data, err);
-            if (rc < 0)
-                return rc;
-        }
-    }
-    return 0;
-}
-
 /* Queues a record without data on every lane of [first, first + count). */
-static int queue_on_lanes(struct ram_sender *sender, unsigned first, unsigned count,
+static int queue_on_lanes(struct multifd_sender *sender, unsigned first, unsigned count,
                           enum slot_kind kind, uint64_t pass, struct gw_error *err)
 {
     for (unsigned i = 0; i < count; i++) {
@@ -702,36 +594,34 @@ static int queue_on_lanes(struct ram_sender *sender, unsigned first, unsigned co
     return 0;
 }
 
-int ram_sender_send_dirty(struct ram_sender *sender, bool clear_tracker, bool vm_stopped,
-                          uint64_t pass, struct gw_error *err)
-{
-    struct migration *migration = sender->migration;
-    int rc;
+/* --- the page sink: called by the migration thread only --- */
 
+static int sink_begin_pass(void *opaque, uint64_t pass, bool vm_stopped, struct gw_error *err)
+{
+    struct multifd_sender *sender = opaque;
+
+    (void)pass;
     sender->vm_stopped = vm_stopped;
     sender->batch = NULL;
-    for (unsigned b = 0; b < migration->host.nr_blocks; b++) {
-        uint64_t *bitmap = migration->bitmaps[b];
-        uint64_t words = ram_block_bitmap_words(&migration->host.blocks[b]);
+    return sender_error(sender, err);
+}
 
-        for (uint64_t w = 0; w < words; w += CHUNK_WORDS) {
-            unsigned nr_words = words - w < CHUNK_WORDS ? (unsigned)(words - w) : CHUNK_WORDS;
-            bool any = false;
-            for (unsigned i = 0; i < nr_words; i++)
-                any |= bitmap[w + i] != 0;
-            if (!any)
-                continue;
-            if (migration_cancelled(migration)) {
-                drain(sender, NULL);
-                return gw_error_set(err, -ECANCELED, "the migration was cancelled");
-            }
-            rc = send_chunk(sender, b, w * 64, bitmap + w, nr_words, clear_tracker, err);
-            if (rc < 0) {
-                drain(sender, NULL);
-                return rc;
-            }
-        }
-    }
+static int sink_page(void *opaque, uint32_t block, uint64_t page, const uint8_t *data,
+                     struct gw_error *err)
+{
+    return add_page(opaque, block, page, data, err);
+}
+
+static int sink_zero_page(void *opaque, uint32_t block, uint64_t page, struct gw_error *err)
+{
+    return add_zero(opaque, block, page, err);
+}
+
+static int sink_end_pass(void *opaque, uint64_t pass, struct gw_error *err)
+{
+    struct multifd_sender *sender = opaque;
+    int rc;
+
     if ((rc = flush_batch(sender, err)) < 0 || (rc = flush_zero(sender, err)) < 0)
         return rc;
     /* Invariant 3: the destination holds each RAM channel at SYNC(pass)
@@ -739,24 +629,46 @@ int ram_sender_send_dirty(struct ram_sender *sender, bool clear_tracker, bool vm
     if (sender->migration->config.multifd &&
         (rc = queue_on_lanes(sender, 0, sender->nr_ram, SLOT_SYNC, pass, err)) < 0)
         return rc;
-    /* The caller writes its own records next (PASS_END, DEVICE, END): ours
-     * must all be on the wire first. */
     return drain(sender, err);
 }
 
-int ram_sender_wait_sent(struct ram_sender *sender, atomic_bool *sent, struct gw_error *err)
+/* Records already queued are written (or dropped after an error) before
+ * this returns: none may point at a batch the next pass refills. */
+static void sink_abort_pass(void *opaque)
+{
+    struct multifd_sender *sender = opaque;
+
+    sender->batch = NULL;
+    sender->zero_count = 0;
+    drain(sender, NULL);
+}
+
+static const struct page_sink_ops sink_ops = {
+    .begin_pass = sink_begin_pass,
+    .page = sink_page,
+    .zero_page = sink_zero_page,
+    .end_pass = sink_end_pass,
+    .abort_pass = sink_abort_pass,
+};
+
+struct page_sink multifd_sender_sink(struct multifd_sender *sender)
+{
+    return (struct page_sink){ .ops = &sink_ops, .opaque = sender };
+}
+
+int multifd_sender_wait_sent(struct multifd_sender *sender, atomic_bool *sent, struct gw_error *err)
 {
     int rc;
 
     pthread_mutex_lock(&sender->lock);
     while (!atomic_load(sent) && !sender->send_rc)
         pthread_cond_wait(&sender->changed, &sender->lock);
-    rc = sender_error(sender, err);
+    rc = sender_error_locked(sender, err);
     pthread_mutex_unlock(&sender->lock);
     return rc;
 }
 
-int ram_sender_queue_device(struct ram_sender *sender, const uint8_t *header, const uint8_t *data,
+int multifd_sender_queue_device(struct multifd_sender *sender, const uint8_t *header, const uint8_t *data,
                             size_t len, atomic_bool *sent, struct gw_error *err)
 {
     unsigned nr_device = sender->nr_lanes - sender->nr_ram;
@@ -779,21 +691,9 @@ int ram_sender_queue_device(struct ram_sender *sender, const uint8_t *header, co
     return 0;
 }
 
-int ram_sender_finish(struct ram_sender *sender, struct gw_error *err)
+int multifd_sender_finish(struct multifd_sender *sender, struct gw_error *err)
 {
     int rc = queue_on_lanes(sender, 0, sender->nr_lanes, SLOT_END, 0, err);
 
     return rc < 0 ? rc : drain(sender, err);
-}
-
-uint64_t ram_count_dirty(struct migration *migration)
-{
-    uint64_t pages = 0;
-
-    for (unsigned b = 0; b < migration->host.nr_blocks; b++) {
-        uint64_t words = ram_block_bitmap_words(&migration->host.blocks[b]);
-        for (uint64_t w = 0; w < words; w++)
-            pages += (uint64_t)__builtin_popcountll(migration->bitmaps[b][w]);
-    }
-    return pages;
 }

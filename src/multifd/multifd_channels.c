@@ -1,8 +1,10 @@
-/* The connections of one migration: channel headers, the CONFIG record, the
- * source connecting its multifd channels, and the destination sorting the
- * connections it accepts into the main channel and multifd channels, and
+/* The connections of one migration: the source connecting its multifd
+ * channels, and the destination sorting the connections it accepts into
+ * the main channel and multifd channels by their channel headers, and
  * refusing any that belong to another migration. */
-#include "migration_internal.h"
+#include "multifd.h"
+
+#include "channel/channel_header.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -18,126 +20,7 @@
 /* Every channel of a migration arrives within this of the main channel. */
 #define CHANNELS_TIMEOUT_US (30ULL * 1000000)
 
-static const char *const compression_names[] = { "none", "zstd" };
-static const char *const zero_detection_names[] = { "none", "legacy", "multifd" };
 static const char *const type_names[] = { "?", "main", "multifd RAM", "multifd device state" };
-
-void channel_header_encode(uint8_t *out, uint32_t type, uint32_t index, const uint8_t *id)
-{
-    uint32_t version = 1, crc;
-
-    memset(out, 0, CHANNEL_HEADER_SIZE);
-    memcpy(out, CHANNEL_MAGIC, 8);
-    memcpy(out + 8, &version, 4);
-    memcpy(out + 12, &type, 4);
-    memcpy(out + 16, &index, 4);
-    memcpy(out + 24, id, 16);
-    crc = stream_crc32c(0, out, 40);
-    memcpy(out + 40, &crc, 4);
-}
-
-int channel_header_decode(const uint8_t *in, uint32_t *type, uint32_t *index, uint8_t *id,
-                          struct gw_error *err)
-{
-    uint32_t version, crc;
-
-    if (memcmp(in, CHANNEL_MAGIC, 8))
-        return gw_error_set(err, -EPROTO, "the connection does not start with a godwit "
-                            "channel header");
-    memcpy(&version, in + 8, 4);
-    memcpy(type, in + 12, 4);
-    memcpy(index, in + 16, 4);
-    memcpy(id, in + 24, 16);
-    memcpy(&crc, in + 40, 4);
-    if (crc != stream_crc32c(0, in, 40))
-        return gw_error_set(err, -EBADMSG, "the channel header's CRC is wrong");
-    if (version != 1)
-        return gw_error_set(err, -EPROTO, "the channel header has version %u; this godwit "
-                            "reads version 1", version);
-    if (*type < CHANNEL_MAIN || *type > CHANNEL_DEVICE)
-        return gw_error_set(err, -EPROTO, "the channel header has type %u; types are 1 (main), "
-                            "2 (multifd RAM) and 3 (multifd device state)", *type);
-    return 0;
-}
-
-void config_encode(const struct migration_config *config, uint8_t *out)
-{
-    uint32_t fields[6] = { config->multifd, config->channels, config->compression,
-                           config->zero_detection, config->channel_header,
-                           config->device_channels };
-
-    memcpy(out, fields, sizeof(fields));
-    memcpy(out + 24, config->id, 16);
-}
-
-static const char *on_off(uint32_t value)
-{
-    return value ? "on" : "off";
-}
-
-static const char *name_of(const char *const *names, unsigned count, uint32_t value)
-{
-    return value < count ? names[value] : "(unknown)";
-}
-
-int config_check(const struct migration_config *ours, const uint8_t *body, uint32_t length,
-                 struct migration_config *theirs, struct gw_error *err)
-{
-    uint32_t fields[6];
-
-    if (length != CONFIG_RECORD_SIZE)
-        return gw_error_set(err, -EPROTO, "CONFIG record has %u bytes, not %d", length,
-                            CONFIG_RECORD_SIZE);
-    memcpy(fields, body, sizeof(fields));
-    *theirs = (struct migration_config){ fields[0], fields[1], fields[2], fields[3], fields[4],
-                                         fields[5], { 0 } };
-    memcpy(theirs->id, body + 24, 16);
-    if (theirs->multifd != ours->multifd)
-        return gw_error_set(err, -EINVAL, "the source has capability multifd %s, this "
-                            "destination %s: set the same on both sides",
-                            on_off(theirs->multifd), on_off(ours->multifd));
-    if (theirs->channel_header != ours->channel_header)
-        return gw_error_set(err, -EINVAL, "the source has capability x-channel-header %s, this "
-                            "destination %s: set the same on both sides",
-                            on_off(theirs->channel_header), on_off(ours->channel_header));
-    if (theirs->zero_detection != ours->zero_detection)
-        return gw_error_set(err, -EINVAL, "the source uses zero-page-detection %s, this "
-                            "destination %s: set the same on both sides",
-                            name_of(zero_detection_names, 3, theirs->zero_detection),
-                            name_of(zero_detection_names, 3, ours->zero_detection));
-    if (!ours->multifd)
-        return 0;
-    if (theirs->channels != ours->channels)
-        return gw_error_set(err, -EINVAL, "the source uses multifd-channels %u, this "
-                            "destination %u: set the same on both sides", theirs->channels,
-                            ours->channels);
-    if (theirs->compression != ours->compression)
-        return gw_error_set(err, -EINVAL, "the source uses multifd-compression %s, this "
-                            "destination %s: set the same on both sides",
-                            name_of(compression_names, 2, theirs->compression),
-                            name_of(compression_names, 2, ours->compression));
-    if (theirs->device_channels != ours->device_channels)
-        return gw_error_set(err, -EINVAL, "the source uses x-multifd-channels-device-state %u, "
-                            "this destination %u: set the same on both sides",
-                            theirs->device_channels, ours->device_channels);
-    return 0;
-}
-
-void migration_snapshot_config(struct migration *migration, struct migration_config *config)
-{
-    pthread_mutex_lock(&migration->lock);
-    *config = (struct migration_config){
-        .multifd = migration->cap_multifd,
-        .channels = migration->cap_multifd ? (uint32_t)migration->params.multifd_channels : 0,
-        .compression = migration->cap_multifd ? (uint32_t)migration->params.multifd_compression
-                                              : COMPRESSION_NONE,
-        .zero_detection = (uint32_t)migration->params.zero_page_detection,
-        .channel_header = migration->cap_channel_header,
-        .device_channels = migration->cap_multifd && migration->cap_channel_header
-                               ? (uint32_t)migration->params.device_channels : 0,
-    };
-    pthread_mutex_unlock(&migration->lock);
-}
 
 /* --- source --- */
 
@@ -149,8 +32,7 @@ static unsigned multifd_channel_count(const struct migration_config *config)
 /* Connects every multifd channel and writes its channel header and stream
  * header. Each connection is published under the lock at once, so a
  * cancel shuts down those made so far. */
-int channels_connect_multifd(struct migration *migration, uint32_t page_size,
-                             struct gw_error *err)
+int multifd_connect(struct migration *migration, uint32_t page_size, struct gw_error *err)
 {
     const struct migration_config *config = &migration->config;
     unsigned count = multifd_channel_count(config);
@@ -191,14 +73,7 @@ int channels_connect_multifd(struct migration *migration, uint32_t page_size,
     return 0;
 }
 
-int channels_new_id(struct migration_config *config, struct gw_error *err)
-{
-    if (getrandom(config->id, sizeof(config->id), 0) != (ssize_t)sizeof(config->id))
-        return gw_error_set(err, -errno, "getrandom failed: %s", strerror(errno));
-    return 0;
-}
-
-void channels_close_multifd(struct migration *migration)
+void multifd_close_channels(struct migration *migration)
 {
     pthread_mutex_lock(&migration->lock);
     for (unsigned i = 0; i < migration->nr_multifd_channels; i++)
@@ -209,36 +84,7 @@ void channels_close_multifd(struct migration *migration)
     pthread_mutex_unlock(&migration->lock);
 }
 
-void channels_shutdown_multifd(struct migration *migration)
-{
-    for (unsigned i = 0; i < migration->nr_multifd_channels; i++)
-        channel_shutdown(&migration->multifd_channels[i]);
-}
-
 /* --- destination --- */
-
-void channels_send_error(struct channel *channel, const struct gw_error *failure)
-{
-    struct stream_writer writer = { .io = channel_stream_io(channel) };
-    uint8_t body[4 + STREAM_ERROR_TEXT_MAX];
-    int32_t code = failure->code;
-    size_t len = strnlen(failure->msg, sizeof(failure->msg));
-    struct iovec part = { body, 4 + len };
-
-    memcpy(body, &code, 4);
-    memcpy(body + 4, failure->msg, len);
-    stream_write_record(&writer, REC_RP_ERROR, &part, 1, NULL);   /* best effort */
-}
-
-void channels_send_error_once(struct migration *migration, const struct gw_error *failure)
-{
-    pthread_mutex_lock(&migration->rp_write_lock);
-    if (!migration->rp_error_sent && migration->channel.has_return_path) {
-        migration->rp_error_sent = true;
-        channels_send_error(&migration->channel, failure);
-    }
-    pthread_mutex_unlock(&migration->rp_write_lock);
-}
 
 /* Waits for len bytes to be readable (peek) or read them, with a timeout
  * and the cancel pipe. */
@@ -317,7 +163,7 @@ static int classify(struct migration *migration, struct incoming *in, struct gw_
 static void refuse(struct incoming *in, struct gw_error *why)
 {
     fprintf(stderr, "godwit: refused a migration connection: %s\n", why->msg);
-    channels_send_error(&in->channel, why);
+    migration_send_error(&in->channel, why);
     shutdown(in->channel.fd, SHUT_WR);
     channel_close(&in->channel);
 }
@@ -355,7 +201,7 @@ static int accept_one(struct migration *migration, struct channel_listener *list
 
 /* Waits for the main channel; multifd channels that come first wait in
  * pending for the main channel's CONFIG to say whether they belong. */
-int channels_accept_main(struct migration *migration, struct channel_listener *listener,
+int multifd_accept_main(struct migration *migration, struct channel_listener *listener,
                          struct pending **pending_out, struct gw_error *err)
 {
     struct pending *pending = calloc(1, sizeof(*pending));
@@ -401,7 +247,7 @@ int channels_accept_main(struct migration *migration, struct channel_listener *l
     }
 }
 
-void channels_free_pending(struct pending *pending)
+void multifd_free_pending(struct pending *pending)
 {
     if (!pending)
         return;
@@ -446,7 +292,7 @@ static bool adopt(struct migration *migration, const struct migration_config *co
 
 /* After CONFIG: takes the multifd channels the source announced, from
  * pending and then the listener, refusing strangers, within 30 s. */
-int channels_accept_multifd(struct migration *migration, struct channel_listener *listener,
+int multifd_accept_channels(struct migration *migration, struct channel_listener *listener,
                             struct pending *pending, struct gw_error *err)
 {
     const struct migration_config *config = &migration->config;

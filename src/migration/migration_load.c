@@ -1,0 +1,124 @@
+/* The destination's record loop; see migration_load.h. */
+#include "migration_load.h"
+
+#include "multifd/multifd.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+int load_state_init(struct load_state *state, const struct ram_block *blocks,
+                    unsigned nr_blocks, const struct page_landing *landing,
+                    struct device_registry *devices,
+                    void (*on_failure)(void *opaque, const struct gw_error *err),
+                    void *opaque, struct gw_error *err)
+{
+    memset(state, 0, sizeof(*state));
+    ram_loader_init(&state->ram, blocks, nr_blocks, landing);
+    state->config.zero_detection = ZERO_DETECT_MULTIFD;
+    state->devices = device_loader_new(devices, on_failure, opaque, err);
+    return state->devices ? 0 : -ENOMEM;
+}
+
+void load_state_free(struct load_state *state)
+{
+    device_loader_free(state->devices);
+    state->devices = NULL;
+    ram_loader_destroy(&state->ram);
+}
+
+static int check_end(struct load_state *state, const struct stream_record *record,
+                     struct gw_error *err)
+{
+    uint64_t counts[3], devices_loaded = 0;
+    int rc = state->multifd ? multifd_recv_finish(state->multifd, &state->counts, err) : 0;
+
+    if (rc == 0)
+        rc = device_loader_finish(state->devices, &devices_loaded, err);
+    if (rc == 0)
+        rc = device_loader_check(state->devices, err);
+    if (rc == 0)
+        rc = ram_check_torn(&state->ram, err);
+    if (rc < 0)
+        return rc;
+    if (record->length != sizeof(counts))
+        return gw_error_set(err, -EPROTO, "END record has %u bytes, not 24", record->length);
+    memcpy(counts, record->body, sizeof(counts));
+    if (counts[0] != state->counts.normal_pages || counts[1] != state->counts.zero_pages ||
+        counts[2] != devices_loaded)
+        return gw_error_set(err, -EPROTO,
+                            "the source sent %" PRIu64 " pages, %" PRIu64 " zero pages and %"
+                            PRIu64 " devices, but %" PRIu64 ", %" PRIu64 " and %" PRIu64
+                            " arrived: records were lost",
+                            counts[0], counts[1], counts[2], state->counts.normal_pages,
+                            state->counts.zero_pages, devices_loaded);
+    return 0;
+}
+
+static int load_record(struct stream_reader *reader, struct load_state *state,
+                       struct stream_record *record, struct gw_error *err)
+{
+    switch (record->type) {
+    case REC_PAGES:
+        return ram_load_pages(reader, record, &state->ram, &state->counts, err);
+    case REC_ZERO_PAGES:
+        return ram_load_zero_pages(&state->ram, &state->counts, reader->page_size, record->body,
+                                   record->length, err);
+    case REC_DEVICE:
+        return device_loader_feed(state->devices, reader, record, false, err);
+    case REC_PASS_END:
+        return 0;
+    case REC_SWITCHOVER:
+        device_loader_precopy_done(state->devices);
+        return 0;
+    default:
+        return gw_error_set(err, -EPROTO, "%s record at stream offset %" PRIu64
+                            " does not belong in a migration stream here",
+                            stream_record_name(record->type), record->offset);
+    }
+}
+
+int migration_load_stream(struct stream_reader *reader, struct load_state *state,
+                          struct gw_error *err)
+{
+    struct stream_record record;
+    int rc = stream_read_header(reader, err);
+
+    if (rc < 0)
+        return rc;
+    rc = stream_read_record(reader, &record, err);
+    if (rc < 0)
+        return rc;
+    if (record.type != REC_RAM_BLOCKS)
+        return gw_error_set(err, -EPROTO, "the stream starts with a %s record, not RAM_BLOCKS",
+                            stream_record_name(record.type));
+    rc = ram_check_blocks(state->ram.blocks, state->ram.nr_blocks, reader->page_size,
+                          record.body, record.length, err);
+    if (rc < 0)
+        return rc;
+    rc = stream_read_record(reader, &record, err);
+    if (rc < 0)
+        return rc;
+    if (record.type != REC_CONFIG)
+        return gw_error_set(err, -EPROTO, "the stream has a %s record after RAM_BLOCKS, not "
+                            "CONFIG", stream_record_name(record.type));
+    struct migration_config theirs;
+    rc = config_check(&state->config, record.body, record.length, &theirs, err);
+    if (rc == 0 && state->after_config) {
+        memcpy(state->config.id, theirs.id, sizeof(theirs.id));
+        rc = state->after_config(state->after_config_opaque, state, err);
+    }
+    if (rc < 0)
+        return rc;
+    for (;;) {
+        rc = stream_read_record(reader, &record, err);
+        if (rc < 0)
+            return rc;
+        if (record.type == REC_END)
+            return check_end(state, &record, err);
+        rc = load_record(reader, state, &record, err);
+        if (rc < 0)
+            return rc;
+    }
+}

@@ -1,0 +1,37 @@
+/* The destination's record loop over the main channel: the order the
+ * stream must follow (RAM_BLOCKS, CONFIG, then pages and devices, END
+ * last) and the checks at END that nothing was lost on the way. Used by
+ * the incoming thread and the stream fuzzer alike. */
+#ifndef GODWIT_MIGRATION_LOAD_H
+#define GODWIT_MIGRATION_LOAD_H
+
+#include "migration_internal.h"
+#include "vmstate/vmstate_internal.h"
+
+struct multifd_recv;
+
+struct load_state {
+    struct ram_loader ram;          /* shared by pointer with the multifd receivers */
+    struct ram_load_counts counts;  /* the main channel's; the receivers' added at END */
+    struct device_loader *devices;
+    /* The settings CONFIG must match (the fuzzer's: all defaults), and the
+     * multifd channels' side, started by after_config once CONFIG is read. */
+    struct migration_config config;
+    int (*after_config)(void *opaque, struct load_state *state, struct gw_error *err);
+    void *after_config_opaque;
+    struct multifd_recv *multifd;
+};
+
+/* on_failure: see device_loader_new. */
+int load_state_init(struct load_state *state, const struct ram_block *blocks,
+                    unsigned nr_blocks, const struct page_landing *landing,
+                    struct device_registry *devices,
+                    void (*on_failure)(void *opaque, const struct gw_error *err),
+                    void *opaque, struct gw_error *err);
+void load_state_free(struct load_state *state);
+/* Reads records until END; returns 0 when END arrived and every count and
+ * device checks out. */
+int migration_load_stream(struct stream_reader *reader, struct load_state *state,
+                          struct gw_error *err);
+
+#endif
