@@ -1,6 +1,12 @@
 /* Migration channels: a connected byte stream (tcp, unix, an inherited fd)
  * or a file, opened from a URI. A socket also carries the return path from
- * the destination; a file has none. */
+ * the destination; a file has none.
+ *
+ * A channel is its ops: the engine reads, writes, peeks, shuts down and
+ * closes through them and never touches a descriptor, so a transport that
+ * wraps another (TLS) or is not a byte stream underneath (RDMA's control
+ * path) is one more set of ops. Today's sets: a socket and a file
+ * (src/channel/channel_fd.c). */
 #ifndef GODWIT_CHANNEL_H
 #define GODWIT_CHANNEL_H
 
@@ -11,11 +17,41 @@
 #include <godwit/stream.h>
 #include <godwit/uri.h>
 
+#include <sys/types.h>
+#include <sys/uio.h>
+
+struct channel;
+
+struct channel_ops {
+    /* Fills buf completely; -ENODATA at a clean end of input before any
+     * byte, with a sentence naming the channel. */
+    int (*read)(struct channel *channel, void *buf, size_t len, struct gw_error *err);
+    /* Fills every iovec completely. */
+    int (*readv)(struct channel *channel, const struct iovec *iov, int iovcnt,
+                 struct gw_error *err);
+    /* Writes every byte of every iovec. A socket sends the bytes from the
+     * caller's memory as they are when it sends them (the stream's pages
+     * go from guest RAM, each with its CRC); a peer that went away is an
+     * error, never a signal. */
+    int (*writev)(struct channel *channel, const struct iovec *iov, int iovcnt,
+                  struct gw_error *err);
+    /* Up to len bytes that a read would return next, left unread: > 0
+     * bytes, 0 at the end, -EAGAIN when none has come yet, or -errno. */
+    ssize_t (*peek)(struct channel *channel, void *buf, size_t len);
+    /* Whatever has come, up to len bytes, waiting for at least one: > 0,
+     * 0 at the end, or -errno. */
+    ssize_t (*read_some)(struct channel *channel, void *buf, size_t len);
+    /* Blocked reads and writes return at once (cancel); write only: the
+     * peer sees the end while this side still reads. */
+    void (*shutdown)(struct channel *channel, bool write_only);
+    void (*close)(struct channel *channel);
+};
+
 struct channel {
-    int fd;
+    const struct channel_ops *ops;
+    int fd;                 /* to wait on with poll(); -1 once closed */
     enum uri_kind kind;
     bool has_return_path;   /* false for file: and for an fd: that is not a socket */
-    bool is_socket;
     char description[300];  /* the URI, for messages */
 };
 
@@ -40,9 +76,15 @@ int channel_accept(struct channel_listener *listener, int cancel_fd, struct chan
                    struct gw_error *err);
 void channel_listener_close(struct channel_listener *listener);
 
+/* A channel that is not open (fd -1): shutdown and close do nothing. */
+void channel_init_closed(struct channel *channel);
 /* Makes blocked reads and writes on the channel return at once (cancel). */
 void channel_shutdown(struct channel *channel);
+/* Stops writing; reading goes on until the peer closes. */
+void channel_shutdown_write(struct channel *channel);
 void channel_close(struct channel *channel);
+ssize_t channel_peek(struct channel *channel, void *buf, size_t len);
+ssize_t channel_read_some(struct channel *channel, void *buf, size_t len);
 
 /* Stream I/O callbacks over the channel. */
 struct stream_io channel_stream_io(struct channel *channel);

@@ -29,11 +29,11 @@ static void drain_until_closed(struct channel *channel)
     struct pollfd pfd = { .fd = channel->fd, .events = POLLIN };
     uint64_t deadline = migration_now_us() + 2000000;
 
-    shutdown(channel->fd, SHUT_WR);
+    channel_shutdown_write(channel);
     while (migration_now_us() < deadline &&
            poll(&pfd, 1, (int)((deadline - migration_now_us()) / 1000) + 1) > 0) {
-        ssize_t n = read(channel->fd, sink, sizeof(sink));
-        if (n <= 0 && !(n < 0 && errno == EINTR))
+        ssize_t n = channel_read_some(channel, sink, sizeof(sink));
+        if (n <= 0 && n != -EINTR)
             break;
     }
 }

@@ -88,14 +88,14 @@ void multifd_close_channels(struct migration *migration)
 
 /* Waits for len bytes to be readable (peek) or read them, with a timeout
  * and the cancel pipe. */
-static int wait_bytes(int fd, int cancel_fd, uint8_t *buf, size_t len, bool peek,
-                      struct gw_error *err)
+static int wait_bytes(struct channel *channel, int cancel_fd, uint8_t *buf, size_t len,
+                      bool peek, struct gw_error *err)
 {
     uint64_t deadline = migration_now_us() + HEADER_TIMEOUT_MS * 1000ULL;
     size_t done = 0;
 
     while (done < len) {
-        struct pollfd fds[2] = { { .fd = fd, .events = POLLIN },
+        struct pollfd fds[2] = { { .fd = channel->fd, .events = POLLIN },
                                  { .fd = cancel_fd, .events = POLLIN } };
         uint64_t now = migration_now_us();
         if (now >= deadline)
@@ -108,12 +108,12 @@ static int wait_bytes(int fd, int cancel_fd, uint8_t *buf, size_t len, bool peek
             return gw_error_set(err, -ECANCELED, "the incoming migration was cancelled");
         if (ready <= 0)
             continue;
-        ssize_t n = recv(fd, buf + (peek ? 0 : done), peek ? len : len - done,
-                         peek ? MSG_PEEK : 0);
+        ssize_t n = peek ? channel_peek(channel, buf, len)
+                         : channel_read_some(channel, buf + done, len - done);
         if (n == 0)
             return gw_error_set(err, -EPIPE, "the connection closed before its channel header");
-        if (n < 0 && errno != EINTR && errno != EAGAIN)
-            return gw_error_set(err, -errno, "reading a channel header: %s", strerror(errno));
+        if (n < 0 && n != -EINTR && n != -EAGAIN)
+            return gw_error_set(err, (int)n, "reading a channel header: %s", strerror((int)-n));
         if (n > 0)
             done = peek ? (size_t)n : done + (size_t)n;
         if (peek && done < len) {
@@ -142,7 +142,7 @@ static int classify(struct migration *migration, struct incoming *in, struct gw_
         in->type = CHANNEL_MAIN;   /* file: and fd: carry the main channel only */
         return 0;
     }
-    rc = wait_bytes(in->channel.fd, migration->cancel_pipe[0], header, 8, true, err);
+    rc = wait_bytes(&in->channel, migration->cancel_pipe[0], header, 8, true, err);
     if (rc == -ECANCELED || rc == -ETIMEDOUT)
         return rc;
     /* Anything but a channel header is a main channel: the stream reader
@@ -152,7 +152,7 @@ static int classify(struct migration *migration, struct incoming *in, struct gw_
         in->type = CHANNEL_MAIN;
         return 0;
     }
-    rc = wait_bytes(in->channel.fd, migration->cancel_pipe[0], header, sizeof(header), false,
+    rc = wait_bytes(&in->channel, migration->cancel_pipe[0], header, sizeof(header), false,
                     err);
     if (rc == 0)
         rc = channel_header_decode(header, &in->type, &in->index, in->id, err);
@@ -164,7 +164,7 @@ static void refuse(struct incoming *in, struct gw_error *why)
 {
     fprintf(stderr, "godwit: refused a migration connection: %s\n", why->msg);
     migration_send_error(&in->channel, why);
-    shutdown(in->channel.fd, SHUT_WR);
+    channel_shutdown_write(&in->channel);
     channel_close(&in->channel);
 }
 
