@@ -4,6 +4,7 @@
 #define GODWIT_URI_H
 
 #include <limits.h>
+#include <linux/limits.h>   /* PATH_MAX even under -std=c11, where <limits.h> hides it */
 #include <stdint.h>
 
 #include <godwit/error.h>
