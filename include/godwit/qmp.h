@@ -49,6 +49,9 @@ struct qmp_command {
 struct qmp_server;
 struct qmp_session;
 
+/* package: the VMM's name and version, shown in the greeting and in
+ * query-version. The server serves query-commands, query-version, getfd and
+ * closefd itself. */
 struct qmp_server *qmp_server_new(const char *package);
 void qmp_server_free(struct qmp_server *server);
 
@@ -61,6 +64,12 @@ const struct qmp_command *qmp_server_find(struct qmp_server *server, const char 
 /* Runs a command as if a client had sent it (for HMP, which calls QMP). */
 int qmp_server_execute(struct qmp_server *server, const char *name, json_t *args,
                        json_t **ret, struct gw_error *err);
+
+/* Takes the descriptor a client named with getfd (QEMU's monitor_get_fd):
+ * the name is gone from the server and the caller owns the descriptor.
+ * Returns it, or -ENOENT with "File descriptor named 'NAME' not found".
+ * From a command handler (the monitor thread) only. */
+int qmp_server_take_fd(struct qmp_server *server, const char *name, struct gw_error *err);
 
 /* Sends an event to every session that finished negotiation. Any thread may
  * call it. data is stolen; NULL means {}. */

@@ -12,6 +12,11 @@
 #define QMP_SESSIONS_MAX 4
 /* Output a client may leave unread before it is dropped. */
 #define QMP_CLIENT_BACKLOG_MAX (8u << 20)
+/* Descriptors kept by getfd at once, and the longest name (with its NUL). */
+#define QMP_FDS_MAX 32
+#define QMP_FDNAME_MAX 128
+/* Descriptors one read may carry; more than one per getfd is closed. */
+#define QMP_FDS_PER_READ 16
 
 struct qmp_server {
     char package[64];
@@ -21,8 +26,18 @@ struct qmp_server {
     unsigned nr_hmp_commands;
     bool hmc_registered;
     struct qmp_command hmc;          /* human-monitor-command, bound to this server */
-    struct qmp_command query_commands;
+    struct qmp_command query_commands, query_version, getfd, closefd;
     struct hmp_command help;
+
+    /* Monitor thread only: the session whose request is running (getfd
+     * takes its descriptor), and the descriptors getfd named (fd -1: free).
+     * They belong to the server, not to a client, as QEMU's belong to the
+     * monitor: a client may pass one, disconnect, and another migrate. */
+    struct qmp_session *current;
+    struct qmp_named_fd {
+        char name[QMP_FDNAME_MAX];
+        int fd;
+    } fds[QMP_FDS_MAX];
 
     /* out_lock serialises every write to a session and guards sessions[]:
      * events come from any thread, replies from the monitor thread. */
@@ -59,7 +74,23 @@ struct qmp_session {
     bool escaped;
     bool scalar;          /* a top-level value that is not an object or array */
     bool discarding;      /* after a framing error: skip to the next newline */
+
+    /* The last descriptor the client sent (SCM_RIGHTS) that getfd has not
+     * taken yet, or -1; a newer one replaces it. Monitor thread only. */
+    int received_fd;
 };
+
+/* Gives the session a descriptor that came with its bytes; it closes the
+ * one it held. */
+void qmp_session_give_fd(struct qmp_session *session, int fd);
+
+/* {"qemu": {"major", "minor", "micro"}, "package"}: godwit's version, for
+ * the greeting and query-version. */
+json_t *qmp_version(const struct qmp_server *server);
+
+/* getfd and closefd (qmp_fds.c), registered by qmp_server_new. */
+int qmp_fds_register(struct qmp_server *server);
+void qmp_fds_close_all(struct qmp_server *server);
 
 /* Writes text + "\r\n" to the session under out_lock. */
 void qmp_session_send(struct qmp_session *session, json_t *message);

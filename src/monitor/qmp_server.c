@@ -30,6 +30,26 @@ static int query_commands(json_t *args, json_t **ret, struct gw_error *err, void
     return 0;
 }
 
+/* godwit's own version in QEMU's shape, so clients that ask find an answer;
+ * the numbers are godwit's, not a QEMU release's (docs/qmp.md). */
+json_t *qmp_version(const struct qmp_server *server)
+{
+    int major = 0, minor = 0, micro = 0;
+
+    if (sscanf(GODWIT_VERSION, "%d.%d.%d", &major, &minor, &micro) < 1)
+        major = minor = micro = 0;
+    return json_pack("{s:{s:i,s:i,s:i},s:s}", "qemu", "micro", micro, "minor", minor, "major",
+                     major, "package", server->package);
+}
+
+static int query_version(json_t *args, json_t **ret, struct gw_error *err, void *opaque)
+{
+    (void)args;
+    (void)err;
+    *ret = qmp_version(opaque);
+    return 0;
+}
+
 struct qmp_server *qmp_server_new(const char *package)
 {
     struct qmp_server *server = calloc(1, sizeof(*server));
@@ -45,7 +65,12 @@ struct qmp_server *qmp_server_new(const char *package)
     server->query_commands = (struct qmp_command){
         .name = "query-commands", .handler = query_commands, .opaque = server,
     };
+    server->query_version = (struct qmp_command){
+        .name = "query-version", .handler = query_version, .opaque = server,
+    };
     qmp_server_register(server, &server->query_commands, NULL);
+    qmp_server_register(server, &server->query_version, NULL);
+    qmp_fds_register(server);
     return server;
 }
 
@@ -54,6 +79,7 @@ void qmp_server_free(struct qmp_server *server)
     if (!server)
         return;
     qmp_server_close(server);
+    qmp_fds_close_all(server);
     if (server->wake_fd >= 0)
         close(server->wake_fd);
     pthread_mutex_destroy(&server->out_lock);
@@ -295,13 +321,42 @@ static void accept_client(struct qmp_server *server)
     }
 }
 
+/* Descriptors that came with the bytes (SCM_RIGHTS) go to the session
+ * before the bytes do: the getfd they come with, or one after, takes it. */
+static void take_received_fds(struct qmp_client *client, struct msghdr *message)
+{
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(message); c; c = CMSG_NXTHDR(message, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+            continue;
+        size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < count; i++) {
+            int fd;
+            memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(fd));
+            /* One descriptor per getfd: the first is kept, as QEMU does. */
+            if (i == 0)
+                qmp_session_give_fd(client->session, fd);
+            else
+                close(fd);
+        }
+    }
+}
+
 static void read_client(struct qmp_client *client)
 {
     char chunk[65536];
-    ssize_t n = recv(client->fd, chunk, sizeof(chunk), MSG_DONTWAIT);
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * QMP_FDS_PER_READ)];
+        struct cmsghdr align;
+    } control;
+    struct iovec iov = { chunk, sizeof(chunk) };
+    struct msghdr message = { .msg_iov = &iov, .msg_iovlen = 1,
+                              .msg_control = control.buf, .msg_controllen = sizeof(control.buf) };
+    ssize_t n = recvmsg(client->fd, &message, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
 
     if (n < 0 && (errno == EAGAIN || errno == EINTR))
         return;
+    if (n > 0)
+        take_received_fds(client, &message);
     if (n <= 0) {
         drop_client(client);
         return;

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static void send_error(struct qmp_session *session, json_t *id, const char *class,
                        const char *desc)
@@ -21,10 +22,8 @@ static void send_error(struct qmp_session *session, json_t *id, const char *clas
 
 static void send_greeting(struct qmp_session *session)
 {
-    json_t *greeting = json_pack("{s:{s:{s:{s:i,s:i,s:i},s:s},s:[]}}",
-                                 "QMP", "version", "qemu", "micro", 0, "minor", 1,
-                                 "major", 0, "package", session->server->package,
-                                 "capabilities");
+    json_t *greeting = json_pack("{s:{s:o,s:[]}}", "QMP", "version",
+                                 qmp_version(session->server), "capabilities");
     qmp_session_send(session, greeting);
 }
 
@@ -38,6 +37,7 @@ struct qmp_session *qmp_session_new(struct qmp_server *server, qmp_output_fn out
     session->server = server;
     session->out = out;
     session->out_opaque = opaque;
+    session->received_fd = -1;
     pthread_mutex_lock(&server->out_lock);
     for (unsigned i = 0; i < QMP_SESSIONS_MAX; i++) {
         if (!server->sessions[i]) {
@@ -62,6 +62,10 @@ void qmp_session_free(struct qmp_session *session)
         if (server->sessions[i] == session)
             server->sessions[i] = NULL;
     pthread_mutex_unlock(&server->out_lock);
+    if (server->current == session)
+        server->current = NULL;
+    if (session->received_fd >= 0)
+        close(session->received_fd);
     free(session->buf);
     free(session);
 }
@@ -139,8 +143,10 @@ static void dispatch(struct qmp_session *session, json_t *request)
                    "Expecting capabilities negotiation with 'qmp_capabilities'");
         return;
     } else {
+        session->server->current = session;   /* for getfd */
         int rc = qmp_server_execute(session->server, command,
                                     json_object_get(request, "arguments"), &ret, &err);
+        session->server->current = NULL;
         if (rc < 0) {
             send_error(session, id,
                        rc == -ENOENT && !qmp_server_find(session->server, command)
@@ -278,6 +284,13 @@ void qmp_session_feed(struct qmp_session *session, const char *data, size_t len)
 {
     for (size_t i = 0; i < len; i++)
         feed_byte(session, data[i]);
+}
+
+void qmp_session_give_fd(struct qmp_session *session, int fd)
+{
+    if (session->received_fd >= 0)
+        close(session->received_fd);
+    session->received_fd = fd;
 }
 
 void qmp_session_send(struct qmp_session *session, json_t *message)
