@@ -111,6 +111,10 @@ static int parse_incoming(const char *text, struct vm_config *config, struct gw_
         gw_error_prefix(err, "--incoming");
         return -EINVAL;
     }
+    if (config->incoming.kind == URI_FD && config->incoming.path[0])
+        return gw_error_set(err, -EINVAL, "--incoming %s: a named descriptor exists only once a "
+                            "QMP client passed it with getfd; use --incoming defer, then getfd "
+                            "and migrate-incoming, or an inherited descriptor, fd:N", text);
     config->has_incoming_uri = true;
     return 0;
 }

@@ -1,5 +1,5 @@
 /* Migration URIs as QEMU writes them: tcp:HOST:PORT, unix:PATH, fd:N,
- * file:PATH, rdma:HOST:PORT. Parsing only; opening is the channel's job. */
+ * fd:NAME, file:PATH, rdma:HOST:PORT. Parsing only; opening is the channel's job. */
 #ifndef GODWIT_URI_H
 #define GODWIT_URI_H
 
@@ -23,8 +23,8 @@ struct uri {
     enum uri_kind kind;
     char host[URI_HOST_MAX];  /* tcp, rdma: without the [] of an IPv6 literal */
     uint16_t port;            /* tcp, rdma; 0 is allowed for tcp (any port) */
-    char path[PATH_MAX];      /* unix, file */
-    int fd;                   /* fd */
+    char path[PATH_MAX];      /* unix, file; fd: the name given to getfd, "" for fd:N */
+    int fd;                   /* fd: N, or -1 until the named one is taken */
 };
 
 /* The sentence that lists every accepted form; error messages end with it. */

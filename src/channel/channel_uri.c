@@ -10,7 +10,7 @@
 
 const char uri_accepted_forms[] =
     "accepted forms are tcp:HOST:PORT (IPv6 as tcp:[ADDR]:PORT), unix:PATH, "
-    "fd:N, file:PATH and rdma:HOST:PORT";
+    "fd:N (or fd:NAME after getfd), file:PATH and rdma:HOST:PORT";
 
 static const char *const kind_names[] = {
     [URI_TCP] = "tcp", [URI_UNIX] = "unix", [URI_FD] = "fd",
@@ -104,10 +104,15 @@ int uri_parse(const char *text, struct uri *uri, struct gw_error *err)
         case URI_FILE:
             return parse_path(text, colon + 1, uri, err);
         case URI_FD:
+            /* QEMU's two forms: a number, or a name given to getfd (which
+             * may not start with a digit, so the two never mix). */
+            if (colon[1] && !isdigit((unsigned char)colon[1]))
+                return parse_path(text, colon + 1, uri, err);
             if (parse_decimal(colon + 1, 65535, &fd) < 0)
                 return gw_error_set(err, -EINVAL,
                                     "invalid URI '%s': fd: takes a file descriptor "
-                                    "number, like fd:3", text);
+                                    "number, like fd:3, or the name given to getfd, "
+                                    "like fd:migrate", text);
             uri->fd = (int)fd;
             return 0;
         }
@@ -129,7 +134,10 @@ void uri_format(const struct uri *uri, char *buf, unsigned len)
         snprintf(buf, len, "%s:%s", kind_names[uri->kind], uri->path);
         break;
     case URI_FD:
-        snprintf(buf, len, "fd:%d", uri->fd);
+        if (uri->path[0])
+            snprintf(buf, len, "fd:%s", uri->path);
+        else
+            snprintf(buf, len, "fd:%d", uri->fd);
         break;
     }
 }

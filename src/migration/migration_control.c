@@ -193,15 +193,19 @@ int migration_incoming(struct migration *migration, const char *uri_text, struct
         return gw_error_set(err, -EBUSY, "an incoming migration was already started here "
                             "(status %s); start a new destination VM for another",
                             migration_status_name(migration->status));
+    if ((rc = migration_take_named_fd(migration, &uri, err)) < 0)
+        return rc;
     /* Listen now, so the socket exists and its errors reach the caller
      * before anyone tries to connect. */
     rc = channel_listen(&uri, &migration->listener, err);
-    if (rc < 0)
-        return rc;
-    migration->incoming_expected = false;
-    rc = migration_launch(migration, &uri, true, err);
-    if (rc < 0)
-        channel_listener_close(&migration->listener);
+    if (rc == 0) {
+        migration->incoming_expected = false;
+        rc = migration_launch(migration, &uri, true, err);
+        if (rc < 0)
+            channel_listener_close(&migration->listener);
+    }
+    if (rc < 0 && uri.kind == URI_FD && uri.path[0])
+        close(uri.fd);   /* taken from getfd: ours to close */
     return rc;
 }
 

@@ -144,6 +144,11 @@ void *migration_destination_thread(void *opaque);
  * parameters ask of a URI: multifd needs tcp: or unix:, device-state
  * channels need multifd and x-channel-header. */
 int migration_check_uri(struct migration *migration, const struct uri *uri, struct gw_error *err);
+
+/* fd:NAME: takes the descriptor a QMP client passed with getfd into
+ * uri->fd; the caller owns it from then on. Other URIs: nothing to do. */
+int migration_take_named_fd(struct migration *migration, struct uri *uri, struct gw_error *err);
+
 /* migrate_cancel: moves an outgoing migration in progress to cancelling and
  * stops it; returns false when there was nothing to cancel. */
 bool migration_begin_cancel(struct migration *migration);

@@ -7,6 +7,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <godwit/hmp.h>
 #include <godwit/size.h>
@@ -15,6 +16,21 @@ static bool in_progress(enum migration_status status)
 {
     return status == MIGRATION_SETUP || status == MIGRATION_ACTIVE ||
            status == MIGRATION_DEVICE || status == MIGRATION_CANCELLING;
+}
+
+int migration_take_named_fd(struct migration *migration, struct uri *uri, struct gw_error *err)
+{
+    int fd;
+
+    if (uri->kind != URI_FD || !uri->path[0])
+        return 0;
+    if (!migration->qmp)
+        return gw_error_set(err, -ENOENT, "File descriptor named '%s' not found", uri->path);
+    fd = qmp_server_take_fd(migration->qmp, uri->path, err);
+    if (fd < 0)
+        return fd;
+    uri->fd = fd;
+    return 0;
 }
 
 static int start_migrate(struct migration *migration, const char *uri_text, struct gw_error *err)
@@ -33,7 +49,18 @@ static int start_migrate(struct migration *migration, const char *uri_text, stru
     if (!migration->is_destination && migration_status(migration) == MIGRATION_COMPLETED)
         return gw_error_set(err, -EINVAL, "this VM has already migrated away; its guest runs "
                             "on the destination now");
-    return migration_launch(migration, &uri, false, err);
+    /* A named descriptor is used up only by a migration that starts: a
+     * refused migrate leaves it to the next. */
+    if (in_progress(migration_status(migration)))
+        return gw_error_set(err, -EBUSY, "a migration is already in progress (status %s); "
+                            "wait for it or cancel it with migrate_cancel",
+                            migration_status_name(migration_status(migration)));
+    if ((rc = migration_take_named_fd(migration, &uri, err)) < 0)
+        return rc;
+    rc = migration_launch(migration, &uri, false, err);
+    if (rc < 0 && uri.path[0] && uri.kind == URI_FD)
+        close(uri.fd);
+    return rc;
 }
 
 static int qmp_migrate(json_t *args, json_t **ret, struct gw_error *err, void *opaque)

@@ -51,6 +51,15 @@ static void test_paths_fd_rdma(void **state)
     assert_string_equal(uri.path, "/tmp/a:b");
     assert_int_equal(uri_parse("fd:3", &uri, NULL), 0);
     assert_int_equal(uri.fd, 3);
+    assert_string_equal(uri.path, "");
+    /* QEMU's fd:NAME: a descriptor passed with getfd, taken when used. */
+    char text[64];
+    assert_int_equal(uri_parse("fd:migrate-1", &uri, NULL), 0);
+    assert_int_equal(uri.kind, URI_FD);
+    assert_int_equal(uri.fd, -1);
+    assert_string_equal(uri.path, "migrate-1");
+    uri_format(&uri, text, sizeof(text));
+    assert_string_equal(text, "fd:migrate-1");
     assert_int_equal(uri_parse("rdma:192.168.0.1:4444", &uri, NULL), 0);
     assert_int_equal(uri.kind, URI_RDMA);
 }
@@ -60,7 +69,7 @@ static void test_bad_uris_name_the_accepted_forms(void **state)
     static const char *const bad[] = {
         "", "tcp", "tcp:", "tcp:host", "tcp:host:", "tcp:host:65536", "tcp:host:-1",
         "tcp:host:12x", "tcp::4444", "tcp:::1:4444", "tcp:[::1]4444", "tcp:[::1", "unix:",
-        "file:", "fd:", "fd:-1", "fd:abc", "fd:3x", "ftp:host:21", "TCP:host:1",
+        "file:", "fd:", "fd:3x", "fd:3abc", "ftp:host:21", "TCP:host:1",
         "http://example.com",
     };
     struct gw_error err;
