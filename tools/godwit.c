@@ -17,7 +17,7 @@
 
 #define EXIT_USAGE 2
 #define DOWNTIME_LIMIT_MAX 2000000ULL      /* ms, as QEMU's */
-#define BANDWIDTH_MAX (1ULL << 53)         /* bytes/s, as QEMU's */
+#define BANDWIDTH_MAX 9223372036854775807ULL   /* bytes/s, 2^63 - 1: the VM's QMP range */
 #define CHANNELS_MAX 255                   /* multifd-channels, as QEMU's */
 #define ZSTD_LEVEL_MAX 20
 
@@ -60,7 +60,7 @@ static const char migrate_usage[] =
     "  --downtime-limit MS    the longest the guest may stay stopped at the\n"
     "                         switchover, 0 to 2000000 ms (the VM's default: 300)\n"
     "  --max-bandwidth RATE   bytes/s the migration may use, a size like 100M or\n"
-    "                         1G (binary units); 0 = unlimited; at most 2^53\n"
+    "                         1G (binary units); 0 = unlimited; at most 2^63 - 1\n"
     "  --avail-switchover-bandwidth RATE\n"
     "                         bytes/s available for the final copy, used to\n"
     "                         predict the downtime; 0 = the measured bandwidth\n"
@@ -205,7 +205,7 @@ static int parse_rate(const char *option, const char *text, uint64_t *rate, bool
                            err.msg, BANDWIDTH_MAX);
     if (*rate > BANDWIDTH_MAX)
         return usage_error("migrate", "%s %s is out of range; allowed: 0 to %llu bytes/s "
-                           "(2^53; 0 = %s)", option, text, BANDWIDTH_MAX,
+                           "(2^63 - 1; 0 = %s)", option, text, BANDWIDTH_MAX,
                            strcmp(option, "--max-bandwidth") ? "the measured bandwidth"
                                                              : "unlimited");
     *given = true;

@@ -21,7 +21,10 @@
 
 #define DOWNTIME_LIMIT_MAX_MS 2000000ULL
 
-#define BANDWIDTH_MAX (1ULL << 53)
+/* QEMU takes bandwidths up to SIZE_MAX; a JSON integer here is signed 64-bit
+ * (jansson), so ours end at 2^63 - 1. libvirt's "unlimited",
+ * 9223372036853727232, is below. */
+#define BANDWIDTH_MAX ((uint64_t)INT64_MAX)
 
 enum multifd_compression { COMPRESSION_NONE, COMPRESSION_ZSTD };
 #define MULTIFD_CHANNELS_MAX 255

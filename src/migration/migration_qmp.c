@@ -535,8 +535,11 @@ static int hmp_set_parameter(const char *args, struct hmp_output *out, struct gw
         rc = size_parse(value_text, bandwidth ? SIZE_MiB : 1, &value, err);
         if (rc < 0)
             return rc;
-        request = json_pack("{s:I}", name, (json_int_t)(value > BANDWIDTH_MAX
-                                                         ? BANDWIDTH_MAX + 1 : value));
+        if (value > (uint64_t)INT64_MAX)   /* more than QMP's JSON carries */
+            return gw_error_set(err, -EINVAL, "Parameter '%s' expects at most %" PRIu64 "%s",
+                                name, parameter ? parameter->max : (uint64_t)INT64_MAX,
+                                bandwidth ? " bytes/second" : "");
+        request = json_pack("{s:I}", name, (json_int_t)value);
     }
     rc = qmp_set_parameters(request, &ret, err, opaque);
     json_decref(request);

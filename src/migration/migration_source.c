@@ -322,7 +322,10 @@ static uint64_t expected_downtime_us(struct source *source, uint64_t remaining)
         bandwidth = atomic_load(&migration->stats.bandwidth);
     if (!bandwidth)
         bandwidth = 1;   /* nothing measured yet: expect the worst */
-    return (uint64_t)((double)remaining * 1e6 / (double)bandwidth);
+    double us = (double)remaining * 1e6 / (double)bandwidth;
+    /* Past 2^62 us (146000 years) it is "never"; a cast beyond 2^64 would be
+     * undefined and the ms rounding after it would wrap. */
+    return us >= 0x1p62 ? 1ULL << 62 : (uint64_t)us;
 }
 
 static int precopy(struct source *source, struct gw_error *err)

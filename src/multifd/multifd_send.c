@@ -186,6 +186,16 @@ void multifd_sender_free(struct multifd_sender *sender)
     free(sender);
 }
 
+/* When bytes sent since start are due at limit bytes/s. In 128 bits: a
+ * limit up to 2^63 (libvirt's "unlimited") must mean no wait, and bytes *
+ * 10^6 passes 64 bits at 18 TB. */
+static uint64_t pace_due_us(uint64_t start_us, uint64_t bytes, uint64_t limit)
+{
+    unsigned __int128 us = (unsigned __int128)bytes * 1000000 / limit;
+
+    return us > UINT64_MAX - start_us ? UINT64_MAX : start_us + (uint64_t)us;
+}
+
 /* Sleeps as needed to keep all lanes together to max-bandwidth, in slices
  * that notice cancel. */
 static void pace(struct multifd_sender *sender, uint64_t bytes, bool vm_stopped)
@@ -204,7 +214,7 @@ static void pace(struct multifd_sender *sender, uint64_t bytes, bool vm_stopped)
         sender->window_bytes = 0;
     }
     sender->window_bytes += bytes;
-    due_us = sender->window_start_us + sender->window_bytes * 1000000 / limit;
+    due_us = pace_due_us(sender->window_start_us, sender->window_bytes, limit);
     pthread_mutex_unlock(&sender->pace_lock);
     while (now < due_us && !migration_cancelled(migration)) {
         uint64_t nap = due_us - now > 20000 ? 20000 : due_us - now;

@@ -309,10 +309,10 @@ class Migrate(GodwitCliTestCase):
         self.assertLess(commands.index("migrate-set-parameters"), commands.index("migrate"))
         # The bounds themselves are allowed.
         vm = self.fake(active_s=0.1)
-        result = self.migrate(vm, "--max-bandwidth", str(1 << 53), "--downtime-limit", "0")
+        result = self.migrate(vm, "--max-bandwidth", str((1 << 63) - 1), "--downtime-limit", "0")
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertEqual(vm.arguments("migrate-set-parameters"),
-                         [{"max-bandwidth": 1 << 53, "downtime-limit": 0}])
+                         [{"max-bandwidth": (1 << 63) - 1, "downtime-limit": 0}])
 
     def test_plain_output_is_one_line_per_second(self):
         vm = self.fake(active_s=2.5)
@@ -647,10 +647,10 @@ class Errors(GodwitCliTestCase):
             (["migrate", "--from", sock, *to, "--downtime-limit", "1s"], "allowed: 0 to 2000000"),
             (["migrate", "--from", sock, *to, "--max-bandwidth", "12X"],
              "'12X' is not a size"),
-            (["migrate", "--from", sock, *to, "--max-bandwidth", str((1 << 53) + 1)],
-             "out of range; allowed: 0 to 9007199254740992 bytes/s"),
-            (["migrate", "--from", sock, *to, "--avail-switchover-bandwidth", "8193T"],
-             "out of range; allowed: 0 to 9007199254740992 bytes/s"),
+            (["migrate", "--from", sock, *to, "--max-bandwidth", str(1 << 63)],
+             "out of range; allowed: 0 to 9223372036854775807 bytes/s"),
+            (["migrate", "--from", sock, *to, "--avail-switchover-bandwidth", "8388608T"],
+             "out of range; allowed: 0 to 9223372036854775807 bytes/s"),
             (["migrate", "--from", sock, *to, "--multifd", "0"],
              "--multifd 0 is out of range; allowed: 1 to 255 channels"),
             (["migrate", "--from", sock, *to, "--multifd", "256"],

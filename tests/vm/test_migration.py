@@ -215,7 +215,7 @@ class BadRequests(MarkerMigration):
         for name, value, phrase in (("downtime-limit", -1, "0 to 2000000"),
                                     ("downtime-limit", 2000001, "0 to 2000000"),
                                     ("max-bandwidth", "fast", "integer"),
-                                    ("avail-switchover-bandwidth", 1 << 60, "0 to")):
+                                    ("avail-switchover-bandwidth", -1, "0 to 9223372036854775807")):
             with self.assertRaises(QmpError) as caught:
                 qmp.command("migrate-set-parameters", **{name: value})
             self.assertIn(phrase, caught.exception.desc)
