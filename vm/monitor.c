@@ -1,4 +1,5 @@
-/* godwit-vm's QMP and HMP commands: run state, memory dump, NMI, quit.
+/* godwit-vm's QMP and HMP commands: run state, memory dump, NMI, quit, the
+ * VM's name and CPUs.
  * Handlers run on the main thread; run-state changes go through vm_pause and
  * vm_resume, which lock. */
 #include "vm.h"
@@ -128,6 +129,45 @@ static int inject_nmi_cmd(json_t *args, json_t **ret, struct gw_error *err, void
     return 0;
 }
 
+static int query_name(json_t *args, json_t **ret, struct gw_error *err, void *opaque)
+{
+    struct vm *vm = opaque;
+
+    (void)args;
+    (void)err;
+    /* As QEMU: without a name the answer is {}. */
+    *ret = vm->config.name ? json_pack("{s:s}", "name", vm->config.name) : json_object();
+    return 0;
+}
+
+/* QEMU's fields for a CPU of an x86 PC machine with one socket, core and
+ * thread per CPU; QEMU's qom-path for CPUs made by -smp. */
+static json_t *cpu_info(unsigned index, pid_t thread_id)
+{
+    char qom_path[64];
+
+    snprintf(qom_path, sizeof(qom_path), "/machine/unattached/device[%u]", index);
+    return json_pack("{s:i,s:s,s:i,s:{s:i,s:i,s:i},s:s}", "cpu-index", (int)index,
+                     "qom-path", qom_path, "thread-id", (int)thread_id, "props", "core-id", 0,
+                     "thread-id", 0, "socket-id", (int)index, "target", "x86_64");
+}
+
+static int query_cpus_fast(json_t *args, json_t **ret, struct gw_error *err, void *opaque)
+{
+    struct vm *vm = opaque;
+    json_t *list = json_array();
+
+    (void)args;
+    (void)err;
+    for (unsigned i = 0; i < vm->nr_vcpus; i++)
+        json_array_append_new(list, cpu_info(i, vcpu_thread_id(&vm->vcpus[i])));
+    /* --accel none: the thread that plays the guest is its one CPU. */
+    if (vm->config.accel_none)
+        json_array_append_new(list, cpu_info(0, soft_cpu_thread_id(&vm->soft_cpu)));
+    *ret = list;
+    return 0;
+}
+
 static const struct qmp_arg pmemsave_args[] = {
     { "val", QMP_ARG_UINT, false },
     { "size", QMP_ARG_UINT, false },
@@ -201,6 +241,8 @@ int monitor_init(struct vm *vm, struct gw_error *err)
         { .name = "quit", .handler = quit_cmd },
         { .name = "pmemsave", .args = pmemsave_args, .handler = pmemsave_cmd },
         { .name = "inject-nmi", .handler = inject_nmi_cmd },
+        { .name = "query-name", .handler = query_name },
+        { .name = "query-cpus-fast", .handler = query_cpus_fast },
     };
     static struct hmp_command hmp_commands[] = {
         { "info status", "", "show the VM's run state", hmp_info_status, NULL },

@@ -34,12 +34,14 @@ const char options_usage[] =
     "                       a test device holding SIZE bytes of state (4K to 1G, a multiple\n"
     "                       of 4K; a bare number means bytes) that changes while the guest\n"
     "                       runs; up to 8, each with its own id (1 to 31 of A-Z a-z 0-9 _ -)\n"
+    "  --name NAME          the VM's name, as query-name reports it (1 to 255 printable\n"
+    "                       characters)\n"
     "  --help               print this help and exit\n"
     "  --version            print the version and exit\n";
 
 enum option_id {
     OPT_MEMORY = 256, OPT_KERNEL, OPT_APPEND, OPT_SERIAL, OPT_QMP, OPT_MEM_PATH,
-    OPT_MEM_PREALLOC, OPT_INCOMING, OPT_DEVICE, OPT_HELP, OPT_VERSION, OPT_ACCEL,
+    OPT_MEM_PREALLOC, OPT_INCOMING, OPT_DEVICE, OPT_HELP, OPT_VERSION, OPT_ACCEL, OPT_NAME,
 };
 
 static const struct option long_options[] = {
@@ -53,6 +55,7 @@ static const struct option long_options[] = {
     { "incoming", required_argument, NULL, OPT_INCOMING },
     { "device", required_argument, NULL, OPT_DEVICE },
     { "accel", required_argument, NULL, OPT_ACCEL },
+    { "name", required_argument, NULL, OPT_NAME },
     { "help", no_argument, NULL, OPT_HELP },
     { "version", no_argument, NULL, OPT_VERSION },
     { NULL, 0, NULL, 0 },
@@ -98,6 +101,23 @@ static int parse_qmp(const char *text, struct vm_config *config, struct gw_error
         return gw_error_set(err, -EINVAL,
                             "--qmp '%s' is not understood; use unix:PATH", text);
     config->qmp_path = text + 5;
+    return 0;
+}
+
+/* QEMU's -name takes any string; ours goes back out in JSON and in
+ * messages, so control characters are refused. */
+static int parse_name(const char *text, struct vm_config *config, struct gw_error *err)
+{
+    size_t len = strlen(text);
+
+    if (len == 0 || len > VM_NAME_MAX)
+        return gw_error_set(err, -EINVAL, "--name must have 1 to %d characters, not %zu",
+                            VM_NAME_MAX, len);
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)text[i] < 0x20 || text[i] == 0x7f)
+            return gw_error_set(err, -EINVAL, "--name has a control character at byte %zu; "
+                                "a name is printable text", i);
+    config->name = text;
     return 0;
 }
 
@@ -268,6 +288,7 @@ static int parse_one(int id, const char *arg, struct vm_config *config, struct g
     case OPT_MEM_PREALLOC: config->mem_prealloc = true; return 0;
     case OPT_INCOMING: return parse_incoming(arg, config, err);
     case OPT_DEVICE: return parse_device(arg, config, err);
+    case OPT_NAME: return parse_name(arg, config, err);
     case OPT_ACCEL:
         if (strcmp(arg, "kvm") && strcmp(arg, "none"))
             return gw_error_set(err, -EINVAL, "--accel %s: use kvm or none", arg);
@@ -300,7 +321,7 @@ int options_parse(int argc, char **argv, struct vm_config *config, struct gw_err
             return gw_error_set(err, -EINVAL,
                                 "unknown option '%s'; the options are --memory, --kernel, "
                                 "--append, --serial, --qmp, --mem-path, --mem-prealloc, "
-                                "--incoming, --device, --accel, --help and --version",
+                                "--incoming, --device, --accel, --name, --help and --version",
                                 bad);
         }
         rc = parse_one(id, optarg, config, err);

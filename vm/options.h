@@ -10,6 +10,7 @@
 #include <godwit/uri.h>
 
 #define VM_MEMORY_MIN (16ULL << 20)
+#define VM_NAME_MAX 255
 
 enum serial_kind { SERIAL_NONE, SERIAL_STDIO, SERIAL_FILE };
 
@@ -36,6 +37,7 @@ struct vm_config {
     enum serial_kind serial;
     const char *serial_path;  /* SERIAL_FILE */
     const char *qmp_path;     /* NULL: no monitor */
+    const char *name;         /* --name, for query-name; NULL: none */
     const char *mem_path;     /* NULL: anonymous memory */
     bool mem_prealloc;
     bool accel_none;          /* --accel none: vm/soft_cpu.h */

@@ -123,6 +123,10 @@ static void *soft_cpu_thread(void *opaque)
     struct soft_cpu *cpu = opaque;
     struct timespec pause = { 0, CHUNK_PAUSE_NS };
 
+    pthread_mutex_lock(&cpu->lock);
+    cpu->tid = gettid();
+    pthread_cond_broadcast(&cpu->changed);
+    pthread_mutex_unlock(&cpu->lock);
     while (wait_to_run(cpu)) {
         if (!cpu->booted) {
             for (uint64_t gpa = cpu->first; cpu->mode == MODE_DIRTY && gpa < cpu->end; gpa += PAGE)
@@ -160,7 +164,21 @@ int soft_cpu_start(struct soft_cpu *cpu, struct gw_error *err)
     if (rc)
         return gw_error_set(err, -rc, "cannot start the soft CPU thread: %s", strerror(rc));
     cpu->started = true;
+    pthread_mutex_lock(&cpu->lock);
+    while (!cpu->tid)
+        pthread_cond_wait(&cpu->changed, &cpu->lock);
+    pthread_mutex_unlock(&cpu->lock);
     return 0;
+}
+
+pid_t soft_cpu_thread_id(struct soft_cpu *cpu)
+{
+    pid_t tid;
+
+    pthread_mutex_lock(&cpu->lock);
+    tid = cpu->tid;
+    pthread_mutex_unlock(&cpu->lock);
+    return tid;
 }
 
 void soft_cpu_stop(struct soft_cpu *cpu)

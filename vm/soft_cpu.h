@@ -14,6 +14,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <godwit/device.h>
 #include <godwit/dirty.h>
@@ -41,6 +42,7 @@ struct soft_cpu {
     uint64_t *dirty[2];
     atomic_bool tracking;
     bool nmi_pending;         /* under lock: the guest's handler prints 'N' */
+    pid_t tid;                /* under lock: the thread's id, once it runs */
 };
 
 extern const struct dirty_tracker_ops soft_dirty_ops;
@@ -50,7 +52,9 @@ int soft_cpu_init(struct soft_cpu *cpu, struct guest_memory *memory, const char 
                   int serial_fd, struct gw_error *err);
 int soft_cpu_register(struct soft_cpu *cpu, struct device_registry *devices,
                       struct gw_error *err);
+/* Returns once the thread runs, so its id is known. */
 int soft_cpu_start(struct soft_cpu *cpu, struct gw_error *err);
+pid_t soft_cpu_thread_id(struct soft_cpu *cpu);
 /* Returns once the thread is parked between two pages. */
 void soft_cpu_stop(struct soft_cpu *cpu);
 void soft_cpu_resume(struct soft_cpu *cpu);

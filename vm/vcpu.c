@@ -235,6 +235,10 @@ static void *vcpu_thread(void *opaque)
 {
     struct vcpu *vcpu = opaque;
 
+    pthread_mutex_lock(&vcpu->lock);
+    vcpu->tid = gettid();
+    pthread_cond_broadcast(&vcpu->changed);
+    pthread_mutex_unlock(&vcpu->lock);
     while (handle_requests(vcpu)) {
         if (ioctl(vcpu->fd, KVM_RUN, 0) < 0) {
             if (errno == EINTR || errno == EAGAIN) {
@@ -264,7 +268,21 @@ int vcpu_start(struct vcpu *vcpu, struct gw_error *err)
     if (rc)
         return gw_error_set(err, -rc, "cannot start the vCPU thread: %s", strerror(rc));
     vcpu->thread_started = true;
+    pthread_mutex_lock(&vcpu->lock);
+    while (!vcpu->tid)
+        pthread_cond_wait(&vcpu->changed, &vcpu->lock);
+    pthread_mutex_unlock(&vcpu->lock);
     return 0;
+}
+
+pid_t vcpu_thread_id(struct vcpu *vcpu)
+{
+    pid_t tid;
+
+    pthread_mutex_lock(&vcpu->lock);
+    tid = vcpu->tid;
+    pthread_mutex_unlock(&vcpu->lock);
+    return tid;
 }
 
 static void kick(struct vcpu *vcpu)

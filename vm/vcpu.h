@@ -7,6 +7,7 @@
 #include <linux/kvm.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <sys/types.h>
 #include <stdint.h>
 
 #include <godwit/error.h>
@@ -28,6 +29,7 @@ struct vcpu {
     bool quit_requested;
     bool parked;              /* set by the vCPU thread: out of KVM_RUN, waiting */
     bool exited;              /* set by the vCPU thread as it ends */
+    pid_t tid;                /* the thread's id, set as it starts (query-cpus-fast) */
 };
 
 /* The register state a multiboot v1 loader hands over. */
@@ -41,8 +43,10 @@ int vcpu_create(struct vm *vm, struct vcpu *vcpu, unsigned id, struct gw_error *
 /* 32-bit protected mode, flat segments, paging off, interrupts off. */
 int vcpu_set_multiboot_entry(struct vcpu *vcpu, const struct vcpu_entry *entry,
                              struct gw_error *err);
-/* Starts the thread parked: it enters the guest on the first vcpu_resume. */
+/* Starts the thread parked: it enters the guest on the first vcpu_resume.
+ * Returns once the thread runs, so its id is known. */
 int vcpu_start(struct vcpu *vcpu, struct gw_error *err);
+pid_t vcpu_thread_id(struct vcpu *vcpu);
 
 void vcpu_stop(struct vcpu *vcpu);          /* asks; returns at once */
 void vcpu_wait_parked(struct vcpu *vcpu);   /* returns when out of KVM_RUN */
