@@ -55,6 +55,9 @@ enum migration_status {
     MIGRATION_CANCELLED,
     MIGRATION_FAILED,
     MIGRATION_COMPLETED,
+    /* pause-before-switchover: the guest is stopped and nothing of the
+     * stop-copy phase is sent until migrate-continue. */
+    MIGRATION_PRE_SWITCHOVER,
 };
 
 const char *migration_status_name(enum migration_status status);

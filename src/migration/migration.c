@@ -18,6 +18,7 @@ const char *migration_status_name(enum migration_status status)
         [MIGRATION_ACTIVE] = "active", [MIGRATION_DEVICE] = "device",
         [MIGRATION_CANCELLING] = "cancelling", [MIGRATION_CANCELLED] = "cancelled",
         [MIGRATION_FAILED] = "failed", [MIGRATION_COMPLETED] = "completed",
+        [MIGRATION_PRE_SWITCHOVER] = "pre-switchover",
     };
     return names[status];
 }
@@ -58,7 +59,8 @@ void migration_set_status(struct migration *migration, enum migration_status sta
      * (setup done, stop-copy begun) must not be shown as a step back. */
     if (migration->status == status ||
         (migration->status == MIGRATION_CANCELLING &&
-         (status == MIGRATION_ACTIVE || status == MIGRATION_DEVICE))) {
+         (status == MIGRATION_ACTIVE || status == MIGRATION_DEVICE ||
+          status == MIGRATION_PRE_SWITCHOVER))) {
         pthread_mutex_unlock(&migration->lock);
         return;
     }

@@ -60,7 +60,8 @@ bool migration_begin_cancel(struct migration *migration)
     pthread_mutex_lock(&migration->lock);
     cancelling = !migration->is_destination &&
                  (migration->status == MIGRATION_SETUP || migration->status == MIGRATION_ACTIVE ||
-                  migration->status == MIGRATION_DEVICE);
+                  migration->status == MIGRATION_DEVICE ||
+                  migration->status == MIGRATION_PRE_SWITCHOVER);
     if (cancelling) {
         migration->status = MIGRATION_CANCELLING;
         pthread_cond_broadcast(&migration->changed);
@@ -143,7 +144,8 @@ int migration_launch(struct migration *migration, const struct uri *uri, bool de
     pthread_mutex_lock(&migration->lock);
     status = migration->status;
     if (status == MIGRATION_SETUP || status == MIGRATION_ACTIVE ||
-        status == MIGRATION_DEVICE || status == MIGRATION_CANCELLING) {
+        status == MIGRATION_DEVICE || status == MIGRATION_CANCELLING ||
+        status == MIGRATION_PRE_SWITCHOVER) {
         pthread_mutex_unlock(&migration->lock);
         return gw_error_set(err, -EBUSY, "a migration is already in progress (status %s); "
                             "wait for it or cancel it with migrate_cancel",

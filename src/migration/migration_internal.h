@@ -83,6 +83,8 @@ struct migration {
     char error[GW_ERROR_MSG_MAX];
     struct migration_params params;
     bool cap_events, cap_multifd, cap_channel_header;
+    bool cap_pause_before_switchover;
+    bool continue_requested;         /* migrate-continue in pre-switchover */
     struct migration_config config;  /* of the migration in progress: its thread's */
     bool incoming_expected;          /* started with --incoming defer */
     bool is_destination;

@@ -15,7 +15,8 @@
 static bool in_progress(enum migration_status status)
 {
     return status == MIGRATION_SETUP || status == MIGRATION_ACTIVE ||
-           status == MIGRATION_DEVICE || status == MIGRATION_CANCELLING;
+           status == MIGRATION_DEVICE || status == MIGRATION_CANCELLING ||
+           status == MIGRATION_PRE_SWITCHOVER;
 }
 
 int migration_take_named_fd(struct migration *migration, struct uri *uri, struct gw_error *err)
@@ -90,6 +91,42 @@ static int qmp_migrate_cancel(json_t *args, json_t **ret, struct gw_error *err, 
     (void)ret;
     (void)err;
     migration_begin_cancel(opaque);   /* as QEMU: nothing to cancel is not an error */
+    return 0;
+}
+
+static int status_from_name(const char *name, enum migration_status *status)
+{
+    for (int s = MIGRATION_NONE; s <= MIGRATION_PRE_SWITCHOVER; s++) {
+        if (!strcmp(migration_status_name((enum migration_status)s), name)) {
+            *status = (enum migration_status)s;
+            return 0;
+        }
+    }
+    return -EINVAL;
+}
+
+/* pause-before-switchover: lets the source go on from pre-switchover. As
+ * QEMU, `state` must be the status the migration is in. */
+static int qmp_migrate_continue(json_t *args, json_t **ret, struct gw_error *err, void *opaque)
+{
+    struct migration *migration = opaque;
+    const char *state = json_string_value(json_object_get(args, "state"));
+    enum migration_status wanted, status;
+
+    (void)ret;
+    if (!state || status_from_name(state, &wanted) < 0)
+        return gw_error_set(err, -EINVAL, "Parameter 'state' does not accept value '%s'",
+                            state ? state : "");
+    pthread_mutex_lock(&migration->lock);
+    status = migration->status;
+    if (status == wanted && status == MIGRATION_PRE_SWITCHOVER) {
+        migration->continue_requested = true;
+        pthread_cond_broadcast(&migration->changed);
+    }
+    pthread_mutex_unlock(&migration->lock);
+    if (status != wanted)
+        return gw_error_set(err, -EINVAL, "Migration not in expected state: %s",
+                            migration_status_name(status));
     return 0;
 }
 
@@ -227,7 +264,7 @@ static int qmp_set_capabilities(json_t *args, json_t **ret, struct gw_error *err
 {
     struct migration *migration = opaque;
     json_t *list = json_object_get(args, "capabilities"), *entry;
-    bool events, multifd, channel_header;
+    bool events, multifd, channel_header, pause;
     size_t i;
 
     (void)ret;
@@ -240,6 +277,7 @@ static int qmp_set_capabilities(json_t *args, json_t **ret, struct gw_error *err
     events = migration->cap_events;
     multifd = migration->cap_multifd;
     channel_header = migration->cap_channel_header;
+    pause = migration->cap_pause_before_switchover;
     pthread_mutex_unlock(&migration->lock);
     json_array_foreach(list, i, entry) {
         const char *name = json_string_value(json_object_get(entry, "capability"));
@@ -249,16 +287,19 @@ static int qmp_set_capabilities(json_t *args, json_t **ret, struct gw_error *err
                                 "\"state\": BOOL}");
         bool *cap = !strcmp(name, "events") ? &events
                     : !strcmp(name, "multifd") ? &multifd
-                    : !strcmp(name, "x-channel-header") ? &channel_header : NULL;
+                    : !strcmp(name, "x-channel-header") ? &channel_header
+                    : !strcmp(name, "pause-before-switchover") ? &pause : NULL;
         if (!cap)
             return gw_error_set(err, -EINVAL, "Capability '%s' is not supported by godwit; "
-                                "supported: events, multifd, x-channel-header", name);
+                                "supported: events, multifd, x-channel-header, "
+                                "pause-before-switchover", name);
         *cap = json_is_true(state);
     }
     pthread_mutex_lock(&migration->lock);
     migration->cap_events = events;
     migration->cap_multifd = multifd;
     migration->cap_channel_header = channel_header;
+    migration->cap_pause_before_switchover = pause;
     pthread_mutex_unlock(&migration->lock);
     return 0;
 }
@@ -270,10 +311,11 @@ static int qmp_query_capabilities(json_t *args, json_t **ret, struct gw_error *e
     (void)args;
     (void)err;
     pthread_mutex_lock(&migration->lock);
-    *ret = json_pack("[{s:s,s:b},{s:s,s:b},{s:s,s:b}]", "capability", "events", "state",
-                     migration->cap_events, "capability", "multifd", "state",
+    *ret = json_pack("[{s:s,s:b},{s:s,s:b},{s:s,s:b},{s:s,s:b}]", "capability", "events",
+                     "state", migration->cap_events, "capability", "multifd", "state",
                      migration->cap_multifd, "capability", "x-channel-header", "state",
-                     migration->cap_channel_header);
+                     migration->cap_channel_header, "capability", "pause-before-switchover",
+                     "state", migration->cap_pause_before_switchover);
     pthread_mutex_unlock(&migration->lock);
     return 0;
 }
@@ -332,7 +374,8 @@ static json_t *migrate_info(struct migration *migration)
     if (status != MIGRATION_SETUP)
         json_object_set_new(info, "setup-time",
                             json_integer((json_int_t)atomic_load(&stats->setup_ms)));
-    if (status == MIGRATION_ACTIVE || status == MIGRATION_DEVICE)
+    if (status == MIGRATION_ACTIVE || status == MIGRATION_DEVICE ||
+        status == MIGRATION_PRE_SWITCHOVER)
         json_object_set_new(info, "expected-downtime",
                             json_integer((json_int_t)atomic_load(&stats->expected_downtime_ms)));
     if (status == MIGRATION_COMPLETED && !migration->is_destination) {
@@ -479,6 +522,8 @@ static int hmp_info_capabilities(const char *args, struct hmp_output *out, struc
     hmp_printf(out, "events: %s\r\n", migration->cap_events ? "on" : "off");
     hmp_printf(out, "multifd: %s\r\n", migration->cap_multifd ? "on" : "off");
     hmp_printf(out, "x-channel-header: %s\r\n", migration->cap_channel_header ? "on" : "off");
+    hmp_printf(out, "pause-before-switchover: %s\r\n",
+               migration->cap_pause_before_switchover ? "on" : "off");
     pthread_mutex_unlock(&migration->lock);
     return 0;
 }
@@ -509,6 +554,17 @@ static int hmp_migrate_cancel(const char *args, struct hmp_output *out, struct g
     (void)args;
     (void)out;
     return qmp_migrate_cancel(NULL, NULL, err, opaque);
+}
+
+static int hmp_migrate_continue(const char *args, struct hmp_output *out, struct gw_error *err,
+                                void *opaque)
+{
+    json_t *request = json_pack("{s:s}", "state", args), *ret = NULL;
+    int rc = qmp_migrate_continue(request, &ret, err, opaque);
+
+    (void)out;
+    json_decref(request);
+    return rc;
 }
 
 /* HMP takes human sizes for bandwidths ("100M" is 100 MiB/s) and plain
@@ -559,6 +615,9 @@ static const struct qmp_arg parameter_args[] = {
     { "x-multifd-channels-device-state", QMP_ARG_ANY, true },
     { "x-multifd-packet-pages", QMP_ARG_ANY, true }, { NULL, 0, false },
 };
+static const struct qmp_arg continue_args[] = {
+    { "state", QMP_ARG_STR, false }, { NULL, 0, false },
+};
 static const struct qmp_arg capability_args[] = {
     { "capabilities", QMP_ARG_ANY, false }, { NULL, 0, false },
 };
@@ -569,6 +628,7 @@ int migration_register_monitor(struct migration *migration, struct gw_error *err
         { "migrate", migrate_args, qmp_migrate, migration },
         { "migrate-incoming", uri_args, qmp_migrate_incoming, migration },
         { "migrate_cancel", NULL, qmp_migrate_cancel, migration },
+        { "migrate-continue", continue_args, qmp_migrate_continue, migration },
         { "migrate-set-parameters", parameter_args, qmp_set_parameters, migration },
         { "query-migrate-parameters", NULL, qmp_query_parameters, migration },
         { "migrate-set-capabilities", capability_args, qmp_set_capabilities, migration },
@@ -586,6 +646,8 @@ int migration_register_monitor(struct migration *migration, struct gw_error *err
         { "migrate_incoming", "URI", "receive a migration on URI (with --incoming defer)",
           hmp_migrate_incoming, migration },
         { "migrate_cancel", "", "cancel the outgoing migration", hmp_migrate_cancel, migration },
+        { "migrate_continue", "STATE", "go on from STATE (pre-switchover, with the "
+          "pause-before-switchover capability)", hmp_migrate_continue, migration },
         { "migrate_set_parameter", "NAME VALUE", "set a migration parameter (bandwidths in "
           "MiB/s unless suffixed)", hmp_set_parameter, migration },
     };

@@ -421,15 +421,51 @@ static int wait_for_destination(struct migration *migration, bool *flag, uint64_
     return rc;
 }
 
+/* pause-before-switchover (QEMU's): with the guest stopped and nothing of
+ * the stop-copy phase sent, waits in pre-switchover for migrate-continue.
+ * migrate_cancel, or a destination that fails or goes away meanwhile, ends
+ * the migration and the guest runs on here, unchanged. */
+static int pause_before_switchover(struct migration *migration, struct gw_error *err)
+{
+    int rc = 0;
+
+    pthread_mutex_lock(&migration->lock);
+    migration->continue_requested = false;
+    pthread_mutex_unlock(&migration->lock);
+    migration_set_status(migration, MIGRATION_PRE_SWITCHOVER);
+    pthread_mutex_lock(&migration->lock);
+    while (!migration->continue_requested && !migration_cancelled(migration) &&
+           !migration->rp_error[0] && !migration->rp_closed)
+        wait_changed(migration);
+    if (migration_cancelled(migration))
+        rc = gw_error_set(err, -ECANCELED, "the migration was cancelled");
+    else if (!migration->continue_requested)
+        rc = migration->rp_error[0]
+                 ? gw_error_set(err, -EIO, "the destination failed: %s", migration->rp_error)
+                 : gw_error_set(err, -EPIPE, "the destination closed the connection while the "
+                                "source waited for migrate-continue");
+    pthread_mutex_unlock(&migration->lock);
+    if (rc == 0)
+        migration_set_status(migration, MIGRATION_DEVICE);
+    return rc;
+}
+
 static int switchover(struct source *source, struct gw_error *err)
 {
     struct migration *migration = source->migration;
     struct migration_stats *stats = &migration->stats;
+    bool pause;
     int rc;
 
-    migration_set_status(migration, MIGRATION_DEVICE);
+    pthread_mutex_lock(&migration->lock);
+    pause = migration->cap_pause_before_switchover;
+    pthread_mutex_unlock(&migration->lock);
+    if (!pause)
+        migration_set_status(migration, MIGRATION_DEVICE);
     source->vm_stopped = migration->host.stop_for_switchover(migration->host.opaque);
     source->stop_us = migration_now_us();
+    if (pause && (rc = pause_before_switchover(migration, err)) < 0)
+        return rc;
     atomic_store(&stats->expected_downtime_at_switchover_ms,
                  (source->expected_downtime_us + 999) / 1000);
     /* Tells the destination that precopy data is over, so it may load
