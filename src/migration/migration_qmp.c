@@ -336,7 +336,7 @@ static json_t *ram_info(struct migration *migration)
 
     for (unsigned i = 0; i < migration->host.nr_blocks; i++)
         total += migration->host.blocks[i].size;
-    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:I,s:I,s:I,s:I,s:I,s:I}",
+    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
         "transferred", (json_int_t)atomic_load(&stats->transferred),
         "remaining", (json_int_t)atomic_load(&stats->remaining_bytes),
         "total", (json_int_t)total,
@@ -350,7 +350,8 @@ static json_t *ram_info(struct migration *migration)
         "precopy-bytes", (json_int_t)precopy,
         "downtime-bytes", (json_int_t)atomic_load(&stats->downtime_bytes),
         "dirty-sync-time", (json_int_t)(atomic_load(&stats->dirty_sync_time_us) / 1000),
-        "multifd-bytes", (json_int_t)atomic_load(&stats->multifd_bytes));
+        "multifd-bytes", (json_int_t)atomic_load(&stats->multifd_bytes),
+        "page-size", (json_int_t)page_size);
 }
 
 static json_t *migrate_info(struct migration *migration)

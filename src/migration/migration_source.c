@@ -62,6 +62,13 @@ static int write_record(struct source *source, uint32_t type, const struct iovec
     return rc;
 }
 
+/* As QEMU: one MIGRATION_PASS per dirty-bitmap sync, numbered by
+ * dirty-sync-count, the final sync with the guest stopped included. */
+static void emit_pass(struct migration *migration, uint64_t count)
+{
+    migration_emit(migration, "MIGRATION_PASS", json_pack("{s:I}", "pass", (json_int_t)count));
+}
+
 static void *return_path_thread(void *opaque)
 {
     struct migration *migration = opaque;
@@ -230,6 +237,12 @@ static int setup(struct source *source, struct gw_error *err)
     /* Starting to track, every page dirty, is the first sync: QEMU counts
      * it too, so dirty-sync-count is 1 during the first pass. */
     atomic_store(&migration->stats.dirty_sync_count, 1);
+    emit_pass(migration, 1);
+    /* As QEMU, before the first pass has measured anything the expected
+     * downtime shown is the limit. */
+    pthread_mutex_lock(&migration->lock);
+    atomic_store(&migration->stats.expected_downtime_ms, migration->params.downtime_limit_ms);
+    pthread_mutex_unlock(&migration->lock);
     return setup_sending(source, err);
 }
 
@@ -257,7 +270,7 @@ static int sync_dirty(struct source *source, struct gw_error *err)
             return rc;
     }
     atomic_fetch_add(&migration->stats.dirty_sync_time_us, migration_now_us() - started);
-    atomic_fetch_add(&migration->stats.dirty_sync_count, 1);
+    emit_pass(migration, atomic_fetch_add(&migration->stats.dirty_sync_count, 1) + 1);
     return 0;
 }
 
@@ -272,7 +285,6 @@ static int run_pass(struct source *source, uint64_t pass, uint64_t *dirty_pages,
     struct iovec part = { &pass, sizeof(pass) };
     int rc;
 
-    migration_emit(migration, "MIGRATION_PASS", json_pack("{s:I}", "pass", (json_int_t)pass));
     atomic_store(&stats->pass_started_us, started);
     source->pass = pass;
     rc = ram_send_dirty(&source->walker, &source->sink, true, false, pass, err);
