@@ -94,6 +94,30 @@ class Qmp:
     def send_raw(self, data):
         self.sock.sendall(data if isinstance(data, bytes) else data.encode())
 
+    def send_fds(self, data, fds):
+        """Sends data with descriptors attached (SCM_RIGHTS): the server
+        keeps the first for the next getfd. libvirt attaches the descriptor
+        to the getfd request itself; qemu.qmp's send_fd_scm sends it with a
+        single space before the request."""
+        data = data if isinstance(data, bytes) else data.encode()
+        sent = socket.send_fds(self.sock, [data], list(fds))
+        if sent < len(data):
+            self.sock.sendall(data[sent:])
+
+    def getfd(self, name, fd, attached=True):
+        """QEMU's getfd: passes fd and names it. attached=False sends the
+        descriptor first, on its own, as qemu.qmp does."""
+        request = json.dumps({"execute": "getfd", "arguments": {"fdname": name}}) + "\n"
+        if attached:
+            self.send_fds(request, [fd])
+        else:
+            self.send_fds(b" ", [fd])
+            self.send_raw(request)
+        reply = self.read_reply()
+        if "error" in reply:
+            raise QmpError(reply["error"])
+        return reply["return"]
+
     def read_reply(self):
         """The next reply (return or error), keeping events aside."""
         while True:

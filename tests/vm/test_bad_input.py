@@ -99,12 +99,15 @@ class BadInput(VmTestCase):
                             "accepted forms")
         self.assert_refused(["--kernel", TESTGUEST, "--incoming", "ftp:x:1", *self.common()],
                             "unknown transport 'ftp'")
+        # fd:NAME names a descriptor passed later with getfd: none exists yet.
+        self.assert_refused(["--kernel", TESTGUEST, "--incoming", "fd:migrate", *self.common()],
+                            "--incoming defer, then getfd")
 
     def test_help_and_version(self):
         result = subprocess.run([GODWIT_VM, "--help"], capture_output=True, text=True)
         self.assertEqual(result.returncode, 0)
         for option in ("--memory", "--kernel", "--append", "--serial", "--qmp", "--mem-path",
-                       "--mem-prealloc", "--incoming", "--help", "--version"):
+                       "--mem-prealloc", "--incoming", "--name", "--help", "--version"):
             self.assertIn(option, result.stdout)
         result = subprocess.run([GODWIT_VM, "--version"], capture_output=True, text=True)
         self.assertEqual(result.returncode, 0)
