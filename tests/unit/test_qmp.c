@@ -336,6 +336,39 @@ static void test_hmp_dispatch(void **state)
     assert_non_null(qmp_server_find(f->server, "human-monitor-command"));
 }
 
+/* What the server answers itself: query-version in QEMU's shape, as the
+ * greeting has it, and getfd/closefd without a socket to pass anything. */
+static void test_builtin_version_and_fds(void **state)
+{
+    struct fixture *f = *state;
+    json_t *greeting = next_message(&f->out), *reply, *version;
+    struct gw_error err = { 0 };
+
+    reply = request(f, "{\"execute\":\"qmp_capabilities\"}");
+    json_decref(reply);
+    reply = request(f, "{\"execute\":\"query-version\"}");
+    version = json_object_get(reply, "return");
+    assert_true(json_equal(version, json_object_get(json_object_get(greeting, "QMP"),
+                                                    "version")));
+    assert_true(json_is_integer(json_object_get(json_object_get(version, "qemu"), "major")));
+    assert_true(json_is_integer(json_object_get(json_object_get(version, "qemu"), "minor")));
+    assert_true(json_is_integer(json_object_get(json_object_get(version, "qemu"), "micro")));
+    assert_string_equal(json_string_value(json_object_get(version, "package")), "godwit test");
+    json_decref(reply);
+    json_decref(greeting);
+    reply = request(f, "{\"execute\":\"getfd\",\"arguments\":{\"fdname\":\"a\"}}");
+    assert_string_equal(error_desc(reply), "No file descriptor supplied via SCM_RIGHTS");
+    json_decref(reply);
+    reply = request(f, "{\"execute\":\"getfd\",\"arguments\":{}}");
+    assert_string_equal(error_desc(reply), "Parameter 'fdname' is missing");
+    json_decref(reply);
+    reply = request(f, "{\"execute\":\"closefd\",\"arguments\":{\"fdname\":\"a\"}}");
+    assert_string_equal(error_desc(reply), "File descriptor named 'a' not found");
+    json_decref(reply);
+    assert_int_equal(qmp_server_take_fd(f->server, "a", &err), -ENOENT);
+    assert_string_equal(err.msg, "File descriptor named 'a' not found");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -348,6 +381,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_limits_nesting_and_size, setup, teardown),
         cmocka_unit_test_setup_teardown(test_events_only_after_negotiation, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hmp_dispatch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_builtin_version_and_fds, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
