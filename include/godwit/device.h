@@ -87,6 +87,9 @@ struct device_registry {
     unsigned count;
 };
 
+/* Refuses, with a sentence naming the op, an ops table the engine could
+ * not use: save (or the three piece ops), load (or the piece ops), and
+ * save_precopy with load_precopy, as described above. */
 int device_register(struct device_registry *registry, const char *id, uint32_t instance,
                     uint32_t version, const struct device_ops *ops, void *opaque,
                     struct gw_error *err);
