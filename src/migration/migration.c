@@ -52,15 +52,20 @@ void migration_emit(struct migration *migration, const char *event, json_t *data
         json_decref(data);
 }
 
+bool migration_in_progress(enum migration_status status)
+{
+    return status == MIGRATION_SETUP || status == MIGRATION_ACTIVE ||
+           status == MIGRATION_DEVICE || status == MIGRATION_PRE_SWITCHOVER ||
+           status == MIGRATION_CANCELLING;
+}
+
 void migration_set_status(struct migration *migration, enum migration_status status)
 {
     pthread_mutex_lock(&migration->lock);
     /* Once cancelling, a migration only ends: the thread's own progress
      * (setup done, stop-copy begun) must not be shown as a step back. */
     if (migration->status == status ||
-        (migration->status == MIGRATION_CANCELLING &&
-         (status == MIGRATION_ACTIVE || status == MIGRATION_DEVICE ||
-          status == MIGRATION_PRE_SWITCHOVER))) {
+        (migration->status == MIGRATION_CANCELLING && migration_in_progress(status))) {
         pthread_mutex_unlock(&migration->lock);
         return;
     }

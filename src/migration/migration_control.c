@@ -58,10 +58,8 @@ bool migration_begin_cancel(struct migration *migration)
     /* Checked and set under one lock: a migration that ends meanwhile must
      * not be left "cancelling" forever. */
     pthread_mutex_lock(&migration->lock);
-    cancelling = !migration->is_destination &&
-                 (migration->status == MIGRATION_SETUP || migration->status == MIGRATION_ACTIVE ||
-                  migration->status == MIGRATION_DEVICE ||
-                  migration->status == MIGRATION_PRE_SWITCHOVER);
+    cancelling = !migration->is_destination && migration_in_progress(migration->status) &&
+                 migration->status != MIGRATION_CANCELLING;
     if (cancelling) {
         migration->status = MIGRATION_CANCELLING;
         pthread_cond_broadcast(&migration->changed);
@@ -134,24 +132,41 @@ static int prepare_cancel_pipe(struct migration *migration, struct gw_error *err
     return 0;
 }
 
-/* Starts a thread for a new migration; refuses while one is in progress. */
-int migration_launch(struct migration *migration, const struct uri *uri, bool destination,
-                     struct gw_error *err)
+int migration_take_named_fd(struct migration *migration, struct uri *uri, struct gw_error *err)
 {
-    enum migration_status status;
-    int rc;
+    int fd;
 
-    pthread_mutex_lock(&migration->lock);
-    status = migration->status;
-    if (status == MIGRATION_SETUP || status == MIGRATION_ACTIVE ||
-        status == MIGRATION_DEVICE || status == MIGRATION_CANCELLING ||
-        status == MIGRATION_PRE_SWITCHOVER) {
-        pthread_mutex_unlock(&migration->lock);
+    if (uri->kind != URI_FD || !uri->path[0])
+        return 0;
+    if (!migration->qmp)
+        return gw_error_set(err, -ENOENT, "File descriptor named '%s' not found", uri->path);
+    fd = qmp_server_take_fd(migration->qmp, uri->path, err);
+    if (fd < 0)
+        return fd;
+    uri->fd = fd;
+    return 0;
+}
+
+int migration_check_idle(struct migration *migration, struct gw_error *err)
+{
+    enum migration_status status = migration_status(migration);
+
+    if (migration_in_progress(status))
         return gw_error_set(err, -EBUSY, "a migration is already in progress (status %s); "
                             "wait for it or cancel it with migrate_cancel",
                             migration_status_name(status));
-    }
-    pthread_mutex_unlock(&migration->lock);
+    return 0;
+}
+
+/* Starts a thread for a new migration; refuses while one is in progress
+ * (only the monitor thread launches, so the check cannot go stale). */
+int migration_launch(struct migration *migration, const struct uri *uri, bool destination,
+                     struct gw_error *err)
+{
+    int rc = migration_check_idle(migration, err);
+
+    if (rc < 0)
+        return rc;
     rc = prepare_cancel_pipe(migration, err);
     if (rc < 0)
         return rc;
@@ -185,11 +200,9 @@ int migration_launch(struct migration *migration, const struct uri *uri, bool de
 int migration_incoming(struct migration *migration, const char *uri_text, struct gw_error *err)
 {
     struct uri uri;
-    int rc = uri_parse(uri_text, &uri, err);
+    int rc = migration_parse_uri(migration, uri_text, &uri, err);
 
     if (rc < 0)
-        return rc;
-    if ((rc = migration_check_uri(migration, &uri, err)) < 0)
         return rc;
     if (migration->status != MIGRATION_NONE)
         return gw_error_set(err, -EBUSY, "an incoming migration was already started here "
@@ -211,7 +224,9 @@ int migration_incoming(struct migration *migration, const char *uri_text, struct
     return rc;
 }
 
-int migration_check_uri(struct migration *migration, const struct uri *uri, struct gw_error *err)
+/* What the capabilities and parameters ask of a URI: multifd needs tcp: or
+ * unix:, device-state channels need multifd and x-channel-header. */
+static int check_uri(struct migration *migration, const struct uri *uri, struct gw_error *err)
 {
     bool multifd, header;
     uint64_t device_channels;
@@ -230,6 +245,14 @@ int migration_check_uri(struct migration *migration, const struct uri *uri, stru
                             "the multifd and x-channel-header capabilities; set them or set "
                             "the parameter to 0", device_channels);
     return 0;
+}
+
+int migration_parse_uri(struct migration *migration, const char *text, struct uri *uri,
+                        struct gw_error *err)
+{
+    int rc = uri_parse(text, uri, err);
+
+    return rc < 0 ? rc : check_uri(migration, uri, err);
 }
 
 void migration_expect_incoming(struct migration *migration)

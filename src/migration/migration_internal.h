@@ -145,10 +145,21 @@ void migration_send_rp_error(struct migration *migration, const struct gw_error 
 void *migration_source_thread(void *opaque);
 void *migration_destination_thread(void *opaque);
 
-/* The life cycle (migration_control.c). What the capabilities and
- * parameters ask of a URI: multifd needs tcp: or unix:, device-state
- * channels need multifd and x-channel-header. */
-int migration_check_uri(struct migration *migration, const struct uri *uri, struct gw_error *err);
+/* query-migrate's object, and "info migrate" made from it
+ * (migration_info.c). */
+json_t *migration_info(struct migration *migration);
+int migration_hmp_info(const char *args, struct hmp_output *out, struct gw_error *err,
+                       void *opaque);
+
+/* SETUP, ACTIVE, PRE_SWITCHOVER, DEVICE or CANCELLING: a migration runs. */
+bool migration_in_progress(enum migration_status status);
+
+/* The life cycle (migration_control.c). A URI parsed and checked against
+ * what the capabilities and parameters ask of it. */
+int migration_parse_uri(struct migration *migration, const char *text, struct uri *uri,
+                        struct gw_error *err);
+/* -EBUSY with a sentence while a migration is in progress. */
+int migration_check_idle(struct migration *migration, struct gw_error *err);
 
 /* fd:NAME: takes the descriptor a QMP client passed with getfd into
  * uri->fd; the caller owns it from then on. Other URIs: nothing to do. */

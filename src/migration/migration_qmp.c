@@ -12,36 +12,12 @@
 #include <godwit/hmp.h>
 #include <godwit/size.h>
 
-static bool in_progress(enum migration_status status)
-{
-    return status == MIGRATION_SETUP || status == MIGRATION_ACTIVE ||
-           status == MIGRATION_DEVICE || status == MIGRATION_CANCELLING ||
-           status == MIGRATION_PRE_SWITCHOVER;
-}
-
-int migration_take_named_fd(struct migration *migration, struct uri *uri, struct gw_error *err)
-{
-    int fd;
-
-    if (uri->kind != URI_FD || !uri->path[0])
-        return 0;
-    if (!migration->qmp)
-        return gw_error_set(err, -ENOENT, "File descriptor named '%s' not found", uri->path);
-    fd = qmp_server_take_fd(migration->qmp, uri->path, err);
-    if (fd < 0)
-        return fd;
-    uri->fd = fd;
-    return 0;
-}
-
 static int start_migrate(struct migration *migration, const char *uri_text, struct gw_error *err)
 {
     struct uri uri;
-    int rc = uri_parse(uri_text, &uri, err);
+    int rc = migration_parse_uri(migration, uri_text, &uri, err);
 
     if (rc < 0)
-        return rc;
-    if ((rc = migration_check_uri(migration, &uri, err)) < 0)
         return rc;
     if (migration->incoming_expected || (migration->is_destination &&
                                          migration_status(migration) != MIGRATION_COMPLETED))
@@ -52,11 +28,8 @@ static int start_migrate(struct migration *migration, const char *uri_text, stru
                             "on the destination now");
     /* A named descriptor is used up only by a migration that starts: a
      * refused migrate leaves it to the next. */
-    if (in_progress(migration_status(migration)))
-        return gw_error_set(err, -EBUSY, "a migration is already in progress (status %s); "
-                            "wait for it or cancel it with migrate_cancel",
-                            migration_status_name(migration_status(migration)));
-    if ((rc = migration_take_named_fd(migration, &uri, err)) < 0)
+    if ((rc = migration_check_idle(migration, err)) < 0 ||
+        (rc = migration_take_named_fd(migration, &uri, err)) < 0)
         return rc;
     rc = migration_launch(migration, &uri, false, err);
     if (rc < 0 && uri.path[0] && uri.kind == URI_FD)
@@ -271,7 +244,7 @@ static int qmp_set_capabilities(json_t *args, json_t **ret, struct gw_error *err
     if (!json_is_array(list))
         return gw_error_set(err, -EINVAL, "Invalid parameter type for 'capabilities', "
                             "expected: array");
-    if (in_progress(migration_status(migration)))
+    if (migration_in_progress(migration_status(migration)))
         return gw_error_set(err, -EBUSY, "There's a migration process in progress");
     pthread_mutex_lock(&migration->lock);
     events = migration->cap_events;
@@ -320,177 +293,15 @@ static int qmp_query_capabilities(json_t *args, json_t **ret, struct gw_error *e
     return 0;
 }
 
-/* --- query-migrate --- */
-
-static json_t *ram_info(struct migration *migration)
-{
-    struct migration_stats *stats = &migration->stats;
-    uint64_t page_size = migration->host.blocks[0].page_size, total = 0;
-    uint64_t transfer_us = atomic_load(&stats->transfer_time_us);
-    uint64_t pass_started = atomic_load(&stats->pass_started_us);
-
-    if (pass_started)   /* a pass in progress counts too: live figures */
-        transfer_us += migration_now_us() - pass_started;
-    uint64_t precopy = atomic_load(&stats->precopy_bytes);
-    uint64_t normal = atomic_load(&stats->normal_pages);
-
-    for (unsigned i = 0; i < migration->host.nr_blocks; i++)
-        total += migration->host.blocks[i].size;
-    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
-        "transferred", (json_int_t)atomic_load(&stats->transferred),
-        "remaining", (json_int_t)atomic_load(&stats->remaining_bytes),
-        "total", (json_int_t)total,
-        "duplicate", (json_int_t)atomic_load(&stats->zero_pages),
-        "normal", (json_int_t)normal,
-        "normal-bytes", (json_int_t)(normal * page_size),
-        "dirty-pages-rate", (json_int_t)atomic_load(&stats->dirty_pages_rate),
-        "mbps", transfer_us ? (double)precopy * 8 / (double)transfer_us : 0.0,
-        "dirty-sync-count", (json_int_t)atomic_load(&stats->dirty_sync_count),
-        "pages-per-second", (json_int_t)atomic_load(&stats->pages_per_second),
-        "precopy-bytes", (json_int_t)precopy,
-        "downtime-bytes", (json_int_t)atomic_load(&stats->downtime_bytes),
-        "dirty-sync-time", (json_int_t)(atomic_load(&stats->dirty_sync_time_us) / 1000),
-        "multifd-bytes", (json_int_t)atomic_load(&stats->multifd_bytes),
-        "page-size", (json_int_t)page_size);
-}
-
-static json_t *migrate_info(struct migration *migration)
-{
-    struct migration_stats *stats = &migration->stats;
-    enum migration_status status;
-    char error[GW_ERROR_MSG_MAX];
-    json_t *info;
-
-    pthread_mutex_lock(&migration->lock);
-    status = migration->status;
-    memcpy(error, migration->error, sizeof(error));
-    pthread_mutex_unlock(&migration->lock);
-    if (status == MIGRATION_NONE)
-        return json_object();
-    info = json_pack("{s:s}", "status", migration_status_name(status));
-    uint64_t total = in_progress(status)
-                         ? migration_now_us() / 1000 - atomic_load(&stats->start_ms)
-                         : atomic_load(&stats->total_ms);
-    json_object_set_new(info, "total-time", json_integer((json_int_t)total));
-    if (status != MIGRATION_SETUP)
-        json_object_set_new(info, "setup-time",
-                            json_integer((json_int_t)atomic_load(&stats->setup_ms)));
-    if (status == MIGRATION_ACTIVE || status == MIGRATION_DEVICE ||
-        status == MIGRATION_PRE_SWITCHOVER)
-        json_object_set_new(info, "expected-downtime",
-                            json_integer((json_int_t)atomic_load(&stats->expected_downtime_ms)));
-    if (status == MIGRATION_COMPLETED && !migration->is_destination) {
-        json_object_set_new(info, "downtime",
-                            json_integer((json_int_t)atomic_load(&stats->downtime_ms)));
-        json_object_set_new(info, "expected-downtime-at-switchover",
-                            json_integer((json_int_t)atomic_load(
-                                &stats->expected_downtime_at_switchover_ms)));
-    }
-    if (status != MIGRATION_SETUP) {
-        uint64_t precopy = atomic_load(&stats->device_precopy_pending);
-        uint64_t stopcopy = atomic_load(&stats->device_stopcopy_pending);
-        json_t *ram = ram_info(migration);
-        /* QEMU's system-wide figure: RAM not sent yet plus what the devices
-         * still hold (their stop-copy size includes their precopy data). */
-        uint64_t remaining = (uint64_t)json_integer_value(json_object_get(ram, "remaining")) +
-                             (in_progress(status) ? stopcopy : 0);
-        json_object_set_new(info, "remaining", json_integer((json_int_t)remaining));
-        json_object_set_new(info, "ram", ram);
-        json_object_set_new(info, "device-state",
-                            json_pack("{s:I,s:I,s:I}", "transferred",
-                                      (json_int_t)atomic_load(&stats->device_transferred),
-                                      "precopy-pending",
-                                      (json_int_t)(in_progress(status) ? precopy : 0),
-                                      "stopcopy-pending",
-                                      (json_int_t)(in_progress(status) ? stopcopy : 0)));
-    }
-    if ((status == MIGRATION_FAILED || status == MIGRATION_CANCELLED) && error[0])
-        json_object_set_new(info, "error-desc", json_string(error));
-    return info;
-}
-
 static int qmp_query_migrate(json_t *args, json_t **ret, struct gw_error *err, void *opaque)
 {
     (void)args;
     (void)err;
-    *ret = migrate_info(opaque);
+    *ret = migration_info(opaque);
     return 0;
 }
 
 /* --- HMP --- */
-
-static uint64_t field(json_t *object, const char *name)
-{
-    return (uint64_t)json_integer_value(json_object_get(object, name));
-}
-
-static const char *human(uint64_t bytes, char *buf, size_t len)
-{
-    return size_format(bytes, buf, len);
-}
-
-/* The layout of QEMU's newer "info migrate" (seed 004), with godwit's own
- * lines (device state, sync time) marked by what they show. */
-static int hmp_info_migrate(const char *args, struct hmp_output *out, struct gw_error *err,
-                            void *opaque)
-{
-    struct migration *migration = opaque;
-    json_t *info = migrate_info(migration), *ram = json_object_get(info, "ram");
-    json_t *device = json_object_get(info, "device-state");
-    const char *status = json_string_value(json_object_get(info, "status"));
-    char a[32], b[32], c[32];
-
-    (void)args;
-    (void)err;
-    hmp_printf(out, "Status:                 %s\r\n", status ? status : "none");
-    if (!status) {
-        json_decref(info);
-        return 0;
-    }
-    hmp_printf(out, "Time (ms):              total=%" PRIu64, field(info, "total-time"));
-    if (json_object_get(info, "setup-time"))
-        hmp_printf(out, ", setup=%" PRIu64, field(info, "setup-time"));
-    if (json_object_get(info, "expected-downtime"))
-        hmp_printf(out, ", exp_down=%" PRIu64, field(info, "expected-downtime"));
-    if (json_object_get(info, "downtime"))
-        hmp_printf(out, ", down=%" PRIu64 " (predicted %" PRIu64 ")", field(info, "downtime"),
-                   field(info, "expected-downtime-at-switchover"));
-    hmp_printf(out, "\r\n");
-    if (json_object_get(info, "remaining"))
-        hmp_printf(out, "Remaining (bytes):      %s\r\n",
-                   human(field(info, "remaining"), a, sizeof(a)));
-    if (ram) {
-        hmp_printf(out, "RAM info:\r\n");
-        hmp_printf(out, "  Throughput (Mbps):    %.2f\r\n",
-                   json_real_value(json_object_get(ram, "mbps")));
-        hmp_printf(out, "  Sizes:                pagesize=%s, total=%s\r\n",
-                   human(migration->host.blocks[0].page_size, a, sizeof(a)),
-                   human(field(ram, "total"), b, sizeof(b)));
-        hmp_printf(out, "  Transfers:            transferred=%s, remain=%s\r\n",
-                   human(field(ram, "transferred"), a, sizeof(a)),
-                   human(field(ram, "remaining"), b, sizeof(b)));
-        hmp_printf(out, "    Channels:           precopy=%s, downtime=%s, multifd=%s\r\n",
-                   human(field(ram, "precopy-bytes"), a, sizeof(a)),
-                   human(field(ram, "downtime-bytes"), b, sizeof(b)),
-                   human(field(ram, "multifd-bytes"), c, sizeof(c)));
-        hmp_printf(out, "    Page Types:         normal=%" PRIu64 ", zero=%" PRIu64 "\r\n",
-                   field(ram, "normal"), field(ram, "duplicate"));
-        hmp_printf(out, "  Page Rates (pps):     transfer=%" PRIu64 ", dirty=%" PRIu64 "\r\n",
-                   field(ram, "pages-per-second"), field(ram, "dirty-pages-rate"));
-        hmp_printf(out, "  Others:               dirty_syncs=%" PRIu64 ", sync_time=%" PRIu64
-                   " ms\r\n", field(ram, "dirty-sync-count"), field(ram, "dirty-sync-time"));
-    }
-    if (device)
-        hmp_printf(out, "Device state:           transferred=%s, precopy pending=%s, "
-                   "stop-copy pending=%s\r\n",
-                   human(field(device, "transferred"), a, sizeof(a)),
-                   human(field(device, "precopy-pending"), b, sizeof(b)),
-                   human(field(device, "stopcopy-pending"), c, sizeof(c)));
-    if (json_object_get(info, "error-desc"))
-        hmp_printf(out, "Error: %s\r\n", json_string_value(json_object_get(info, "error-desc")));
-    json_decref(info);
-    return 0;
-}
 
 static int hmp_info_parameters(const char *args, struct hmp_output *out, struct gw_error *err,
                                void *opaque)
@@ -637,7 +448,7 @@ int migration_register_monitor(struct migration *migration, struct gw_error *err
         { "query-migrate", NULL, qmp_query_migrate, migration },
     };
     const struct hmp_command hmp[] = {
-        { "info migrate", "", "show the migration's status and figures", hmp_info_migrate,
+        { "info migrate", "", "show the migration's status and figures", migration_hmp_info,
           migration },
         { "info migrate_parameters", "", "show the migration parameters", hmp_info_parameters,
           migration },

@@ -1,0 +1,171 @@
+/* What a migration reports: query-migrate's object, with QEMU's field
+ * names and units (and godwit's own, marked in docs/qmp.md), and HMP's
+ * "info migrate" made from the same object, so the two never disagree. */
+#include "migration_internal.h"
+
+#include <inttypes.h>
+#include <string.h>
+
+#include <godwit/hmp.h>
+#include <godwit/size.h>
+
+static json_t *ram_info(struct migration *migration)
+{
+    struct migration_stats *stats = &migration->stats;
+    uint64_t page_size = migration->host.blocks[0].page_size, total = 0;
+    uint64_t transfer_us = atomic_load(&stats->transfer_time_us);
+    uint64_t pass_started = atomic_load(&stats->pass_started_us);
+
+    if (pass_started)   /* a pass in progress counts too: live figures */
+        transfer_us += migration_now_us() - pass_started;
+    uint64_t precopy = atomic_load(&stats->precopy_bytes);
+    uint64_t normal = atomic_load(&stats->normal_pages);
+
+    for (unsigned i = 0; i < migration->host.nr_blocks; i++)
+        total += migration->host.blocks[i].size;
+    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
+        "transferred", (json_int_t)atomic_load(&stats->transferred),
+        "remaining", (json_int_t)atomic_load(&stats->remaining_bytes),
+        "total", (json_int_t)total,
+        "duplicate", (json_int_t)atomic_load(&stats->zero_pages),
+        "normal", (json_int_t)normal,
+        "normal-bytes", (json_int_t)(normal * page_size),
+        "dirty-pages-rate", (json_int_t)atomic_load(&stats->dirty_pages_rate),
+        "mbps", transfer_us ? (double)precopy * 8 / (double)transfer_us : 0.0,
+        "dirty-sync-count", (json_int_t)atomic_load(&stats->dirty_sync_count),
+        "pages-per-second", (json_int_t)atomic_load(&stats->pages_per_second),
+        "precopy-bytes", (json_int_t)precopy,
+        "downtime-bytes", (json_int_t)atomic_load(&stats->downtime_bytes),
+        "dirty-sync-time", (json_int_t)(atomic_load(&stats->dirty_sync_time_us) / 1000),
+        "multifd-bytes", (json_int_t)atomic_load(&stats->multifd_bytes),
+        "page-size", (json_int_t)page_size);
+}
+
+json_t *migration_info(struct migration *migration)
+{
+    struct migration_stats *stats = &migration->stats;
+    enum migration_status status;
+    char error[GW_ERROR_MSG_MAX];
+    json_t *info;
+
+    pthread_mutex_lock(&migration->lock);
+    status = migration->status;
+    memcpy(error, migration->error, sizeof(error));
+    pthread_mutex_unlock(&migration->lock);
+    if (status == MIGRATION_NONE)
+        return json_object();
+    info = json_pack("{s:s}", "status", migration_status_name(status));
+    uint64_t total = migration_in_progress(status)
+                         ? migration_now_us() / 1000 - atomic_load(&stats->start_ms)
+                         : atomic_load(&stats->total_ms);
+    json_object_set_new(info, "total-time", json_integer((json_int_t)total));
+    if (status != MIGRATION_SETUP)
+        json_object_set_new(info, "setup-time",
+                            json_integer((json_int_t)atomic_load(&stats->setup_ms)));
+    if (status == MIGRATION_ACTIVE || status == MIGRATION_DEVICE ||
+        status == MIGRATION_PRE_SWITCHOVER)
+        json_object_set_new(info, "expected-downtime",
+                            json_integer((json_int_t)atomic_load(&stats->expected_downtime_ms)));
+    if (status == MIGRATION_COMPLETED && !migration->is_destination) {
+        json_object_set_new(info, "downtime",
+                            json_integer((json_int_t)atomic_load(&stats->downtime_ms)));
+        json_object_set_new(info, "expected-downtime-at-switchover",
+                            json_integer((json_int_t)atomic_load(
+                                &stats->expected_downtime_at_switchover_ms)));
+    }
+    if (status != MIGRATION_SETUP) {
+        uint64_t precopy = atomic_load(&stats->device_precopy_pending);
+        uint64_t stopcopy = atomic_load(&stats->device_stopcopy_pending);
+        json_t *ram = ram_info(migration);
+        /* QEMU's system-wide figure: RAM not sent yet plus what the devices
+         * still hold (their stop-copy size includes their precopy data). */
+        uint64_t remaining = (uint64_t)json_integer_value(json_object_get(ram, "remaining")) +
+                             (migration_in_progress(status) ? stopcopy : 0);
+        json_object_set_new(info, "remaining", json_integer((json_int_t)remaining));
+        json_object_set_new(info, "ram", ram);
+        json_object_set_new(info, "device-state",
+                            json_pack("{s:I,s:I,s:I}", "transferred",
+                                      (json_int_t)atomic_load(&stats->device_transferred),
+                                      "precopy-pending",
+                                      (json_int_t)(migration_in_progress(status) ? precopy : 0),
+                                      "stopcopy-pending",
+                                      (json_int_t)(migration_in_progress(status) ? stopcopy : 0)));
+    }
+    if ((status == MIGRATION_FAILED || status == MIGRATION_CANCELLED) && error[0])
+        json_object_set_new(info, "error-desc", json_string(error));
+    return info;
+}
+
+static uint64_t field(json_t *object, const char *name)
+{
+    return (uint64_t)json_integer_value(json_object_get(object, name));
+}
+
+static const char *human(uint64_t bytes, char *buf, size_t len)
+{
+    return size_format(bytes, buf, len);
+}
+
+/* The layout of QEMU's newer "info migrate" (seed 004), with godwit's own
+ * lines (device state, sync time) marked by what they show. */
+int migration_hmp_info(const char *args, struct hmp_output *out, struct gw_error *err,
+                       void *opaque)
+{
+    struct migration *migration = opaque;
+    json_t *info = migration_info(migration), *ram = json_object_get(info, "ram");
+    json_t *device = json_object_get(info, "device-state");
+    const char *status = json_string_value(json_object_get(info, "status"));
+    char a[32], b[32], c[32];
+
+    (void)args;
+    (void)err;
+    hmp_printf(out, "Status:                 %s\r\n", status ? status : "none");
+    if (!status) {
+        json_decref(info);
+        return 0;
+    }
+    hmp_printf(out, "Time (ms):              total=%" PRIu64, field(info, "total-time"));
+    if (json_object_get(info, "setup-time"))
+        hmp_printf(out, ", setup=%" PRIu64, field(info, "setup-time"));
+    if (json_object_get(info, "expected-downtime"))
+        hmp_printf(out, ", exp_down=%" PRIu64, field(info, "expected-downtime"));
+    if (json_object_get(info, "downtime"))
+        hmp_printf(out, ", down=%" PRIu64 " (predicted %" PRIu64 ")", field(info, "downtime"),
+                   field(info, "expected-downtime-at-switchover"));
+    hmp_printf(out, "\r\n");
+    if (json_object_get(info, "remaining"))
+        hmp_printf(out, "Remaining (bytes):      %s\r\n",
+                   human(field(info, "remaining"), a, sizeof(a)));
+    if (ram) {
+        hmp_printf(out, "RAM info:\r\n");
+        hmp_printf(out, "  Throughput (Mbps):    %.2f\r\n",
+                   json_real_value(json_object_get(ram, "mbps")));
+        hmp_printf(out, "  Sizes:                pagesize=%s, total=%s\r\n",
+                   human(migration->host.blocks[0].page_size, a, sizeof(a)),
+                   human(field(ram, "total"), b, sizeof(b)));
+        hmp_printf(out, "  Transfers:            transferred=%s, remain=%s\r\n",
+                   human(field(ram, "transferred"), a, sizeof(a)),
+                   human(field(ram, "remaining"), b, sizeof(b)));
+        hmp_printf(out, "    Channels:           precopy=%s, downtime=%s, multifd=%s\r\n",
+                   human(field(ram, "precopy-bytes"), a, sizeof(a)),
+                   human(field(ram, "downtime-bytes"), b, sizeof(b)),
+                   human(field(ram, "multifd-bytes"), c, sizeof(c)));
+        hmp_printf(out, "    Page Types:         normal=%" PRIu64 ", zero=%" PRIu64 "\r\n",
+                   field(ram, "normal"), field(ram, "duplicate"));
+        hmp_printf(out, "  Page Rates (pps):     transfer=%" PRIu64 ", dirty=%" PRIu64 "\r\n",
+                   field(ram, "pages-per-second"), field(ram, "dirty-pages-rate"));
+        hmp_printf(out, "  Others:               dirty_syncs=%" PRIu64 ", sync_time=%" PRIu64
+                   " ms\r\n", field(ram, "dirty-sync-count"), field(ram, "dirty-sync-time"));
+    }
+    if (device)
+        hmp_printf(out, "Device state:           transferred=%s, precopy pending=%s, "
+                   "stop-copy pending=%s\r\n",
+                   human(field(device, "transferred"), a, sizeof(a)),
+                   human(field(device, "precopy-pending"), b, sizeof(b)),
+                   human(field(device, "stopcopy-pending"), c, sizeof(c)));
+    if (json_object_get(info, "error-desc"))
+        hmp_printf(out, "Error: %s\r\n", json_string_value(json_object_get(info, "error-desc")));
+    json_decref(info);
+    return 0;
+}
+
