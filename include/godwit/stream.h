@@ -1,5 +1,7 @@
 /* The migration stream (docs/stream.md): a fixed header, then records
- * {type, length, crc32c, reserved, body, zero padding to 8}. The reader
+ * {type, length, crc32c, crc_length, body, zero padding to 8}; the CRC
+ * covers the first 8 header bytes and the first crc_length body bytes. The
+ * reader
  * checks magic, version, every length against its bound and every CRC
  * before a byte of a body is used, and names the record type and stream
  * offset in every error. */
@@ -47,7 +49,9 @@ enum stream_record_type {
 #define STREAM_ZERO_RUNS_PER_RECORD 4096
 #define STREAM_PAGE_SIZE_MAX 65536
 #define STREAM_ERROR_TEXT_MAX 1024
-#define STREAM_BODY_MAX (64u << 20)   /* the largest record of any type (device state) */
+#define STREAM_BODY_MAX (64u << 20)
+/* A DEVICE record: a 48-byte head and at most one 16 MiB buffer. */
+#define STREAM_DEVICE_BODY_MAX (48u + (16u << 20))   /* the largest record of any type (device state) */
 
 const char *stream_record_name(uint32_t type);
 bool stream_record_known(uint32_t type);

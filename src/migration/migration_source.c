@@ -24,7 +24,8 @@
 /* Waiting for the destination's answers during switchover. */
 #define READY_TIMEOUT_US (60ULL * 1000000)
 #define RUNNING_TIMEOUT_US (10ULL * 1000000)
-/* Device precopy data sent per device per pass, at most. */
+/* Device precopy data sent per device per pass, at most (each buffer asks
+ * the device for no more than what is left of it). */
 #define DEVICE_PASS_BUDGET (64ULL << 20)
 /* Between passes that found nothing dirty. */
 #define IDLE_PASS_PAUSE_NS (5 * 1000000)

@@ -88,6 +88,9 @@ void qmp_session_give_fd(struct qmp_session *session, int fd);
  * the greeting and query-version. */
 json_t *qmp_version(const struct qmp_server *server);
 
+/* query-commands and query-version (qmp_commands.c). */
+void qmp_commands_register_builtin(struct qmp_server *server);
+
 /* getfd and closefd (qmp_fds.c), registered by qmp_server_new. */
 int qmp_fds_register(struct qmp_server *server);
 void qmp_fds_close_all(struct qmp_server *server);

@@ -1,4 +1,4 @@
-/* The QMP server: the command table, events, and a unix socket that serves
+/* The QMP server: events, and a unix socket that serves
  * up to QMP_SESSIONS_MAX clients at once from the VMM's event loop. Nothing
  * here blocks: what a client does not read waits in its buffer, and a client
  * that lets more than QMP_CLIENT_BACKLOG_MAX pile up is dropped. */
@@ -16,40 +16,6 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-static int query_commands(json_t *args, json_t **ret, struct gw_error *err, void *opaque)
-{
-    struct qmp_server *server = opaque;
-    json_t *list = json_array();
-
-    (void)args;
-    (void)err;
-    json_array_append_new(list, json_pack("{s:s}", "name", "qmp_capabilities"));
-    for (unsigned i = 0; i < server->nr_commands; i++)
-        json_array_append_new(list, json_pack("{s:s}", "name", server->commands[i]->name));
-    *ret = list;
-    return 0;
-}
-
-/* godwit's own version in QEMU's shape, so clients that ask find an answer;
- * the numbers are godwit's, not a QEMU release's (docs/qmp.md). */
-json_t *qmp_version(const struct qmp_server *server)
-{
-    int major = 0, minor = 0, micro = 0;
-
-    if (sscanf(GODWIT_VERSION, "%d.%d.%d", &major, &minor, &micro) < 1)
-        major = minor = micro = 0;
-    return json_pack("{s:{s:i,s:i,s:i},s:s}", "qemu", "micro", micro, "minor", minor, "major",
-                     major, "package", server->package);
-}
-
-static int query_version(json_t *args, json_t **ret, struct gw_error *err, void *opaque)
-{
-    (void)args;
-    (void)err;
-    *ret = qmp_version(opaque);
-    return 0;
-}
-
 struct qmp_server *qmp_server_new(const char *package)
 {
     struct qmp_server *server = calloc(1, sizeof(*server));
@@ -62,14 +28,7 @@ struct qmp_server *qmp_server_new(const char *package)
     server->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     for (unsigned i = 0; i < QMP_SESSIONS_MAX; i++)
         server->clients[i] = (struct qmp_client){ .fd = -1, .server = server };
-    server->query_commands = (struct qmp_command){
-        .name = "query-commands", .handler = query_commands, .opaque = server,
-    };
-    server->query_version = (struct qmp_command){
-        .name = "query-version", .handler = query_version, .opaque = server,
-    };
-    qmp_server_register(server, &server->query_commands, NULL);
-    qmp_server_register(server, &server->query_version, NULL);
+    qmp_commands_register_builtin(server);
     qmp_fds_register(server);
     return server;
 }
@@ -84,45 +43,6 @@ void qmp_server_free(struct qmp_server *server)
         close(server->wake_fd);
     pthread_mutex_destroy(&server->out_lock);
     free(server);
-}
-
-int qmp_server_register(struct qmp_server *server, const struct qmp_command *cmd,
-                        struct gw_error *err)
-{
-    if (qmp_server_find(server, cmd->name))
-        return gw_error_set(err, -EEXIST, "QMP command '%s' is registered twice", cmd->name);
-    if (server->nr_commands == QMP_COMMANDS_MAX)
-        return gw_error_set(err, -ENOSPC, "more than %d QMP commands", QMP_COMMANDS_MAX);
-    server->commands[server->nr_commands++] = cmd;
-    return 0;
-}
-
-const struct qmp_command *qmp_server_find(struct qmp_server *server, const char *name)
-{
-    for (unsigned i = 0; i < server->nr_commands; i++)
-        if (!strcmp(server->commands[i]->name, name))
-            return server->commands[i];
-    return NULL;
-}
-
-int qmp_server_execute(struct qmp_server *server, const char *name, json_t *args,
-                       json_t **ret, struct gw_error *err)
-{
-    const struct qmp_command *cmd = qmp_server_find(server, name);
-    int rc;
-
-    *ret = NULL;
-    if (!cmd)
-        return gw_error_set(err, -ENOENT, "The command %s has not been found", name);
-    rc = qmp_args_check(cmd->args, args, err);
-    if (rc < 0)
-        return rc;
-    rc = cmd->handler(args, ret, err, cmd->opaque);
-    if (rc < 0 && *ret) {
-        json_decref(*ret);
-        *ret = NULL;
-    }
-    return rc;
 }
 
 void qmp_server_emit_event(struct qmp_server *server, const char *event, json_t *data)

@@ -1,6 +1,6 @@
 /* Record framing of the migration stream. Nothing here knows what a page or a
- * device is; it guarantees that a record handed up has a known type, a body
- * within that type's bound, and a matching CRC32C. */
+ * device's state means; it guarantees that a record handed up has a known
+ * type, a body within that type's bound (stream.h), and a matching CRC32C. */
 #include <godwit/stream.h>
 
 #include <errno.h>
@@ -11,7 +11,6 @@
 #include <isa-l/crc.h>
 #include <zstd.h>
 
-#include <godwit/device.h>
 
 static const uint8_t zero_padding[8];
 
@@ -60,8 +59,8 @@ uint32_t stream_record_max(uint32_t type, uint32_t page_size)
     case REC_RAM_BLOCKS: return 8 + STREAM_BLOCKS_MAX * 48;
     case REC_PAGES: return 8 + STREAM_PAGES_PER_RECORD * (12 + page_size);
     case REC_ZERO_PAGES: return 8 + STREAM_ZERO_RUNS_PER_RECORD * 16;
-    case REC_DEVICE: return 48 + DEVICE_BUFFER_MAX;
-    case REC_END: return 32;
+    case REC_DEVICE: return STREAM_DEVICE_BODY_MAX;
+    case REC_END: return 24;
     case REC_GO: return 0;
     case REC_PASS_END: return 8;
     case REC_CONFIG: return 40;

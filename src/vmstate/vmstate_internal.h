@@ -20,6 +20,8 @@
 #define DEVICE_PRECOPY 0x2u   /* a precopy buffer, for load_precopy */
 /* A record body that holds a whole piece: what readers prepare. */
 #define DEVICE_PIECE_RECORD_MAX (DEVICE_RECORD_HEADER + DEVICE_BUFFER_MAX)
+_Static_assert(DEVICE_PIECE_RECORD_MAX == STREAM_DEVICE_BODY_MAX,
+               "the stream bounds a DEVICE record at one head and one buffer");
 
 /* The 48-byte head of a DEVICE record, read from a body that was checked
  * to be long enough. */
@@ -36,9 +38,11 @@ void device_record_head_encode(const struct device *device, uint32_t index, uint
 
 /* Calls every device's save_setup before the first pass. */
 int vmstate_save_setup(struct device_registry *devices, struct gw_error *err);
-/* Asks every device what it still has to send, clamped: a device may
- * report nonsense and must not break the estimate. Returns the stop-copy
- * bytes; *precopy gets the precopy bytes. */
+/* Asks every device what it still has to send, made sane: each figure at
+ * most DEVICE_STATE_MAX, stop-copy at least precopy (it includes what
+ * precopy has not sent). A device may report nonsense and must not break
+ * the estimate. Returns the stop-copy bytes; *precopy gets the precopy
+ * bytes. */
 uint64_t vmstate_pending(struct device_registry *devices, uint64_t *precopy);
 
 /* Where the saver's records go. write_main writes one DEVICE record on the

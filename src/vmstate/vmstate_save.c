@@ -63,6 +63,8 @@ uint64_t vmstate_pending(struct device_registry *devices, uint64_t *precopy_out)
             device->ops->query_pending(device->opaque, &precopy, &stopcopy);
         precopy = precopy > DEVICE_STATE_MAX ? DEVICE_STATE_MAX : precopy;
         stopcopy = stopcopy > DEVICE_STATE_MAX ? DEVICE_STATE_MAX : stopcopy;
+        /* Stop-copy includes what precopy has not sent yet. */
+        stopcopy = stopcopy < precopy ? precopy : stopcopy;
         precopy_total += precopy;
         stopcopy_total += stopcopy;
     }
@@ -148,18 +150,20 @@ int vmstate_save_precopy(struct vmstate_saver *saver, uint64_t budget, struct gw
         if (!device->ops->save_precopy)
             continue;
         while (rc == 0 && sent < budget) {
+            uint64_t allowed = budget - sent < DEVICE_BUFFER_MAX ? budget - sent
+                                                                 : DEVICE_BUFFER_MAX;
             gw_buffer_reset(&data);
-            rc = device->ops->save_precopy(device->opaque, &data, DEVICE_BUFFER_MAX, err);
+            rc = device->ops->save_precopy(device->opaque, &data, allowed, err);
             if (rc < 0) {
                 gw_error_prefix(err, "device '%s' precopy", device->id);
                 break;
             }
             if (data.len == 0)
                 break;
-            if (data.len > DEVICE_BUFFER_MAX) {
+            if (data.len > allowed) {
                 rc = gw_error_set(err, -EMSGSIZE, "device '%s' gave %zu bytes of precopy "
-                                  "data, more than the %u it was allowed", device->id,
-                                  data.len, DEVICE_BUFFER_MAX);
+                                  "data, more than the %" PRIu64 " it was allowed", device->id,
+                                  data.len, allowed);
                 break;
             }
             rc = send_buffer(saver, device, saver->precopy_buffers[i]++, DEVICE_PRECOPY,
