@@ -38,11 +38,12 @@ void device_record_head_encode(const struct device *device, uint32_t index, uint
 
 /* Calls every device's save_setup before the first pass. */
 int vmstate_save_setup(struct device_registry *devices, struct gw_error *err);
-/* Asks every device what it still has to send, made sane: each figure at
- * most DEVICE_STATE_MAX, stop-copy at least precopy (it includes what
- * precopy has not sent). A device may report nonsense and must not break
- * the estimate. Returns the stop-copy bytes; *precopy gets the precopy
- * bytes. */
+/* Asks every device what it still has to send, each figure bounded at
+ * DEVICE_STATE_MAX: a device may report nonsense and must not make the
+ * estimate overflow. Nothing else is corrected: a stop-copy figure below
+ * the precopy one is taken as given, since only stop-copy bytes count in
+ * the downtime estimate. Returns the stop-copy bytes; *precopy gets the
+ * precopy bytes. */
 uint64_t vmstate_pending(struct device_registry *devices, uint64_t *precopy);
 
 /* Where the saver's records go. write_main writes one DEVICE record on the

@@ -63,8 +63,6 @@ uint64_t vmstate_pending(struct device_registry *devices, uint64_t *precopy_out)
             device->ops->query_pending(device->opaque, &precopy, &stopcopy);
         precopy = precopy > DEVICE_STATE_MAX ? DEVICE_STATE_MAX : precopy;
         stopcopy = stopcopy > DEVICE_STATE_MAX ? DEVICE_STATE_MAX : stopcopy;
-        /* Stop-copy includes what precopy has not sent yet. */
-        stopcopy = stopcopy < precopy ? precopy : stopcopy;
         precopy_total += precopy;
         stopcopy_total += stopcopy;
     }
