@@ -65,7 +65,8 @@ bool vm_pause(struct vm *vm, enum run_state new_state)
     if (was_running || new_state != RUN_STATE_PAUSED)
         vm->run_state = new_state;
     pthread_mutex_unlock(&vm->state_lock);
-    if (was_running)
+    /* QEMU sends no STOP for a shutdown: SHUTDOWN says it. */
+    if (was_running && new_state != RUN_STATE_SHUTDOWN)
         qmp_server_emit_event(vm->qmp, "STOP", NULL);
     return was_running;
 }
@@ -278,15 +279,7 @@ static void shutdown_vm(struct vm *vm)
 {
     migration_free(vm->migration);   /* cancels and joins whatever runs */
     vm->migration = NULL;
-    pthread_mutex_lock(&vm->state_lock);
-    for (unsigned i = 0; i < vm->nr_vcpus; i++)
-        vcpu_stop(&vm->vcpus[i]);
-    for (unsigned i = 0; i < vm->nr_vcpus; i++)
-        vcpu_wait_parked(&vm->vcpus[i]);
-    if (vm->config.accel_none)
-        soft_cpu_stop(&vm->soft_cpu);
-    vm->run_state = RUN_STATE_SHUTDOWN;
-    pthread_mutex_unlock(&vm->state_lock);
+    vm_pause(vm, RUN_STATE_SHUTDOWN);
     qmp_server_emit_event(vm->qmp, "SHUTDOWN",
                           json_pack("{s:b,s:s}", "guest", atomic_load(&vm->guest_requested),
                                     "reason", vm->exit_reason));
