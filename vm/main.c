@@ -23,17 +23,6 @@
 
 #define EXIT_BAD_INPUT 2
 
-const char *run_state_name(enum run_state state)
-{
-    static const char *const names[] = {
-        [RUN_STATE_PRELAUNCH] = "prelaunch", [RUN_STATE_RUNNING] = "running",
-        [RUN_STATE_PAUSED] = "paused", [RUN_STATE_INMIGRATE] = "inmigrate",
-        [RUN_STATE_POSTMIGRATE] = "postmigrate",
-        [RUN_STATE_FINISH_MIGRATE] = "finish-migrate", [RUN_STATE_SHUTDOWN] = "shutdown",
-    };
-    return names[state];
-}
-
 void vm_request_exit(struct vm *vm, int status, bool by_guest, const char *reason)
 {
     uint64_t one = 1;
@@ -46,58 +35,6 @@ void vm_request_exit(struct vm *vm, int status, bool by_guest, const char *reaso
     atomic_store(&vm->guest_requested, by_guest);
     if (write(vm->notify_fd, &one, sizeof(one)) < 0)
         perror("godwit-vm: cannot wake the event loop");
-}
-
-bool vm_pause(struct vm *vm, enum run_state new_state)
-{
-    bool was_running;
-
-    pthread_mutex_lock(&vm->state_lock);
-    was_running = vm->run_state == RUN_STATE_RUNNING;
-    if (was_running) {
-        for (unsigned i = 0; i < vm->nr_vcpus; i++)
-            vcpu_stop(&vm->vcpus[i]);
-        for (unsigned i = 0; i < vm->nr_vcpus; i++)
-            vcpu_wait_parked(&vm->vcpus[i]);
-        if (vm->config.accel_none)
-            soft_cpu_stop(&vm->soft_cpu);
-    }
-    if (was_running || new_state != RUN_STATE_PAUSED)
-        vm->run_state = new_state;
-    pthread_mutex_unlock(&vm->state_lock);
-    /* QEMU sends no STOP for a shutdown: SHUTDOWN says it. */
-    if (was_running && new_state != RUN_STATE_SHUTDOWN)
-        qmp_server_emit_event(vm->qmp, "STOP", NULL);
-    return was_running;
-}
-
-bool vm_resume(struct vm *vm)
-{
-    bool started;
-
-    pthread_mutex_lock(&vm->state_lock);
-    started = vm->run_state != RUN_STATE_RUNNING && vm->run_state != RUN_STATE_SHUTDOWN;
-    if (started) {
-        for (unsigned i = 0; i < vm->nr_vcpus; i++)
-            vcpu_resume(&vm->vcpus[i]);
-        if (vm->config.accel_none)
-            soft_cpu_resume(&vm->soft_cpu);
-        vm->run_state = RUN_STATE_RUNNING;
-    }
-    pthread_mutex_unlock(&vm->state_lock);
-    if (started)
-        qmp_server_emit_event(vm->qmp, "RESUME", NULL);
-    return started;
-}
-
-enum run_state vm_run_state(struct vm *vm)
-{
-    enum run_state state;
-
-    pthread_mutex_lock(&vm->state_lock);
-    state = vm->run_state;
-    pthread_mutex_unlock(&vm->state_lock);
-    return state;
 }
 
 /* --- start-up, in the order that keeps failures clean --- */
@@ -330,9 +267,11 @@ int main(int argc, char **argv)
      * guest before build_machine returns; that resume must not be undone. */
     if (config_incoming(&vm.config))
         vm.run_state = RUN_STATE_INMIGRATE;   /* the guest starts when the migration ends */
+    vm.autostart = !vm.config.start_paused;
     if (vm.notify_fd < 0 || start.signal_fd < 0 || build_machine(&vm, &start, &err) < 0)
         goto fail;
-    if (!config_incoming(&vm.config))
+    /* -S: prelaunch, the vCPUs parked until cont, as QEMU. */
+    if (!config_incoming(&vm.config) && vm.autostart)
         vm_resume(&vm);
     event_loop(&vm, start.signal_fd);
     shutdown_vm(&vm);

@@ -10,21 +10,22 @@
 
 static bool stop_for_switchover(void *opaque)
 {
-    return vm_pause(opaque, RUN_STATE_FINISH_MIGRATE);
+    return vm_stop_for_switchover(opaque);
 }
 
 static void source_completed(void *opaque)
 {
-    struct vm *vm = opaque;
-
-    pthread_mutex_lock(&vm->state_lock);
-    vm->run_state = RUN_STATE_POSTMIGRATE;
-    pthread_mutex_unlock(&vm->state_lock);
+    vm_source_completed(opaque);
 }
 
-static void resume(void *opaque)
+static void rollback(void *opaque)
 {
-    vm_resume(opaque);
+    vm_rollback_switchover(opaque);
+}
+
+static void incoming_completed(void *opaque, bool source_running)
+{
+    vm_incoming_completed(opaque, source_running);
 }
 
 /* As QEMU does, a destination whose migration failed ends: it never ran the
@@ -50,7 +51,8 @@ int vm_migration_init(struct vm *vm, struct gw_error *err)
                              (vm->memory.fd < 0 || vm->memory.created_file),
         .stop_for_switchover = stop_for_switchover,
         .source_completed = source_completed,
-        .resume = resume,
+        .rollback = rollback,
+        .incoming_completed = incoming_completed,
         .incoming_failed = incoming_failed,
     };
     int rc;

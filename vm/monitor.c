@@ -1,7 +1,7 @@
 /* godwit-vm's QMP and HMP commands: run state, memory dump, NMI, quit, the
  * VM's name and CPUs.
- * Handlers run on the main thread; run-state changes go through vm_pause and
- * vm_resume, which lock. */
+ * Handlers run on the main thread; run-state changes go through
+ * run_state.c, which locks. */
 #include "vm.h"
 
 #include <errno.h>
@@ -31,36 +31,15 @@ static int stop_cmd(json_t *args, json_t **ret, struct gw_error *err, void *opaq
     (void)args;
     (void)ret;
     (void)err;
-    vm_pause(opaque, RUN_STATE_PAUSED);
+    vm_stop(opaque);
     return 0;
 }
 
 static int cont_cmd(json_t *args, json_t **ret, struct gw_error *err, void *opaque)
 {
-    struct vm *vm = opaque;
-
     (void)args;
     (void)ret;
-    switch (vm_run_state(vm)) {
-    case RUN_STATE_INMIGRATE:
-        return gw_error_set(err, -EBUSY,
-                            "the VM is waiting for an incoming migration; it starts when the "
-                            "migration completes");
-    case RUN_STATE_FINISH_MIGRATE:
-        return gw_error_set(err, -EBUSY,
-                            "the VM is stopped for a migration's switchover; cancel the "
-                            "migration with migrate_cancel to keep it here");
-    case RUN_STATE_POSTMIGRATE:
-        return gw_error_set(err, -EINVAL,
-                            "the VM has migrated away and runs on the destination; "
-                            "resuming it here too would run the guest twice");
-    case RUN_STATE_SHUTDOWN:
-        return gw_error_set(err, -EINVAL, "the VM has shut down and cannot continue");
-    default:
-        break;
-    }
-    vm_resume(vm);
-    return 0;
+    return vm_cont(opaque, err);
 }
 
 static int quit_cmd(json_t *args, json_t **ret, struct gw_error *err, void *opaque)

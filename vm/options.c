@@ -26,6 +26,9 @@ const char options_usage[] =
     "  --incoming URI|defer\n"
     "                       wait for an incoming migration from URI (tcp:HOST:PORT, unix:PATH,\n"
     "                       fd:N, file:PATH), or for migrate-incoming with defer\n"
+    "  -S, --paused         do not run the guest until QMP cont (QEMU's -S): the VM starts in\n"
+    "                       prelaunch; with --incoming, the guest stays paused when the\n"
+    "                       migration completes, until cont (how libvirt runs a destination)\n"
     "  --accel kvm|none     kvm (default) runs the kernel on /dev/kvm; none (godwit's own, for\n"
     "                       hosts without KVM) plays the test guest on a host thread: the\n"
     "                       kernel is loaded but not run; its --append (mode=dirty|idle,\n"
@@ -42,6 +45,7 @@ const char options_usage[] =
 enum option_id {
     OPT_MEMORY = 256, OPT_KERNEL, OPT_APPEND, OPT_SERIAL, OPT_QMP, OPT_MEM_PATH,
     OPT_MEM_PREALLOC, OPT_INCOMING, OPT_DEVICE, OPT_HELP, OPT_VERSION, OPT_ACCEL, OPT_NAME,
+    OPT_PAUSED = 'S',
 };
 
 static const struct option long_options[] = {
@@ -56,6 +60,7 @@ static const struct option long_options[] = {
     { "device", required_argument, NULL, OPT_DEVICE },
     { "accel", required_argument, NULL, OPT_ACCEL },
     { "name", required_argument, NULL, OPT_NAME },
+    { "paused", no_argument, NULL, OPT_PAUSED },
     { "help", no_argument, NULL, OPT_HELP },
     { "version", no_argument, NULL, OPT_VERSION },
     { NULL, 0, NULL, 0 },
@@ -289,6 +294,7 @@ static int parse_one(int id, const char *arg, struct vm_config *config, struct g
     case OPT_INCOMING: return parse_incoming(arg, config, err);
     case OPT_DEVICE: return parse_device(arg, config, err);
     case OPT_NAME: return parse_name(arg, config, err);
+    case OPT_PAUSED: config->start_paused = true; return 0;
     case OPT_ACCEL:
         if (strcmp(arg, "kvm") && strcmp(arg, "none"))
             return gw_error_set(err, -EINVAL, "--accel %s: use kvm or none", arg);
@@ -305,7 +311,7 @@ int options_parse(int argc, char **argv, struct vm_config *config, struct gw_err
     *config = (struct vm_config){ .memory = 128ULL << 20, .append = "" };
     optind = 1;
     opterr = 0;
-    while ((id = getopt_long(argc, argv, ":", long_options, NULL)) != -1) {
+    while ((id = getopt_long(argc, argv, ":S", long_options, NULL)) != -1) {
         if (id == OPT_HELP) {
             fputs(options_usage, stdout);
             return OPTIONS_EXIT;
@@ -321,7 +327,8 @@ int options_parse(int argc, char **argv, struct vm_config *config, struct gw_err
             return gw_error_set(err, -EINVAL,
                                 "unknown option '%s'; the options are --memory, --kernel, "
                                 "--append, --serial, --qmp, --mem-path, --mem-prealloc, "
-                                "--incoming, --device, --accel, --name, --help and --version",
+                                "--incoming, -S (--paused), --device, --accel, --name, "
+                                "--help and --version",
                                 bad);
         }
         rc = parse_one(id, optarg, config, err);

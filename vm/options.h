@@ -41,6 +41,7 @@ struct vm_config {
     const char *mem_path;     /* NULL: anonymous memory */
     bool mem_prealloc;
     bool accel_none;          /* --accel none: vm/soft_cpu.h */
+    bool start_paused;        /* -S, --paused: no guest until cont (QEMU's -S) */
     bool incoming_defer;
     bool has_incoming_uri;
     struct uri incoming;

@@ -1,7 +1,8 @@
 /* godwit-vm: the machine as a whole. Which thread owns what:
  *  - the main thread (event loop) owns the QMP server; run_state and every
- *    stop/resume happen under state_lock, from the main thread or from the
- *    migration thread (switchover, rollback, the destination's start);
+ *    stop/resume happen under state_lock (run_state.c), from the main thread
+ *    or from the migration thread (switchover, rollback, the destination's
+ *    start);
  *  - each vCPU thread owns its kvm_run and its KVM vCPU fd while running, and
  *    handles port I/O, which reaches the UART (locked) and pio counters;
  *  - guest RAM is written by the guest and read by anyone; the VMM writes it
@@ -54,8 +55,10 @@ struct vm {
     struct qmp_server *qmp;
     struct device_registry devices;  /* filled at start-up, read-only afterwards */
 
-    pthread_mutex_t state_lock;     /* run_state and vCPU stop/resume */
+    pthread_mutex_t state_lock;     /* run_state, autostart, vCPU stop/resume */
     enum run_state run_state;
+    bool autostart;                 /* incoming: run the guest when it arrives (no -S) */
+    enum run_state before_switchover;  /* the migration thread's: what a rollback restores */
     struct dirty_log dirty_log;
     struct soft_cpu soft_cpu;       /* --accel none: plays the guest, no vCPUs */
     struct migration *migration;
@@ -71,12 +74,27 @@ struct vm {
 /* Ask the main thread to end the VM with status; any thread may call it. */
 void vm_request_exit(struct vm *vm, int status, bool by_guest, const char *reason);
 
-/* Stops every vCPU (returns when all are parked outside KVM_RUN) and
- * enters new_state, or restarts them; any thread. Return whether the VM
- * was running / was not running. */
-bool vm_pause(struct vm *vm, enum run_state new_state);
+/* Run states (run_state.c); any thread. vm_pause stops every vCPU (returns
+ * when all are parked outside KVM_RUN) and enters new_state; "stop"
+ * (PAUSED) leaves a VM that does not run as it is. Returns the state it
+ * left. vm_resume runs the vCPUs unless they run or the VM has shut down;
+ * returns whether it started them. */
+enum run_state vm_pause(struct vm *vm, enum run_state new_state);
 bool vm_resume(struct vm *vm);
 enum run_state vm_run_state(struct vm *vm);
+/* QMP cont and stop, with QEMU's meaning: on an incoming VM they set
+ * whether the guest runs when it arrives; cont is refused while the VM is
+ * in a switchover, migrated away, or shut down. */
+int vm_cont(struct vm *vm, struct gw_error *err);
+void vm_stop(struct vm *vm);
+/* The migration's changes: the source's switchover (returns whether the
+ * guest ran), its rollback to the state before it, its completion; the
+ * destination's completion (runs the guest if it ran on the source and
+ * autostart holds, else leaves it paused). */
+bool vm_stop_for_switchover(struct vm *vm);
+void vm_rollback_switchover(struct vm *vm);
+void vm_source_completed(struct vm *vm);
+void vm_incoming_completed(struct vm *vm, bool source_running);
 
 /* The engine's view of this VMM (migration_glue.c). */
 int vm_migration_init(struct vm *vm, struct gw_error *err);

@@ -32,14 +32,22 @@ struct migration_host {
     bool ram_zero_at_start;
 
     /* Source: stops every vCPU for the switchover (run state
-     * "finish-migrate"); returns when none runs. Returns false if the VM was
-     * not running (then the engine does not resume it on failure). */
+     * "finish-migrate", whatever the state was); returns when none runs.
+     * Returns whether the guest was running: the destination is told
+     * (RUN_STATE) and runs it only if it ran here, as QEMU does. */
     bool (*stop_for_switchover)(void *opaque);
     /* Source: the migration completed; the VM stays stopped ("postmigrate"). */
     void (*source_completed)(void *opaque);
-    /* Source rollback after a failure or cancel in stop-copy, and the
-     * destination's start: run the vCPUs. */
-    void (*resume)(void *opaque);
+    /* Source: a failure or cancel after stop_for_switchover: put the VM back
+     * in the run state it had before it (a guest that ran runs again; a
+     * paused one stays paused, and takes "cont" again). */
+    void (*rollback)(void *opaque);
+    /* Destination: everything is loaded and the source said GO: the guest
+     * is this side's. source_running: it ran on the source at switchover (a
+     * stream without RUN_STATE counts as running). The VMM runs it, or keeps
+     * it paused if it did not run there or if it was told to wait for "cont"
+     * (QEMU's -S, how libvirt drives every migration). */
+    void (*incoming_completed)(void *opaque, bool source_running);
     /* Destination: the incoming migration failed; the VMM must not run the
      * guest and should end with an error. */
     void (*incoming_failed)(void *opaque, const char *message);

@@ -30,16 +30,17 @@ enum stream_record_type {
     REC_ZERO_PAGES = 3,    /* runs of zero pages, no data */
     REC_DEVICE = 4,        /* one device's state */
     REC_END = 5,           /* everything is sent; counts to check */
-    REC_GO = 6,            /* the source has stopped for good: run */
+    REC_GO = 6,            /* the source has stopped for good: the guest is yours */
     REC_PASS_END = 7 | STREAM_OPTIONAL,   /* a dirty pass ended (informational) */
     REC_CONFIG = 8,        /* how the source migrates: second record, main channel */
     REC_PAGES_ZSTD = 9,    /* pages compressed with zstd (multifd channels) */
     REC_SYNC = 10,         /* a multifd RAM channel reached the end of a pass */
     REC_CHANNEL_END = 11,  /* a multifd channel is done */
     REC_SWITCHOVER = 12,   /* the source stopped the guest: stop-copy data follows */
+    REC_RUN_STATE = 13,    /* whether the guest ran on the source at switchover */
     /* destination -> source, on the return path */
     REC_RP_READY = 0x101,  /* all loaded and checked */
-    REC_RP_RUNNING = 0x102,/* the guest runs on the destination */
+    REC_RP_RUNNING = 0x102,/* the destination took the guest over (running or paused) */
     REC_RP_ERROR = 0x103,  /* the load failed: errno and a sentence */
 };
 

@@ -145,7 +145,8 @@ static int receive(struct migration *migration, struct incoming *incoming, struc
     if (rc == 0 && migration->channel.has_return_path)
         rc = handshake(&reader, &writer, err);
     if (rc == 0) {
-        migration->host.resume(migration->host.opaque);
+        migration->host.incoming_completed(migration->host.opaque,
+                                           !state.run_state_seen || !state.source_paused);
         if (migration->channel.has_return_path)
             send_answer(&writer, REC_RP_RUNNING, NULL, 0, NULL);   /* for the downtime figure */
     } else if (migration->channel.has_return_path) {

@@ -56,6 +56,28 @@ static int check_end(struct load_state *state, const struct stream_record *recor
     return 0;
 }
 
+/* u32 running (0 or 1), u32 reserved (0): once per stream. */
+static int load_run_state(struct load_state *state, const struct stream_record *record,
+                          struct gw_error *err)
+{
+    uint32_t fields[2];
+
+    if (record->length != sizeof(fields))
+        return gw_error_set(err, -EPROTO, "RUN_STATE record at stream offset %" PRIu64
+                            " has %u bytes, not 8", record->offset, record->length);
+    memcpy(fields, record->body, sizeof(fields));
+    if (fields[0] > 1 || fields[1] != 0)
+        return gw_error_set(err, -EPROTO, "RUN_STATE record at stream offset %" PRIu64
+                            " says running=%u, reserved=%u; running is 0 or 1, reserved 0",
+                            record->offset, fields[0], fields[1]);
+    if (state->run_state_seen)
+        return gw_error_set(err, -EPROTO, "a second RUN_STATE record at stream offset %"
+                            PRIu64 "; a stream has one", record->offset);
+    state->run_state_seen = true;
+    state->source_paused = fields[0] == 0;
+    return 0;
+}
+
 static int load_record(struct stream_reader *reader, struct load_state *state,
                        struct stream_record *record, struct gw_error *err)
 {
@@ -72,6 +94,8 @@ static int load_record(struct stream_reader *reader, struct load_state *state,
     case REC_SWITCHOVER:
         device_loader_precopy_done(state->devices);
         return 0;
+    case REC_RUN_STATE:
+        return load_run_state(state, record, err);
     default:
         return gw_error_set(err, -EPROTO, "%s record at stream offset %" PRIu64
                             " does not belong in a migration stream here",

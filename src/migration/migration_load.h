@@ -14,6 +14,8 @@ struct load_state {
     struct ram_loader ram;          /* shared by pointer with the multifd receivers */
     struct ram_load_counts counts;  /* the main channel's; the receivers' added at END */
     struct device_loader *devices;
+    /* RUN_STATE: none yet (an older source: the guest ran), or what it said. */
+    bool run_state_seen, source_paused;
     /* The settings CONFIG must match (the fuzzer's: all defaults), and the
      * multifd channels' side, started by after_config once CONFIG is read. */
     struct migration_config config;

@@ -22,7 +22,7 @@ static int start_migrate(struct migration *migration, const char *uri_text, stru
     if (migration->incoming_expected || (migration->is_destination &&
                                          migration_status(migration) != MIGRATION_COMPLETED))
         return gw_error_set(err, -EBUSY, "this VM is waiting for an incoming migration; it "
-                            "can migrate out once it runs");
+                            "can migrate out once that has completed");
     if (!migration->is_destination && migration_status(migration) == MIGRATION_COMPLETED)
         return gw_error_set(err, -EINVAL, "this VM has already migrated away; its guest runs "
                             "on the destination now");

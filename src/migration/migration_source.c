@@ -1,8 +1,9 @@
 /* The source's migration thread. It owns the channel's write side, the
  * dirty bitmaps and the page sender; the return-path thread owns the read
  * side. The guest is stopped only in switchover(), and every failure path
- * after that resumes it: until the destination has said RP_READY and GO has
- * been sent, the source still owns the guest. */
+ * after that puts it back as it was (running, or paused): until the
+ * destination has said RP_READY and GO has been sent, the source still owns
+ * the guest. */
 #include "migration_internal.h"
 
 #include "channel/channel_header.h"
@@ -39,7 +40,7 @@ struct source {
     struct vmstate_saver *saver;
     uint32_t page_size;
     bool tracking;
-    bool vm_stopped;           /* by us, so ours to resume on failure */
+    bool vm_stopped;           /* by us, so ours to put back on failure */
     uint64_t stop_us;          /* when the guest stopped; 0 while it runs */
     uint64_t expected_downtime_us;
     uint64_t pass;             /* the dirty pass being sent, from 1 */
@@ -437,7 +438,7 @@ static int wait_for_destination(struct migration *migration, bool *flag, uint64_
 /* pause-before-switchover (QEMU's): with the guest stopped and nothing of
  * the stop-copy phase sent, waits in pre-switchover for migrate-continue.
  * migrate_cancel, or a destination that fails or goes away meanwhile, ends
- * the migration and the guest runs on here, unchanged. */
+ * the migration and the guest goes back to its state here, unchanged. */
 static int pause_before_switchover(struct migration *migration, struct gw_error *err)
 {
     int rc = 0;
@@ -475,7 +476,10 @@ static int switchover(struct source *source, struct gw_error *err)
     pthread_mutex_unlock(&migration->lock);
     if (!pause)
         migration_set_status(migration, MIGRATION_DEVICE);
-    source->vm_stopped = migration->host.stop_for_switchover(migration->host.opaque);
+    /* QEMU's global state: a guest paused here arrives paused. */
+    uint32_t run_state[2] = { migration->host.stop_for_switchover(migration->host.opaque), 0 };
+    struct iovec run_state_part = { run_state, sizeof(run_state) };
+    source->vm_stopped = true;
     source->stop_us = migration_now_us();
     if (pause && (rc = pause_before_switchover(migration, err)) < 0)
         return rc;
@@ -483,7 +487,8 @@ static int switchover(struct source *source, struct gw_error *err)
                  (source->expected_downtime_us + 999) / 1000);
     /* Tells the destination that precopy data is over, so it may load
      * device state from the multifd channels as soon as it arrives. */
-    if ((rc = write_record(source, REC_SWITCHOVER, NULL, 0, err)) < 0)
+    if ((rc = write_record(source, REC_SWITCHOVER, NULL, 0, err)) < 0 ||
+        (rc = write_record(source, REC_RUN_STATE, &run_state_part, 1, err)) < 0)
         return rc;
     if ((rc = sync_dirty(source, err)) < 0)
         return rc;
@@ -508,9 +513,9 @@ static int switchover(struct source *source, struct gw_error *err)
     rc = write_record(source, REC_GO, NULL, 0, err);
     if (rc < 0)
         return rc;
-    source->vm_stopped = false;   /* never resume it here again */
+    source->vm_stopped = false;   /* never put it back here again */
     if (wait_for_destination(migration, &migration->rp_running_seen, RUNNING_TIMEOUT_US,
-                             "it runs", err) < 0) {
+                             "it took the guest over", err) < 0) {
         /* GO went out, so the destination may well run: keep the source
          * stopped. Downtime is then measured to GO. */
         gw_error_clear(err);
@@ -540,7 +545,7 @@ static void finish(struct source *source, int rc, struct gw_error *err)
     if (source->tracking)
         migration->host.dirty->stop(migration->host.dirty_opaque);
     if (rc < 0 && source->vm_stopped)
-        migration->host.resume(migration->host.opaque);
+        migration->host.rollback(migration->host.opaque);
     if ((rc == -EPIPE || rc == -ECONNRESET) && migration->rp_running)
         wait_for_rp_error(migration);
     pthread_mutex_lock(&migration->lock);

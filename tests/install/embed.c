@@ -33,6 +33,7 @@ struct vm {
     struct device_registry devices;
     uint64_t counter;
     bool running;
+    bool ran_before_switchover;
     unsigned syncs;
     unsigned redirtied;
     char failure[GW_ERROR_MSG_MAX];
@@ -117,10 +118,10 @@ static const struct device_ops counter_ops = { .save = counter_save, .load = cou
 static bool stop_for_switchover(void *opaque)
 {
     struct vm *vm = opaque;
-    bool was_running = vm->running;
 
+    vm->ran_before_switchover = vm->running;
     vm->running = false;
-    return was_running;
+    return vm->ran_before_switchover;
 }
 
 static void source_completed(void *opaque)
@@ -128,9 +129,18 @@ static void source_completed(void *opaque)
     (void)opaque;
 }
 
-static void resume(void *opaque)
+/* A failure after stop_for_switchover: back to the state before it. */
+static void rollback(void *opaque)
 {
-    ((struct vm *)opaque)->running = true;
+    struct vm *vm = opaque;
+
+    vm->running = vm->ran_before_switchover;
+}
+
+/* The guest is ours now: it runs here if it ran on the source. */
+static void incoming_completed(void *opaque, bool source_running)
+{
+    ((struct vm *)opaque)->running = source_running;
 }
 
 static void incoming_failed(void *opaque, const char *message)
@@ -167,7 +177,8 @@ static int vm_init(struct vm *vm, const char *name, bool running, uint8_t fill,
         .dirty = &dirty_ops, .dirty_opaque = vm, .devices = &vm->devices,
         .ram_zero_at_start = !running,
         .stop_for_switchover = stop_for_switchover, .source_completed = source_completed,
-        .resume = resume, .incoming_failed = incoming_failed,
+        .rollback = rollback, .incoming_completed = incoming_completed,
+        .incoming_failed = incoming_failed,
     };
     vm->migration = migration_new(&host, vm->qmp, err);
     if (!vm->migration)

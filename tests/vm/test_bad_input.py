@@ -107,7 +107,8 @@ class BadInput(VmTestCase):
         result = subprocess.run([GODWIT_VM, "--help"], capture_output=True, text=True)
         self.assertEqual(result.returncode, 0)
         for option in ("--memory", "--kernel", "--append", "--serial", "--qmp", "--mem-path",
-                       "--mem-prealloc", "--incoming", "--name", "--help", "--version"):
+                       "--mem-prealloc", "--incoming", "-S, --paused", "--name", "--help",
+                       "--version"):
             self.assertIn(option, result.stdout)
         result = subprocess.run([GODWIT_VM, "--version"], capture_output=True, text=True)
         self.assertEqual(result.returncode, 0)

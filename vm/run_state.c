@@ -1,0 +1,179 @@
+/* The VM's run state, QEMU's RunState: every change happens here, under
+ * state_lock, together with the vCPU stop or start it stands for, so a
+ * check and the change it allows (cont, a switchover's stop) cannot be
+ * separated by another thread's change. Events go out after the lock is
+ * dropped, in the order QEMU sends them. */
+#include "vm.h"
+
+#include <errno.h>
+
+const char *run_state_name(enum run_state state)
+{
+    static const char *const names[] = {
+        [RUN_STATE_PRELAUNCH] = "prelaunch", [RUN_STATE_RUNNING] = "running",
+        [RUN_STATE_PAUSED] = "paused", [RUN_STATE_INMIGRATE] = "inmigrate",
+        [RUN_STATE_POSTMIGRATE] = "postmigrate",
+        [RUN_STATE_FINISH_MIGRATE] = "finish-migrate", [RUN_STATE_SHUTDOWN] = "shutdown",
+    };
+    return names[state];
+}
+
+/* Under state_lock: returns when no vCPU is inside the guest. */
+static void stop_vcpus_locked(struct vm *vm)
+{
+    for (unsigned i = 0; i < vm->nr_vcpus; i++)
+        vcpu_stop(&vm->vcpus[i]);
+    for (unsigned i = 0; i < vm->nr_vcpus; i++)
+        vcpu_wait_parked(&vm->vcpus[i]);
+    if (vm->config.accel_none)
+        soft_cpu_stop(&vm->soft_cpu);
+}
+
+/* Under state_lock. Returns whether the guest was started (it did not run
+ * and the VM has not shut down). */
+static bool start_locked(struct vm *vm)
+{
+    if (vm->run_state == RUN_STATE_RUNNING || vm->run_state == RUN_STATE_SHUTDOWN)
+        return false;
+    for (unsigned i = 0; i < vm->nr_vcpus; i++)
+        vcpu_resume(&vm->vcpus[i]);
+    if (vm->config.accel_none)
+        soft_cpu_resume(&vm->soft_cpu);
+    vm->run_state = RUN_STATE_RUNNING;
+    return true;
+}
+
+enum run_state vm_pause(struct vm *vm, enum run_state new_state)
+{
+    enum run_state old;
+
+    pthread_mutex_lock(&vm->state_lock);
+    old = vm->run_state;
+    if (old == RUN_STATE_RUNNING)
+        stop_vcpus_locked(vm);
+    /* "stop" leaves a VM that does not run as it is (inmigrate, prelaunch,
+     * postmigrate keep their meaning), as QEMU's vm_stop does. */
+    if (old == RUN_STATE_RUNNING || new_state != RUN_STATE_PAUSED)
+        vm->run_state = new_state;
+    pthread_mutex_unlock(&vm->state_lock);
+    /* QEMU sends no STOP for a shutdown: SHUTDOWN says it. */
+    if (old == RUN_STATE_RUNNING && new_state != RUN_STATE_SHUTDOWN)
+        qmp_server_emit_event(vm->qmp, "STOP", NULL);
+    return old;
+}
+
+bool vm_resume(struct vm *vm)
+{
+    bool started;
+
+    pthread_mutex_lock(&vm->state_lock);
+    started = start_locked(vm);
+    pthread_mutex_unlock(&vm->state_lock);
+    if (started)
+        qmp_server_emit_event(vm->qmp, "RESUME", NULL);
+    return started;
+}
+
+enum run_state vm_run_state(struct vm *vm)
+{
+    enum run_state state;
+
+    pthread_mutex_lock(&vm->state_lock);
+    state = vm->run_state;
+    pthread_mutex_unlock(&vm->state_lock);
+    return state;
+}
+
+int vm_cont(struct vm *vm, struct gw_error *err)
+{
+    bool started = false;
+    int rc = 0;
+
+    pthread_mutex_lock(&vm->state_lock);
+    switch (vm->run_state) {
+    case RUN_STATE_INMIGRATE:
+        /* As QEMU: the guest starts when the migration completes, if it
+         * ran on the source (undoes -S or an earlier stop). */
+        vm->autostart = true;
+        break;
+    case RUN_STATE_FINISH_MIGRATE:
+        rc = gw_error_set(err, -EBUSY, "the VM is stopped for a migration's switchover; cancel "
+                          "the migration with migrate_cancel to keep it here");
+        break;
+    case RUN_STATE_POSTMIGRATE:
+        rc = gw_error_set(err, -EINVAL, "the VM has migrated away and belongs to the "
+                          "destination now; resuming it here too would run the guest twice");
+        break;
+    case RUN_STATE_SHUTDOWN:
+        rc = gw_error_set(err, -EINVAL, "the VM has shut down and cannot continue");
+        break;
+    default:
+        started = start_locked(vm);
+        break;
+    }
+    pthread_mutex_unlock(&vm->state_lock);
+    if (started)
+        qmp_server_emit_event(vm->qmp, "RESUME", NULL);
+    return rc;
+}
+
+void vm_stop(struct vm *vm)
+{
+    pthread_mutex_lock(&vm->state_lock);
+    if (vm->run_state == RUN_STATE_INMIGRATE) {
+        vm->autostart = false;   /* QEMU: the guest stays paused when it arrives */
+        pthread_mutex_unlock(&vm->state_lock);
+        return;
+    }
+    pthread_mutex_unlock(&vm->state_lock);
+    vm_pause(vm, RUN_STATE_PAUSED);
+}
+
+bool vm_stop_for_switchover(struct vm *vm)
+{
+    enum run_state old = vm_pause(vm, RUN_STATE_FINISH_MIGRATE);
+
+    /* Only the migration thread reads it, in vm_rollback_switchover; nothing
+     * but it leaves finish-migrate. */
+    vm->before_switchover = old;
+    return old == RUN_STATE_RUNNING;
+}
+
+void vm_rollback_switchover(struct vm *vm)
+{
+    bool started = false;
+
+    pthread_mutex_lock(&vm->state_lock);
+    if (vm->run_state == RUN_STATE_FINISH_MIGRATE) {
+        if (vm->before_switchover == RUN_STATE_RUNNING)
+            started = start_locked(vm);
+        else
+            vm->run_state = vm->before_switchover;
+    }
+    pthread_mutex_unlock(&vm->state_lock);
+    if (started)
+        qmp_server_emit_event(vm->qmp, "RESUME", NULL);
+}
+
+void vm_source_completed(struct vm *vm)
+{
+    pthread_mutex_lock(&vm->state_lock);
+    vm->run_state = RUN_STATE_POSTMIGRATE;
+    pthread_mutex_unlock(&vm->state_lock);
+}
+
+void vm_incoming_completed(struct vm *vm, bool source_running)
+{
+    bool started = false;
+
+    pthread_mutex_lock(&vm->state_lock);
+    if (vm->run_state == RUN_STATE_INMIGRATE) {
+        if (source_running && vm->autostart)
+            started = start_locked(vm);
+        else
+            vm->run_state = RUN_STATE_PAUSED;
+    }
+    pthread_mutex_unlock(&vm->state_lock);
+    if (started)
+        qmp_server_emit_event(vm->qmp, "RESUME", NULL);
+}
