@@ -54,6 +54,7 @@ int vm_migration_init(struct vm *vm, struct gw_error *err)
         .rollback = rollback,
         .incoming_completed = incoming_completed,
         .incoming_failed = incoming_failed,
+        .go_timeout_ms = vm->config.go_timeout_ms,
     };
     int rc;
 

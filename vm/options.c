@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <godwit/size.h>
@@ -281,6 +282,22 @@ static int parse_device(const char *text, struct vm_config *config, struct gw_er
     return 0;
 }
 
+/* GODWIT_GO_TIMEOUT_MS (ours, for tests; docs/stream.md): a destination's
+ * wait for GO, short enough that a test of a vanished source takes seconds. */
+static int parse_go_timeout(const char *text, struct vm_config *config, struct gw_error *err)
+{
+    char *end;
+    unsigned long value;
+
+    errno = 0;
+    value = strtoul(text, &end, 10);
+    if (errno || end == text || *end || text[0] == '-' || value < 1 || value > 3600000)
+        return gw_error_set(err, -EINVAL, "GODWIT_GO_TIMEOUT_MS='%s': give milliseconds, 1 "
+                            "to 3600000, or leave it unset", text);
+    config->go_timeout_ms = (unsigned)value;
+    return 0;
+}
+
 static int parse_one(int id, const char *arg, struct vm_config *config, struct gw_error *err)
 {
     switch (id) {
@@ -342,5 +359,8 @@ int options_parse(int argc, char **argv, struct vm_config *config, struct gw_err
     if (!config->kernel)
         return gw_error_set(err, -EINVAL,
                             "no kernel given; use --kernel FILE (a multiboot v1 ELF32 kernel)");
+    const char *go_timeout = getenv("GODWIT_GO_TIMEOUT_MS");
+    if (go_timeout && (rc = parse_go_timeout(go_timeout, config, err)) < 0)
+        return rc;
     return OPTIONS_RUN;
 }

@@ -42,6 +42,7 @@ struct vm_config {
     bool mem_prealloc;
     bool accel_none;          /* --accel none: vm/soft_cpu.h */
     bool start_paused;        /* -S, --paused: no guest until cont (QEMU's -S) */
+    unsigned go_timeout_ms;   /* GODWIT_GO_TIMEOUT_MS (tests); 0: the engine's 10 s */
     bool incoming_defer;
     bool has_incoming_uri;
     struct uri incoming;

@@ -20,6 +20,10 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 
+/* tcp: connections end with ETIMEDOUT once the peer has answered nothing
+ * (data or keepalive probes) for this long: its host vanished. */
+#define CHANNEL_TCP_DEAD_S 30
+
 struct channel;
 
 struct channel_ops {

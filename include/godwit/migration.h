@@ -51,7 +51,14 @@ struct migration_host {
     /* Destination: the incoming migration failed; the VMM must not run the
      * guest and should end with an error. */
     void (*incoming_failed)(void *opaque, const char *message);
+    /* Destination: how long to wait for the source's GO after READY, in ms;
+     * 0 means MIGRATION_GO_TIMEOUT_MS. A source that says nothing in that
+     * time has stalled or vanished: the destination fails and never runs
+     * the guest (docs/stream.md). */
+    unsigned go_timeout_ms;
 };
+
+#define MIGRATION_GO_TIMEOUT_MS 10000
 
 /* QEMU's MigrationStatus names. */
 enum migration_status {

@@ -17,12 +17,25 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+/* A peer whose host vanishes (power, network) sends no FIN or RST: without
+ * these a destination reading, or a source waiting for an answer, would
+ * wait for ever. Keepalive probes an idle connection after 10 s, every 5 s;
+ * TCP_USER_TIMEOUT ends it once sent data or probes have gone unanswered
+ * for 30 s (CHANNEL_TCP_DEAD_S, docs/stream.md). A peer that is merely slow
+ * still answers probes, and a unix: peer that dies is an EOF at once. */
 static void tune_socket(int fd, int family)
 {
-    int one = 1;
+    int one = 1, idle = 10, interval = 5, count = 4;
+    unsigned user_timeout_ms = CHANNEL_TCP_DEAD_S * 1000;
 
-    if (family == AF_INET || family == AF_INET6)
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (family != AF_INET && family != AF_INET6)
+        return;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof(interval));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof(count));
+    setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof(user_timeout_ms));
 }
 
 static int unix_address(const char *path, struct sockaddr_un *addr, const char *uri_text,

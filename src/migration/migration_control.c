@@ -56,9 +56,10 @@ bool migration_begin_cancel(struct migration *migration)
     bool cancelling;
 
     /* Checked and set under one lock: a migration that ends meanwhile must
-     * not be left "cancelling" forever. */
+     * not be left "cancelling" forever. On a destination, as in QEMU, the
+     * incoming migration fails and the guest never runs here. */
     pthread_mutex_lock(&migration->lock);
-    cancelling = !migration->is_destination && migration_in_progress(migration->status) &&
+    cancelling = migration_in_progress(migration->status) &&
                  migration->status != MIGRATION_CANCELLING;
     if (cancelling) {
         migration->status = MIGRATION_CANCELLING;
@@ -79,7 +80,11 @@ static void migration_request_cancel(struct migration *migration)
 {
     atomic_store(&migration->cancel_requested, true);
     pthread_mutex_lock(&migration->lock);
-    channel_shutdown(&migration->channel);
+    /* A destination that said READY may get GO any moment: it must still
+     * answer RP_ERROR, or the source would take GO as the end of its
+     * guest. Its wait for GO wakes on the cancel pipe instead. */
+    if (!(migration->is_destination && migration->ready_sent))
+        channel_shutdown(&migration->channel);
     migration_shutdown_multifd_locked(migration);
     if (migration->cancel_pipe[1] >= 0 && write(migration->cancel_pipe[1], "x", 1) < 0) {
         /* the pipe is full: a wake-up is already pending */
@@ -177,6 +182,7 @@ int migration_launch(struct migration *migration, const struct uri *uri, bool de
     migration->error[0] = '\0';
     migration->rp_error[0] = '\0';
     migration->rp_ready = migration->rp_running_seen = migration->rp_closed = false;
+    migration->rp_refused = migration->ready_sent = false;
     migration->rp_error_sent = false;
     migration->uri = *uri;
     migration->is_destination = destination;

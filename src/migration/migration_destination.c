@@ -38,14 +38,51 @@ static void drain_until_closed(struct channel *channel)
     }
 }
 
+/* Waits until the source's next record (GO) can be read, the deadline
+ * passes, or a cancel writes to the cancel pipe. */
+static int wait_for_go(struct migration *migration, struct gw_error *err)
+{
+    unsigned timeout_ms = migration->host.go_timeout_ms ? migration->host.go_timeout_ms
+                                                        : MIGRATION_GO_TIMEOUT_MS;
+    uint64_t deadline = migration_now_us() + timeout_ms * 1000ULL;
+    struct pollfd fds[2] = { { .fd = migration->channel.fd, .events = POLLIN },
+                             { .fd = migration->cancel_pipe[0], .events = POLLIN } };
+
+    for (;;) {
+        uint64_t now = migration_now_us();
+        if (migration_cancelled(migration) || (fds[1].fd >= 0 && fds[1].revents))
+            return gw_error_set(err, -ECANCELED, "the incoming migration was cancelled while "
+                                "it waited for the source's GO");
+        if (fds[0].revents)
+            return 0;
+        if (now >= deadline)
+            return gw_error_set(err, -ETIMEDOUT, "the source sent no GO within %u ms of READY: "
+                                "it stalled or vanished, and keeps the guest", timeout_ms);
+        if (poll(fds, fds[1].fd >= 0 ? 2 : 1, (int)((deadline - now + 999) / 1000)) < 0 &&
+            errno != EINTR)
+            return gw_error_set(err, -errno, "waiting for the source's GO: %s",
+                                strerror(errno));
+    }
+}
+
 /* After END: READY, then wait for GO. A source that vanishes here keeps the
- * guest, so this side must not run it. */
-static int handshake(struct stream_reader *reader, struct stream_writer *writer,
-                     struct gw_error *err)
+ * guest, so this side must not run it; nor wait for ever: it gives up after
+ * go_timeout_ms, and its RP_ERROR tells a source that sends GO late that
+ * the guest is still its own. */
+static int handshake(struct migration *migration, struct stream_reader *reader,
+                     struct stream_writer *writer, struct gw_error *err)
 {
     struct stream_record record;
-    int rc = send_answer(writer, REC_RP_READY, NULL, 0, err);
+    int rc;
 
+    pthread_mutex_lock(&migration->lock);
+    migration->ready_sent = true;
+    pthread_mutex_unlock(&migration->lock);
+    if (migration_cancelled(migration))
+        return gw_error_set(err, -ECANCELED, "the incoming migration was cancelled");
+    rc = send_answer(writer, REC_RP_READY, NULL, 0, err);
+    if (rc == 0)
+        rc = wait_for_go(migration, err);
     if (rc < 0)
         return rc;
     rc = stream_read_record(reader, &record, err);
@@ -143,7 +180,7 @@ static int receive(struct migration *migration, struct incoming *incoming, struc
     atomic_store(&migration->stats.transferred,
                  reader.offset + atomic_load(&migration->stats.multifd_bytes));
     if (rc == 0 && migration->channel.has_return_path)
-        rc = handshake(&reader, &writer, err);
+        rc = handshake(migration, &reader, &writer, err);
     if (rc == 0) {
         migration->host.incoming_completed(migration->host.opaque,
                                            !state.run_state_seen || !state.source_paused);
@@ -181,6 +218,8 @@ void *migration_destination_thread(void *opaque)
     multifd_close_channels(migration);
     atomic_store(&migration->stats.total_ms,
                  migration_now_us() / 1000 - atomic_load(&migration->stats.start_ms));
+    if (rc < 0 && migration_cancelled(migration))
+        gw_error_set(&err, -ECANCELED, "the incoming migration was cancelled");
     if (rc < 0) {
         migration_fail(migration, &err);
         migration->host.incoming_failed(migration->host.opaque, err.msg);

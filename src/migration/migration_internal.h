@@ -102,11 +102,15 @@ struct migration {
     /* Destination: RP_ERROR goes out once, from whichever thread fails first. */
     pthread_mutex_t rp_write_lock;
     bool rp_error_sent;
+    /* Destination, under lock: READY is going out, so a cancel must leave
+     * the main channel open for the RP_ERROR that tells the source. */
+    bool ready_sent;
 
     /* Return path (source): written by the return-path thread under lock. */
     pthread_t rp_thread;
     bool rp_running;
     bool rp_ready, rp_running_seen, rp_closed;
+    bool rp_refused;                 /* an RP_ERROR record came: it never runs the guest */
     char rp_error[GW_ERROR_MSG_MAX];
 
     struct migration_stats stats;

@@ -457,7 +457,8 @@ int migration_register_monitor(struct migration *migration, struct gw_error *err
         { "migrate", "URI", "migrate the VM to URI", hmp_migrate, migration },
         { "migrate_incoming", "URI", "receive a migration on URI (with --incoming defer)",
           hmp_migrate_incoming, migration },
-        { "migrate_cancel", "", "cancel the outgoing migration", hmp_migrate_cancel, migration },
+        { "migrate_cancel", "", "cancel the migration, outgoing or incoming",
+          hmp_migrate_cancel, migration },
         { "migrate_continue", "STATE", "go on from STATE (pre-switchover, with the "
           "pause-before-switchover capability)", hmp_migrate_continue, migration },
         { "migrate_set_parameter", "NAME VALUE", "set a migration parameter (bandwidths in "

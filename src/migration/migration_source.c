@@ -2,8 +2,8 @@
  * dirty bitmaps and the page sender; the return-path thread owns the read
  * side. The guest is stopped only in switchover(), and every failure path
  * after that puts it back as it was (running, or paused): until the
- * destination has said RP_READY and GO has been sent, the source still owns
- * the guest. */
+ * destination has said RP_READY and GO has been sent, or if it answers GO
+ * with RP_ERROR, the source still owns the guest. */
 #include "migration_internal.h"
 
 #include "channel/channel_header.h"
@@ -87,6 +87,7 @@ static void *return_path_thread(void *opaque)
         } else if (record.type == REC_RP_RUNNING) {
             migration->rp_running_seen = true;
         } else if (record.type == REC_RP_ERROR && record.length >= 4) {
+            migration->rp_refused = true;
             snprintf(migration->rp_error, sizeof(migration->rp_error), "%.*s",
                      (int)(record.length - 4), (const char *)record.body + 4);
         } else if (!migration->rp_error[0]) {
@@ -509,15 +510,25 @@ static int switchover(struct source *source, struct gw_error *err)
                               "it loaded everything", err);
     if (rc < 0)
         return rc;
-    /* The point of no return: after GO the destination owns the guest. */
+    /* The point of no return: after GO the destination owns the guest,
+     * unless it says it gave up first (below). */
     rc = write_record(source, REC_GO, NULL, 0, err);
     if (rc < 0)
         return rc;
-    source->vm_stopped = false;   /* never put it back here again */
-    if (wait_for_destination(migration, &migration->rp_running_seen, RUNNING_TIMEOUT_US,
-                             "it took the guest over", err) < 0) {
-        /* GO went out, so the destination may well run: keep the source
-         * stopped. Downtime is then measured to GO. */
+    source->vm_stopped = false;   /* not ours to put back, but for an RP_ERROR */
+    rc = wait_for_destination(migration, &migration->rp_running_seen, RUNNING_TIMEOUT_US,
+                              "it took the guest over", err);
+    if (rc < 0) {
+        /* An RP_ERROR says the destination gave up before GO reached it
+         * (its deadline for GO passed, or it was cancelled) and will never
+         * run the guest: it is ours again. Silence or a closed connection
+         * says nothing: GO went out, so the destination may well run; keep
+         * the source stopped. Downtime is then measured to GO. */
+        pthread_mutex_lock(&migration->lock);
+        source->vm_stopped = migration->rp_refused;
+        pthread_mutex_unlock(&migration->lock);
+        if (source->vm_stopped)
+            return rc;
         gw_error_clear(err);
     }
     atomic_store(&stats->downtime_ms, (migration_now_us() - source->stop_us + 999) / 1000);

@@ -197,7 +197,7 @@ class Vm:
     """A godwit-vm process in a temporary directory, with QMP and serial."""
 
     def __init__(self, memory="64M", append="", extra=(), binary=None, kernel=None,
-                 pass_fds=()):
+                 pass_fds=(), env=None):
         self.dir = tempfile.mkdtemp(prefix="godwit-test-")
         self.qmp_path = os.path.join(self.dir, "qmp.sock")
         self.serial = Serial(os.path.join(self.dir, "serial.txt"))
@@ -206,6 +206,7 @@ class Vm:
                      "--qmp", f"unix:{self.qmp_path}", *ACCEL_ARGS, *extra]
         self.process = subprocess.Popen(self.args, stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, text=True, pass_fds=pass_fds,
+                                        env={**os.environ, **env} if env else None,
                                         preexec_fn=die_with_parent)
         self.qmp = None
 
@@ -640,9 +641,9 @@ class MigrationTestCase(VmTestCase):
         source.serial.wait_count("A", 1, process=source.process)
         return source
 
-    def start_destination(self, incoming, memory="128M", extra=(), pass_fds=()):
+    def start_destination(self, incoming, memory="128M", extra=(), pass_fds=(), env=None):
         destination = self.start_vm(memory=memory, extra=("--incoming", incoming, *extra),
-                                    pass_fds=pass_fds)
+                                    pass_fds=pass_fds, env=env)
         destination.connect()
         self.assertEqual(destination.qmp.command("query-status")["status"], "inmigrate")
         return destination
