@@ -136,3 +136,17 @@ void migration_send_rp_error(struct migration *migration, const struct gw_error 
     }
     pthread_mutex_unlock(&migration->rp_write_lock);
 }
+
+/* Waits, holding the migration lock, for a change or 20 ms at most. */
+void migration_wait_changed(struct migration *migration)
+{
+    struct timespec until;
+
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_nsec += 20 * 1000000;
+    if (until.tv_nsec >= 1000000000) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000;
+    }
+    pthread_cond_timedwait(&migration->changed, &migration->lock, &until);
+}

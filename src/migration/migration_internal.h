@@ -145,6 +145,18 @@ void migration_send_error(struct channel *channel, const struct gw_error *failur
  * thread (a multifd receiver's failure or the main thread's). */
 void migration_send_rp_error(struct migration *migration, const struct gw_error *failure);
 
+/* Waits, holding the migration lock, for a change or 20 ms at most. */
+void migration_wait_changed(struct migration *migration);
+
+/* The source's return path (migration_return_path.c): the thread that
+ * reads the destination's answers; a wait until one of them sets *flag
+ * (rp_ready, rp_running_seen), fails, or timeout_us passes; and a short
+ * wait for the destination's reason after a write failed. */
+void *migration_return_path_thread(void *opaque);
+int migration_wait_for_destination(struct migration *migration, bool *flag,
+                                   uint64_t timeout_us, const char *what, struct gw_error *err);
+void migration_wait_for_rp_error(struct migration *migration);
+
 /* The two sides' threads (migration_source.c, migration_destination.c). */
 void *migration_source_thread(void *opaque);
 void *migration_destination_thread(void *opaque);

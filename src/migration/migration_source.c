@@ -71,57 +71,6 @@ static void emit_pass(struct migration *migration, uint64_t count)
     migration_emit(migration, "MIGRATION_PASS", json_pack("{s:I}", "pass", (json_int_t)count));
 }
 
-static void *return_path_thread(void *opaque)
-{
-    struct migration *migration = opaque;
-    struct stream_reader reader = { .io = channel_stream_io(&migration->channel),
-                                    .page_size = 4096 };
-    struct stream_record record;
-    struct gw_error err = { 0 };
-    int rc;
-
-    while ((rc = stream_read_record(&reader, &record, &err)) == 0) {
-        pthread_mutex_lock(&migration->lock);
-        if (record.type == REC_RP_READY) {
-            migration->rp_ready = true;
-        } else if (record.type == REC_RP_RUNNING) {
-            migration->rp_running_seen = true;
-        } else if (record.type == REC_RP_ERROR && record.length >= 4) {
-            migration->rp_refused = true;
-            snprintf(migration->rp_error, sizeof(migration->rp_error), "%.*s",
-                     (int)(record.length - 4), (const char *)record.body + 4);
-        } else if (!migration->rp_error[0]) {
-            snprintf(migration->rp_error, sizeof(migration->rp_error),
-                     "its return path carried a %s record at offset %llu, which only "
-                     "flows the other way", stream_record_name(record.type),
-                     (unsigned long long)record.offset);
-            record.type = REC_RP_ERROR;   /* end the migration as for an error */
-        }
-        pthread_cond_broadcast(&migration->changed);
-        pthread_mutex_unlock(&migration->lock);
-        if (record.type == REC_RP_ERROR) {
-            /* Stop every sender at once: a lane blocked on a multifd
-             * channel the destination no longer reads must not hold the
-             * migration thread. */
-            channel_shutdown(&migration->channel);
-            migration_shutdown_multifd(migration);
-            break;
-        }
-    }
-    pthread_mutex_lock(&migration->lock);
-    /* An end or a reset is the destination going away; bytes that are not
-     * a well-formed record are an error of its own, worth naming. */
-    if ((rc == -EPROTO || rc == -EBADMSG) && !migration->rp_error[0] &&
-        !migration_cancelled(migration))
-        snprintf(migration->rp_error, sizeof(migration->rp_error),
-                 "its return path is corrupt: %.450s", err.msg);
-    migration->rp_closed = true;
-    pthread_cond_broadcast(&migration->changed);
-    pthread_mutex_unlock(&migration->lock);
-    stream_reader_free(&reader);
-    return NULL;
-}
-
 /* The device saver's way out: DEVICE records on the main channel, or
  * (with device state on multifd) queued on the multifd channels. */
 static int write_device_record(void *opaque, const uint8_t *header, const uint8_t *data,
@@ -208,7 +157,7 @@ static int setup(struct source *source, struct gw_error *err)
     /* Listen before speaking: a destination that refuses at once must have
      * its RP_ERROR read, not lost when its socket closes. */
     if (migration->channel.has_return_path) {
-        rc = pthread_create(&migration->rp_thread, NULL, return_path_thread, migration);
+        rc = pthread_create(&migration->rp_thread, NULL, migration_return_path_thread, migration);
         if (rc)
             return gw_error_set(err, -rc, "cannot start the return-path thread");
         migration->rp_running = true;
@@ -393,49 +342,6 @@ static int send_end(struct source *source, struct gw_error *err)
     return write_record(source, REC_END, &part, 1, err);
 }
 
-/* Waits, holding the migration lock, for a change or 20 ms at most. */
-static void wait_changed(struct migration *migration)
-{
-    struct timespec until;
-
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_nsec += 20 * 1000000;
-    if (until.tv_nsec >= 1000000000) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000;
-    }
-    pthread_cond_timedwait(&migration->changed, &migration->lock, &until);
-}
-
-/* Waits until the return path sets *flag, fails, or the deadline passes. */
-static int wait_for_destination(struct migration *migration, bool *flag, uint64_t timeout_us,
-                                const char *what, struct gw_error *err)
-{
-    uint64_t deadline = migration_now_us() + timeout_us;
-    int rc = 0;
-
-    pthread_mutex_lock(&migration->lock);
-    while (!*flag && !migration->rp_error[0] && !migration->rp_closed &&
-           !migration_cancelled(migration)) {
-        uint64_t now = migration_now_us();
-        if (now >= deadline) {
-            rc = gw_error_set(err, -ETIMEDOUT, "the destination did not say %s within %" PRIu64
-                              " s", what, timeout_us / 1000000);
-            break;
-        }
-        wait_changed(migration);
-    }
-    if (!rc && !*flag)
-        rc = migration->rp_error[0]
-                 ? gw_error_set(err, -EIO, "the destination failed: %s", migration->rp_error)
-                 : migration_cancelled(migration)
-                       ? gw_error_set(err, -ECANCELED, "the migration was cancelled")
-                       : gw_error_set(err, -EPIPE, "the destination closed the connection "
-                                      "before it said %s", what);
-    pthread_mutex_unlock(&migration->lock);
-    return rc;
-}
-
 /* pause-before-switchover (QEMU's): with the guest stopped and nothing of
  * the stop-copy phase sent, waits in pre-switchover for migrate-continue.
  * migrate_cancel, or a destination that fails or goes away meanwhile, ends
@@ -451,7 +357,7 @@ static int pause_before_switchover(struct migration *migration, struct gw_error 
     pthread_mutex_lock(&migration->lock);
     while (!migration->continue_requested && !migration_cancelled(migration) &&
            !migration->rp_error[0] && !migration->rp_closed)
-        wait_changed(migration);
+        migration_wait_changed(migration);
     if (migration_cancelled(migration))
         rc = gw_error_set(err, -ECANCELED, "the migration was cancelled");
     else if (!migration->continue_requested)
@@ -506,7 +412,7 @@ static int switchover(struct source *source, struct gw_error *err)
         atomic_store(&stats->downtime_ms, (migration_now_us() - source->stop_us) / 1000);
         return 0;
     }
-    rc = wait_for_destination(migration, &migration->rp_ready, READY_TIMEOUT_US,
+    rc = migration_wait_for_destination(migration, &migration->rp_ready, READY_TIMEOUT_US,
                               "it loaded everything", err);
     if (rc < 0)
         return rc;
@@ -516,7 +422,7 @@ static int switchover(struct source *source, struct gw_error *err)
     if (rc < 0)
         return rc;
     source->vm_stopped = false;   /* not ours to put back, but for an RP_ERROR */
-    rc = wait_for_destination(migration, &migration->rp_running_seen, RUNNING_TIMEOUT_US,
+    rc = migration_wait_for_destination(migration, &migration->rp_running_seen, RUNNING_TIMEOUT_US,
                               "it took the guest over", err);
     if (rc < 0) {
         /* An RP_ERROR says the destination gave up before GO reached it
@@ -535,19 +441,6 @@ static int switchover(struct source *source, struct gw_error *err)
     return 0;
 }
 
-/* A multifd channel's write can fail before the return path delivers the
- * destination's reason (it refused, and closed everything): give the
- * return path a moment, so the user reads the reason, not "broken pipe". */
-static void wait_for_rp_error(struct migration *migration)
-{
-    uint64_t deadline = migration_now_us() + 1000000;
-
-    pthread_mutex_lock(&migration->lock);
-    while (!migration->rp_error[0] && !migration->rp_closed && migration_now_us() < deadline)
-        wait_changed(migration);
-    pthread_mutex_unlock(&migration->lock);
-}
-
 static void finish(struct source *source, int rc, struct gw_error *err)
 {
     struct migration *migration = source->migration;
@@ -558,7 +451,7 @@ static void finish(struct source *source, int rc, struct gw_error *err)
     if (rc < 0 && source->vm_stopped)
         migration->host.rollback(migration->host.opaque);
     if ((rc == -EPIPE || rc == -ECONNRESET) && migration->rp_running)
-        wait_for_rp_error(migration);
+        migration_wait_for_rp_error(migration);
     pthread_mutex_lock(&migration->lock);
     channel_shutdown(&migration->channel);
     migration_shutdown_multifd_locked(migration);

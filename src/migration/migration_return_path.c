@@ -1,0 +1,104 @@
+/* The source's return path: a thread of its own reads the destination's
+ * answers (RP_READY, RP_RUNNING, RP_ERROR) off the main channel and
+ * records them under the migration lock; the migration thread waits for
+ * them here, with a deadline. The thread owns the main channel's read side
+ * and nothing else. */
+#include "migration_internal.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+
+void *migration_return_path_thread(void *opaque)
+{
+    struct migration *migration = opaque;
+    struct stream_reader reader = { .io = channel_stream_io(&migration->channel),
+                                    .page_size = 4096 };
+    struct stream_record record;
+    struct gw_error err = { 0 };
+    int rc;
+
+    while ((rc = stream_read_record(&reader, &record, &err)) == 0) {
+        pthread_mutex_lock(&migration->lock);
+        if (record.type == REC_RP_READY) {
+            migration->rp_ready = true;
+        } else if (record.type == REC_RP_RUNNING) {
+            migration->rp_running_seen = true;
+        } else if (record.type == REC_RP_ERROR && record.length >= 4) {
+            migration->rp_refused = true;
+            snprintf(migration->rp_error, sizeof(migration->rp_error), "%.*s",
+                     (int)(record.length - 4), (const char *)record.body + 4);
+        } else if (!migration->rp_error[0]) {
+            snprintf(migration->rp_error, sizeof(migration->rp_error),
+                     "its return path carried a %s record at offset %llu, which only "
+                     "flows the other way", stream_record_name(record.type),
+                     (unsigned long long)record.offset);
+            record.type = REC_RP_ERROR;   /* end the migration as for an error */
+        }
+        pthread_cond_broadcast(&migration->changed);
+        pthread_mutex_unlock(&migration->lock);
+        if (record.type == REC_RP_ERROR) {
+            /* Stop every sender at once: a lane blocked on a multifd
+             * channel the destination no longer reads must not hold the
+             * migration thread. */
+            channel_shutdown(&migration->channel);
+            migration_shutdown_multifd(migration);
+            break;
+        }
+    }
+    pthread_mutex_lock(&migration->lock);
+    /* An end or a reset is the destination going away; bytes that are not
+     * a well-formed record are an error of its own, worth naming. */
+    if ((rc == -EPROTO || rc == -EBADMSG) && !migration->rp_error[0] &&
+        !migration_cancelled(migration))
+        snprintf(migration->rp_error, sizeof(migration->rp_error),
+                 "its return path is corrupt: %.450s", err.msg);
+    migration->rp_closed = true;
+    pthread_cond_broadcast(&migration->changed);
+    pthread_mutex_unlock(&migration->lock);
+    stream_reader_free(&reader);
+    return NULL;
+}
+
+/* Waits until the return path sets *flag, fails, or the deadline passes. */
+int migration_wait_for_destination(struct migration *migration, bool *flag,
+                                   uint64_t timeout_us, const char *what, struct gw_error *err)
+{
+    uint64_t deadline = migration_now_us() + timeout_us;
+    int rc = 0;
+
+    pthread_mutex_lock(&migration->lock);
+    while (!*flag && !migration->rp_error[0] && !migration->rp_closed &&
+           !migration_cancelled(migration)) {
+        uint64_t now = migration_now_us();
+        if (now >= deadline) {
+            rc = gw_error_set(err, -ETIMEDOUT, "the destination did not say %s within %" PRIu64
+                              " s", what, timeout_us / 1000000);
+            break;
+        }
+        migration_wait_changed(migration);
+    }
+    if (!rc && !*flag)
+        rc = migration->rp_error[0]
+                 ? gw_error_set(err, -EIO, "the destination failed: %s", migration->rp_error)
+                 : migration_cancelled(migration)
+                       ? gw_error_set(err, -ECANCELED, "the migration was cancelled")
+                       : gw_error_set(err, -EPIPE, "the destination closed the connection "
+                                      "before it said %s", what);
+    pthread_mutex_unlock(&migration->lock);
+    return rc;
+}
+
+/* A multifd channel's write can fail before the return path delivers the
+ * destination's reason (it refused, and closed everything): give the
+ * return path a moment, so the user reads the reason, not "broken pipe". */
+void migration_wait_for_rp_error(struct migration *migration)
+{
+    uint64_t deadline = migration_now_us() + 1000000;
+
+    pthread_mutex_lock(&migration->lock);
+    while (!migration->rp_error[0] && !migration->rp_closed && migration_now_us() < deadline)
+        migration_wait_changed(migration);
+    pthread_mutex_unlock(&migration->lock);
+}
+
