@@ -1,7 +1,8 @@
 /* The accel test device (vm/accel.h): state-size bytes of state that a
  * thread of its own rewrites, 4 KiB at a time, while the VM runs, like a
  * device doing DMA; dirty tracking per 4 KiB page; precopy and stop-copy
- * saves; x-query-accel for tests.
+ * saves; x-query-accel for tests. It takes multifd, unless the test-only
+ * key multifd=off says not to.
  *
  * State format (version 1), little-endian and unpadded: a list of entries,
  * each {u64 offset, u32 length, u32 kind} followed by length bytes.
@@ -584,18 +585,21 @@ static int accel_load_finish(void *opaque, uint32_t pieces, uint32_t version,
     return rc;
 }
 
-static const struct device_ops accel_ops = {
-    .save_setup = accel_save_setup,
-    .save = accel_save,
-    .load = accel_load,
-    .query_pending = accel_query_pending,
-    .save_precopy = accel_save_precopy,
-    .load_precopy = accel_load_precopy,
-    .multifd = true,   /* its state stands alone: no other device's load is needed first */
-    .save_piece = accel_save_piece,
-    .load_piece = accel_load_piece,
-    .load_finish = accel_load_finish,
-};
+/* Two kinds of device, the same but for multifd. Its state stands alone
+ * (no other device's load is needed first), so it takes multifd; with the
+ * test-only key multifd=off it is registered as a device that does not, so
+ * its stop-copy pieces stay on the main channel and a test can mix both
+ * kinds in one registry. */
+#define ACCEL_OPS(takes_multifd)                                                             \
+    {                                                                                        \
+        .save_setup = accel_save_setup, .save = accel_save, .load = accel_load,              \
+        .query_pending = accel_query_pending, .save_precopy = accel_save_precopy,            \
+        .load_precopy = accel_load_precopy, .multifd = (takes_multifd),                      \
+        .save_piece = accel_save_piece, .load_piece = accel_load_piece,                      \
+        .load_finish = accel_load_finish,                                                    \
+    }
+static const struct device_ops accel_ops = ACCEL_OPS(true);
+static const struct device_ops accel_ops_main_channel = ACCEL_OPS(false);
 
 /* --- x-query-accel --- */
 
@@ -703,7 +707,8 @@ int accel_register(struct vm *vm, struct gw_error *err)
         if ((rc = accel_create(vm, a, config, incoming, err)) < 0)
             return rc;
         nr_accels++;
-        if ((rc = device_register(&vm->devices, config->id, 0, ACCEL_VERSION, &accel_ops, a,
+        if ((rc = device_register(&vm->devices, config->id, 0, ACCEL_VERSION,
+                                  config->multifd ? &accel_ops : &accel_ops_main_channel, a,
                                   err)) < 0)
             return rc;
     }

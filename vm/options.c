@@ -178,9 +178,10 @@ static int parse_accel_size(const char *text, const char *value, uint64_t *size,
 
 /* One key=value of an accel device; seen[] catches a key given twice. */
 static int parse_accel_key(const char *text, char *item, struct vm_accel_config *dev,
-                           bool seen[5], struct gw_error *err)
+                           bool seen[6], struct gw_error *err)
 {
-    static const char *const keys[5] = { "id", "state-size", "changes", "pending", "precopy" };
+    static const char *const keys[6] = { "id", "state-size", "changes", "pending", "precopy",
+                                         "multifd" };
     /* The migration stream names devices by id (vm/vm_devices.c's). */
     static const char *const builtin_ids[] = { "kvm-irqchip", "kvm-pit", "kvm-clock", "cpu",
                                                "serial" };
@@ -191,9 +192,9 @@ static int parse_accel_key(const char *text, char *item, struct vm_accel_config 
         return gw_error_set(err, -EINVAL, "--device '%s': '%s' is not KEY=VALUE; "
                             ACCEL_USAGE, text, item);
     *value++ = '\0';
-    for (k = 0; k < 5 && strcmp(item, keys[k]); k++)
+    for (k = 0; k < 6 && strcmp(item, keys[k]); k++)
         ;
-    if (k == 5)
+    if (k == 6)
         return gw_error_set(err, -EINVAL, "--device '%s': unknown key '%s'; the keys are "
                             "id and state-size", text, item);
     if (seen[k])
@@ -226,6 +227,12 @@ static int parse_accel_key(const char *text, char *item, struct vm_accel_config 
                                 text, value);
         dev->precopy = !strcmp(value, "on");
         return 0;
+    case 5:
+        if (strcmp(value, "on") && strcmp(value, "off"))
+            return gw_error_set(err, -EINVAL, "--device '%s': multifd=%s; use on or off",
+                                text, value);
+        dev->multifd = !strcmp(value, "on");
+        return 0;
     default:
         if (strcmp(value, "nonsense") && strcmp(value, "normal"))
             return gw_error_set(err, -EINVAL, "--device '%s': pending=%s; use normal or "
@@ -235,12 +242,12 @@ static int parse_accel_key(const char *text, char *item, struct vm_accel_config 
     }
 }
 
-/* --device accel,id=NAME,state-size=SIZE (hidden keys: changes=on|off,
- * pending=normal|nonsense, precopy=on|off). */
+/* --device accel,id=NAME,state-size=SIZE (hidden keys, for tests only:
+ * changes=on|off, pending=normal|nonsense, precopy=on|off, multifd=on|off). */
 static int parse_device(const char *text, struct vm_config *config, struct gw_error *err)
 {
-    struct vm_accel_config dev = { .changes = true, .precopy = true };
-    bool seen[5] = { false };
+    struct vm_accel_config dev = { .changes = true, .precopy = true, .multifd = true };
+    bool seen[6] = { false };
     char copy[256], *item, *next;
     int rc;
 

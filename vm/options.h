@@ -28,6 +28,9 @@ struct vm_accel_config {
     bool pending_nonsense;    /* hidden key pending=nonsense|normal */
     bool precopy;             /* hidden key precopy=on|off (default on): off sends it
                                * all in stop-copy, as a device without precopy support */
+    bool multifd;             /* hidden key multifd=on|off (default on): off registers it
+                               * as a device whose stop-copy state stays on the main
+                               * channel (still in pieces), so tests can mix both kinds */
 };
 
 struct vm_config {

@@ -72,6 +72,8 @@ class BadDevice(VmTestCase):
             (["accel,id=" + "g" * 32 + ",state-size=4K"], "1 to 31 characters"),
             (["accel,id=serial,state-size=4K"], "godwit-vm's own devices"),
             (["accel,id=gpu0,state-size=4K,changes=maybe"], "on or off"),
+            (["accel,id=gpu0,state-size=4K,multifd=maybe"], "multifd=maybe", "on or off"),
+            (["accel,id=gpu0,state-size=4K,multifd=off,multifd=on"], "multifd is given twice"),
             ([f"accel,id=d{i},state-size=4K" for i in range(9)], "at most 8"),
         )
         for specs, *phrases in cases:
@@ -82,7 +84,8 @@ class BadDevice(VmTestCase):
         result = subprocess.run([GODWIT_VM, "--help"], capture_output=True, text=True)
         self.assertEqual(result.returncode, 0)
         self.assertIn("--device accel,id=NAME,state-size=SIZE", result.stdout)
-        self.assertNotIn("nonsense", result.stdout)   # the test-only keys stay hidden
+        for hidden in ("nonsense", "multifd=off"):   # the test-only keys stay hidden
+            self.assertNotIn(hidden, result.stdout)
 
 
 class DeviceState(MigrationTestCase):
