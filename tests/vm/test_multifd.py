@@ -429,6 +429,54 @@ class AccelOnMultifd(MultifdTestCase):
         self.check_placement(proxy, channels)
 
 
+class MixedDeviceKinds(MultifdTestCase):
+    """A registry with both kinds of device: gpu0 takes multifd (its
+    stop-copy pieces go on the device-state channel, sent by another thread
+    while the migration thread goes on) and gpu1 does not (multifd=off, a
+    test-only key: its pieces go on the main channel). Both save in pieces
+    into the same few buffers, so the main-channel device must not refill a
+    buffer that a multifd channel still holds. Each state is 64 MiB, all of
+    it stop-copy (precopy=off): 5 pieces each, so gpu1 starts while gpu0's
+    last pieces wait on the device-state channel."""
+    PARAMS = {"multifd-channels": 2, "x-multifd-channels-device-state": 1,
+              "avail-switchover-bandwidth": AT_ONCE}
+    ON_MULTIFD = "accel,id=gpu0,state-size=64M,changes=off,precopy=off"
+    ON_MAIN = "accel,id=gpu1,state-size=64M,changes=off,precopy=off,multifd=off"
+
+    def test_mixed_device_kinds_keep_their_state(self):
+        specs = devices(self.ON_MULTIFD, self.ON_MAIN)
+        source = self.start_source(extra=specs)
+        before = {d: digest(source, d) for d in ("gpu0", "gpu1")}
+        self.assertNotEqual(before["gpu0"], before["gpu1"], "the two states must differ")
+        destination, uri = self.incoming(HEADERS, self.PARAMS, extra=specs)
+        self.configure(source, HEADERS, self.PARAMS)
+        proxy = self.proxy(uri)
+        info = self.migrate(source, proxy.uri, timeout=120)
+        if info["status"] != "completed":
+            # The source keeps the guest and both states, whatever went wrong.
+            self.assert_source_whole(source, before)
+            self.fail(f"the migration {info['status']}: {info.get('error-desc')}")
+        for d, expected in before.items():
+            self.assertEqual(digest(source, d), expected, f"{d} changed on the source")
+            self.assertEqual(digest(destination, d), expected, f"{d} differs after migration")
+        self.assert_completed(source, destination, info)
+        # Each kind went where it says: gpu0's stop-copy pieces on the
+        # device-state channel, gpu1's on the main channel, several each.
+        proxy.wait_channels()
+        main, = proxy.of_kind("main")
+        carriers = proxy.of_kind("device")
+        self.assertEqual(main.devices("gpu0", precopy=False), [],
+                         "gpu0's stop-copy state went on the main channel")
+        self.assertEqual([d for c in carriers for d in c.devices("gpu1")], [],
+                         "gpu1 (multifd=off) went on a device-state channel")
+        on_multifd = [d for c in carriers for d in c.devices("gpu0", precopy=False)]
+        on_main = main.devices("gpu1", precopy=False)
+        for name, pieces in (("gpu0", on_multifd), ("gpu1", on_main)):
+            self.assertGreaterEqual(len(pieces), 4, f"{name}: want several pieces")
+            self.assertEqual(sorted(d["index"] for d in pieces), list(range(len(pieces))),
+                             name)
+
+
 class DeviceBuffers(MultifdTestCase):
     """The proxy reorders, duplicates, drops, inflates or renames gpu0's
     stop-copy buffers on the device-state channel. Any order must load;
