@@ -1,6 +1,20 @@
 /* RAM blocks: the engine's view of guest memory. A block is a host mapping of
  * a contiguous guest-physical range. The engine never maps or frees them; the
- * VMM that registers them owns their memory. */
+ * VMM that registers them owns their memory.
+ *
+ * What memory a block may be, and what the engine infers from it to skip
+ * reading zero pages (it checks the kind of each block's mapping in
+ * /proc/self/maps when a migration starts, and infers nothing it cannot
+ * see is sound):
+ *  - private anonymous memory (MAP_PRIVATE | MAP_ANONYMOUS), fd -1: with
+ *    4 KiB pages, a page absent from /proc/self/pagemap (never touched, not
+ *    swapped) is zero;
+ *  - a shared mapping (MAP_SHARED) of a file, with fd that file and
+ *    fd_offset where the block starts in it: a hole in the file is zero,
+ *    whoever writes the file and through whichever mapping;
+ *  - anything else (shared anonymous memory, which another mapping may have
+ *    written where this one has no page; a private mapping of a file, whose
+ *    copied pages are not in the file): allowed, and every page is read. */
 #ifndef GODWIT_RAM_H
 #define GODWIT_RAM_H
 
@@ -18,8 +32,10 @@ struct ram_block {
     uint64_t size;                  /* bytes, a multiple of page_size */
     uint64_t page_size;             /* bytes, a power of two */
     uint64_t gpa;                   /* guest-physical address of byte 0 */
-    /* The file the memory maps, or -1 for anonymous memory. The engine uses
-     * it only to find holes (pages that are zero without being read). */
+    /* The file that host maps, shared, or -1 for memory that is not a
+     * shared file mapping. The engine uses it only to find holes (pages
+     * that are zero without being read), and only where host is a shared
+     * mapping of a file; see above. */
     int fd;
     uint64_t fd_offset;             /* of byte 0 in that file */
 };
