@@ -475,7 +475,10 @@ static int accel_load(void *opaque, const uint8_t *data, size_t len, uint32_t ve
 }
 
 /* A new outgoing migration: its destination has nothing, so everything
- * precopy sent to an earlier, cancelled one is to be sent again. */
+ * precopy sent to an earlier, cancelled one is to be sent again, and a
+ * stop-copy that an earlier one left part-way (its migration failed between
+ * pieces) starts over at the first page: the pieces of this migration are
+ * all the dirty pages. */
 static int accel_save_setup(void *opaque, struct gw_error *err)
 {
     struct accel *a = opaque;
@@ -483,6 +486,7 @@ static int accel_save_setup(void *opaque, struct gw_error *err)
     (void)err;
     pthread_mutex_lock(&a->lock);
     set_all_dirty(a);
+    a->piece_cursor = 0;
     pthread_mutex_unlock(&a->lock);
     return 0;
 }

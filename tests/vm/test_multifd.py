@@ -534,6 +534,27 @@ class DeviceBuffers(MultifdTestCase):
                                     f"destination stderr: {err[-600:]!r}")
         self.quit_cleanly(source)
 
+    def test_whole_state_after_a_failed_switchover(self):
+        """A migration that fails in the middle of gpu0's stop-copy pieces
+        (the destination refuses a duplicate of buffer 0), then a new one:
+        the new destination gets all of gpu0's state, not just what the
+        device had not made into pieces the first time."""
+        source = self.start_source(extra=devices(GPU))
+        before = digest(source)
+        self.configure(source, HEADERS, self.PARAMS)
+        destination, uri = self.incoming(HEADERS, self.PARAMS, extra=devices(GPU))
+        proxy = self.proxy(uri, action="duplicate", buffer=0)
+        source.qmp.command("migrate", uri=proxy.uri)
+        info = wait_migration(source.qmp, ("failed", "completed"), timeout=120)
+        self.assertEqual(info["status"], "failed", "a duplicate buffer 0 was taken")
+        self.assert_gave_up(destination)
+        self.assert_source_whole(source, {"gpu0": before})
+        second, uri = self.incoming(HEADERS, self.PARAMS, extra=devices(GPU))
+        info = self.migrate(source, uri, timeout=120)
+        self.assertEqual(info["status"], "completed", info.get("error-desc"))
+        self.assertEqual(digest(second), before, "gpu0 differs after the second migration")
+        self.assert_completed(source, second, info)
+
 
 class Validation(MultifdTestCase):
     def test_parameter_ranges_and_defaults(self):
