@@ -35,7 +35,8 @@ struct ram_block {
     /* The file that host maps, shared, or -1 for memory that is not a
      * shared file mapping. The engine uses it only to find holes (pages
      * that are zero without being read), and only where host is a shared
-     * mapping of a file; see above. */
+     * mapping of this very file (same device and inode in /proc/self/maps);
+     * see above. */
     int fd;
     uint64_t fd_offset;             /* of byte 0 in that file */
 };

@@ -8,6 +8,8 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 bool ram_page_is_zero(const uint8_t *page, size_t len)
@@ -23,28 +25,39 @@ bool ram_page_is_zero(const uint8_t *page, size_t len)
 }
 
 /* Whether every mapping over [start, end) is of the kind wanted: private
- * anonymous (no inode) or shared file-backed. From /proc/self/maps, once
- * per migration: what the embedder says of its memory is not trusted for
- * something that would silently send zeros. */
-static bool mapped_as(uintptr_t start, uintptr_t end, bool want_shared_file)
+ * anonymous (no inode), or a shared mapping of the very file fd names.
+ * From /proc/self/maps, once per migration: what the embedder says of its
+ * memory is not trusted for something that would silently send zeros. */
+static bool mapped_as(uintptr_t start, uintptr_t end, int fd)
 {
     FILE *maps = fopen("/proc/self/maps", "re");
     char line[512];
     uintptr_t covered = start;
+    struct stat file;
 
     if (!maps)
         return false;
+    if (fd >= 0 && fstat(fd, &file) < 0) {
+        fclose(maps);
+        return false;
+    }
     while (covered < end && fgets(line, sizeof(line), maps)) {
         unsigned long from, to, inode;
+        unsigned dev_major, dev_minor;
         char perms[8];
-        if (sscanf(line, "%lx-%lx %7s %*s %*s %lu", &from, &to, perms, &inode) != 4)
+        if (sscanf(line, "%lx-%lx %7s %*s %x:%x %lu", &from, &to, perms, &dev_major,
+                   &dev_minor, &inode) != 6)
             break;
         if (to <= covered || from >= end)
             continue;
         if (from > covered)
             break;   /* a gap: not all mapped */
         bool shared = perms[3] == 's';
-        if (want_shared_file ? !shared || inode == 0 : shared || inode != 0)
+        bool sound = fd < 0 ? !shared && inode == 0
+                            : shared && inode == file.st_ino &&
+                              dev_major == major(file.st_dev) &&
+                              dev_minor == minor(file.st_dev);
+        if (!sound)
             break;
         covered = to;
     }
@@ -59,7 +72,7 @@ void ram_zero_hints_init(struct ram_zero_hints *hints, enum zero_page_detection 
     hints->pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
     for (unsigned b = 0; b < nr_blocks && b < STREAM_BLOCKS_MAX; b++) {
         uintptr_t start = (uintptr_t)blocks[b].host, end = start + blocks[b].size;
-        hints->sound[b] = mapped_as(start, end, blocks[b].fd >= 0);
+        hints->sound[b] = mapped_as(start, end, blocks[b].fd);
     }
 }
 
