@@ -238,7 +238,10 @@ static int claim_buffer(struct assembly *assembly, bool piecewise, uint32_t inde
                                 strerror(errno));
         assembly->data = region;
     }
-    assembly->version = version;
+    /* Set by the first buffer only: the load thread reads it, unlocked,
+     * while later pieces are claimed (and those carry the same version). */
+    if (!assembly->received[0] && !assembly->received[1])
+        assembly->version = version;
     assembly->received[index / 64] |= bit;
     if (piecewise && ++assembly->copied == (unsigned)assembly->last + 1 && assembly->last >= 0)
         assembly->queued = true;   /* every piece has come */
