@@ -171,6 +171,7 @@ static int receive(struct migration *migration, struct incoming *incoming, struc
     /* The cause, not the shut channel it led to. */
     if (rc < 0 && !multifd_recv_error(state.multifd, err))
         device_loader_error(state.devices, err);
+    multifd_recv_stop(state.multifd);   /* the receivers' byte counts are theirs till then */
     atomic_store(&migration->stats.multifd_bytes, multifd_recv_bytes(state.multifd));
     multifd_recv_free(state.multifd);
     load_state_free(&state);

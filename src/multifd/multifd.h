@@ -55,6 +55,9 @@ int multifd_recv_finish(struct multifd_recv *recv, struct ram_load_counts *count
 /* True, with the error in err, if a receiver failed: the cause to report
  * rather than the main channel's read error it led to. */
 bool multifd_recv_error(struct multifd_recv *recv, struct gw_error *err);
+/* Shuts the channels and joins every receiver (the first error stays). */
+void multifd_recv_stop(struct multifd_recv *recv);
+/* Bytes read on every channel; only after multifd_recv_stop. */
 uint64_t multifd_recv_bytes(const struct multifd_recv *recv);
 void multifd_recv_free(struct multifd_recv *recv);
 

@@ -275,6 +275,8 @@ bool multifd_recv_error(struct multifd_recv *recv, struct gw_error *err)
     return failed;
 }
 
+/* The receivers' readers are theirs until they end: called once
+ * multifd_recv_stop has joined them. */
 uint64_t multifd_recv_bytes(const struct multifd_recv *recv)
 {
     uint64_t bytes = 0;
@@ -284,7 +286,7 @@ uint64_t multifd_recv_bytes(const struct multifd_recv *recv)
     return bytes;
 }
 
-void multifd_recv_free(struct multifd_recv *recv)
+void multifd_recv_stop(struct multifd_recv *recv)
 {
     struct gw_error stopped;
 
@@ -301,6 +303,17 @@ void multifd_recv_free(struct multifd_recv *recv)
         struct receiver *receiver = &recv->receivers[i];
         if (receiver->started)
             pthread_join(receiver->thread, NULL);
+        receiver->started = false;
+    }
+}
+
+void multifd_recv_free(struct multifd_recv *recv)
+{
+    if (!recv)
+        return;
+    multifd_recv_stop(recv);
+    for (unsigned i = 0; recv->receivers && i < recv->nr_receivers; i++) {
+        struct receiver *receiver = &recv->receivers[i];
         stream_reader_free(&receiver->reader);
         ZSTD_freeDCtx(receiver->dctx);
         free(receiver->scratch);
