@@ -241,7 +241,7 @@ static int soft_dirty_sync(void *opaque, unsigned block, uint64_t *bitmap, struc
 
     (void)err;
     for (uint64_t w = 0; w < words; w++)
-        if (cpu->dirty[block][w])
+        if (__atomic_load_n(&cpu->dirty[block][w], __ATOMIC_RELAXED))   /* the thread sets bits */
             bitmap[w] |= __atomic_exchange_n(&cpu->dirty[block][w], 0, __ATOMIC_ACQUIRE);
     return 0;
 }
