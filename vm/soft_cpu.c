@@ -259,8 +259,11 @@ static void soft_dirty_stop(void *opaque)
     struct soft_cpu *cpu = opaque;
 
     atomic_store(&cpu->tracking, false);
+    /* The thread may still be running (a failed or cancelled migration) and
+     * setting a bit it saw tracking on for. */
     for (unsigned b = 0; b < cpu->memory->nr_blocks; b++)
-        memset(cpu->dirty[b], 0, ram_block_bitmap_words(&cpu->memory->blocks[b]) * 8);
+        for (uint64_t w = 0; w < ram_block_bitmap_words(&cpu->memory->blocks[b]); w++)
+            __atomic_store_n(&cpu->dirty[b][w], 0, __ATOMIC_RELAXED);
 }
 
 const struct dirty_tracker_ops soft_dirty_ops = {
