@@ -83,16 +83,23 @@ static void serial_putc(struct soft_cpu *cpu, char c)
     }
 }
 
-/* The range lies in block 0 (below 3 GiB), which starts at guest address 0. */
-static void touch(struct soft_cpu *cpu, uint64_t gpa, bool zero)
+/* The guest's own write to its RAM. The migration threads read the page
+ * meanwhile, as they read a KVM guest's: the dirty bit set after it sends
+ * the page again. tests/tsan.supp names this function for that reason. */
+static void soft_guest_write(uint8_t *byte, bool zero)
 {
-    uint8_t *byte = cpu->memory->host + gpa;
-    uint64_t page = gpa / PAGE;
-
     if (zero)
         *byte = 0;
     else
         (*(volatile uint8_t *)byte)++;
+}
+
+/* The range lies in block 0 (below 3 GiB), which starts at guest address 0. */
+static void touch(struct soft_cpu *cpu, uint64_t gpa, bool zero)
+{
+    uint64_t page = gpa / PAGE;
+
+    soft_guest_write(cpu->memory->host + gpa, zero);
     if (atomic_load(&cpu->tracking))
         __atomic_fetch_or(&cpu->dirty[0][page / 64], 1ULL << (page % 64), __ATOMIC_RELEASE);
 }
