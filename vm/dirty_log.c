@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <time.h>
 
 #include "kvm.h"
 
@@ -67,17 +68,30 @@ static int dirty_log_start(void *opaque, struct gw_error *err)
     return rc;
 }
 
-static int dirty_log_sync(void *opaque, unsigned block, uint64_t *bitmap, struct gw_error *err)
+static uint64_t monotonic_us(void)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (uint64_t)now.tv_sec * 1000000 + (uint64_t)now.tv_nsec / 1000;
+}
+
+static int dirty_log_sync(void *opaque, unsigned block, uint64_t *bitmap,
+                          struct dirty_sync_times *times, struct gw_error *err)
 {
     struct dirty_log *log = opaque;
     uint64_t words = ram_block_bitmap_words(&log->memory->blocks[block]);
     struct kvm_dirty_log dirty = { .slot = block, .dirty_bitmap = log->scratch[block] };
+    uint64_t started = monotonic_us(), fetched;
 
     if (ioctl(log->kvm->vm_fd, KVM_GET_DIRTY_LOG, &dirty) < 0)
         return gw_error_set(err, -errno, "KVM_GET_DIRTY_LOG on block '%s' failed: %s",
                             log->memory->blocks[block].name, strerror(errno));
+    fetched = monotonic_us();
     for (uint64_t w = 0; w < words; w++)
         bitmap[w] |= log->scratch[block][w];
+    times->fetch_us += fetched - started;
+    times->merge_us += monotonic_us() - fetched;
     return 0;
 }
 

@@ -41,6 +41,17 @@ static json_t *ram_info(struct migration *migration)
         "page-size", (json_int_t)page_size);
 }
 
+/* Ours: where the last dirty-bitmap sync's time went (seed 001: sync time
+ * decides which guests converge), in microseconds. */
+static json_t *last_sync_info(struct migration_stats *stats)
+{
+    return json_pack("{s:I,s:I,s:I,s:I}",
+        "total", (json_int_t)atomic_load(&stats->last_sync_us),
+        "fetch", (json_int_t)atomic_load(&stats->last_sync_fetch_us),
+        "merge", (json_int_t)atomic_load(&stats->last_sync_merge_us),
+        "device", (json_int_t)atomic_load(&stats->last_sync_device_us));
+}
+
 json_t *migration_info(struct migration *migration)
 {
     struct migration_stats *stats = &migration->stats;
@@ -77,6 +88,8 @@ json_t *migration_info(struct migration *migration)
         uint64_t precopy = atomic_load(&stats->device_precopy_pending);
         uint64_t stopcopy = atomic_load(&stats->device_stopcopy_pending);
         json_t *ram = ram_info(migration);
+
+        json_object_set_new(ram, "last-dirty-sync", last_sync_info(stats));
         /* QEMU's system-wide figure: RAM not sent yet plus what the devices
          * still hold (their stop-copy size includes their precopy data). */
         uint64_t remaining = (uint64_t)json_integer_value(json_object_get(ram, "remaining")) +
@@ -156,6 +169,10 @@ int migration_hmp_info(const char *args, struct hmp_output *out, struct gw_error
                    field(ram, "pages-per-second"), field(ram, "dirty-pages-rate"));
         hmp_printf(out, "  Others:               dirty_syncs=%" PRIu64 ", sync_time=%" PRIu64
                    " ms\r\n", field(ram, "dirty-sync-count"), field(ram, "dirty-sync-time"));
+        json_t *sync = json_object_get(ram, "last-dirty-sync");
+        hmp_printf(out, "  Last sync (us):       total=%" PRIu64 ", fetch=%" PRIu64 ", merge=%"
+                   PRIu64 ", device=%" PRIu64 "\r\n", field(sync, "total"), field(sync, "fetch"),
+                   field(sync, "merge"), field(sync, "device"));
     }
     if (device)
         hmp_printf(out, "Device state:           transferred=%s, precopy pending=%s, "

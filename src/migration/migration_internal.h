@@ -65,6 +65,9 @@ struct migration_stats {
     _Atomic uint64_t transferred, precopy_bytes, downtime_bytes;
     _Atomic uint64_t normal_pages, zero_pages, remaining_bytes, dirty_sync_count;
     _Atomic uint64_t dirty_sync_time_us, dirty_pages_rate, pages_per_second;
+    /* The last sync and its parts (ours): the tracker's fetch, the merge
+     * into the engine's bitmaps, the devices' pending query. */
+    _Atomic uint64_t last_sync_us, last_sync_fetch_us, last_sync_merge_us, last_sync_device_us;
     _Atomic uint64_t bandwidth;          /* bytes/s over transfer time, last pass */
     _Atomic uint64_t transfer_time_us;   /* total of finished passes, sync time excluded */
     _Atomic uint64_t pass_started_us;    /* 0 outside a pass: for live figures */

@@ -44,6 +44,7 @@ struct source {
     uint64_t stop_us;          /* when the guest stopped; 0 while it runs */
     uint64_t expected_downtime_us;
     uint64_t pass;             /* the dirty pass being sent, from 1 */
+    uint64_t device_stopcopy;  /* the devices' stop-copy bytes at the last sync */
 };
 
 static uint64_t count_dirty(struct migration *migration)
@@ -209,20 +210,37 @@ static uint64_t device_stopcopy_bytes(struct migration *migration)
     return stopcopy;
 }
 
-static int sync_dirty(struct source *source, struct gw_error *err)
+/* The tracker's sync and the devices' pending query are the whole of a
+ * sync: both are timed, so query-migrate can say where its time went. The
+ * final sync, with the guest stopped, leaves the devices alone: their
+ * stop-copy state is sent right after, whatever it is. */
+static int sync_dirty(struct source *source, bool query_devices, struct gw_error *err)
 {
     struct migration *migration = source->migration;
-    uint64_t started = migration_now_us();
+    struct migration_stats *stats = &migration->stats;
+    struct dirty_sync_times times = { 0 };
+    uint64_t started = migration_now_us(), tracked, ended;
     int rc;
 
     for (unsigned b = 0; b < migration->host.nr_blocks; b++) {
         rc = migration->host.dirty->sync(migration->host.dirty_opaque, b, migration->bitmaps[b],
-                                         err);
+                                         &times, err);
         if (rc < 0)
             return rc;
     }
-    atomic_fetch_add(&migration->stats.dirty_sync_time_us, migration_now_us() - started);
-    emit_pass(migration, atomic_fetch_add(&migration->stats.dirty_sync_count, 1) + 1);
+    tracked = migration_now_us();
+    if (query_devices)
+        source->device_stopcopy = device_stopcopy_bytes(migration);
+    ended = migration_now_us();
+    /* A tracker that cannot split its time reports none: all of it is fetch. */
+    if (times.fetch_us + times.merge_us == 0)
+        times.fetch_us = tracked - started;
+    atomic_store(&stats->last_sync_fetch_us, times.fetch_us);
+    atomic_store(&stats->last_sync_merge_us, times.merge_us);
+    atomic_store(&stats->last_sync_device_us, ended - tracked);
+    atomic_store(&stats->last_sync_us, ended - started);
+    atomic_fetch_add(&stats->dirty_sync_time_us, ended - started);
+    emit_pass(migration, atomic_fetch_add(&stats->dirty_sync_count, 1) + 1);
     return 0;
 }
 
@@ -258,7 +276,7 @@ static int run_pass(struct source *source, uint64_t pass, uint64_t *dirty_pages,
         atomic_store(&stats->bandwidth, bytes * 1000000 / sent_us);
         atomic_store(&stats->pages_per_second, (bytes / source->page_size) * 1000000 / sent_us);
     }
-    rc = sync_dirty(source, err);
+    rc = sync_dirty(source, true, err);
     if (rc < 0)
         return rc;
     *dirty_pages = count_dirty(migration);
@@ -268,10 +286,11 @@ static int run_pass(struct source *source, uint64_t pass, uint64_t *dirty_pages,
     return 0;
 }
 
-/* Bytes the stop-copy phase would send now: dirty RAM and device state. */
+/* Bytes the stop-copy phase would send now: dirty RAM and device state,
+ * as of the last sync. */
 static uint64_t stopcopy_bytes(struct source *source, uint64_t dirty_pages)
 {
-    return dirty_pages * source->page_size + device_stopcopy_bytes(source->migration);
+    return dirty_pages * source->page_size + source->device_stopcopy;
 }
 
 static uint64_t expected_downtime_us(struct source *source, uint64_t remaining)
@@ -397,7 +416,7 @@ static int switchover(struct source *source, struct gw_error *err)
     if ((rc = write_record(source, REC_SWITCHOVER, NULL, 0, err)) < 0 ||
         (rc = write_record(source, REC_RUN_STATE, &run_state_part, 1, err)) < 0)
         return rc;
-    if ((rc = sync_dirty(source, err)) < 0)
+    if ((rc = sync_dirty(source, false, err)) < 0)
         return rc;
     atomic_store(&stats->remaining_bytes, count_dirty(migration) * source->page_size);
     if ((rc = ram_send_dirty(&source->walker, &source->sink, false, true, source->pass + 1,

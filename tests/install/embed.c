@@ -58,11 +58,13 @@ static int dirty_start(void *opaque, struct gw_error *err)
     return 0;
 }
 
-static int dirty_sync(void *opaque, unsigned block, uint64_t *bitmap, struct gw_error *err)
+static int dirty_sync(void *opaque, unsigned block, uint64_t *bitmap,
+                      struct dirty_sync_times *times, struct gw_error *err)
 {
     struct vm *vm = opaque;
 
     (void)block;
+    (void)times;
     (void)err;
     if (++vm->syncs == 1 && vm->running) {
         vm->block.host[REDIRTIED_PAGE * PAGE] ^= 0xff;

@@ -178,6 +178,7 @@ class Convergence(MarkerMigration):
         info = wait_migration(source.qmp, ("active",),
                               predicate=lambda i: i["ram"]["dirty-sync-count"] >= 3, timeout=30)
         self.assertGreater(info["expected-downtime"], 1)
+        self.check_last_sync(source, info)
         source.qmp.command("migrate_cancel")
         info = wait_migration(source.qmp, ("cancelled",))
         self.assertEqual(source.qmp.command("query-status")["status"], "running")
@@ -196,6 +197,17 @@ class Convergence(MarkerMigration):
         self.assertEqual(info["status"], "completed", info.get("error-desc"))
         self.assertLessEqual(self.check_running_guest(second, high=4 * MiB, earlier=(source,)),
                              1)
+
+    def check_last_sync(self, source, info):
+        """The last sync's parts (ours) add up to no more than its total,
+        and info migrate prints the same figures."""
+        sync = info["ram"]["last-dirty-sync"]
+        self.assertGreater(sync["total"], 0, sync)
+        self.assertGreater(sync["fetch"], 0, sync)
+        self.assertLessEqual(sync["fetch"] + sync["merge"] + sync["device"], sync["total"], sync)
+        self.assertLessEqual(sync["total"], info["ram"]["dirty-sync-time"] * 1000 + 1000, sync)
+        text = source.qmp.hmp("info migrate")
+        self.assertRegex(text, r"Last sync \(us\): +total=\d+, fetch=\d+, merge=\d+, device=\d+")
 
 
 class BadRequests(MarkerMigration):
