@@ -16,7 +16,8 @@ godwit on 1, 2 and 4 channels, QEMU on 2 and 4, with and without zstd) and
 seed 002's device-state experiment (godwit alone: 400 MiB of device state
 on the main channel, mixed into the multifd channels, or on dedicated
 ones); also the machine's limits (iperf3, memcpy, first touch, zero scan)
-and bench/guest_rates.py. Full set (make bench-full): also 2 GiB and 4 GiB
+bench/guest_rates.py and bench/sync_time.py (dirty-bitmap sync time of sparse
+1, 4 and 16 GiB guests, beside QEMU's). Full set (make bench-full): also 2 GiB and 4 GiB
 filled guests.
 
 Writes docs/benchmarks.md and its PNGs (docs/benchmarks/), prints the
@@ -37,6 +38,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "lib"))
 import limits as limits_mod  # noqa: E402
 import multifd  # noqa: E402
 import report  # noqa: E402
+import sync_time  # noqa: E402
 from godwit_vm import kvm_skip_reason  # noqa: E402
 from runs import (DOWNTIME_LIMIT_MS, MAX_BANDWIDTH, QEMU_ACCEL, QEMU_BIOS, MiB,  # noqa: E402
                   Content, Scenario, run_all)
@@ -284,6 +286,8 @@ def main():
     parser.add_argument("--iperf-seconds", type=int, default=3)
     parser.add_argument("--no-limits", action="store_true")
     parser.add_argument("--no-guest-rates", action="store_true")
+    parser.add_argument("--no-sync-time", action="store_true",
+                        help="skip bench/sync_time.py (sparse 1, 4 and 16 GiB guests)")
     parser.add_argument("--no-device-state", action="store_true",
                         help="leave out seed 002's device-state experiment (bench/multifd.py)")
     parser.add_argument("--results", default=os.path.join(HERE, "results"))
@@ -343,6 +347,16 @@ def main():
                    "--guest", args.guest] + (["--qemu", args.qemu] if args.qemu else [])
         out = subprocess.run(command, capture_output=True, text=True)
         extra["guest_rates"] = out.stdout + (out.stderr if out.returncode else "")
+    sync_lines = []
+    if not args.no_sync_time and not kvm_skip_reason():
+        sync_args = argparse.Namespace(vm=args.vm, guest=args.guest, qemu=args.qemu,
+                                       sizes=list(sync_time.SIZES_GIB),
+                                       seconds=sync_time.SYNC_SECONDS)
+        sync_results = sync_time.measure(sync_args, log)
+        sync_lines = sync_time.section(sync_results, sync_args.sizes)
+    elif not args.no_sync_time:
+        sync_lines = ["### Dirty-bitmap sync time (bench/sync_time.py)", "",
+                      f"Not measured: {kvm_skip_reason()}.", ""]
     extra["findings"] = findings(scenarios, results)
     extra["reading"] = READING
     png_dir = os.path.join(os.path.dirname(args.docs) if args.docs else run_dir, "benchmarks")
@@ -354,6 +368,8 @@ def main():
         made.update(multifd.plots(baseline, throughput, device, results, run_dir, png_dir))
     extra["sections"] = multifd.section(baseline, throughput, device, results, precopy_off,
                                         made, "benchmarks")
+    if sync_lines:
+        extra["sections"] += ["## Convergence (issue 11)", ""] + sync_lines
     duration = time.monotonic() - started
     # Tables to the terminal (markdown reads fine as text).
     print()
@@ -373,6 +389,8 @@ def main():
         print(line)
     if extra.get("guest_rates"):
         print(extra["guest_rates"])
+    for line in sync_lines:
+        print(line)
     if args.docs and made:
         command = "make bench-full" if args.full else "make bench"
         if args.only or args.repeat != 3:

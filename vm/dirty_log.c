@@ -76,6 +76,25 @@ static uint64_t monotonic_us(void)
     return (uint64_t)now.tv_sec * 1000000 + (uint64_t)now.tv_nsec / 1000;
 }
 
+/* Most words are zero in a guest that dirties little: testing eight at a
+ * time reads only the scratch for those and leaves the engine's bitmap
+ * untouched, so the merge costs about one read of the log. */
+static void merge_bits(uint64_t *bitmap, const uint64_t *found, uint64_t words)
+{
+    uint64_t w = 0;
+
+    for (; w + 8 <= words; w += 8) {
+        const uint64_t *group = found + w;
+        if ((group[0] | group[1] | group[2] | group[3] | group[4] | group[5] | group[6] |
+             group[7]) == 0)
+            continue;
+        for (unsigned i = 0; i < 8; i++)
+            bitmap[w + i] |= group[i];
+    }
+    for (; w < words; w++)
+        bitmap[w] |= found[w];
+}
+
 static int dirty_log_sync(void *opaque, unsigned block, uint64_t *bitmap,
                           struct dirty_sync_times *times, struct gw_error *err)
 {
@@ -88,8 +107,7 @@ static int dirty_log_sync(void *opaque, unsigned block, uint64_t *bitmap,
         return gw_error_set(err, -errno, "KVM_GET_DIRTY_LOG on block '%s' failed: %s",
                             log->memory->blocks[block].name, strerror(errno));
     fetched = monotonic_us();
-    for (uint64_t w = 0; w < words; w++)
-        bitmap[w] |= log->scratch[block][w];
+    merge_bits(bitmap, log->scratch[block], words);
     times->fetch_us += fetched - started;
     times->merge_us += monotonic_us() - fetched;
     return 0;
