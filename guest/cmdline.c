@@ -70,6 +70,22 @@ static bool parse_size(const char *text, uint32_t len, uint64_t *size)
     return true;
 }
 
+/* rate=: whole MiB/s, 1 to RATE_MAX, no suffix. */
+static bool parse_rate(const char *text, uint32_t len, uint32_t *rate)
+{
+    uint64_t value;
+    uint32_t i;
+
+    for (i = 0; i < len; i++) {
+        if (text[i] < '0' || text[i] > '9')
+            return false;
+    }
+    if (!parse_size(text, len, &value) || value == 0 || value > RATE_MAX)
+        return false;
+    *rate = (uint32_t)value;
+    return true;
+}
+
 static bool parse_mode(const char *text, uint32_t len, enum guest_mode *mode)
 {
     if (span_is(text, len, "dirty"))
@@ -97,6 +113,8 @@ static bool apply_word(const char *word, uint32_t len, struct guest_config *cfg)
         return parse_size(value, value_len, &cfg->start);
     if (span_is(word, key_len, "end"))
         return parse_size(value, value_len, &cfg->end);
+    if (span_is(word, key_len, "rate"))
+        return parse_rate(value, value_len, &cfg->rate);
     return false;
 }
 

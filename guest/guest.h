@@ -11,6 +11,7 @@
 #define EXIT_BAD_ARG 2          /* unknown key or malformed value on the command line */
 #define EXIT_BAD_RANGE 3        /* empty range, beyond RAM, or over the guest's own image */
 #define EXIT_EXCEPTION 4        /* any CPU exception other than NMI */
+#define EXIT_NO_CLOCK 5         /* rate= given, but the PIT did not time the TSC */
 
 /* COM1, polled. The NMI path in entry.S prints through these as well. */
 #define COM1_THR 0x3f8          /* transmit holding register; DLL while LCR.DLAB is set */
@@ -55,6 +56,20 @@ struct guest_config {
     enum guest_mode mode;
     uint64_t start;
     uint64_t end;
+    uint32_t rate;              /* MiB/s of pages dirtied; 0: as fast as it can */
+};
+
+/* rate=: the largest value the parser takes. Far beyond what the guest can
+ * do; a guest asked for more than it can runs at its own speed. */
+#define RATE_MAX (1u << 20)
+
+/* The schedule of a paced guest (pace.c). TSC ticks, owed in 1/256 ticks. */
+struct pace {
+    uint64_t page_cost;         /* 1/256 ticks per page */
+    uint64_t lag_limit;         /* ticks behind that restart the schedule */
+    uint64_t base;              /* TSC the owed time is counted from */
+    uint64_t owed;              /* 1/256 ticks of pages done since base */
+    uint32_t chunk_pages;       /* pages between two looks at the clock */
 };
 
 static inline void outb(uint16_t port, uint8_t value)
@@ -77,6 +92,16 @@ static inline void halt(void)
 
 void serial_init(void);
 void serial_putc(char c);
+
+uint64_t tsc_read(void);
+uint64_t divide_64_by_32(uint64_t dividend, uint32_t divisor);
+/* The TSC's frequency in Hz, timed against the PIT; 0 if it cannot be. */
+uint64_t tsc_calibrate(void);
+
+void pace_init(struct pace *pace, uint64_t tsc_hz, uint32_t rate);
+void pace_restart(struct pace *pace);
+/* Waits until pages more pages are due at the paced rate. */
+void pace_after(struct pace *pace, uint32_t pages);
 
 /* Overrides the fields of cfg named on line; returns 0 or EXIT_BAD_ARG. */
 int cmdline_parse(const char *line, struct guest_config *cfg);

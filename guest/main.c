@@ -1,6 +1,7 @@
 /* Mode logic of the test guest: checks how it was booted, works out the page
  * range from the memory size and the command line, then idles or dirties
- * pages forever. It reports only through COM1 and the debug-exit port. */
+ * pages forever, as fast as it can or at rate= MiB/s (pace.c). It reports
+ * only through COM1 and the debug-exit port. */
 #include "guest.h"
 
 #define PAGE_SIZE 4096u
@@ -124,6 +125,28 @@ static _Noreturn void dirty_forever(struct page_range range)
     }
 }
 
+/* dirty_forever at rate MiB/s: the same passes in the same order, cut into
+ * chunks with a look at the clock after each. */
+static _Noreturn void dirty_paced_forever(struct page_range range, struct pace *pace)
+{
+    zero_pages(range);
+    serial_putc('A');
+    pace_restart(pace);
+    for (;;) {
+        struct page_range chunk = { range.first, 0 };
+        uint32_t left = range.pages;
+
+        while (left != 0) {
+            chunk.pages = left < pace->chunk_pages ? left : pace->chunk_pages;
+            increment_pages(chunk);
+            pace_after(pace, chunk.pages);
+            chunk.first += chunk.pages * PAGE_SIZE;
+            left -= chunk.pages;
+        }
+        serial_putc('B');
+    }
+}
+
 static _Noreturn void idle_forever(void)
 {
     serial_putc('A');
@@ -152,5 +175,14 @@ _Noreturn void guest_main(uint32_t magic, const struct multiboot_info *mbi)
         guest_exit(EXIT_BAD_RANGE);
     if (cfg.mode == MODE_IDLE)
         idle_forever();
+    if (cfg.rate != 0) {
+        struct pace pace;
+        uint64_t tsc_hz = tsc_calibrate();
+
+        if (tsc_hz == 0)
+            guest_exit(EXIT_NO_CLOCK);
+        pace_init(&pace, tsc_hz, cfg.rate);
+        dirty_paced_forever(range, &pace);
+    }
     dirty_forever(range);
 }

@@ -16,7 +16,27 @@
 #define CHUNK_PAGES 256
 #define CHUNK_PAUSE_NS 330000
 #define STATE_VERSION 1
+/* rate=, as the guest (guest/pace.c): whole MiB/s up to RATE_MAX, about a
+ * millisecond of pages between two looks at the clock, and a schedule
+ * restarted from now once it is more than LAG_LIMIT_NS behind. */
+#define RATE_MAX (1u << 20)
+#define PAGES_PER_MIB 256
+#define MAX_RATE_CHUNK_PAGES 1024
+#define LAG_LIMIT_NS 15625000ULL
+#define NS_PER_S 1000000000ULL
 enum { MODE_DIRTY, MODE_IDLE };
+
+static int parse_rate(struct soft_cpu *cpu, const char *value, struct gw_error *err)
+{
+    unsigned long long rate;
+
+    if (!value[0] || value[strspn(value, "0123456789")] != '\0' || strlen(value) > 7 ||
+        (rate = strtoull(value, NULL, 10)) == 0 || rate > RATE_MAX)
+        return gw_error_set(err, -EINVAL, "--append: rate= takes whole MiB/s from 1 to %u, "
+                            "not '%s'", RATE_MAX, value);
+    cpu->rate = (uint32_t)rate;
+    return 0;
+}
 
 /* One word of --append: key=value; words without '=' are skipped, as the
  * guest skips the kernel name QEMU puts first. */
@@ -38,8 +58,10 @@ static int parse_word(struct soft_cpu *cpu, const char *word, size_t len, uint64
     }
     if (!strcmp(key, "start") || !strcmp(key, "end"))
         return size_parse(value, 1, !strcmp(key, "start") ? start : end, err);
-    return gw_error_set(err, -EINVAL, "--append: the test guest takes mode=dirty|idle, start= "
-                        "and end=, not '%s'", key);
+    if (!strcmp(key, "rate"))
+        return parse_rate(cpu, value, err);
+    return gw_error_set(err, -EINVAL, "--append: the test guest takes mode=dirty|idle, start=, "
+                        "end= and rate=, not '%s'", key);
 }
 
 int soft_cpu_init(struct soft_cpu *cpu, struct guest_memory *memory, const char *append,
@@ -125,10 +147,50 @@ static bool wait_to_run(struct soft_cpu *cpu)
     return go;
 }
 
+static uint64_t monotonic_ns(void)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (uint64_t)now.tv_sec * NS_PER_S + (uint64_t)now.tv_nsec;
+}
+
+static unsigned chunk_pages(const struct soft_cpu *cpu)
+{
+    unsigned pages = (cpu->rate / 4) & ~7u;   /* rate * 256 / 1000: a millisecond */
+
+    if (!cpu->rate)
+        return CHUNK_PAGES;
+    return pages < 8 ? 8 : pages > MAX_RATE_CHUNK_PAGES ? MAX_RATE_CHUNK_PAGES : pages;
+}
+
+/* After a chunk: unpaced, the short pause that gives PVM's pace; with rate=,
+ * sleeps until the chunk is due. A stop (the thread parked) leaves the
+ * schedule far behind, so it starts again from now rather than burst. */
+static void pace_after(struct soft_cpu *cpu, uint64_t *due_ns, unsigned pages)
+{
+    static const struct timespec pause = { 0, CHUNK_PAUSE_NS };
+    uint64_t now = monotonic_ns();
+    struct timespec until;
+
+    if (!cpu->rate) {
+        nanosleep(&pause, NULL);
+        return;
+    }
+    *due_ns += pages * NS_PER_S / ((uint64_t)cpu->rate * PAGES_PER_MIB);
+    if (now > *due_ns + LAG_LIMIT_NS) {
+        *due_ns = now;
+        return;
+    }
+    until = (struct timespec){ (time_t)(*due_ns / NS_PER_S), (long)(*due_ns % NS_PER_S) };
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &until, NULL) == EINTR) {
+    }
+}
+
 static void *soft_cpu_thread(void *opaque)
 {
     struct soft_cpu *cpu = opaque;
-    struct timespec pause = { 0, CHUNK_PAUSE_NS };
+    uint64_t due_ns = monotonic_ns();
 
     pthread_mutex_lock(&cpu->lock);
     cpu->tid = gettid();
@@ -149,13 +211,15 @@ static void *soft_cpu_thread(void *opaque)
             pthread_mutex_unlock(&cpu->lock);
             continue;
         }
-        for (unsigned i = 0; i < CHUNK_PAGES && cpu->next < cpu->end; i++, cpu->next += PAGE)
+        unsigned pages = 0;
+
+        for (; pages < chunk_pages(cpu) && cpu->next < cpu->end; pages++, cpu->next += PAGE)
             touch(cpu, cpu->next, false);
         if (cpu->next >= cpu->end) {
             cpu->next = cpu->first;
             serial_putc(cpu, 'B');
         }
-        nanosleep(&pause, NULL);
+        pace_after(cpu, &due_ns, pages);
     }
     pthread_mutex_lock(&cpu->lock);
     cpu->parked = true;

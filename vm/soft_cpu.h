@@ -1,9 +1,10 @@
 /* --accel none (godwit's own): a host thread plays the test guest where
  * there is no /dev/kvm, so the VMM, its monitor and every migration path can
  * run anywhere. It reads the guest's --append (mode=dirty|idle, start=,
- * end=), prints 'A' when ready and 'B' after each pass, and in dirty mode
- * adds one to the first byte of every page of its range, pass after pass, at
- * about the pace the real guest has under PVM. What it writes it marks in a
+ * end=, rate=), prints 'A' when ready and 'B' after each pass, and in dirty
+ * mode adds one to the first byte of every page of its range, pass after
+ * pass, at about the pace the real guest has under PVM, or at rate= MiB/s
+ * by the host's monotonic clock. What it writes it marks in a
  * software dirty log, the engine's dirty tracker in this mode (DESIGN.md:
  * "pages that device emulation wrote itself"). Its place in the pass is its
  * state, migrated as the device "soft-cpu". */
@@ -37,6 +38,7 @@ struct soft_cpu {
     uint64_t first, end;      /* guest-physical range, page aligned */
     uint64_t next;            /* the next page the pass touches */
     bool booted;              /* 'A' printed: the range was zeroed */
+    uint32_t rate;            /* rate=, MiB/s; 0 unpaced. --append's, never migrated */
     /* The software dirty log: a bit per page of each block, set by the
      * thread after each write, taken by sync. */
     uint64_t *dirty[2];

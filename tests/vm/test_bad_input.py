@@ -114,6 +114,17 @@ class BadInput(VmTestCase):
         self.assertEqual(result.returncode, 0)
         self.assertRegex(result.stdout, r"^godwit-vm \d+\.\d+\.\d+\n$")
 
+    def test_bad_rate_under_accel_none(self):
+        """--accel none checks rate= as the guest does, before anything runs.
+        It is refused once the VM is being built, so with the status of a VM
+        that could not start (1), not of a bad option (2)."""
+        for rate in ("0", "fast", "64M", "1048577", "", "-5"):
+            status, stderr = self.run_vm("--kernel", TESTGUEST, "--accel", "none", "--append",
+                                         f"mode=dirty rate={rate}", *self.common())
+            self.assertEqual(status, 1, stderr)
+            self.assertEqual(stderr, "godwit-vm: --append: rate= takes whole MiB/s from 1 to "
+                             f"1048576, not '{rate}'\n")
+
     def test_stale_socket_file_is_replaced(self):
         """A socket file from a dead process is not 'in use'."""
         path = f"{self.dir}/stale.sock"
@@ -149,6 +160,11 @@ class GuestErrors(VmTestCase):
 
     def test_range_past_memory(self):
         self.expect_guest_exit("mode=dirty start=1M end=64M", 3)
+
+    def test_bad_rate(self):
+        for rate in ("0", "fast", "64M", "1048577", ""):
+            with self.subTest(rate=rate):
+                self.expect_guest_exit(f"mode=dirty start=1M end=8M rate={rate}", 2)
 
 
 if __name__ == "__main__":

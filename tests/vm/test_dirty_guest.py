@@ -70,6 +70,74 @@ class DirtyGuest(VmTestCase):
         self.assertEqual(qmp.hmp("info status"), "VM status: running\r\n")
 
 
+class PacedGuest(VmTestCase):
+    """rate=R: the guest dirties R MiB of pages a second, by its own clock.
+    Measured from the 'B' after each pass over a known range, in a band wide
+    enough for a loaded host: unpaced, this guest goes tens of times faster
+    than the rates asked here, so pacing that does nothing fails."""
+
+    RANGE_MIB = 8
+    WINDOW_S = 3.0
+
+    def measure_rate(self, vm, rate):
+        """From one 'B' to the one about WINDOW_S later: whole passes only."""
+        passes = max(2, round(self.WINDOW_S * rate / self.RANGE_MIB))
+        first = vm.serial.wait_count("B", 1, timeout=30, process=vm.process).count("B")
+        started = time.monotonic()
+        vm.serial.wait_count("B", first + passes, timeout=10 * self.WINDOW_S, process=vm.process)
+        return passes * self.RANGE_MIB / (time.monotonic() - started)
+
+    def check_rate(self, rate, extra=()):
+        vm = self.start_vm(memory="32M", extra=extra,
+                           append=f"mode=dirty start=1M end={1 + self.RANGE_MIB}M rate={rate}")
+        qmp = vm.connect()
+        measured = self.measure_rate(vm, rate)
+        print(f"# rate={rate}: {measured:.1f} MiB/s")
+        self.assertGreater(measured, 0.5 * rate, f"asked {rate} MiB/s, got {measured:.1f}")
+        self.assertLess(measured, 1.5 * rate, f"asked {rate} MiB/s, got {measured:.1f}")
+        # Paced or not, the passes keep the increment rule.
+        qmp.command("stop")
+        data = vm.read_memory(MiB, self.RANGE_MIB * MiB)
+        check_pass_count(data, vm.serial.text().count("B"))
+        check_increment_pattern(data)
+
+    def test_rate_under_kvm(self):
+        require_kvm(self)
+        for rate in (16, 64):
+            with self.subTest(rate=rate):
+                self.check_rate(rate)
+
+    def test_rate_under_accel_none(self):
+        for rate in (16, 64):
+            with self.subTest(rate=rate):
+                self.check_rate(rate, extra=("--accel", "none"))
+
+    def check_no_burst_after_stop(self, extra=()):
+        rate = 16
+        vm = self.start_vm(memory="32M", extra=extra,
+                           append=f"mode=dirty start=1M end={1 + self.RANGE_MIB}M rate={rate}")
+        qmp = vm.connect()
+        vm.serial.wait_count("B", 1, timeout=30, process=vm.process)
+        qmp.command("stop")
+        time.sleep(2)
+        passes = vm.serial.text().count("B")
+        qmp.command("cont")
+        time.sleep(1)
+        # 1 s at 16 MiB/s is 2 passes of 8 MiB; catching up on the 2 s
+        # stopped would add 4 more at once.
+        self.assertLessEqual(vm.serial.text().count("B") - passes, 3,
+                             "the guest burst after cont to catch up on its stop")
+
+    def test_a_stop_does_not_make_it_burst(self):
+        """A guest stopped for a while restarts its schedule on cont rather
+        than catching up on the time it was away."""
+        require_kvm(self)
+        self.check_no_burst_after_stop()
+
+    def test_a_stop_does_not_make_it_burst_under_accel_none(self):
+        self.check_no_burst_after_stop(extra=("--accel", "none"))
+
+
 class SharedMemory(VmTestCase):
     def test_mem_path_is_guest_ram_both_ways(self):
         """What the host writes into the --mem-path file the guest's RAM

@@ -54,6 +54,23 @@ class QemuBoot(VmTestCase):
         serial.wait_count("N", 1, process=process)
         qmp.close()
 
+    def test_rate_under_qemu(self):
+        """rate= needs QEMU's PIT to time the guest's TSC: the pace must hold
+        there too, as the convergence benchmark runs the guest under both.
+        Whole passes over 8 MiB, in a band wide enough for a loaded host."""
+        if not QEMU:
+            self.skipTest("qemu-system-x86_64 is not installed (scripts/setup-deps installs it)")
+        rate, range_mib, passes = 32, 8, 12
+        process, serial, _ = self.start_qemu(f"mode=dirty start=1M end={1 + range_mib}M "
+                                             f"rate={rate}", self.accel())
+        first = serial.wait_count("B", 1, timeout=60, process=process).count("B")
+        started = time.monotonic()
+        serial.wait_count("B", first + passes, timeout=60, process=process)
+        measured = passes * range_mib / (time.monotonic() - started)
+        print(f"# QEMU ({self.accel()}) rate={rate}: {measured:.1f} MiB/s")
+        self.assertGreater(measured, 0.5 * rate)
+        self.assertLess(measured, 1.5 * rate)
+
     def test_bad_command_line_exits_with_the_guest_code_under_qemu(self):
         if not QEMU:
             self.skipTest("qemu-system-x86_64 is not installed (scripts/setup-deps installs it)")
