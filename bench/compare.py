@@ -16,8 +16,11 @@ godwit on 1, 2 and 4 channels, QEMU on 2 and 4, with and without zstd) and
 seed 002's device-state experiment (godwit alone: 400 MiB of device state
 on the main channel, mixed into the multifd channels, or on dedicated
 ones); also the machine's limits (iperf3, memcpy, first touch, zero scan)
-bench/guest_rates.py and bench/sync_time.py (dirty-bitmap sync time of sparse
-1, 4 and 16 GiB guests, beside QEMU's). Full set (make bench-full): also 2 GiB and 4 GiB
+bench/guest_rates.py, bench/sync_time.py (dirty-bitmap sync time of sparse
+1, 4 and 16 GiB guests, beside QEMU's) and bench/convergence_map.py (which
+dirty rates converge at 256 MiB/s, with and without auto-converge and
+dirty-limit, beside QEMU's and seed 001's formula; 4 rates, 7 in the full
+set). Full set (make bench-full): also 2 GiB and 4 GiB
 filled guests.
 
 Writes docs/benchmarks.md and its PNGs (docs/benchmarks/), prints the
@@ -37,6 +40,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests", "lib"))
 import limits as limits_mod  # noqa: E402
 import multifd  # noqa: E402
+import convergence_map  # noqa: E402
 import report  # noqa: E402
 import sync_time  # noqa: E402
 from godwit_vm import kvm_skip_reason  # noqa: E402
@@ -286,6 +290,8 @@ def main():
     parser.add_argument("--iperf-seconds", type=int, default=3)
     parser.add_argument("--no-limits", action="store_true")
     parser.add_argument("--no-guest-rates", action="store_true")
+    parser.add_argument("--no-convergence-map", action="store_true",
+                        help="skip bench/convergence_map.py")
     parser.add_argument("--no-sync-time", action="store_true",
                         help="skip bench/sync_time.py (sparse 1, 4 and 16 GiB guests)")
     parser.add_argument("--no-device-state", action="store_true",
@@ -357,6 +363,18 @@ def main():
     elif not args.no_sync_time:
         sync_lines = ["### Dirty-bitmap sync time (bench/sync_time.py)", "",
                       f"Not measured: {kvm_skip_reason()}.", ""]
+    map_on = not args.no_convergence_map and not kvm_skip_reason()
+    map_lines = []
+    if map_on:
+        map_args = argparse.Namespace(
+            vm=args.vm, guest=args.guest, qemu=args.qemu, timeout=convergence_map.TIMEOUT,
+            rates=list(convergence_map.RATES if args.full else convergence_map.QUICK_RATES),
+            limits=list(convergence_map.DOWNTIME_LIMITS),
+            configs=list(convergence_map.CONFIGS))
+        map_results = convergence_map.measure(map_args, log)
+    elif not args.no_convergence_map:
+        map_lines = ["### The convergence map (bench/convergence_map.py)", "",
+                     f"Not measured: {kvm_skip_reason()}.", ""]
     extra["findings"] = findings(scenarios, results)
     extra["reading"] = READING
     png_dir = os.path.join(os.path.dirname(args.docs) if args.docs else run_dir, "benchmarks")
@@ -368,6 +386,11 @@ def main():
         made.update(multifd.plots(baseline, throughput, device, results, run_dir, png_dir))
     extra["sections"] = multifd.section(baseline, throughput, device, results, precopy_off,
                                         made, "benchmarks")
+    if map_on:
+        map_made = (convergence_map.plot(map_results, map_args, run_dir, png_dir)
+                    if shutil.which("gnuplot") else {})
+        map_lines = convergence_map.section(map_results, map_args, map_made, "benchmarks")
+    sync_lines += map_lines
     if sync_lines:
         extra["sections"] += ["## Convergence (issue 11)", ""] + sync_lines
     duration = time.monotonic() - started

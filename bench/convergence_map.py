@@ -1,0 +1,356 @@
+#!/usr/bin/env python3
+"""The convergence map: which guests converge, at what cost, godwit beside
+QEMU 7.2 and beside seed 001's formula.
+
+The test guest dirties its window [1 MiB, 129 MiB) at a set rate D
+(`rate=` on its command line, MiB/s of page increments, paced by its TSC).
+Both VMMs migrate it over TCP loopback with max-bandwidth B = 256 MiB/s and a
+downtime limit y of 50 or 300 ms, for each D of the sweep and each of:
+  godwit           no throttle
+  godwit-ac        auto-converge (QEMU's defaults: 20 % then +10 %)
+  godwit-dl        dirty-limit (vcpu-dirty-limit 1 MB/s, period 1000 ms;
+                   needs the KVM dirty ring: --accel kvm,dirty-ring-size=4096)
+  qemu             QEMU 7.2, no throttle
+  qemu-ac          QEMU 7.2, auto-converge
+A run that has not completed after TIMEOUT seconds is cancelled (and the
+source's guest checked intact); a completed run's destination is checked
+byte-exact (increment rule and pass count). For each run: converged or not,
+total time, downtime, the throttle reached (cpu-throttle-percentage, or the
+dirty-limit's throttle time per round), and the guest's progress: its passes
+over the window per second during the migration, as a share of the rate it
+was asked for.
+
+Beside each D: seed 001's largest convergent dirty rate for this B and y,
+computed from x, the sync time godwit measured in these runs (median of
+ram.last-dirty-sync): with t = D*x/(B-D), when x + t > 100 ms the guest
+converges if y > B*x/(B-D), i.e. D < B*(y-x)/y; otherwise if
+y > 100*D*x/((B-D)*(100-x)), i.e. D < B*y*(100-x)/(y*(100-x) + 100*x)."""
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "lib"))
+from godwit_vm import (QemuVm, Vm, check_increment_pattern, check_pass_count,  # noqa: E402
+                       free_tcp_port, kvm_skip_reason)
+
+MiB = 1 << 20
+MEMORY_MIB = 256
+WINDOW = (1 * MiB, 129 * MiB)
+BANDWIDTH = 256 * MiB            # B, bytes/s (max-bandwidth)
+DOWNTIME_LIMITS = (50, 300)      # y, ms
+RATES = (16, 64, 128, 192, 256, 384, 512)   # D, MiB/s
+QUICK_RATES = (32, 128, 256, 512)
+TIMEOUT = 30.0
+RING_SIZE = 4096
+QEMU_BIOS = "/usr/share/qemu/qboot.rom"
+CONFIGS = ("godwit", "godwit-ac", "godwit-dl", "qemu", "qemu-ac")
+TITLES = {"godwit": "godwit", "godwit-ac": "godwit auto-converge",
+          "godwit-dl": "godwit dirty-limit", "qemu": "QEMU 7.2",
+          "qemu-ac": "QEMU 7.2 auto-converge"}
+
+
+class RunFailed(Exception):
+    pass
+
+
+def append(rate):
+    return f"mode=dirty start={WINDOW[0] // MiB}M end={WINDOW[1] // MiB}M rate={rate}"
+
+
+def ring_options(config):
+    return ("--accel", f"kvm,dirty-ring-size={RING_SIZE}") if config == "godwit-dl" else ()
+
+
+def start_vm(config, rate, args, incoming=None):
+    if config.startswith("godwit"):
+        extra = ring_options(config) + (("--incoming", incoming) if incoming else ())
+        return Vm(memory=f"{MEMORY_MIB}M", append=append(rate), binary=args.vm,
+                  kernel=args.guest, extra=extra)
+    extra = ("-incoming", incoming) if incoming else ()
+    return QemuVm(memory=f"{MEMORY_MIB}M", append=append(rate), binary=args.qemu,
+                  kernel=args.guest, bios=QEMU_BIOS, extra=extra)
+
+
+def configure(config, source, limit_ms):
+    params = {"max-bandwidth": BANDWIDTH, "downtime-limit": limit_ms}
+    source.qmp.command("migrate-set-parameters", **params)
+    capability = {"godwit-ac": "auto-converge", "qemu-ac": "auto-converge",
+                  "godwit-dl": "dirty-limit"}.get(config)
+    if capability:
+        source.qmp.command("migrate-set-capabilities",
+                           capabilities=[{"capability": capability, "state": True}])
+
+
+def throttle_of(info):
+    """The throttle an answer shows: cpu-throttle-percentage, or the
+    dirty-limit's throttle time per round (us)."""
+    return (info.get("cpu-throttle-percentage", 0),
+            info.get("dirty-limit-throttle-time-per-round", 0))
+
+
+def check_guest(vm, earlier=()):
+    """Stops the dirty guest where it runs and checks its window: the
+    increment rule, and page 0 counting every pass on every host."""
+    before = vm.serial.text().count("B")
+    vm.serial.wait_count("B", before + 1, timeout=60, process=vm.process)
+    vm.qmp.command("stop")
+    data = vm.read_memory(WINDOW[0], WINDOW[1] - WINDOW[0])
+    check_increment_pattern(data)
+    check_pass_count(data, sum(v.serial.text().count("B") for v in (vm, *earlier)))
+
+
+def run_once(config, rate, limit_ms, args):
+    source = destination = None
+    try:
+        source = start_vm(config, rate, args)
+        source.connect()
+        source.serial.wait_count("A", 1, timeout=60, process=source.process)
+        # Let the guest settle at its rate before measuring it.
+        source.serial.wait_count("B", 1, timeout=60, process=source.process)
+        uri = f"tcp:127.0.0.1:{free_tcp_port()}"
+        destination = start_vm(config, rate, args, incoming=uri)
+        destination.connect()
+        configure(config, source, limit_ms)
+        passes_before = source.serial.text().count("B")
+        started = time.monotonic()
+        source.qmp.command("migrate", uri=uri)
+        cpu_max = dl_max = 0
+        syncs = []
+        cancelled = False
+        while True:
+            info = source.qmp.command("query-migrate")
+            cpu, dl = throttle_of(info)
+            cpu_max, dl_max = max(cpu_max, cpu), max(dl_max, dl)
+            sync = info.get("ram", {}).get("last-dirty-sync")
+            if sync and sync.get("total"):
+                syncs.append(sync["total"] / 1000)
+            status = info.get("status")
+            if status in ("completed", "failed", "cancelled"):
+                break
+            if time.monotonic() - started > args.timeout and not cancelled:
+                source.qmp.command("migrate_cancel")
+                cancelled = True
+            if time.monotonic() - started > args.timeout + 30:
+                raise RunFailed(f"still {status} 30 s after migrate_cancel")
+            time.sleep(0.1)
+        elapsed = time.monotonic() - started
+        passes = source.serial.text().count("B") - passes_before
+        record = {"config": config, "rate": rate, "limit": limit_ms,
+                  "converged": status == "completed", "cpu_throttle": cpu_max,
+                  "dl_time": dl_max, "syncs": syncs}
+        if status == "completed":
+            info = settle(source, info)
+            record.update(total_ms=info.get("total-time"), downtime_ms=info.get("downtime"))
+            # Passes the guest made while the source ran it (up to switchover).
+            record["progress"] = passes / max(elapsed, 1e-3)
+            check_guest(destination, earlier=(source,))
+        elif status == "cancelled":
+            record["progress"] = passes / max(elapsed, 1e-3)
+            if source.qmp.command("query-status")["status"] != "running":
+                raise RunFailed("the source's guest is not running after migrate_cancel")
+            check_guest(source)
+        else:
+            raise RunFailed(f"failed: {info.get('error-desc', '')}")
+        return record
+    finally:
+        for vm in (destination, source):
+            if vm is not None:
+                vm.close()
+
+
+def settle(source, info):
+    """QEMU 7.2 fills in total-time and downtime a moment after "completed"."""
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline and not info.get("total-time"):
+        time.sleep(0.05)
+        info = source.qmp.command("query-migrate")
+    return info
+
+
+def formula_max_rate(bandwidth, x_ms, y_ms):
+    """Seed 001: the largest convergent D (same unit as bandwidth) for sync
+    time x and downtime limit y, both in ms."""
+    if x_ms <= 0:
+        return bandwidth
+    case1 = bandwidth * (y_ms - x_ms) / y_ms
+    case2 = bandwidth * y_ms * (100 - x_ms) / (y_ms * (100 - x_ms) + 100 * x_ms)
+    # x + t = B*x/(B-D) passes 100 ms at D = B*(1 - x/100): below, case 2
+    # decides; above, case 1.
+    boundary = bandwidth * (1 - x_ms / 100)
+    if case1 > boundary:
+        return case1
+    return max(0.0, min(case2, boundary))
+
+
+def cell(record):
+    if record is None:
+        return "-"
+    if isinstance(record, str):
+        return record
+    if record["converged"]:
+        text = f"yes {record['total_ms'] / 1000:.1f} s, down {record['downtime_ms']} ms"
+    else:
+        text = f"no ({TIMEOUT_TEXT})"
+    if record["cpu_throttle"]:
+        text += f", throttle {record['cpu_throttle']}%"
+    if record["dl_time"]:
+        text += f", dl {record['dl_time'] / 1000:.0f} ms/round"
+    share = record["progress"] * (WINDOW[1] - WINDOW[0]) / MiB / record["rate"]
+    text += f", guest {record['progress']:.2f} passes/s ({share:.0%})"
+    return text
+
+
+TIMEOUT_TEXT = f"{TIMEOUT:g} s"
+
+
+def sync_ms(results):
+    values = [s for r in results.values() if isinstance(r, dict) for s in r["syncs"]
+              if r["config"] == "godwit"]
+    return statistics.median(values) if values else 0.0
+
+
+def tables(results, rates, limits, configs):
+    x = sync_ms(results)
+    out = []
+    for limit in limits:
+        out += [f"#### downtime-limit {limit} ms, max-bandwidth {BANDWIDTH // MiB} MiB/s "
+                f"(seed 001 allows D < {formula_max_rate(BANDWIDTH / MiB, x, limit):.1f} MiB/s "
+                f"with x = {x:.3f} ms)", "",
+                "| D (MiB/s) | formula | " + " | ".join(TITLES[c] for c in configs) + " |",
+                "| --- | --- |" + " --- |" * len(configs)]
+        allowed = formula_max_rate(BANDWIDTH / MiB, x, limit)
+        for rate in rates:
+            row = [str(rate), "converges" if rate < allowed else "does not"]
+            row += [cell(results.get((c, rate, limit))) for c in configs]
+            out.append("| " + " | ".join(row) + " |")
+        out.append("")
+    return out
+
+
+def targets(results, rates, limits):
+    """The issue's targets, each with the evidence."""
+    x = sync_ms(results)
+    lines = []
+    for limit in limits:
+        allowed = formula_max_rate(BANDWIDTH / MiB, x, limit)
+        misses = [r for r in rates if r < allowed and isinstance(results.get(("godwit", r, limit)),
+                                                                    dict)
+                  and not results[("godwit", r, limit)]["converged"]]
+        lines.append(f"- y = {limit} ms: godwit without throttle "
+                     + (f"fails to converge at D = {misses} MiB/s, which the formula allows"
+                        if misses else "converges at every measured D the formula allows"))
+        g = [r for r in rates if isinstance(results.get(("godwit", r, limit)), dict)
+             and results[("godwit", r, limit)]["converged"]]
+        q = [r for r in rates if isinstance(results.get(("qemu", r, limit)), dict)
+             and results[("qemu", r, limit)]["converged"]]
+        lines.append(f"  - largest D converged without throttle: godwit "
+                     f"{max(g) if g else 'none'}, QEMU 7.2 {max(q) if q else 'none'}")
+        for config in ("godwit-ac", "godwit-dl"):
+            not_conv = [r for r in rates if isinstance(results.get((config, r, limit)), dict)
+                        and not results[(config, r, limit)]["converged"]]
+            lines.append(f"  - {TITLES[config]}: " + (f"did not converge at D = {not_conv}"
+                                                       if not_conv else "every point converged"))
+        for rate in rates:
+            ac, dl = results.get(("godwit-ac", rate, limit)), results.get(("godwit-dl", rate, limit))
+            if isinstance(ac, dict) and isinstance(dl, dict) and (ac["cpu_throttle"] or dl["dl_time"]):
+                lines.append(f"  - D = {rate}: guest progress, dirty-limit "
+                             f"{dl['progress']:.2f} passes/s vs auto-converge "
+                             f"{ac['progress']:.2f} passes/s")
+    return lines
+
+
+def plot(results, args, data_dir, png_dir):
+    """One PNG per downtime limit (bench/convergence.gp); returns the file
+    names by limit."""
+    sys.path.insert(0, HERE)
+    import report   # gnuplot's runner, shared with the other plots
+    made = {}
+    for limit in args.limits:
+        data = os.path.join(data_dir, f"convergence-{limit}.dat")
+        with open(data, "w") as f:
+            for config in args.configs:
+                f.write(f'"{TITLES[config]}"\n')
+                for rate in args.rates:
+                    r = results.get((config, rate, limit))
+                    if not isinstance(r, dict):
+                        f.write(f"{rate} NaN NaN NaN\n")
+                        continue
+                    total = r["total_ms"] / 1000 if r["converged"] else "NaN"
+                    cancelled = "NaN" if r["converged"] else args.timeout
+                    share = 100 * r["progress"] * (WINDOW[1] - WINDOW[0]) / MiB / rate
+                    f.write(f"{rate} {total} {cancelled} {share:.1f}\n")
+                f.write("\n\n")
+        out = os.path.join(png_dir, f"convergence-{limit}.png")
+        report.gnuplot("convergence.gp", {
+            "data": data, "out": out, "timeout": args.timeout,
+            "plottitle": f"Convergence at max-bandwidth {BANDWIDTH // MiB} MiB/s, "
+                         f"downtime-limit {limit} ms"})
+        made[limit] = os.path.basename(out)
+    return made
+
+
+def measure(args, log=print):
+    results = {}
+    for limit in args.limits:
+        for rate in args.rates:
+            for config in args.configs:
+                if config.startswith("qemu") and not args.qemu:
+                    results[(config, rate, limit)] = "not measured: no qemu-system-x86_64"
+                    continue
+                log(f"convergence map: {config}, D = {rate} MiB/s, y = {limit} ms")
+                try:
+                    results[(config, rate, limit)] = run_once(config, rate, limit, args)
+                except Exception as e:   # a failed run is a cell, never a figure
+                    results[(config, rate, limit)] = f"failed: {e}"
+                    log(f"  failed: {e}")
+    return results
+
+
+def section(results, args, made=None, png_rel="benchmarks"):
+    images = [f"![convergence, {limit} ms]({png_rel}/{name})" for limit, name in
+              sorted((made or {}).items())]
+    return ["### The convergence map (bench/convergence_map.py)", "",
+            f"A {MEMORY_MIB} MiB test guest dirtying [{WINDOW[0] // MiB} MiB, "
+            f"{WINDOW[1] // MiB} MiB) at D MiB/s (`rate=`), migrated over TCP loopback with "
+            f"max-bandwidth B = {BANDWIDTH // MiB} MiB/s; a run not completed after "
+            f"{args.timeout:g} s is cancelled and its source checked intact; a completed "
+            "run's destination is checked byte-exact. Each cell: converged or not, total "
+            "time and downtime, the throttle reached (auto-converge's "
+            "cpu-throttle-percentage, dirty-limit's throttle time per round), and the guest's "
+            "progress during the migration in passes over its window per second (and as a "
+            "share of the rate asked). \"formula\": whether seed 001's formula lets this D "
+            "converge, with x the median sync time godwit reported in these runs. How to read "
+            "it: down a column the guest dirties faster; a throttle should turn every \"no\" "
+            "into \"yes\", and the less progress it takes from the guest the better.", "",
+            *tables(results, args.rates, args.limits, args.configs),
+            *targets(results, args.rates, args.limits), "", *images, ""]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--vm", default="build/vm/godwit-vm")
+    parser.add_argument("--guest", default="build/guest/testguest.elf")
+    parser.add_argument("--qemu", default=shutil.which("qemu-system-x86_64"))
+    parser.add_argument("--rates", type=int, nargs="+", default=list(RATES))
+    parser.add_argument("--limits", type=int, nargs="+", default=list(DOWNTIME_LIMITS))
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=CONFIGS)
+    parser.add_argument("--timeout", type=float, default=TIMEOUT)
+    args = parser.parse_args()
+    reason = kvm_skip_reason()
+    if reason:
+        print(f"convergence map: not measured: {reason}")
+        return 0
+    results = measure(args, log=lambda s: print(s, file=sys.stderr))
+    for line in section(results, args):
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
