@@ -140,7 +140,7 @@ def run_once(config, rate, limit_ms, args):
             time.sleep(0.1)
         elapsed = time.monotonic() - started
         passes = source.serial.text().count("B") - passes_before
-        record = {"config": config, "rate": rate, "limit": limit_ms,
+        record = {"config": config, "rate": rate, "limit": limit_ms, "elapsed": elapsed,
                   "converged": status == "completed", "cpu_throttle": cpu_max,
                   "dl_time": dl_max, "syncs": syncs}
         if status == "completed":
@@ -187,7 +187,17 @@ def formula_max_rate(bandwidth, x_ms, y_ms):
     return max(0.0, min(case2, boundary))
 
 
-def cell(record):
+def progress_text(record):
+    """Passes are whole sweeps of the window: a migration shorter than two
+    of them at the asked rate says nothing about the guest's progress."""
+    window_mib = (WINDOW[1] - WINDOW[0]) / MiB
+    if record.get("elapsed", 0) < 2 * window_mib / record["rate"]:
+        return "guest progress -"
+    share = record["progress"] * window_mib / record["rate"]
+    return f"guest {record['progress']:.2f} passes/s ({share:.0%})"
+
+
+def cell(record, timeout):
     if record is None:
         return "-"
     if isinstance(record, str):
@@ -195,17 +205,12 @@ def cell(record):
     if record["converged"]:
         text = f"yes {record['total_ms'] / 1000:.1f} s, down {record['downtime_ms']} ms"
     else:
-        text = f"no ({TIMEOUT_TEXT})"
+        text = f"no (cancelled at {timeout:g} s)"
     if record["cpu_throttle"]:
         text += f", throttle {record['cpu_throttle']}%"
     if record["dl_time"]:
         text += f", dl {record['dl_time'] / 1000:.0f} ms/round"
-    share = record["progress"] * (WINDOW[1] - WINDOW[0]) / MiB / record["rate"]
-    text += f", guest {record['progress']:.2f} passes/s ({share:.0%})"
-    return text
-
-
-TIMEOUT_TEXT = f"{TIMEOUT:g} s"
+    return text + ", " + progress_text(record)
 
 
 def sync_ms(results):
@@ -214,7 +219,7 @@ def sync_ms(results):
     return statistics.median(values) if values else 0.0
 
 
-def tables(results, rates, limits, configs):
+def tables(results, rates, limits, configs, timeout):
     x = sync_ms(results)
     out = []
     for limit in limits:
@@ -226,7 +231,7 @@ def tables(results, rates, limits, configs):
         allowed = formula_max_rate(BANDWIDTH / MiB, x, limit)
         for rate in rates:
             row = [str(rate), "converges" if rate < allowed else "does not"]
-            row += [cell(results.get((c, rate, limit))) for c in configs]
+            row += [cell(results.get((c, rate, limit)), timeout) for c in configs]
             out.append("| " + " | ".join(row) + " |")
         out.append("")
     return out
@@ -251,16 +256,17 @@ def targets(results, rates, limits):
         lines.append(f"  - largest D converged without throttle: godwit "
                      f"{max(g) if g else 'none'}, QEMU 7.2 {max(q) if q else 'none'}")
         for config in ("godwit-ac", "godwit-dl"):
-            not_conv = [r for r in rates if isinstance(results.get((config, r, limit)), dict)
-                        and not results[(config, r, limit)]["converged"]]
-            lines.append(f"  - {TITLES[config]}: " + (f"did not converge at D = {not_conv}"
-                                                       if not_conv else "every point converged"))
+            measured = [r for r in rates if isinstance(results.get((config, r, limit)), dict)]
+            not_conv = [r for r in measured if not results[(config, r, limit)]["converged"]]
+            lines.append(f"  - {TITLES[config]}: " + (
+                "not measured" if not measured else
+                f"did not converge at D = {not_conv}" if not_conv else
+                f"every measured point converged ({len(measured)} of {len(rates)})"))
         for rate in rates:
             ac, dl = results.get(("godwit-ac", rate, limit)), results.get(("godwit-dl", rate, limit))
             if isinstance(ac, dict) and isinstance(dl, dict) and (ac["cpu_throttle"] or dl["dl_time"]):
-                lines.append(f"  - D = {rate}: guest progress, dirty-limit "
-                             f"{dl['progress']:.2f} passes/s vs auto-converge "
-                             f"{ac['progress']:.2f} passes/s")
+                lines.append(f"  - D = {rate}: dirty-limit {progress_text(dl)}, "
+                             f"auto-converge {progress_text(ac)}")
     return lines
 
 
@@ -327,7 +333,7 @@ def section(results, args, made=None, png_rel="benchmarks"):
             "converge, with x the median sync time godwit reported in these runs. How to read "
             "it: down a column the guest dirties faster; a throttle should turn every \"no\" "
             "into \"yes\", and the less progress it takes from the guest the better.", "",
-            *tables(results, args.rates, args.limits, args.configs),
+            *tables(results, args.rates, args.limits, args.configs, args.timeout),
             *targets(results, args.rates, args.limits), "", *images, ""]
 
 
