@@ -179,6 +179,7 @@ int migration_launch(struct migration *migration, const struct uri *uri, bool de
     ram_bitmaps_free(migration->bitmaps, STREAM_BLOCKS_MAX);
     memset(&migration->stats, 0, sizeof(migration->stats));
     atomic_store(&migration->cancel_requested, false);
+    atomic_store(&migration->switchover_requested, false);
     migration->error[0] = '\0';
     migration->rp_error[0] = '\0';
     migration->rp_ready = migration->rp_running_seen = migration->rp_closed = false;

@@ -9,7 +9,16 @@
 #include <godwit/hmp.h>
 #include <godwit/size.h>
 
-static json_t *ram_info(struct migration *migration)
+/* ram.remaining: what would still have to be sent if the pass ended now
+ * (migration_convergence.c); nothing once completed. */
+static uint64_t ram_remaining(struct migration *migration, enum migration_status status)
+{
+    if (status == MIGRATION_COMPLETED)
+        return 0;
+    return convergence_ram_remaining(migration, status == MIGRATION_ACTIVE);
+}
+
+static json_t *ram_info(struct migration *migration, enum migration_status status)
 {
     struct migration_stats *stats = &migration->stats;
     uint64_t page_size = migration->host.blocks[0].page_size, total = 0;
@@ -25,7 +34,7 @@ static json_t *ram_info(struct migration *migration)
         total += migration->host.blocks[i].size;
     return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
         "transferred", (json_int_t)atomic_load(&stats->transferred),
-        "remaining", (json_int_t)atomic_load(&stats->remaining_bytes),
+        "remaining", (json_int_t)ram_remaining(migration, status),
         "total", (json_int_t)total,
         "duplicate", (json_int_t)atomic_load(&stats->zero_pages),
         "normal", (json_int_t)normal,
@@ -87,7 +96,7 @@ json_t *migration_info(struct migration *migration)
     if (status != MIGRATION_SETUP) {
         uint64_t precopy = atomic_load(&stats->device_precopy_pending);
         uint64_t stopcopy = atomic_load(&stats->device_stopcopy_pending);
-        json_t *ram = ram_info(migration);
+        json_t *ram = ram_info(migration, status);
 
         json_object_set_new(ram, "last-dirty-sync", last_sync_info(stats));
         /* QEMU's system-wide figure: RAM not sent yet plus what the devices
@@ -95,6 +104,9 @@ json_t *migration_info(struct migration *migration)
         uint64_t remaining = (uint64_t)json_integer_value(json_object_get(ram, "remaining")) +
                              (migration_in_progress(status) ? stopcopy : 0);
         json_object_set_new(info, "remaining", json_integer((json_int_t)remaining));
+        json_t *convergence = convergence_info(migration, migration_in_progress(status));
+        if (convergence)
+            json_object_set_new(info, "convergence", convergence);
         json_object_set_new(info, "ram", ram);
         json_object_set_new(info, "device-state",
                             json_pack("{s:I,s:I,s:I}", "transferred",
@@ -174,6 +186,9 @@ int migration_hmp_info(const char *args, struct hmp_output *out, struct gw_error
                    PRIu64 ", device=%" PRIu64 "\r\n", field(sync, "total"), field(sync, "fetch"),
                    field(sync, "merge"), field(sync, "device"));
     }
+    if (json_object_get(info, "convergence"))
+        hmp_printf(out, "Convergence:            %s\r\n", json_string_value(json_object_get(
+                   json_object_get(info, "convergence"), "reason")));
     if (device)
         hmp_printf(out, "Device state:           transferred=%s, precopy pending=%s, "
                    "stop-copy pending=%s\r\n",

@@ -17,6 +17,7 @@
 #include <godwit/migration.h>
 #include <godwit/stream.h>
 
+#include "migration/migration_convergence.h"
 #include "ram/ram_internal.h"
 
 #define DOWNTIME_LIMIT_MAX_MS 2000000ULL
@@ -63,7 +64,7 @@ struct migration_stats {
     _Atomic uint64_t start_ms, setup_ms, total_ms, downtime_ms, expected_downtime_ms;
     _Atomic uint64_t expected_downtime_at_switchover_ms;
     _Atomic uint64_t transferred, precopy_bytes, downtime_bytes;
-    _Atomic uint64_t normal_pages, zero_pages, remaining_bytes, dirty_sync_count;
+    _Atomic uint64_t normal_pages, zero_pages, dirty_sync_count;
     _Atomic uint64_t dirty_sync_time_us, dirty_pages_rate, pages_per_second;
     /* The last sync and its parts (ours): the tracker's fetch, the merge
      * into the engine's bitmaps, the devices' pending query. */
@@ -74,6 +75,7 @@ struct migration_stats {
     _Atomic uint64_t device_transferred; /* bytes of DEVICE records */
     _Atomic uint64_t device_precopy_pending, device_stopcopy_pending;  /* last asked */
     _Atomic uint64_t multifd_bytes;      /* of transferred, on multifd channels */
+    struct convergence convergence;      /* what is left, the rates, the verdict */
 };
 
 struct migration {
@@ -94,6 +96,7 @@ struct migration {
     pthread_t thread;
     bool thread_running;
     atomic_bool cancel_requested;
+    atomic_bool switchover_requested;  /* x-migrate-switchover-now: finish the pass, stop */
     struct channel channel;          /* fd shut down by cancel, under lock */
     struct channel_listener listener;  /* destination: made by migrate-incoming */
     /* Multifd channels, RAM then device state: fds shut down by cancel, under lock. */

@@ -67,6 +67,34 @@ static int qmp_migrate_cancel(json_t *args, json_t **ret, struct gw_error *err, 
     return 0;
 }
 
+/* Ours (QEMU has no such command): the precopy loop ends the pass where it
+ * is and switches over, whatever the downtime; the completion timeout of
+ * `godwit migrate --on-timeout switchover` sends it. The pass sends no
+ * more pages and no device precopy data; the stop-copy phase sends every
+ * page still dirty and the devices' whole state. */
+static int qmp_switchover_now(json_t *args, json_t **ret, struct gw_error *err, void *opaque)
+{
+    struct migration *migration = opaque;
+    enum migration_status status;
+
+    (void)args;
+    (void)ret;
+    pthread_mutex_lock(&migration->lock);
+    status = migration->status;
+    if (!migration->is_destination && (status == MIGRATION_SETUP || status == MIGRATION_ACTIVE))
+        atomic_store(&migration->switchover_requested, true);
+    pthread_mutex_unlock(&migration->lock);
+    if (migration->is_destination && migration_in_progress(status))
+        return gw_error_set(err, -EINVAL, "this VM is the destination of the migration: "
+                            "ask the source to switch over");
+    if (status == MIGRATION_SETUP || status == MIGRATION_ACTIVE ||
+        status == MIGRATION_PRE_SWITCHOVER || status == MIGRATION_DEVICE)
+        return 0;   /* switching over already: nothing more to do */
+    return gw_error_set(err, -EINVAL, "no outgoing migration to switch over (status %s): "
+                        "x-migrate-switchover-now acts on a migration in setup or active",
+                        migration_status_name(status));
+}
+
 static int status_from_name(const char *name, enum migration_status *status)
 {
     for (int s = MIGRATION_NONE; s <= MIGRATION_PRE_SWITCHOVER; s++) {
@@ -441,6 +469,7 @@ int migration_register_monitor(struct migration *migration, struct gw_error *err
         { "migrate-incoming", uri_args, qmp_migrate_incoming, migration },
         { "migrate_cancel", NULL, qmp_migrate_cancel, migration },
         { "migrate-continue", continue_args, qmp_migrate_continue, migration },
+        { "x-migrate-switchover-now", NULL, qmp_switchover_now, migration },
         { "migrate-set-parameters", parameter_args, qmp_set_parameters, migration },
         { "query-migrate-parameters", NULL, qmp_query_parameters, migration },
         { "migrate-set-capabilities", capability_args, qmp_set_capabilities, migration },

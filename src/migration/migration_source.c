@@ -16,12 +16,9 @@
 #include <string.h>
 #include <time.h>
 
-/* Below this, what is left to send while stopped counts as "small": stop
- * now, whatever the limit, since more passes cannot make it much smaller. */
-#define SMALL_DOWNTIME_US 2000
-/* A pass must shrink what is left to send (dirty RAM and device state) by
- * 10% to be worth another one. */
-#define SHRINK_PERCENT 90
+/* The small-downtime and shrink rules: CONVERGENCE_SMALL_DOWNTIME_US and
+ * CONVERGENCE_SHRINK_PERCENT (migration_convergence.h), which the verdict
+ * in query-migrate predicts. */
 /* Waiting for the destination's answers during switchover. */
 #define READY_TIMEOUT_US (60ULL * 1000000)
 #define RUNNING_TIMEOUT_US (10ULL * 1000000)
@@ -45,6 +42,7 @@ struct source {
     uint64_t expected_downtime_us;
     uint64_t pass;             /* the dirty pass being sent, from 1 */
     uint64_t device_stopcopy;  /* the devices' stop-copy bytes at the last sync */
+    struct dirty_sampler sampler;
 };
 
 static uint64_t count_dirty(struct migration *migration)
@@ -113,8 +111,8 @@ static int setup_sending(struct source *source, struct gw_error *err)
         .blocks = migration->host.blocks, .nr_blocks = migration->host.nr_blocks,
         .bitmaps = migration->bitmaps, .dirty = migration->host.dirty,
         .dirty_opaque = migration->host.dirty_opaque,
-        .remaining_bytes = &migration->stats.remaining_bytes,
         .cancelled = &migration->cancel_requested,
+        .end_pass_now = &migration->switchover_requested,
     };
     ram_zero_hints_init(&source->walker.zero, config->zero_detection, migration->host.blocks,
                         migration->host.nr_blocks);
@@ -127,6 +125,17 @@ static int setup_sending(struct source *source, struct gw_error *err)
         device_sink.queue_multifd = queue_device_record;
     source->saver = vmstate_saver_new(migration->host.devices, &device_sink, err);
     return source->saver ? 0 : -ENOMEM;
+}
+
+/* What the devices still have to send, for query-migrate and the
+ * estimate; returns the stop-copy bytes. */
+static uint64_t device_stopcopy_bytes(struct migration *migration)
+{
+    uint64_t precopy, stopcopy = vmstate_pending(migration->host.devices, &precopy);
+
+    atomic_store(&migration->stats.device_precopy_pending, precopy);
+    atomic_store(&migration->stats.device_stopcopy_pending, stopcopy);
+    return stopcopy;
 }
 
 static int setup(struct source *source, struct gw_error *err)
@@ -182,7 +191,8 @@ static int setup(struct source *source, struct gw_error *err)
                                 migration->host.nr_blocks, true, err)) < 0 ||
         (rc = vmstate_save_setup(migration->host.devices, err)) < 0)
         return rc;
-    atomic_store(&migration->stats.remaining_bytes, count_dirty(migration) * source->page_size);
+    convergence_pass_begin(migration, count_dirty(migration), false);
+    device_stopcopy_bytes(migration);   /* remaining counts device state from the start */
     rc = migration->host.dirty->start(migration->host.dirty_opaque, err);
     if (rc < 0)
         return rc;
@@ -197,17 +207,6 @@ static int setup(struct source *source, struct gw_error *err)
     atomic_store(&migration->stats.expected_downtime_ms, migration->params.downtime_limit_ms);
     pthread_mutex_unlock(&migration->lock);
     return setup_sending(source, err);
-}
-
-/* What the devices still have to send, for query-migrate and the
- * estimate; returns the stop-copy bytes. */
-static uint64_t device_stopcopy_bytes(struct migration *migration)
-{
-    uint64_t precopy, stopcopy = vmstate_pending(migration->host.devices, &precopy);
-
-    atomic_store(&migration->stats.device_precopy_pending, precopy);
-    atomic_store(&migration->stats.device_stopcopy_pending, stopcopy);
-    return stopcopy;
 }
 
 /* The tracker's sync and the devices' pending query are the whole of a
@@ -244,8 +243,9 @@ static int sync_dirty(struct source *source, bool query_devices, struct gw_error
     return 0;
 }
 
-/* Sends one pass and updates the estimates; returns the dirty pages left. */
-static int run_pass(struct source *source, uint64_t pass, uint64_t *dirty_pages,
+/* Sends one pass and updates the estimates; fills what the pass did (the
+ * dirty pages left, the bytes sent, its time). */
+static int run_pass(struct source *source, uint64_t pass, struct pass_figures *figures,
                     struct gw_error *err)
 {
     struct migration *migration = source->migration;
@@ -258,7 +258,9 @@ static int run_pass(struct source *source, uint64_t pass, uint64_t *dirty_pages,
     atomic_store(&stats->pass_started_us, started);
     source->pass = pass;
     rc = ram_send_dirty(&source->walker, &source->sink, true, false, pass, err);
-    if (rc == 0)
+    /* A switchover asked for now does not wait for device precopy data:
+     * the stop-copy phase sends it all. */
+    if (rc == 0 && !atomic_load(&migration->switchover_requested))
         rc = vmstate_save_precopy(source->saver, DEVICE_PASS_BUDGET, err);
     atomic_store(&stats->pass_started_us, 0);
     if (rc == 0)
@@ -279,10 +281,21 @@ static int run_pass(struct source *source, uint64_t pass, uint64_t *dirty_pages,
     rc = sync_dirty(source, true, err);
     if (rc < 0)
         return rc;
-    *dirty_pages = count_dirty(migration);
-    atomic_store(&stats->remaining_bytes, *dirty_pages * source->page_size);
-    atomic_store(&stats->dirty_pages_rate,
-                 *dirty_pages * 1000000 / (migration_now_us() - started + 1));
+    figures->time_us = migration_now_us() - started;
+    figures->sent_bytes = bytes;
+    figures->dirty_pages = count_dirty(migration);
+    atomic_store(&stats->dirty_pages_rate, figures->dirty_pages * 1000000 /
+                                               (figures->time_us + 1));
+    /* The next pass's pages are counted from here: what is left never
+     * reads as the finished pass's nothing. */
+    convergence_pass_begin(migration, figures->dirty_pages, true);
+    rc = convergence_sample(migration, &source->sampler, figures->time_us, err);
+    if (rc < 0)
+        return rc;
+    if (count_dirty(migration) != figures->dirty_pages) {
+        figures->dirty_pages = count_dirty(migration);
+        convergence_pass_begin(migration, figures->dirty_pages, true);
+    }
     return 0;
 }
 
@@ -293,9 +306,9 @@ static uint64_t stopcopy_bytes(struct source *source, uint64_t dirty_pages)
     return dirty_pages * source->page_size + source->device_stopcopy;
 }
 
-static uint64_t expected_downtime_us(struct source *source, uint64_t remaining)
+/* avail-switchover-bandwidth, or the bandwidth the last pass measured. */
+static uint64_t switchover_bandwidth(struct migration *migration)
 {
-    struct migration *migration = source->migration;
     uint64_t bandwidth;
 
     pthread_mutex_lock(&migration->lock);
@@ -303,9 +316,12 @@ static uint64_t expected_downtime_us(struct source *source, uint64_t remaining)
     pthread_mutex_unlock(&migration->lock);
     if (!bandwidth)
         bandwidth = atomic_load(&migration->stats.bandwidth);
-    if (!bandwidth)
-        bandwidth = 1;   /* nothing measured yet: expect the worst */
-    double us = (double)remaining * 1e6 / (double)bandwidth;
+    return bandwidth ? bandwidth : 1;   /* nothing measured yet: expect the worst */
+}
+
+static uint64_t expected_downtime_us(struct source *source, uint64_t remaining)
+{
+    double us = (double)remaining * 1e6 / (double)switchover_bandwidth(source->migration);
     /* Past 2^62 us (146000 years) it is "never"; a cast beyond 2^64 would be
      * undefined and the ms rounding after it would wrap. */
     return us >= 0x1p62 ? 1ULL << 62 : (uint64_t)us;
@@ -314,27 +330,35 @@ static uint64_t expected_downtime_us(struct source *source, uint64_t remaining)
 static int precopy(struct source *source, struct gw_error *err)
 {
     struct migration *migration = source->migration;
-    uint64_t previous = UINT64_MAX, dirty_pages, remaining, limit_us;
+    uint64_t previous = UINT64_MAX, remaining, limit_us;
+    struct pass_figures figures;
     int rc;
 
     for (uint64_t pass = 1;; pass++) {
-        rc = run_pass(source, pass, &dirty_pages, err);
+        rc = run_pass(source, pass, &figures, err);
         if (rc < 0)
             return rc;
-        remaining = stopcopy_bytes(source, dirty_pages);
+        remaining = stopcopy_bytes(source, figures.dirty_pages);
         source->expected_downtime_us = expected_downtime_us(source, remaining);
         atomic_store(&migration->stats.expected_downtime_ms,
                      (source->expected_downtime_us + 999) / 1000);
         pthread_mutex_lock(&migration->lock);
         limit_us = migration->params.downtime_limit_ms * 1000;
         pthread_mutex_unlock(&migration->lock);
+        figures.left_bytes = remaining;
+        figures.expected_downtime_us = source->expected_downtime_us;
+        figures.limit_us = limit_us;
+        figures.switchover_bandwidth = switchover_bandwidth(migration);
+        convergence_after_pass(migration, &figures);
+        if (atomic_load(&migration->switchover_requested))
+            return 0;   /* x-migrate-switchover-now: whatever the downtime */
         /* QEMU stops as soon as the estimate fits; we go on while passes
          * still shrink what is left, so the stop-copy phase is as short as
          * this guest allows. */
         bool shrinking = previous == UINT64_MAX ||
-                         remaining * 100 < previous * SHRINK_PERCENT;
+                         remaining * 100 < previous * CONVERGENCE_SHRINK_PERCENT;
         if (source->expected_downtime_us <= limit_us &&
-            (source->expected_downtime_us <= SMALL_DOWNTIME_US || !shrinking))
+            (source->expected_downtime_us <= CONVERGENCE_SMALL_DOWNTIME_US || !shrinking))
             return 0;
         if (shrinking)
             previous = remaining;
@@ -343,7 +367,7 @@ static int precopy(struct source *source, struct gw_error *err)
         /* Nothing to send and still no switchover (the limit is below what
          * the device state alone needs): let pages get dirty rather than
          * spin on syncs. */
-        if (dirty_pages == 0) {
+        if (figures.dirty_pages == 0) {
             struct timespec pause = { 0, IDLE_PASS_PAUSE_NS };
             nanosleep(&pause, NULL);
         }
@@ -397,6 +421,7 @@ static int switchover(struct source *source, struct gw_error *err)
     bool pause;
     int rc;
 
+    source->walker.end_pass_now = NULL;   /* the stop-copy pass sends every page */
     pthread_mutex_lock(&migration->lock);
     pause = migration->cap_pause_before_switchover;
     pthread_mutex_unlock(&migration->lock);
@@ -418,14 +443,13 @@ static int switchover(struct source *source, struct gw_error *err)
         return rc;
     if ((rc = sync_dirty(source, false, err)) < 0)
         return rc;
-    atomic_store(&stats->remaining_bytes, count_dirty(migration) * source->page_size);
+    convergence_pass_begin(migration, count_dirty(migration), false);
     if ((rc = ram_send_dirty(&source->walker, &source->sink, false, true, source->pass + 1,
                              err)) < 0 ||
         (rc = vmstate_save_stopcopy(source->saver, err)) < 0 ||
         (migration->config.multifd && (rc = multifd_sender_finish(source->sender, err)) < 0) ||
         (rc = send_end(source, err)) < 0)
         return rc;
-    atomic_store(&stats->remaining_bytes, 0);
     if (!migration->channel.has_return_path) {
         /* A file or a pipe: nobody answers. The stream is whole; done. */
         atomic_store(&stats->downtime_ms, (migration_now_us() - source->stop_us) / 1000);
@@ -479,6 +503,7 @@ static void finish(struct source *source, int rc, struct gw_error *err)
     source->sender = NULL;
     multifd_close_channels(migration);
     vmstate_saver_free(source->saver);   /* no channel holds its buffers now */
+    dirty_sampler_free(&source->sampler);
     ram_zero_hints_free(&source->walker.zero);
     if (migration->rp_running) {
         pthread_join(migration->rp_thread, NULL);

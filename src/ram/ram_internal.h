@@ -61,8 +61,10 @@ struct ram_walker {
     const struct dirty_tracker_ops *dirty;
     void *dirty_opaque;
     struct ram_zero_hints zero;
-    _Atomic uint64_t *remaining_bytes;   /* what is not sent yet, as QEMU counts it */
     atomic_bool *cancelled;
+    /* Set: the pass ends where it is, its pages still dirty left set in
+     * the bitmaps (a switchover asked for now sends them stopped). */
+    atomic_bool *end_pass_now;
 };
 /* Hands every page whose bit is set to the sink, clearing bits as it goes;
  * clear_tracker re-arms tracking for a chunk before reading it. Returns

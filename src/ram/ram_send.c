@@ -12,15 +12,12 @@ static int send_chunk(struct ram_walker *walker, const struct page_sink *sink,
                       unsigned nr_words, bool clear_tracker, struct gw_error *err)
 {
     const struct ram_block *block = &walker->blocks[block_index];
-    uint64_t bits[RAM_CHUNK_WORDS], zero[RAM_CHUNK_WORDS], pages = 0;
+    uint64_t bits[RAM_CHUNK_WORDS], zero[RAM_CHUNK_WORDS];
     bool legacy = walker->zero.mode == ZERO_DETECT_LEGACY;
     int rc;
 
     memcpy(bits, words, nr_words * sizeof(uint64_t));
     memset(words, 0, nr_words * sizeof(uint64_t));
-    for (unsigned w = 0; w < nr_words; w++)
-        pages += (uint64_t)__builtin_popcountll(bits[w]);
-    atomic_fetch_sub(walker->remaining_bytes, pages * block->page_size);
     if (clear_tracker) {
         rc = walker->dirty->clear(walker->dirty_opaque, block_index, first_page, bits, nr_words,
                                   err);
@@ -59,6 +56,8 @@ static int walk_block(struct ram_walker *walker, const struct page_sink *sink, u
             continue;
         if (atomic_load(walker->cancelled))
             return gw_error_set(err, -ECANCELED, "the migration was cancelled");
+        if (walker->end_pass_now && atomic_load(walker->end_pass_now))
+            return 0;
         int rc = send_chunk(walker, sink, b, w * 64, bitmap + w, nr_words, clear_tracker, err);
         if (rc < 0)
             return rc;
