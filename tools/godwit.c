@@ -20,9 +20,11 @@
 #define BANDWIDTH_MAX 9223372036854775807ULL   /* bytes/s, 2^63 - 1: the VM's QMP range */
 #define CHANNELS_MAX 255                   /* multifd-channels, as QEMU's */
 #define ZSTD_LEVEL_MAX 20
+#define TIMEOUT_MAX 86400                  /* s: --timeout, a day */
 
 static const char *const compression_names[] = { "none", "zstd", NULL };
 static const char *const zero_page_detection_names[] = { "none", "legacy", "multifd", NULL };
+static const char *const on_timeout_names[] = { "cancel", "switchover", NULL };
 
 static const char main_usage[] =
     "Usage: godwit COMMAND [OPTIONS]\n"
@@ -87,6 +89,15 @@ static const char migrate_usage[] =
     "                         (x-multifd-channels-device-state); above 0 it needs\n"
     "                         both --multifd and --channel-header; 0 = device\n"
     "                         state on the RAM channels\n"
+    "  --timeout SECONDS      end the migration if it has not completed after\n"
+    "                         SECONDS (1 to 86400), as --on-timeout says\n"
+    "  --on-timeout cancel|switchover\n"
+    "                         what --timeout does: cancel the migration (the\n"
+    "                         default; the guest keeps running on the source)\n"
+    "                         or switch over now, whatever the downtime (the\n"
+    "                         VM's x-migrate-switchover-now)\n"
+    "  --quiet                print nothing while it runs, only the report\n"
+    "  --json                 print only the report, as one JSON object\n"
     "  -h, --help             print this help and exit\n"
     "\n"
     "The destination refuses a migration whose multifd, x-channel-header or\n"
@@ -95,17 +106,23 @@ static const char migrate_usage[] =
     "without --dest, when any of them is given or the source has multifd or\n"
     "x-channel-header on, a note on stderr lists what the destination needs.\n"
     "\n"
-    "Progress: on a terminal, one line redrawn in place; otherwise one line a\n"
-    "second. Fields: first-pass percentage (then the pass number), MB/s\n"
-    "(10^6 bytes), remaining dirty RAM, ETA, dirty pages/s, expected downtime,\n"
-    "and with multifd the channels and the bytes sent on them; a terminal too\n"
-    "narrow for the line shows the first fields only. The report adds the\n"
-    "multifd channels, compression and bytes when multifd is on.\n"
+    "Progress: on a terminal, one line redrawn in place (a bar for the first\n"
+    "pass, then the pass number and an arrow for the trend of what is left);\n"
+    "otherwise one line a second, without escape codes. Fields: what is left\n"
+    "to send (RAM and device state), the guest's dirty rate and the link's\n"
+    "rate in MB/s (10^6 bytes), the verdict (converging with an ETA, not\n"
+    "converging, throttled N%), the expected downtime, and with multifd the\n"
+    "channels and the bytes sent on them; a terminal too narrow for the line\n"
+    "shows the first fields only. Each new verdict is a line of its own that\n"
+    "says why. The report opens with one sentence on how the migration ended\n"
+    "and why, and adds the multifd channels, compression and bytes when\n"
+    "multifd is on.\n"
     "Ctrl-C sends migrate_cancel and waits for the final status: the guest\n"
     "stays on the source unless the migration completed first. A second\n"
     "Ctrl-C stops waiting.\n"
-    "Exit status: 0 completed; 1 failed or cancelled (the reason on stderr), or\n"
-    "a VM could not be reached or refused a command; 2 bad command line.\n";
+    "Exit status: 0 completed (after a switchover forced by --timeout too); 1\n"
+    "failed, cancelled or timed out and cancelled (the reason on stderr), or a\n"
+    "VM could not be reached or refused a command; 2 bad command line.\n";
 
 static const char status_usage[] =
     "Usage: godwit status --qmp unix:PATH\n"
@@ -233,7 +250,7 @@ static int parse_timeout(const char *command, int *timeout_ms)
 enum {
     OPT_FROM = 256, OPT_TO, OPT_DEST, OPT_DOWNTIME, OPT_MAX_BW, OPT_AVAIL_BW, OPT_EVENTS,
     OPT_MULTIFD, OPT_COMPRESSION, OPT_ZSTD_LEVEL, OPT_ZERO_PAGE, OPT_CHANNEL_HEADER,
-    OPT_DEVICE_CHANNELS, OPT_QMP,
+    OPT_DEVICE_CHANNELS, OPT_QMP, OPT_TIMEOUT, OPT_ON_TIMEOUT, OPT_QUIET, OPT_JSON,
 };
 
 static const struct option migrate_options[] = {
@@ -250,6 +267,10 @@ static const struct option migrate_options[] = {
     { "zero-page-detection", required_argument, NULL, OPT_ZERO_PAGE },
     { "channel-header", no_argument, NULL, OPT_CHANNEL_HEADER },
     { "device-state-channels", required_argument, NULL, OPT_DEVICE_CHANNELS },
+    { "timeout", required_argument, NULL, OPT_TIMEOUT },
+    { "on-timeout", required_argument, NULL, OPT_ON_TIMEOUT },
+    { "quiet", no_argument, NULL, OPT_QUIET },
+    { "json", no_argument, NULL, OPT_JSON },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
 };
@@ -302,6 +323,32 @@ static int multifd_parse_one(int id, const char *arg, struct multifd_request *m)
                            "a number of channels", "channels", &m->device_channels);
     }
     return usage_error("migrate", "internal error: option %d has no parser", id);
+}
+
+/* --timeout, --on-timeout, --quiet and --json; 1 for another option. */
+static int completion_parse_one(int id, const char *arg, struct migrate_request *req,
+                                bool *on_timeout_given)
+{
+    const char *choice;
+
+    switch (id) {
+    case OPT_TIMEOUT:
+        return parse_count("--timeout", arg, 1, TIMEOUT_MAX, "a number of seconds", "s",
+                           &req->timeout_s);
+    case OPT_ON_TIMEOUT:
+        *on_timeout_given = true;
+        if (parse_choice("--on-timeout", arg, on_timeout_names, &choice))
+            return EXIT_USAGE;
+        req->on_timeout_switchover = !strcmp(choice, "switchover");
+        return 0;
+    case OPT_QUIET:
+        req->quiet = true;
+        return 0;
+    case OPT_JSON:
+        req->json = true;
+        return 0;
+    }
+    return 1;
 }
 
 static int migrate_parse_one(int id, const char *arg, struct migrate_request *req)
@@ -393,17 +440,25 @@ static int cmd_migrate(int argc, char **argv)
                                       "--max-bandwidth, --avail-switchover-bandwidth, "
                                       "--events, --multifd, --multifd-compression, "
                                       "--multifd-zstd-level, --zero-page-detection, "
-                                      "--channel-header, --device-state-channels and --help";
+                                      "--channel-header, --device-state-channels, --timeout, "
+                                      "--on-timeout, --quiet, --json and --help";
     struct migrate_request req = { 0 };
+    bool on_timeout_given = false;
     int id, rc;
 
     while ((id = getopt_long(argc, argv, ":h", migrate_options, NULL)) != -1) {
         rc = common_option("migrate", id, argv, migrate_usage, option_list);
         if (rc != 1)
             return rc;
-        if (migrate_parse_one(id, optarg, &req))
+        rc = completion_parse_one(id, optarg, &req, &on_timeout_given);
+        if (rc == 1)
+            rc = migrate_parse_one(id, optarg, &req);
+        if (rc)
             return EXIT_USAGE;
     }
+    if (on_timeout_given && !req.timeout_s)
+        return usage_error("migrate", "--on-timeout says what --timeout does: add --timeout "
+                           "SECONDS (1 to %d)", TIMEOUT_MAX);
     if (optind < argc)
         return usage_error("migrate", "unexpected argument '%s'; every setting is an option: "
                            "%s", argv[optind], option_list);

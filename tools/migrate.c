@@ -1,23 +1,22 @@
 /* Drives one migration from the source's side over QMP and shows it. The
- * guest's fate is the VM's business: on Ctrl-C this sends migrate_cancel and
- * waits for the VM to say so; it never leaves a migration unaccounted for. */
+ * guest's fate is the VM's business: on Ctrl-C or at the --timeout this
+ * sends migrate_cancel (or, with --on-timeout switchover, the VM's
+ * x-migrate-switchover-now) and waits for the VM to say how it ended; it
+ * never leaves a migration unaccounted for. */
 #include "migrate.h"
 
 #include <errno.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <time.h>
-#include <unistd.h>
 
+#include "display.h"
 #include "progress.h"
 #include "qmp_client.h"
 #include "settings.h"
 
 #define POLL_INTERVAL_MS 100
-#define PLAIN_INTERVAL_MS 1000
 /* How long "none" may follow an accepted migrate before we stop believing it. */
 #define NONE_GRACE_MS 10000
 
@@ -36,60 +35,6 @@ static int64_t now_ms(void)
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* The progress display: redrawn in place on a terminal, one line a second
- * elsewhere. */
-struct display {
-    const struct multifd_settings *multifd;     /* NULL: not shown */
-    bool tty;
-    bool drawn;             /* a tty line is on screen without its newline */
-    int64_t start, next_plain;
-};
-
-static void display_draw(struct display *d, const struct migration_stats *stats)
-{
-    char line[512];
-    int64_t now = now_ms();
-
-    progress_format(stats, d->multifd, line, sizeof(line));
-    if (d->tty) {
-        struct winsize ws;
-        size_t width = 80;
-        if (ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 1)
-            width = ws.ws_col;
-        progress_fit(line, width - 1);     /* a wrapped line could not be redrawn */
-        printf("\r%s\033[K", line);
-        d->drawn = true;
-    } else if (now >= d->next_plain) {
-        printf("[%6.1fs] %s\n", (double)(now - d->start) / 1000, line);
-        d->next_plain = d->next_plain + PLAIN_INTERVAL_MS > now
-                        ? d->next_plain + PLAIN_INTERVAL_MS : now + PLAIN_INTERVAL_MS;
-    }
-    fflush(stdout);
-}
-
-/* Ends the line being redrawn, so what follows starts on its own line. */
-static void display_end(struct display *d)
-{
-    if (d->drawn)
-        putchar('\n');
-    d->drawn = false;
-    fflush(stdout);
-}
-
-static void say(struct display *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void say(struct display *d, const char *fmt, ...)
-{
-    va_list ap;
-
-    display_end(d);
-    fputs("godwit: ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
 }
 
 /* The migration's two or three connections: the source, the destination
@@ -130,13 +75,13 @@ static void session_close(struct session *s)
 static void note_destination_settings(struct session *s)
 {
     const struct multifd_settings *m = &s->settings.multifd;
-    struct display quiet = { 0 };
+    struct display quiet = { .quiet = true };
     char settings[512];
 
     if (!settings_shared_given(&s->req->multifd) && !m->multifd && !m->channel_header)
         return;
     settings_describe(&s->settings, settings, sizeof(settings));
-    say(&quiet, "note: the destination refuses a migration whose settings differ from the "
+    display_say(&quiet, "note: the destination refuses a migration whose settings differ from the "
                 "source's: give it the same (%s) before migrate-incoming, or let godwit do it "
                 "with --dest unix:PATH", settings);
 }
@@ -191,7 +136,9 @@ static int start(struct session *s, struct gw_error *err)
     return rc;
 }
 
-static int query(struct qmp_client *qmp, struct migration_stats *stats, struct gw_error *err)
+/* query-migrate into stats; *keep (may be NULL) holds the answer itself. */
+static int query(struct qmp_client *qmp, struct migration_stats *stats, json_t **keep,
+                 struct gw_error *err)
 {
     json_t *info;
     int rc = qmp_client_execute(qmp, "query-migrate", NULL, &info, NULL, err);
@@ -201,7 +148,12 @@ static int query(struct qmp_client *qmp, struct migration_stats *stats, struct g
     if (rc < 0)
         return rc;
     migration_stats_parse(info, stats);
-    json_decref(info);
+    if (keep) {
+        json_decref(*keep);
+        *keep = info;
+    } else {
+        json_decref(info);
+    }
     return 0;
 }
 
@@ -227,51 +179,104 @@ static int wait_tick(struct qmp_client *qmp, int64_t deadline, struct gw_error *
     return 0;
 }
 
-/* Ctrl-C once: migrate_cancel, keep following. Twice: stop waiting. */
-static int handle_interrupt(struct qmp_client *qmp, const struct migrate_request *req,
-                            struct display *d, bool *cancel_sent)
+/* What the following loop did to the migration, for the final sentence. */
+struct follow_state {
+    bool cancel_sent;           /* Ctrl-C sent migrate_cancel */
+    bool timed_out;             /* --timeout struck and its action was sent */
+    char reason_at_timeout[512];
+    json_t *last_info;          /* the last query-migrate answer, for --json */
+};
+
+/* Sends command and says so; a refusal is only worth a line (the final
+ * status tells how it ended). */
+static int send_action(struct qmp_client *qmp, struct display *d, const char *command)
 {
     struct gw_error err;
 
-    if (interrupts >= 2) {
-        say(d, "stopped waiting at the second Ctrl-C; migrate_cancel was sent; "
-               "see the outcome with: godwit status --qmp unix:%s", req->qmp_path);
-        return -EINTR;
-    }
-    if (*cancel_sent)
-        return 0;
-    *cancel_sent = true;
-    say(d, "Ctrl-C: cancelling the migration (migrate_cancel); the guest stays on the "
-           "source; Ctrl-C again to stop waiting");
-    if (qmp_client_execute(qmp, "migrate_cancel", NULL, NULL, NULL, &err) < 0) {
-        say(d, "migrate_cancel: %s", err.msg);
+    if (qmp_client_execute(qmp, command, NULL, NULL, NULL, &err) < 0) {
+        display_say(d, "%s: %s", command, err.msg);
         return err.code == QMP_CLIENT_EREMOTE ? 0 : err.code;
     }
     return 0;
+}
+
+/* Ctrl-C once: migrate_cancel, keep following. Twice: stop waiting. */
+static int handle_interrupt(struct qmp_client *qmp, const struct migrate_request *req,
+                            struct display *d, struct follow_state *state)
+{
+    if (interrupts >= 2) {
+        display_say(d, "stopped waiting at the second Ctrl-C; migrate_cancel was sent; "
+                       "see the outcome with: godwit status --qmp unix:%s", req->qmp_path);
+        return -EINTR;
+    }
+    if (state->cancel_sent)
+        return 0;
+    state->cancel_sent = true;
+    display_say(d, "Ctrl-C: cancelling the migration (migrate_cancel); the guest stays on the "
+                   "source; Ctrl-C again to stop waiting");
+    return send_action(qmp, d, "migrate_cancel");
+}
+
+/* --timeout: once, when it strikes, the action --on-timeout names. */
+static int handle_timeout(struct qmp_client *qmp, const struct migrate_request *req,
+                          struct display *d, const struct migration_stats *stats,
+                          struct follow_state *state)
+{
+    state->timed_out = true;
+    snprintf(state->reason_at_timeout, sizeof(state->reason_at_timeout), "%s", stats->reason);
+    if (!req->on_timeout_switchover) {
+        if (!d->quiet)
+            display_say(d, "--timeout %u s reached: cancelling the migration (migrate_cancel); "
+                           "the guest stays on the source", req->timeout_s);
+        return send_action(qmp, d, "migrate_cancel");
+    }
+    if (!d->quiet)
+        display_say(d, "--timeout %u s reached: switching over now, whatever the downtime "
+                       "(x-migrate-switchover-now)", req->timeout_s);
+    return send_action(qmp, d, "x-migrate-switchover-now");
+}
+
+/* What a not-converging verdict line adds: godwit's own way out. */
+static void set_hint(struct display *d, const struct migrate_request *req)
+{
+    if (!req->timeout_s)
+        snprintf(d->not_converging_hint, sizeof(d->not_converging_hint),
+                 ", or end it with --timeout SECONDS (godwit migrate --help)");
+    else
+        snprintf(d->not_converging_hint, sizeof(d->not_converging_hint),
+                 "; --timeout %u %s at %u s", req->timeout_s,
+                 req->on_timeout_switchover ? "switches over" : "cancels it", req->timeout_s);
 }
 
 /* Polls query-migrate until the status is final. 0 with stats filled, or a
  * negative errno (already reported). */
 static int follow(struct qmp_client *qmp, const struct migrate_request *req,
                   const struct multifd_settings *multifd, struct migration_stats *stats,
-                  bool *cancel_sent)
+                  struct follow_state *state)
 {
-    struct display d = { .multifd = multifd, .tty = isatty(STDOUT_FILENO), .start = now_ms() };
-    int64_t next = d.start, none_since = d.start;
+    struct display d;
+    int64_t start = now_ms(), next, none_since = start;
+    int64_t deadline = req->timeout_s ? start + (int64_t)req->timeout_s * 1000 : 0;
     struct gw_error err;
     int rc;
 
-    d.next_plain = d.start;
+    display_init(&d, multifd, req->quiet || req->json, start);
+    set_hint(&d, req);
     for (;;) {
-        if (interrupts && handle_interrupt(qmp, req, &d, cancel_sent) < 0)
+        if (interrupts && handle_interrupt(qmp, req, &d, state) < 0)
             return -EINTR;
         next = now_ms() + POLL_INTERVAL_MS;
-        rc = query(qmp, stats, &err);
+        rc = query(qmp, stats, &state->last_info, &err);
         if (rc < 0)
             break;
-        display_draw(&d, stats);
+        display_draw(&d, stats, now_ms());
         if (migration_status_is_final(stats->status))
             break;
+        if (deadline && now_ms() >= deadline && !state->timed_out && !state->cancel_sent &&
+            (rc = handle_timeout(qmp, req, &d, stats, state)) < 0)
+            break;
+        if (deadline && !state->timed_out && next > deadline)
+            next = deadline;
         if (strcmp(stats->status, "none"))
             none_since = now_ms();
         else if (now_ms() - none_since > NONE_GRACE_MS) {
@@ -285,43 +290,64 @@ static int follow(struct qmp_client *qmp, const struct migrate_request *req,
     }
     display_end(&d);
     if (rc < 0)
-        say(&d, "%s; the migration's state is unknown: check it with godwit status --qmp "
+        display_say(&d, "%s; the migration's state is unknown: check it with godwit status --qmp "
                 "unix:%s", err.msg, req->qmp_path);
     return rc;
 }
 
-static int finish(const struct migration_stats *stats, const struct multifd_settings *multifd,
-                  bool cancel_sent)
+/* How it ended, from the final status and what this run sent. */
+static void outcome_of(const struct migration_stats *stats, const struct migrate_request *req,
+                       const struct follow_state *state, struct migration_outcome *outcome)
 {
-    struct display quiet = { 0 };
+    bool completed = !strcmp(stats->status, "completed");
 
-    report_print(stdout, stats, multifd, false);
+    *outcome = (struct migration_outcome){ .timeout_s = req->timeout_s };
+    snprintf(outcome->reason_at_timeout, sizeof(outcome->reason_at_timeout), "%s",
+             state->reason_at_timeout);
+    if (completed)
+        outcome->end = state->timed_out && req->on_timeout_switchover
+                       ? END_TIMED_OUT_SWITCHED_OVER : END_COMPLETED;
+    else if (strcmp(stats->status, "cancelled"))
+        outcome->end = END_FAILED;
+    else if (state->timed_out && !req->on_timeout_switchover)
+        outcome->end = END_TIMED_OUT_CANCELLED;
+    else
+        outcome->end = state->cancel_sent ? END_CANCELLED_BY_USER : END_CANCELLED_ELSEWHERE;
+}
+
+static int finish(const struct migration_stats *stats, const struct migrate_request *req,
+                  const struct multifd_settings *multifd, const struct follow_state *state)
+{
+    struct display quiet = { .quiet = true };
+    struct migration_outcome outcome;
+    char sentence[1400];
+
+    outcome_of(stats, req, state, &outcome);
+    if (req->json)
+        report_print_json(stdout, &outcome, stats, state->last_info);
+    else
+        report_print(stdout, stats, multifd, &outcome, false);
     fflush(stdout);
-    if (!strcmp(stats->status, "completed")) {
-        if (cancel_sent)
-            say(&quiet, "the migration completed before migrate_cancel took effect; the "
-                        "guest now runs on the destination");
+    if (outcome.end == END_COMPLETED || outcome.end == END_TIMED_OUT_SWITCHED_OVER) {
+        if (state->cancel_sent || (state->timed_out && !req->on_timeout_switchover))
+            display_say(&quiet, "the migration completed before migrate_cancel took effect; "
+                        "the guest now runs on the destination");
         return 0;
     }
-    if (!strcmp(stats->status, "cancelled"))
-        say(&quiet, "migration cancelled%s%s%s", cancel_sent ? " (Ctrl-C); the guest keeps "
-            "running on the source" : " by the VM or another client", stats->error_desc[0]
-            ? ": " : "", stats->error_desc);
-    else
-        say(&quiet, "migration failed: %s", stats->error_desc[0] ? stats->error_desc
-            : "the VM gave no reason (no error-desc)");
+    outcome_sentence(&outcome, stats, sentence, sizeof(sentence));
+    display_say(&quiet, "%s", sentence);
     return 1;
 }
 
 static void say_start_failed(const struct session *s, const struct gw_error *err)
 {
-    struct display quiet = { 0 };
+    struct display quiet = { .quiet = true };
 
     if (s->destination_listens)
-        say(&quiet, "%s; the destination VM still listens on %s: quit it, or run godwit "
+        display_say(&quiet, "%s; the destination VM still listens on %s: quit it, or run godwit "
                     "again without --dest", err->msg, s->req->uri);
     else
-        say(&quiet, "%s", err->msg);
+        display_say(&quiet, "%s", err->msg);
 }
 
 int migrate_run(const struct migrate_request *req)
@@ -329,14 +355,14 @@ int migrate_run(const struct migrate_request *req)
     struct sigaction sa = { .sa_handler = on_sigint };   /* no SA_RESTART: wake poll() */
     struct session session = { .req = req };
     struct migration_stats stats;
-    struct display quiet = { 0 };
+    struct display quiet = { .quiet = true };
+    struct follow_state state = { 0 };
     struct gw_error err;
-    bool cancel_sent = false;
     int rc;
 
     signal(SIGPIPE, SIG_IGN);
     if (connect_all(&session, &err) < 0) {
-        say(&quiet, "%s", err.msg);
+        display_say(&quiet, "%s", err.msg);
         session_close(&session);
         return 1;
     }
@@ -348,8 +374,9 @@ int migrate_run(const struct migrate_request *req)
         session_close(&session);
         return 1;
     }
-    rc = follow(session.source, req, &session.settings.multifd, &stats, &cancel_sent);
-    rc = rc < 0 ? 1 : finish(&stats, &session.settings.multifd, cancel_sent);
+    rc = follow(session.source, req, &session.settings.multifd, &stats, &state);
+    rc = rc < 0 ? 1 : finish(&stats, req, &session.settings.multifd, &state);
+    json_decref(state.last_info);
     session_close(&session);
     return rc;
 }
@@ -359,21 +386,21 @@ int status_run(const char *qmp_path, int timeout_ms)
     struct shared_settings settings = { 0 };
     struct migration_stats stats;
     struct qmp_client *qmp;
-    struct display quiet = { 0 };
+    struct display quiet = { .quiet = true };
     struct gw_error err;
     int rc;
 
     signal(SIGPIPE, SIG_IGN);
     if (qmp_client_connect_unix(qmp_path, timeout_ms, &qmp, &err) < 0) {
-        say(&quiet, "%s", err.msg);
+        display_say(&quiet, "%s", err.msg);
         return 1;
     }
-    rc = query(qmp, &stats, &err);
+    rc = query(qmp, &stats, NULL, &err);
     if (rc == 0)
         rc = settings_read(qmp, &settings, &err);
     qmp_client_close(qmp);
     if (rc < 0) {
-        say(&quiet, "%s", err.msg);
+        display_say(&quiet, "%s", err.msg);
         return 1;
     }
     /* The settings are today's: a finished migration that sent nothing on
@@ -383,7 +410,7 @@ int status_run(const char *qmp_path, int timeout_ms)
     if (!strcmp(stats.status, "none"))
         puts("no migration has run");
     else
-        report_print(stdout, &stats, &settings.multifd, true);
+        report_print(stdout, &stats, &settings.multifd, NULL, true);
     settings_free(&settings);
     return 0;
 }

@@ -28,10 +28,15 @@ struct migrate_request {
     uint64_t avail_switchover_bandwidth;  /* bytes/s */
     bool events;
     struct multifd_request multifd;
+    unsigned timeout_s;             /* --timeout: 0 = none */
+    bool on_timeout_switchover;     /* --on-timeout switchover (else cancel) */
+    bool quiet;                     /* --quiet: the report only */
+    bool json;                      /* --json: the report only, as JSON */
 };
 
-/* Returns the exit status: 0 completed, 1 anything else. Prints progress and
- * the report on stdout, errors on stderr. */
+/* Returns the exit status: 0 completed (a switchover forced at the timeout
+ * included), 1 anything else. Prints progress and the report on stdout,
+ * errors on stderr. */
 int migrate_run(const struct migrate_request *req);
 
 /* `godwit status`: the report of the current or last migration; exit status. */

@@ -1,6 +1,7 @@
 /* The progress line and the report, computed from query-migrate alone so the
- * numbers a user sees are the VM's own. MB/s is decimal (mbps / 8, as QEMU's
- * "mbps" is decimal megabits); sizes are binary (size_format). */
+ * numbers a user sees are the VM's own, the verdict on convergence included.
+ * MB/s is decimal (mbps / 8, as QEMU's "mbps" is decimal megabits, and the
+ * rates in "convergence" / 10^6); sizes are binary (size_format). */
 #include "progress.h"
 
 #include <inttypes.h>
@@ -20,10 +21,18 @@ static int64_t get_int(json_t *object, const char *name)
     return -1;
 }
 
+static void copy_string(json_t *object, const char *name, char *buf, size_t len)
+{
+    const char *value = json_string_value(json_object_get(object, name));
+
+    snprintf(buf, len, "%s", value ? value : "");
+}
+
 void migration_stats_parse(json_t *info, struct migration_stats *s)
 {
     json_t *ram = json_object_get(info, "ram");
     json_t *mbps = json_object_get(ram, "mbps");
+    json_t *convergence = json_object_get(info, "convergence");
     const char *status = json_string_value(json_object_get(info, "status"));
     const char *desc = json_string_value(json_object_get(info, "error-desc"));
 
@@ -34,8 +43,9 @@ void migration_stats_parse(json_t *info, struct migration_stats *s)
     s->downtime = get_int(info, "downtime");
     s->expected_downtime = get_int(info, "expected-downtime");
     s->expected_downtime_at_switchover = get_int(info, "expected-downtime-at-switchover");
+    s->remaining = get_int(info, "remaining");
     s->transferred = get_int(ram, "transferred");
-    s->remaining = get_int(ram, "remaining");
+    s->ram_remaining = get_int(ram, "remaining");
     s->total = get_int(ram, "total");
     s->duplicate = get_int(ram, "duplicate");
     s->normal = get_int(ram, "normal");
@@ -44,6 +54,13 @@ void migration_stats_parse(json_t *info, struct migration_stats *s)
     s->downtime_bytes = get_int(ram, "downtime-bytes");
     s->multifd_bytes = get_int(ram, "multifd-bytes");
     s->mbps = json_is_number(mbps) && json_number_value(mbps) >= 0 ? json_number_value(mbps) : -1;
+    copy_string(convergence, "state", s->verdict, sizeof(s->verdict));
+    copy_string(convergence, "reason", s->reason, sizeof(s->reason));
+    s->dirty_rate = get_int(convergence, "dirty-rate");
+    s->bandwidth = get_int(convergence, "bandwidth");
+    s->eta = get_int(convergence, "eta");
+    s->trend = get_int(convergence, "trend-percentage");
+    s->throttle = get_int(convergence, "throttle-percentage");
 }
 
 bool migration_status_is_final(const char *status)
@@ -96,35 +113,95 @@ static void append_multifd(char *buf, size_t len, size_t *used,
                         size_format((uint64_t)s->multifd_bytes, size, sizeof(size)));
 }
 
-void progress_format(const struct migration_stats *s, const struct multifd_settings *multifd,
-                     char *buf, size_t len)
+void rate_format(int64_t bytes_per_second, char *buf, size_t len)
 {
-    char size[32], eta[32];
+    double mb = (double)bytes_per_second / 1e6;
+
+    snprintf(buf, len, mb >= 100 || mb == 0 ? "%.0f MB/s" : "%.1f MB/s", mb);
+}
+
+/* "[########............] 40%": the first pass, pages sent of all RAM. */
+static void append_first_pass(char *buf, size_t len, size_t *used,
+                              const struct migration_stats *s, const struct progress_style *style)
+{
+    enum { BAR = 20 };
+    double done = 0;
+    char bar[BAR + 3];
+
+    if (s->ram_remaining >= 0 && s->total > 0)
+        done = 1 - (double)s->ram_remaining / (double)s->total;
+    done = done < 0 ? 0 : done > 1 ? 1 : done;
+    if (!style->terminal) {
+        progress_append(buf, len, used, "  first pass %.1f%%", 100 * done);
+        return;
+    }
+    bar[0] = '[';
+    for (int i = 0; i < BAR; i++)
+        bar[1 + i] = i < (int)(done * BAR + 0.5) ? '#' : '.';
+    bar[BAR + 1] = ']';
+    bar[BAR + 2] = '\0';
+    progress_append(buf, len, used, "  first pass %s %.0f%%", bar, 100 * done);
+}
+
+/* The trend of what is left per pass: shrinking, about the same, growing. */
+static const char *trend_arrow(int64_t trend, const struct progress_style *style)
+{
+    int shape = trend < 0 ? -2 : trend < 90 ? -1 : trend <= 110 ? 0 : 1;
+
+    if (shape == -2)
+        return "";
+    if (style->utf8)
+        return shape < 0 ? " \u2193" : shape > 0 ? " \u2191" : " \u2192";
+    return shape < 0 ? " v" : shape > 0 ? " ^" : " =";
+}
+
+/* "converging, ETA 3.2 s", "not converging" or "throttled 30%, ETA 12 s". */
+static void append_verdict(char *buf, size_t len, size_t *used, const struct migration_stats *s)
+{
+    char eta[32];
+
+    if (!strcmp(s->verdict, "not-converging"))
+        progress_append(buf, len, used, "  not converging");
+    else if (!strcmp(s->verdict, "throttled"))
+        progress_append(buf, len, used, "  throttled %" PRId64 "%%", s->throttle);
+    else if (s->verdict[0])
+        progress_append(buf, len, used, "  %s", s->verdict);
+    if (s->verdict[0] && s->eta >= 0 && !migration_status_is_final(s->status)) {
+        format_duration((double)s->eta / 1000, eta, sizeof(eta));
+        progress_append(buf, len, used, ", ETA %s", eta);
+    }
+}
+
+void progress_format(const struct migration_stats *s, const struct multifd_settings *multifd,
+                     const struct progress_style *style, char *buf, size_t len)
+{
+    char size[32], rate[32];
+    int64_t remaining = s->remaining >= 0 ? s->remaining : s->ram_remaining;
+    bool first_pass = !s->verdict[0] && s->dirty_sync_count <= 1;
     size_t used = 0;
 
     buf[0] = '\0';
     progress_append(buf, len, &used, "%s", s->status);
-    if (s->dirty_sync_count > 1) {
-        progress_append(buf, len, &used, "  pass %" PRId64, s->dirty_sync_count);
-    } else if (s->transferred >= 0 && s->total > 0) {
-        double percent = 100.0 * (double)s->transferred / (double)s->total;
-        progress_append(buf, len, &used, "  first pass %.1f%%", percent > 100 ? 100.0 : percent);
-    }
-    if (s->mbps >= 0)
-        progress_append(buf, len, &used, "  %.1f MB/s", s->mbps / 8);
-    if (s->remaining >= 0)
+    if (first_pass && s->dirty_sync_count >= 0)
+        append_first_pass(buf, len, &used, s, style);
+    else if (s->dirty_sync_count > 1)
+        progress_append(buf, len, &used, "  pass %" PRId64 "%s", s->dirty_sync_count,
+                        trend_arrow(s->trend, style));
+    if (remaining >= 0)
         progress_append(buf, len, &used, "  remaining %s",
-                        size_format((uint64_t)s->remaining, size, sizeof(size)));
-    if (s->remaining >= 0 && !migration_status_is_final(s->status)) {
-        if (s->mbps > 0)
-            format_duration((double)s->remaining / (s->mbps * 1e6 / 8), eta, sizeof(eta));
-        else
-            snprintf(eta, sizeof(eta), "-");
-        progress_append(buf, len, &used, "  ETA %s", eta);
+                        size_format((uint64_t)remaining, size, sizeof(size)));
+    if (s->dirty_rate >= 0) {
+        rate_format(s->dirty_rate, rate, sizeof(rate));
+        progress_append(buf, len, &used, "  dirty %s", rate);
     }
-    if (s->dirty_pages_rate >= 0)
-        progress_append(buf, len, &used, "  %" PRId64 " dirty pages/s", s->dirty_pages_rate);
-    if (s->expected_downtime >= 0)
+    if (s->bandwidth >= 0 || s->mbps >= 0) {
+        rate_format(s->bandwidth >= 0 ? s->bandwidth : (int64_t)(s->mbps * 1e6 / 8), rate,
+                    sizeof(rate));
+        progress_append(buf, len, &used, "  link %s", rate);
+    }
+    append_verdict(buf, len, &used, s);
+    /* Before the first pass has measured anything it is only the limit. */
+    if (s->expected_downtime >= 0 && !first_pass)
         progress_append(buf, len, &used, "  expected downtime %" PRId64 " ms",
                         s->expected_downtime);
     append_multifd(buf, len, &used, s, multifd);
@@ -182,9 +259,89 @@ static void print_multifd(FILE *out, const struct migration_stats *s,
     print_bytes(out, "multifd bytes:", s->multifd_bytes);
 }
 
-void report_print(FILE *out, const struct migration_stats *s,
-                  const struct multifd_settings *multifd, bool with_error)
+const char *outcome_name(enum migration_end end)
 {
+    static const char *const names[] = {
+        [END_COMPLETED] = "completed", [END_CANCELLED_BY_USER] = "cancelled",
+        [END_CANCELLED_ELSEWHERE] = "cancelled", [END_TIMED_OUT_CANCELLED] = "timed-out-cancelled",
+        [END_TIMED_OUT_SWITCHED_OVER] = "timed-out-switched-over", [END_FAILED] = "failed",
+    };
+    return names[end];
+}
+
+/* "after 12.3 s" from total-time. */
+static void took(const struct migration_stats *s, char *buf, size_t len)
+{
+    char duration[32];
+
+    format_duration((double)(s->total_time > 0 ? s->total_time : 0) / 1000, duration,
+                    sizeof(duration));
+    snprintf(buf, len, "%s", duration);
+}
+
+void outcome_sentence(const struct migration_outcome *o, const struct migration_stats *s,
+                      char *buf, size_t len)
+{
+    const char *why = o->reason_at_timeout[0] ? o->reason_at_timeout
+                                              : s->reason[0] ? s->reason : "no verdict yet";
+    char time[32];
+
+    took(s, time, sizeof(time));
+    switch (o->end) {
+    case END_COMPLETED:
+        snprintf(buf, len, "migration completed in %s after %" PRId64 " passes, downtime %"
+                 PRId64 " ms; the guest runs on the destination", time, s->dirty_sync_count,
+                 s->downtime);
+        return;
+    case END_CANCELLED_BY_USER:
+        snprintf(buf, len, "migration cancelled by the user (Ctrl-C) after %s; the guest keeps "
+                 "running on the source", time);
+        return;
+    case END_CANCELLED_ELSEWHERE:
+        snprintf(buf, len, "migration cancelled by the VM or another client after %s%s%s; the "
+                 "guest keeps running on the source", time, s->error_desc[0] ? ": " : "",
+                 s->error_desc);
+        return;
+    case END_TIMED_OUT_CANCELLED:
+        snprintf(buf, len, "migration timed out after %u s (--timeout) and was cancelled "
+                 "(%s); the guest keeps running on the source", o->timeout_s, why);
+        return;
+    case END_TIMED_OUT_SWITCHED_OVER:
+        snprintf(buf, len, "migration timed out after %u s (--timeout) and was switched over "
+                 "by force (%s); it completed in %s with a downtime of %" PRId64 " ms and the "
+                 "guest runs on the destination", o->timeout_s, why, time, s->downtime);
+        return;
+    case END_FAILED:
+        snprintf(buf, len, "migration failed: %s", s->error_desc[0] ? s->error_desc
+                 : "the VM gave no reason (no error-desc)");
+        return;
+    }
+}
+
+void report_print_json(FILE *out, const struct migration_outcome *outcome,
+                       const struct migration_stats *stats, json_t *info)
+{
+    char sentence[1400];
+    json_t *report;
+
+    outcome_sentence(outcome, stats, sentence, sizeof(sentence));
+    report = json_pack("{s:s,s:s,s:O}", "result", outcome_name(outcome->end),
+                       "outcome", sentence, "query-migrate", info ? info : json_null());
+    json_dumpf(report, out, JSON_COMPACT | JSON_SORT_KEYS);
+    fputc('\n', out);
+    json_decref(report);
+}
+
+void report_print(FILE *out, const struct migration_stats *s,
+                  const struct multifd_settings *multifd,
+                  const struct migration_outcome *outcome, bool with_error)
+{
+    char sentence[1400];
+
+    if (outcome) {
+        outcome_sentence(outcome, s, sentence, sizeof(sentence));
+        fprintf(out, "%-33s%s\n", "outcome:", sentence);
+    }
     fprintf(out, "%-33s%s\n", "status:", s->status);
     print_ms(out, "total time:", s->total_time);
     print_ms(out, "downtime:", s->downtime);
@@ -203,6 +360,8 @@ void report_print(FILE *out, const struct migration_stats *s,
     print_count(out, "pages sent with data:", s->normal);
     print_bytes(out, "bytes sent while stopped:", s->downtime_bytes);
     print_multifd(out, s, multifd);
+    if (s->reason[0])
+        fprintf(out, "%-33s%s\n", "convergence:", s->reason);
     if (with_error && s->error_desc[0])
         fprintf(out, "%-33s%s\n", "error:", s->error_desc);
 }
