@@ -56,6 +56,19 @@ SHARED_CAPABILITIES = ("multifd", "x-channel-header")
 SHARED_PARAMETERS = ("multifd-channels", "multifd-compression", "multifd-zstd-level",
                      "zero-page-detection", "x-multifd-channels-device-state")
 
+# godwit-vm's verdict on convergence (docs/qmp.md), as the fake VM gives it
+# from its second pass on.
+CONVERGING = {"state": "converging", "dirty-rate": 12582912, "bandwidth": 536870912,
+              "trend-percentage": 60, "working-set": 25 << 20, "eta": 3300,
+              "reason": "converging: the guest dirties 12.6 MB/s, the link moves 537 MB/s; "
+                        "the last pass left 60% of what was left before it"}
+NOT_CONVERGING = {"state": "not-converging", "dirty-rate": 1100000000, "bandwidth": 42000000,
+                  "trend-percentage": 100, "working-set": 39 << 20,
+                  "reason": "not converging: the guest dirties 1100 MB/s, the link moves "
+                            "42.0 MB/s: the 39.0 MiB it keeps dirty would take 973 ms stopped, "
+                            "above downtime-limit 300 ms; raise max-bandwidth or downtime-limit, "
+                            "or turn on auto-converge or dirty-limit"}
+
 FAILED = {"status": "failed", "total-time": 321, "setup-time": 2,
           "error-desc": "Unable to write to socket: Broken pipe",
           "ram": dict(COMPLETED["ram"], transferred=5000000, **{"dirty-sync-count": 1})}
@@ -63,12 +76,16 @@ FAILED = {"status": "failed", "total-time": 321, "setup-time": 2,
 
 class Script:
     """What the fake VM answers, as a function of the time since migrate:
-    setup, then active with transferred growing, then `final`. A cancel turns
-    it into cancelling, then cancelled after cancel_delay seconds."""
+    setup, then active with transferred growing (the first pass, then from
+    1.5 s the second, with `verdict`), then `final`. A cancel turns it into
+    cancelling, then cancelled after cancel_delay seconds; a switchover
+    asked for (x-migrate-switchover-now) into device, then `final`."""
 
     def __init__(self, active_s=0.3, final=None, migrate_error=None, params_error=None,
-                 cancel_delay=0.2, huge_reply=False, silent_query=False, incoming_error=None):
+                 cancel_delay=0.2, huge_reply=False, silent_query=False, incoming_error=None,
+                 verdict=CONVERGING):
         self.active_s = active_s
+        self.verdict = verdict
         self.final = final or COMPLETED
         self.migrate_error = migrate_error
         self.params_error = params_error
@@ -78,6 +95,7 @@ class Script:
         self.incoming_error = incoming_error
         self.started = None
         self.cancelled = None
+        self.switchover = None
 
     def status(self, now):
         if self.started is None:
@@ -86,18 +104,24 @@ class Script:
             if now - self.cancelled >= self.cancel_delay:
                 return {"status": "cancelled", "total-time": 999, "setup-time": 1}
             return {"status": "cancelling"}
+        if self.switchover is not None:
+            return self.final if now - self.switchover >= 0.2 else {"status": "device"}
         elapsed = now - self.started
         if elapsed < 0.05:
             return {"status": "setup"}
         if elapsed < self.active_s:
             sent = min(RAM_TOTAL, int(RAM_TOTAL * elapsed / 2.0))
-            return {"status": "active", "total-time": int(elapsed * 1000), "setup-time": 12,
-                    "expected-downtime": 40,
-                    "ram": {"transferred": sent, "remaining": RAM_TOTAL - sent,
-                            "total": RAM_TOTAL, "duplicate": 0, "normal": sent // 4096,
-                            "dirty-pages-rate": 2500, "mbps": 4294.9,
-                            "dirty-sync-count": 1 if elapsed < 1.5 else 2,
-                            "multifd-bytes": 3 * (1 << 20)}}
+            second_pass = elapsed >= 1.5
+            answer = {"status": "active", "total-time": int(elapsed * 1000), "setup-time": 12,
+                      "expected-downtime": 40, "remaining": RAM_TOTAL - sent + 8192,
+                      "ram": {"transferred": sent, "remaining": RAM_TOTAL - sent,
+                              "total": RAM_TOTAL, "duplicate": 0, "normal": sent // 4096,
+                              "dirty-pages-rate": 2500, "mbps": 4294.9,
+                              "dirty-sync-count": 2 if second_pass else 1,
+                              "multifd-bytes": 3 * (1 << 20)}}
+            if second_pass and self.verdict:
+                answer["convergence"] = self.verdict
+            return answer
         return self.final
 
 
@@ -235,6 +259,10 @@ class FakeVm:
             if script.cancelled is None:
                 script.cancelled = time.monotonic()
             return {"return": {}}
+        if command == "x-migrate-switchover-now":
+            if script.switchover is None:
+                script.switchover = time.monotonic()
+            return {"return": {}}
         if command == "query-migrate":
             if script.silent_query:
                 return None
@@ -249,6 +277,15 @@ def run_godwit(*args, env=None, timeout=15):
     full_env = dict(os.environ, **(env or {}))
     return subprocess.run([GODWIT, *args], capture_output=True, text=True, timeout=timeout,
                           env=full_env)
+
+
+# A verdict's own line in plain output: "[   1.5s] converging: ...".
+VERDICT_LINE = re.compile(r"^\[\s*[0-9.]+s\] (converging|not converging|throttled)")
+
+
+def progress_lines(stdout):
+    """The lines stamped with the seconds since migrate: progress and verdicts."""
+    return [line for line in stdout.splitlines() if line.startswith("[")]
 
 
 def parse_report(stdout):
@@ -318,8 +355,9 @@ class Migrate(GodwitCliTestCase):
         vm = self.fake(active_s=2.5)
         result = self.migrate(vm)
         self.assertEqual(result.returncode, 0, result.stderr)
-        lines = [l for l in result.stdout.splitlines() if l.startswith("[")]
+        lines = [l for l in progress_lines(result.stdout) if not VERDICT_LINE.match(l)]
         self.assertNotIn("\r", result.stdout)
+        self.assertNotIn("\x1b", result.stdout)
         self.assertTrue(2 <= len(lines) <= 4, lines)
         stamps = [float(re.match(r"\[\s*([0-9.]+)s\]", l).group(1)) for l in lines]
         for before, after in zip(stamps, stamps[1:]):
@@ -327,12 +365,31 @@ class Migrate(GodwitCliTestCase):
             self.assertLessEqual(after - before, 1.4, lines)
         active = [l for l in lines if " active " in l]
         self.assertTrue(active, lines)
-        for field in ("first pass", "MB/s", "dirty pages/s", "remaining", "expected downtime",
-                      "ETA"):
+        for field in ("first pass", "remaining", "link"):
             self.assertIn(field, active[0])
-        # mbps 4294.9 is shown as MB/s, divided by 8.
-        self.assertIn("536.9 MB/s", active[0])
-        self.assertRegex(lines[-1], r"pass 2")
+        # Before a pass has measured anything, the expected downtime is only
+        # the limit, and there is no verdict to give an ETA.
+        self.assertNotIn("expected downtime", active[0])
+        self.assertNotIn("ETA", active[0])
+        # mbps 4294.9 is shown as MB/s, divided by 8; what is left counts the
+        # devices' state too (the system-wide "remaining").
+        self.assertIn("link 537 MB/s", active[0])
+        sent = int(RAM_TOTAL * float(re.match(r"\[\s*([0-9.]+)s\]", active[0]).group(1)) / 2.0)
+        self.assertIn(f"first pass {100 * sent / RAM_TOTAL:.0f}", active[0])
+        # Then the pass, the rates side by side and the verdict with its ETA.
+        self.assertRegex(lines[-1], r"active  pass 2  remaining \S+ \S+  dirty 12.6 MB/s  "
+                                    r"link 537 MB/s  converging, ETA 3.3 s  expected downtime "
+                                    r"40 ms")
+
+    def test_completed_migration_opens_the_report_with_how_it_ended(self):
+        vm = self.fake(active_s=0.2)
+        result = self.migrate(vm)
+        lines = result.stdout.splitlines()
+        first = [i for i, line in enumerate(lines) if line.startswith("outcome:")]
+        self.assertEqual(len(first), 1, result.stdout)
+        self.assertEqual(lines[first[0]], "outcome:" + " " * 25 + "migration completed in 2.3 s "
+                         "after 3 passes, downtime 7 ms; the guest runs on the destination")
+        self.assertTrue(lines[first[0] + 1].startswith("status:"), result.stdout)
 
     def test_failed_migration_exits_1_with_the_reason_on_stderr(self):
         vm = self.fake(active_s=0.2, final=FAILED)
@@ -374,6 +431,96 @@ class Migrate(GodwitCliTestCase):
         self.assertEqual(vm.arguments("migrate-set-capabilities"),
                          [{"capabilities": [{"capability": "events", "state": True}]}])
         self.assertEqual(parse_report(result.stdout)["status"], "completed")
+
+
+class Verdict(GodwitCliTestCase):
+    def test_a_new_verdict_is_a_line_of_its_own_with_the_vms_reason(self):
+        vm = self.fake(active_s=3.8, verdict=NOT_CONVERGING)
+        result = self.migrate(vm)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        verdicts = [l for l in progress_lines(result.stdout) if VERDICT_LINE.match(l)]
+        self.assertEqual(len(verdicts), 1, result.stdout)
+        # The VM's sentence, and what godwit can do about it.
+        self.assertIn("] " + NOT_CONVERGING["reason"] + ", or end it with --timeout SECONDS",
+                      verdicts[0])
+        later = [l for l in progress_lines(result.stdout)
+                 if " pass 2 " in l and not VERDICT_LINE.match(l)]
+        self.assertTrue(later, result.stdout)
+        for line in later:
+            self.assertRegex(line, r"dirty 1100 MB/s  link 42.0 MB/s  not converging  "
+                                   r"expected downtime")
+        self.assertNotIn("ETA", result.stdout)
+        # The report keeps the last verdict.
+        self.assertEqual(parse_report(result.stdout)["outcome"],
+                         "migration completed in 2.3 s after 3 passes, downtime 7 ms; "
+                         "the guest runs on the destination")
+
+    def test_quiet_prints_the_report_only(self):
+        vm = self.fake(active_s=2.0)
+        result = self.migrate(vm, "--quiet")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(progress_lines(result.stdout), [])
+        self.assertTrue(result.stdout.startswith("outcome:"), result.stdout)
+        self.assertEqual(parse_report(result.stdout)["status"], "completed")
+
+    def test_json_is_one_object_holding_the_last_query_migrate(self):
+        vm = self.fake(active_s=0.3)
+        result = self.migrate(vm, "--json")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout.count("\n"), 1, result.stdout)
+        report = json.loads(result.stdout)
+        self.assertEqual(report["result"], "completed")
+        self.assertEqual(report["query-migrate"], COMPLETED)
+        self.assertTrue(report["outcome"].startswith("migration completed in 2.3 s"), report)
+
+    def test_json_of_a_failed_migration_says_why(self):
+        vm = self.fake(active_s=0.2, final=FAILED)
+        result = self.migrate(vm, "--json")
+        self.assertEqual(result.returncode, 1)
+        report = json.loads(result.stdout)
+        self.assertEqual((report["result"], report["outcome"]),
+                         ("failed", "migration failed: " + FAILED["error-desc"]))
+        self.assertEqual(report["query-migrate"], FAILED)
+
+
+class Timeout(GodwitCliTestCase):
+    def test_timeout_cancels_and_says_why(self):
+        vm = self.fake(active_s=1e9, verdict=NOT_CONVERGING)
+        result = self.migrate(vm, "--timeout", "2")
+        self.assertEqual(result.returncode, 1, result.stderr)
+        self.assertEqual(vm.commands().count("migrate_cancel"), 1)
+        self.assertNotIn("x-migrate-switchover-now", vm.commands())
+        waited = vm.time_of("migrate_cancel") - vm.time_of("migrate")
+        self.assertGreaterEqual(waited, 2.0)
+        self.assertLess(waited, 2.5)
+        sentence = ("migration timed out after 2 s (--timeout) and was cancelled (" +
+                    NOT_CONVERGING["reason"] + "); the guest keeps running on the source")
+        self.assertEqual(parse_report(result.stdout)["outcome"], sentence)
+        self.assertIn("godwit: " + sentence + "\n", result.stderr)
+        # The verdict line says what the timeout will do.
+        self.assertIn("; --timeout 2 cancels it at 2 s", result.stdout)
+
+    def test_timeout_switches_over_and_the_migration_completes(self):
+        vm = self.fake(active_s=1e9)
+        result = self.migrate(vm, "--timeout", "2", "--on-timeout", "switchover", "--json")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(vm.commands().count("x-migrate-switchover-now"), 1)
+        self.assertNotIn("migrate_cancel", vm.commands())
+        report = json.loads(result.stdout)
+        self.assertEqual(report["result"], "timed-out-switched-over")
+        self.assertEqual(report["outcome"],
+                         "migration timed out after 2 s (--timeout) and was switched over by "
+                         "force (" + CONVERGING["reason"] + "); it completed in 2.3 s with a "
+                         "downtime of 7 ms and the guest runs on the destination")
+        self.assertEqual(report["query-migrate"], COMPLETED)
+
+    def test_a_migration_that_completes_first_is_not_touched(self):
+        vm = self.fake(active_s=0.3)
+        result = self.migrate(vm, "--timeout", "5")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertNotIn("migrate_cancel", vm.commands())
+        self.assertTrue(parse_report(result.stdout)["outcome"].startswith(
+            "migration completed in"))
 
 
 class Multifd(GodwitCliTestCase):
@@ -571,7 +718,7 @@ class Terminal(GodwitCliTestCase):
         self.assertEqual(process.returncode, 0, process.stderr.read())
         process.stderr.close()
         text = output.decode().replace("\r\n", "\n")   # the tty's own newline mapping
-        progress, _, report = text.partition("status:")
+        progress, _, report = text.partition("outcome:")
         self.assertGreaterEqual(progress.count("\r"), 3, repr(progress))
         self.assertTrue(progress.endswith("\n"), repr(progress))
         self.assertEqual(progress.count("\n"), 1, repr(progress))
@@ -686,6 +833,16 @@ class Errors(GodwitCliTestCase):
             (["migrate", "--from", sock, *to, "--dest", sock], "--dest and --from are the same"),
             (["migrate", "--from", sock, *to, "--dest", "tcp:localhost:5"], "as unix:PATH"),
             (["migrate", "--from", sock, *to, "--bogus"], "unknown option '--bogus'"),
+            (["migrate", "--from", sock, *to, "--timeout", "0"],
+             "--timeout 0 is out of range; allowed: 1 to 86400 s"),
+            (["migrate", "--from", sock, *to, "--timeout", "86401"],
+             "--timeout 86401 is out of range; allowed: 1 to 86400 s"),
+            (["migrate", "--from", sock, *to, "--timeout", "1.5"],
+             "--timeout '1.5' is not a number of seconds; allowed: 1 to 86400"),
+            (["migrate", "--from", sock, *to, "--timeout", "10", "--on-timeout", "pause"],
+             "--on-timeout 'pause' is not supported; allowed: cancel or switchover"),
+            (["migrate", "--from", sock, *to, "--on-timeout", "cancel"],
+             "--on-timeout says what --timeout does: add --timeout SECONDS (1 to 86400)"),
             (["migrate", "--from", sock, "--to"], "option '--to' needs a value"),
             (["migrate", "--from", sock, *to, "extra"], "unexpected argument 'extra'"),
             (["status"], "--qmp is required"),
