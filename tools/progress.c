@@ -143,12 +143,13 @@ static void append_first_pass(char *buf, size_t len, size_t *used,
     progress_append(buf, len, used, "  first pass %s %.0f%%", bar, 100 * done);
 }
 
-/* The trend of what is left per pass: shrinking, about the same, growing. */
+/* The trend of what is left per pass, on a terminal: shrinking, about the
+ * same, growing (a log has the verdict's own line for that). */
 static const char *trend_arrow(int64_t trend, const struct progress_style *style)
 {
     int shape = trend < 0 ? -2 : trend < 90 ? -1 : trend <= 110 ? 0 : 1;
 
-    if (shape == -2)
+    if (shape == -2 || !style->terminal)
         return "";
     if (style->utf8)
         return shape < 0 ? " \u2193" : shape > 0 ? " \u2191" : " \u2192";
@@ -200,8 +201,10 @@ void progress_format(const struct migration_stats *s, const struct multifd_setti
         progress_append(buf, len, &used, "  link %s", rate);
     }
     append_verdict(buf, len, &used, s);
-    /* Before the first pass has measured anything it is only the limit. */
-    if (s->expected_downtime >= 0 && !first_pass)
+    /* Until a pass has measured the bandwidth it is only the limit: shown
+     * with the first verdict (or, from a VM that gives none, from the
+     * third sync). */
+    if (s->expected_downtime >= 0 && (s->verdict[0] || s->dirty_sync_count > 2))
         progress_append(buf, len, &used, "  expected downtime %" PRId64 " ms",
                         s->expected_downtime);
     append_multifd(buf, len, &used, s, multifd);

@@ -16,12 +16,17 @@
 /* The dirty-rate sample: how long it watches the guest, and how often. A
  * pass's own count cannot give the rate: a guest that rewrites the same
  * 39 MiB ten times a second shows 39 MiB dirty after a one-second pass,
- * which reads as 39 MiB/s, whatever the link moves. 50 ms resolves rates up
- * to a working set per 50 ms; the link waits for it at most once every two
- * seconds (2.5%), and only after a pass of 500 ms or more. */
-#define SAMPLE_WINDOW_US 50000
+ * which reads as 39 MiB/s, whatever the link moves. A window resolves rates
+ * up to the working set per window: one that finds (nearly) the whole
+ * working set dirty has run out, and the next is half as long, down to
+ * 5 ms; one that finds under a quarter of it, twice as long, up to 50 ms.
+ * The link waits for it at most once every two seconds (2.5%), and only
+ * after a pass of 500 ms or more. */
+#define SAMPLE_WINDOW_MAX_US 50000
+#define SAMPLE_WINDOW_MIN_US 5000
 #define SAMPLE_EVERY_US 2000000
-#define SAMPLE_MIN_PASS_US (10 * SAMPLE_WINDOW_US)
+#define SAMPLE_MIN_PASS_US (10 * SAMPLE_WINDOW_MAX_US)
+#define SAMPLE_FULL_PERCENT 90
 /* The trend the ETA assumes is capped here: a pass that keeps more than
  * CONVERGENCE_SHRINK_PERCENT of what was left does not count as shrinking,
  * and the verdict then says so. */
@@ -107,14 +112,25 @@ static void sleep_until(uint64_t until_us)
     }
 }
 
-/* The pages the guest dirties in SAMPLE_WINDOW_US. The sync has just put
+/* The next window: shorter after one the working set filled. */
+static void adapt_window(struct dirty_sampler *sampler, uint64_t pages, uint64_t working_set)
+{
+    if (pages * 100 >= working_set * SAMPLE_FULL_PERCENT)
+        sampler->window_us = sampler->window_us / 2 > SAMPLE_WINDOW_MIN_US
+                             ? sampler->window_us / 2 : SAMPLE_WINDOW_MIN_US;
+    else if (pages * 4 < working_set)
+        sampler->window_us = sampler->window_us * 2 < SAMPLE_WINDOW_MAX_US
+                             ? sampler->window_us * 2 : SAMPLE_WINDOW_MAX_US;
+}
+
+/* The pages the guest dirties in a short window. The sync has just put
  * everything dirty into the bitmaps; re-arming those pages makes the next
  * read show only what the guest writes from now on. Nothing is lost: the
  * pages stay set in the bitmaps, and the sample's own finds are added to
  * them, so the next pass sends both (a dirty tracker may re-arm a page any
  * time before it is read: dirty.h). */
 int convergence_sample(struct migration *migration, struct dirty_sampler *sampler,
-                       uint64_t pass_us, struct gw_error *err)
+                       uint64_t pass_us, uint64_t dirty_pages, struct gw_error *err)
 {
     const struct dirty_tracker_ops *dirty = migration->host.dirty;
     struct dirty_sync_times times = { 0 };   /* the sample's own: not a sync's */
@@ -130,8 +146,10 @@ int convergence_sample(struct migration *migration, struct dirty_sampler *sample
         if (rc < 0)
             return rc;
     }
+    if (!sampler->window_us)
+        sampler->window_us = SAMPLE_WINDOW_MAX_US;
     started = migration_now_us();
-    sleep_until(started + SAMPLE_WINDOW_US);
+    sleep_until(started + sampler->window_us);
     for (unsigned b = 0; b < migration->host.nr_blocks; b++) {
         uint64_t words = ram_block_bitmap_words(&migration->host.blocks[b]);
         rc = dirty->sync(migration->host.dirty_opaque, b, sampler->scratch[b], &times, err);
@@ -145,10 +163,18 @@ int convergence_sample(struct migration *migration, struct dirty_sampler *sample
     sampler->sampled_us = migration_now_us();
     rate = per_second(pages * page_size(migration), sampler->sampled_us - started);
     /* The larger of the last two samples: a vCPU the host did not run for
-     * the 50 ms of one sample does not make the guest look idle. */
+     * the few ms of one sample does not make the guest look idle. */
     atomic_store(&migration->stats.convergence.sampled_rate,
                  rate > sampler->last_rate ? rate : sampler->last_rate);
     sampler->last_rate = rate;
+    uint64_t working_set = atomic_load(&migration->stats.convergence.working_set) /
+                           page_size(migration);
+    working_set = working_set > dirty_pages ? working_set : dirty_pages;
+    /* A window the working set filled tells only that the guest dirties
+     * at least this fast. */
+    atomic_store(&migration->stats.convergence.rate_at_least,
+                 pages * 100 >= working_set * SAMPLE_FULL_PERCENT);
+    adapt_window(sampler, pages, working_set);
     return 0;
 }
 
@@ -312,9 +338,10 @@ static void reason_text(struct migration *migration, char *buf, size_t len)
     uint64_t link = atomic_load(&c->bandwidth), floor = atomic_load(&c->floor);
     uint64_t limit = atomic_load(&c->limit_ms), left = atomic_load(&c->left);
     uint64_t expected = atomic_load(&c->expected_ms);
-    char dirty[32], moves[32], a[32], b[32];
+    char dirty[48], moves[32], a[32], b[32];
 
-    rate_text(atomic_load(&c->dirty_rate), dirty, sizeof(dirty));
+    rate_text(atomic_load(&c->dirty_rate), a, sizeof(a));
+    snprintf(dirty, sizeof(dirty), "%s%s", atomic_load(&c->rate_at_least) ? "at least " : "", a);
     rate_text(link, moves, sizeof(moves));
     switch ((enum convergence_reason)atomic_load(&c->reason)) {
     case REASON_FITS:
@@ -323,9 +350,14 @@ static void reason_text(struct migration *migration, char *buf, size_t len)
                  expected, limit);
         return;
     case REASON_SHRINKS:
-        snprintf(buf, len, "converging: the guest dirties %s, the link moves %s; the last "
-                 "pass left %" PRIu64 "%% of what was left before it", dirty, moves,
-                 atomic_load(&c->trend_percent));
+        if (atomic_load(&c->passes) > 1)
+            snprintf(buf, len, "converging: the guest dirties %s, the link moves %s; the last "
+                     "pass left %" PRIu64 "%% of what was left before it", dirty, moves,
+                     atomic_load(&c->trend_percent));
+        else
+            snprintf(buf, len, "converging: the guest dirties %s, the link moves %s; the first "
+                     "pass left %" PRIu64 "%% of what it sent to send again", dirty, moves,
+                     atomic_load(&c->trend_percent));
         return;
     case REASON_SMALL_SET:
         snprintf(buf, len, "converging: the guest dirties %s, more than the link moves (%s), "

@@ -49,6 +49,7 @@ struct convergence {
     _Atomic uint64_t pass_sent_base;   /* normal + zero pages counted when it began */
     _Atomic uint64_t synced_us;        /* when the last sync ended; 0 before the first */
     _Atomic uint64_t sampled_rate;     /* bytes/s the last sample saw the guest dirty */
+    atomic_bool rate_at_least;         /* the last sample's window filled: a lower bound */
     _Atomic uint64_t dirty_rate;       /* bytes/s: the sample's, or the pass's if more */
     _Atomic uint64_t bandwidth;        /* bytes/s the link moved in the last pass */
     _Atomic uint64_t pass_rate;        /* bytes/s over the last pass, its sync included */
@@ -66,6 +67,7 @@ struct dirty_sampler {
     uint64_t *scratch[STREAM_BLOCKS_MAX];
     uint64_t sampled_us;    /* when the last sample ended; 0: never */
     uint64_t last_rate;     /* bytes/s the last sample saw */
+    uint64_t window_us;     /* the next sample's window; 0: not chosen yet */
 };
 
 /* What one pass did, for the verdict. */
@@ -86,9 +88,9 @@ void convergence_pass_begin(struct migration *migration, uint64_t pages, bool sy
 
 /* Right after a pass's sync: when due, measures how fast the guest dirties
  * pages over a short window (the bitmaps get what it dirtied meanwhile).
- * pass_us is how long the pass took; 0 when no sample was due. */
+ * pass_us is how long the pass took, dirty_pages what its sync found. */
 int convergence_sample(struct migration *migration, struct dirty_sampler *sampler,
-                       uint64_t pass_us, struct gw_error *err);
+                       uint64_t pass_us, uint64_t dirty_pages, struct gw_error *err);
 void dirty_sampler_free(struct dirty_sampler *sampler);
 
 /* After a pass's sync (and sample): the verdict. */

@@ -289,7 +289,8 @@ static int run_pass(struct source *source, uint64_t pass, struct pass_figures *f
     /* The next pass's pages are counted from here: what is left never
      * reads as the finished pass's nothing. */
     convergence_pass_begin(migration, figures->dirty_pages, true);
-    rc = convergence_sample(migration, &source->sampler, figures->time_us, err);
+    rc = convergence_sample(migration, &source->sampler, figures->time_us,
+                            figures->dirty_pages, err);
     if (rc < 0)
         return rc;
     if (count_dirty(migration) != figures->dirty_pages) {
