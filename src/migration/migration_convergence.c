@@ -388,10 +388,11 @@ static void reason_text(struct migration *migration, char *buf, size_t len)
 
 /* How long until completion, in ms, from the trend of what is left per
  * pass: the pass running now sends its unsent pages and the devices'
- * precopy data; each pass after it leaves the trend's share of what the
+ * precopy data; each pass after it leaves the trend's share t of what the
  * one before left (L), so all of them together send L t / (1 - t) (more
  * passes than the loop will run: an ETA that errs long); then the guest
- * stops for at most the downtime expected. Passes go at the rate the last
+ * stops for at most the downtime expected. t is at least the dirty rate
+ * over the link's when the guest dirties slower than the link sends. Passes go at the rate the last
  * one kept up, its sync included. A migration that fits downtime-limit
  * and no longer shrinks switches over after the pass running now. */
 static json_int_t eta_ms(struct migration *migration)
@@ -401,6 +402,7 @@ static json_int_t eta_ms(struct migration *migration)
     double rate = (double)atomic_load(&c->pass_rate), left = (double)atomic_load(&c->left);
     double trend = (double)atomic_load(&c->trend_percent) / 100;
     double trend_max = (double)TREND_MAX_PERCENT / 100;
+    double dirty = (double)atomic_load(&c->dirty_rate), link = (double)atomic_load(&c->bandwidth);
     uint64_t expected = atomic_load(&c->expected_ms), limit = atomic_load(&c->limit_ms);
     bool last_pass = expected <= limit && trend >= trend_max;
     double ms;
@@ -410,6 +412,10 @@ static json_int_t eta_ms(struct migration *migration)
     ms = (double)(now.unsent + atomic_load(&migration->stats.device_precopy_pending)) * 1e3 /
          rate;
     if (!last_pass) {
+        /* A guest dirtying slower than the link sends leaves about that
+         * share of each pass to the next, whatever one pass showed. */
+        if (dirty < link && dirty / link > trend)
+            trend = dirty / link;
         trend = trend < trend_max ? trend : trend_max;
         ms += left * trend / (1 - trend) * 1e3 / rate;
     }

@@ -294,7 +294,9 @@ static int run_pass(struct source *source, uint64_t pass, struct pass_figures *f
     if (rc < 0)
         return rc;
     if (count_dirty(migration) != figures->dirty_pages) {
+        /* The sample's pages join the pass, and its time too. */
         figures->dirty_pages = count_dirty(migration);
+        figures->time_us = migration_now_us() - started;
         convergence_pass_begin(migration, figures->dirty_pages, true);
     }
     return 0;
