@@ -57,6 +57,7 @@ void migration_stats_parse(json_t *info, struct migration_stats *s)
     copy_string(convergence, "state", s->verdict, sizeof(s->verdict));
     copy_string(convergence, "reason", s->reason, sizeof(s->reason));
     s->dirty_rate = get_int(convergence, "dirty-rate");
+    s->dirty_rate_at_least = json_is_true(json_object_get(convergence, "dirty-rate-at-least"));
     s->bandwidth = get_int(convergence, "bandwidth");
     s->eta = get_int(convergence, "eta");
     s->trend = get_int(convergence, "trend-percentage");
@@ -193,7 +194,8 @@ void progress_format(const struct migration_stats *s, const struct multifd_setti
                         size_format((uint64_t)remaining, size, sizeof(size)));
     if (s->dirty_rate >= 0) {
         rate_format(s->dirty_rate, rate, sizeof(rate));
-        progress_append(buf, len, &used, "  dirty %s", rate);
+        progress_append(buf, len, &used, "  dirty %s%s", s->dirty_rate_at_least ? ">=" : "",
+                        rate);
     }
     if (s->bandwidth >= 0 || s->mbps >= 0) {
         rate_format(s->bandwidth >= 0 ? s->bandwidth : (int64_t)(s->mbps * 1e6 / 8), rate,

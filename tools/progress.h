@@ -27,6 +27,7 @@ struct migration_stats {
     char verdict[24];
     char reason[512];
     int64_t dirty_rate, bandwidth, eta, trend, throttle;   /* bytes/s, ms, percent */
+    bool dirty_rate_at_least;           /* the dirty rate is a lower bound */
 };
 
 /* How the progress line is drawn: on a terminal, a bar for the first pass
