@@ -254,6 +254,7 @@ void convergence_after_pass(struct migration *migration, const struct pass_figur
     atomic_store(&c->left, pass->left_bytes);
     atomic_store(&c->left_before, previous_left);
     atomic_store(&c->floor, floor);
+    atomic_store(&c->floor_ms, (downtime_us(floor, pass->switchover_bandwidth) + 999) / 1000);
     atomic_store(&c->trend_percent, trend);
     atomic_store(&c->limit_ms, pass->limit_us / 1000);
     atomic_store(&c->expected_ms, (pass->expected_downtime_us + 999) / 1000);
@@ -377,7 +378,7 @@ static void reason_text(struct migration *migration, char *buf, size_t len)
             snprintf(buf, len, "not converging: the guest dirties %s, the link moves %s: the "
                      "%s it keeps dirty would take %" PRIu64 " ms stopped, above "
                      "downtime-limit %" PRIu64 " ms; " FIXES, dirty, moves,
-                     size_format(floor, a, sizeof(a)), expected, limit);
+                     size_format(floor, a, sizeof(a)), atomic_load(&c->floor_ms), limit);
         return;
     case REASON_NO_SHRINK:
         snprintf(buf, len, "not converging: the last pass left %s to send, no less than the "

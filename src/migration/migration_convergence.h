@@ -56,6 +56,7 @@ struct convergence {
     _Atomic uint64_t working_set;      /* bytes: the most RAM a sync has found dirty */
     _Atomic uint64_t left, left_before;  /* stop-copy bytes after the last two passes */
     _Atomic uint64_t floor;            /* stop-copy bytes that more passes cannot remove */
+    _Atomic uint64_t floor_ms;         /* ... and the downtime they alone would cost */
     _Atomic uint64_t trend_percent;    /* left after the last pass per 100 left before */
     _Atomic uint64_t limit_ms, expected_ms;  /* downtime-limit and the estimate, then */
     _Atomic uint32_t state, reason;
