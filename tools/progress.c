@@ -164,7 +164,7 @@ static void append_verdict(char *buf, size_t len, size_t *used, const struct mig
 
     if (!strcmp(s->verdict, "not-converging"))
         progress_append(buf, len, used, "  not converging");
-    else if (!strcmp(s->verdict, "throttled"))
+    else if (!strcmp(s->verdict, "throttled") && s->throttle >= 0)
         progress_append(buf, len, used, "  throttled %" PRId64 "%%", s->throttle);
     else if (s->verdict[0])
         progress_append(buf, len, used, "  %s", s->verdict);

@@ -448,13 +448,16 @@ json_t *convergence_info(struct migration *migration, bool in_progress)
                      "working-set", (json_int_t)atomic_load(&c->working_set));
     if (throttle.cpu_percent || throttle.dirty_limit_us) {
         json_object_set_new(info, "state", json_string("throttled"));
-        json_object_set_new(info, "throttle-percentage",
-                            json_integer((json_int_t)throttle.cpu_percent));
-        snprintf(prefixed, sizeof(prefixed), "throttled %" PRIu64 "%% (%s); %s",
-                 throttle.cpu_percent, throttle.cpu_percent ? "auto-converge" : "dirty-limit",
-                 reason);
-        memcpy(reason, prefixed, sizeof(reason) - 1);
-        reason[sizeof(reason) - 1] = '\0';
+        if (throttle.cpu_percent) {
+            json_object_set_new(info, "throttle-percentage",
+                                json_integer((json_int_t)throttle.cpu_percent));
+            snprintf(prefixed, sizeof(prefixed), "throttled %" PRIu64 "%% (auto-converge); %s",
+                     throttle.cpu_percent, reason);
+        } else {
+            snprintf(prefixed, sizeof(prefixed), "throttled (dirty-limit, %" PRIu64 " us per "
+                     "round); %s", throttle.dirty_limit_us, reason);
+        }
+        snprintf(reason, sizeof(reason), "%s", prefixed);
     }
     json_object_set_new(info, "reason", json_string(reason));
     if (in_progress && state == CONVERGENCE_CONVERGING && eta_ms(migration) >= 0)

@@ -69,6 +69,13 @@ NOT_CONVERGING = {"state": "not-converging", "dirty-rate": 1100000000, "bandwidt
                             "above downtime-limit 300 ms; raise max-bandwidth or downtime-limit, "
                             "or turn on auto-converge or dirty-limit"}
 
+THROTTLED = {"state": "throttled", "throttle-percentage": 30, "dirty-rate": 30000000,
+             "bandwidth": 42000000, "trend-percentage": 70, "working-set": 39 << 20,
+             "eta": 12000,
+             "reason": "throttled 30% (auto-converge); converging: the guest dirties 30.0 MB/s, "
+                       "the link moves 42.0 MB/s; the last pass left 70% of what was left "
+                       "before it"}
+
 FAILED = {"status": "failed", "total-time": 321, "setup-time": 2,
           "error-desc": "Unable to write to socket: Broken pipe",
           "ram": dict(COMPLETED["ram"], transferred=5000000, **{"dirty-sync-count": 1})}
@@ -454,6 +461,14 @@ class Verdict(GodwitCliTestCase):
         self.assertEqual(parse_report(result.stdout)["outcome"],
                          "migration completed in 2.3 s after 3 passes, downtime 7 ms; "
                          "the guest runs on the destination")
+
+    def test_a_throttle_shows_its_percentage_and_the_eta(self):
+        vm = self.fake(active_s=2.5, verdict=THROTTLED)
+        result = self.migrate(vm)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("] " + THROTTLED["reason"] + "\n", result.stdout)
+        self.assertRegex(result.stdout, r"dirty 30.0 MB/s  link 42.0 MB/s  throttled 30%, "
+                                        r"ETA 12.0 s  expected downtime 40 ms")
 
     def test_quiet_prints_the_report_only(self):
         vm = self.fake(active_s=2.0)
