@@ -11,7 +11,9 @@ completion timeout (cancel: the source runs on, its memory intact;
 switchover: the destination runs, byte-exact) and --json (the VM's last
 query-migrate, as it answers it afterwards).
 
-KVM only: the dirty rates these guests reach decide what is tested."""
+The migrations need KVM (SKIP without it): the dirty rates these guests
+reach decide what is tested. x-migrate-switchover-now's refusals run
+anywhere."""
 import json
 import os
 import re
@@ -228,6 +230,26 @@ class Convergence(MigrationTestCase):
         self.assertEqual(source.qmp.command("query-status")["status"], "postmigrate")
         self.assertLessEqual(self.check_running_guest(destination, PACED_LOW, PACED_HIGH,
                                                       earlier=(source,)), 1)
+
+
+class SwitchoverNow(MigrationTestCase):
+    """x-migrate-switchover-now (ours) where there is nothing to switch over:
+    an error that says why. Runs with --accel none too."""
+
+    def test_without_a_migration_it_is_refused(self):
+        vm = self.start_source(memory="64M", append="mode=dirty start=1M end=8M")
+        reply = vm.qmp.execute("x-migrate-switchover-now")
+        self.assertEqual(reply["error"]["desc"], "no outgoing migration to switch over (status "
+                         "none): x-migrate-switchover-now acts on a migration in setup or active")
+        self.assertEqual(vm.qmp.command("query-status")["status"], "running")
+
+    def test_a_destination_refuses_it(self):
+        destination = self.start_destination("defer", memory="64M")
+        destination.qmp.command("migrate-incoming",
+                                uri=f"unix:{destination.path('migrate.sock')}")
+        reply = destination.qmp.execute("x-migrate-switchover-now")
+        self.assertEqual(reply["error"]["desc"], "this VM is the destination of the migration: "
+                         "ask the source to switch over")
 
 
 if __name__ == "__main__":
