@@ -433,6 +433,7 @@ json_t *convergence_info(struct migration *migration, bool in_progress)
     enum convergence_state state = atomic_load(&c->state);
     struct throttle_view throttle;
     char reason[512], prefixed[600];
+    const char *text = reason;
     json_t *info;
 
     if (state == CONVERGENCE_UNKNOWN)
@@ -457,9 +458,9 @@ json_t *convergence_info(struct migration *migration, bool in_progress)
             snprintf(prefixed, sizeof(prefixed), "throttled (dirty-limit, %" PRIu64 " us per "
                      "round); %s", throttle.dirty_limit_us, reason);
         }
-        snprintf(reason, sizeof(reason), "%s", prefixed);
+        text = prefixed;
     }
-    json_object_set_new(info, "reason", json_string(reason));
+    json_object_set_new(info, "reason", json_string(text));
     if (in_progress && state == CONVERGENCE_CONVERGING && eta_ms(migration) >= 0)
         json_object_set_new(info, "eta", json_integer(eta_ms(migration)));
     return info;
