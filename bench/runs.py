@@ -475,6 +475,9 @@ def figures(record):
             "stop_to_resume": record.get("stop_to_resume_ms"),
             "source_file_mib": record.get("source_file_mib"),
             "predicted": info.get("expected-downtime-at-switchover"),
+            "predicted_ratio": (info["expected-downtime-at-switchover"] / info["downtime"]
+                                if info.get("downtime") and
+                                "expected-downtime-at-switchover" in info else None),
             "stopped_mib": (ram["downtime-bytes"] / MiB if "downtime-bytes" in ram else None),
             "device_mib": (info["device-state"]["transferred"] / MiB
                            if "transferred" in info.get("device-state", {}) else None),

@@ -80,6 +80,11 @@ struct device {
     /* Bytes of its last save (device_measure, then every migration): the
      * stop-copy estimate of a device without query_pending. */
     uint64_t saved_size;
+    /* How fast it saves, as the engine last timed it (device_measure, a
+     * precopy pass, a stop-copy phase): timed_bytes in timed_us; both 0
+     * until timed. The downtime estimate adds the time its stop-copy bytes
+     * take at this rate to their time on the wire. */
+    uint64_t timed_bytes, timed_us;
 };
 
 struct device_registry {
@@ -97,9 +102,12 @@ struct device *device_find(struct device_registry *registry, const char *id,
                            uint32_t instance);
 
 /* Saves every device without query_pending once to learn its state size
- * (one with it says what it holds); call while the VM does not run (before
- * its vCPUs start), so the first migration's downtime estimate counts
- * device state that was measured, not guessed. */
+ * (one with it says what it holds), and times the save; a device with
+ * query_pending, save_piece and save_setup saves one piece, timed, and
+ * nothing else (the next migration's save_setup starts its stop-copy over,
+ * as after a failed one). Call while the VM does not run (before its vCPUs
+ * start), so the first migration's downtime estimate counts device state,
+ * and the time to save it, that were measured, not guessed. */
 int device_measure(struct device_registry *registry, struct gw_error *err);
 
 #endif

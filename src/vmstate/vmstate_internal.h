@@ -34,6 +34,13 @@ int device_record_head(const struct stream_record *record, struct device_record_
 void device_record_head_encode(const struct device *device, uint32_t index, uint32_t flags,
                                uint8_t *header);
 
+/* The clock device saves are timed with (device.h: timed_bytes, timed_us). */
+uint64_t vmstate_now_us(void);
+/* Records that a device saved bytes in us: a timing of a few bytes says
+ * more about a call's cost than about a rate, so it replaces one of many
+ * bytes only when there is none. */
+void vmstate_record_timing(struct device *device, uint64_t bytes, uint64_t us);
+
 /* --- source (vmstate_save.c) --- */
 
 /* Calls every device's save_setup before the first pass. */
@@ -43,8 +50,11 @@ int vmstate_save_setup(struct device_registry *devices, struct gw_error *err);
  * estimate overflow. Nothing else is corrected: a stop-copy figure below
  * the precopy one is taken as given, since only stop-copy bytes count in
  * the downtime estimate. Returns the stop-copy bytes; *precopy gets the
- * precopy bytes. */
-uint64_t vmstate_pending(struct device_registry *devices, uint64_t *precopy);
+ * precopy bytes, *device_us the devices' own time on those stop-copy
+ * bytes (vmstate_save.c says how it is reckoned; 0 for devices never
+ * timed). */
+uint64_t vmstate_pending(struct device_registry *devices, uint64_t *precopy,
+                         uint64_t *device_us);
 
 /* Where the saver's records go. write_main writes one DEVICE record on the
  * main channel before it returns. queue_multifd (NULL without multifd

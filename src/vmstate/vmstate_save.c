@@ -52,9 +52,29 @@ int vmstate_save_setup(struct device_registry *devices, struct gw_error *err)
     return 0;
 }
 
-uint64_t vmstate_pending(struct device_registry *devices, uint64_t *precopy_out)
+/* A device's own time on its stop-copy bytes: its save here, at the rate
+ * last timed, and its load on the destination, which handles the same
+ * bytes once more. The load is not timed before the switchover (the
+ * destination loads nothing of a device without precopy until then): it
+ * is taken to cost what the save does. Where the destination has cores to
+ * spare its load overlaps the transfer of the next piece, and this errs
+ * high by the load's share; on a host whose cores are all busy (this
+ * 2-core machine: issue 11, docs/benchmarks.md) both copies add up. */
+static double device_stopcopy_us(const struct device *device, uint64_t stopcopy)
+{
+    double save_us;
+
+    if (!device->timed_bytes)
+        return 0;
+    save_us = (double)stopcopy * (double)device->timed_us / (double)device->timed_bytes;
+    return 2 * save_us;
+}
+
+uint64_t vmstate_pending(struct device_registry *devices, uint64_t *precopy_out,
+                         uint64_t *device_us_out)
 {
     uint64_t precopy_total = 0, stopcopy_total = 0;
+    double device_us = 0;
 
     for (unsigned i = 0; devices && i < devices->count; i++) {
         const struct device *device = &devices->devices[i];
@@ -65,8 +85,11 @@ uint64_t vmstate_pending(struct device_registry *devices, uint64_t *precopy_out)
         stopcopy = stopcopy > DEVICE_STATE_MAX ? DEVICE_STATE_MAX : stopcopy;
         precopy_total += precopy;
         stopcopy_total += stopcopy;
+        device_us += device_stopcopy_us(device, stopcopy);
     }
     *precopy_out = precopy_total;
+    /* A device timed at a byte a day must not make the cast undefined. */
+    *device_us_out = device_us < 0x1p62 ? (uint64_t)device_us : 1ULL << 62;
     return stopcopy_total;
 }
 
@@ -144,14 +167,16 @@ int vmstate_save_precopy(struct vmstate_saver *saver, uint64_t budget, struct gw
 
     for (unsigned i = 0; devices && i < devices->count && rc == 0; i++) {
         struct device *device = &devices->devices[i];
-        uint64_t sent = 0;
+        uint64_t sent = 0, save_us = 0;
         if (!device->ops->save_precopy)
             continue;
         while (rc == 0 && sent < budget) {
             uint64_t allowed = budget - sent < DEVICE_BUFFER_MAX ? budget - sent
                                                                  : DEVICE_BUFFER_MAX;
+            uint64_t started = vmstate_now_us();
             gw_buffer_reset(&data);
             rc = device->ops->save_precopy(device->opaque, &data, allowed, err);
+            save_us += vmstate_now_us() - started;
             if (rc < 0) {
                 gw_error_prefix(err, "device '%s' precopy", device->id);
                 break;
@@ -168,6 +193,8 @@ int vmstate_save_precopy(struct vmstate_saver *saver, uint64_t budget, struct gw
                              data.data, data.len, NULL, err);
             sent += data.len;
         }
+        if (rc == 0)
+            vmstate_record_timing(device, sent, save_us);
     }
     gw_buffer_free(&data);
     return rc;
@@ -210,7 +237,7 @@ static int send_device_pieces(struct vmstate_saver *saver, struct device *device
                               struct gw_error *err)
 {
     bool last = false;
-    uint64_t total = 0;
+    uint64_t total = 0, save_us = 0;
     int rc = 0;
 
     for (uint32_t index = 0; rc == 0 && !last; index++) {
@@ -220,7 +247,9 @@ static int send_device_pieces(struct vmstate_saver *saver, struct device *device
             break;
         }
         struct gw_buffer *piece = &in_flight->data;
+        uint64_t started = vmstate_now_us();
         rc = device->ops->save_piece(device->opaque, piece, DEVICE_BUFFER_MAX, &last, err);
+        save_us += vmstate_now_us() - started;
         if (rc < 0) {
             gw_error_prefix(err, "saving device '%s'", device->id);
             break;
@@ -240,6 +269,8 @@ static int send_device_pieces(struct vmstate_saver *saver, struct device *device
                          &in_flight->sent, err);
     }
     device->saved_size = total;
+    if (rc == 0)
+        vmstate_record_timing(device, total, save_us);
     return rc;
 }
 
@@ -253,9 +284,11 @@ static int send_device_state(struct vmstate_saver *saver, struct device *device,
 
     if (device->ops->save_piece)
         return send_device_pieces(saver, device, err);
+    uint64_t started = vmstate_now_us();
     rc = device->ops->save(device->opaque, state, err);
     if (rc < 0)
         return gw_error_prefix(err, "saving device '%s'", device->id), rc;
+    vmstate_record_timing(device, state->len, vmstate_now_us() - started);
     if (state->len > DEVICE_STATE_MAX)
         return gw_error_set(err, -EMSGSIZE, "device '%s' saved %zu bytes, more than %llu",
                             device->id, state->len, (unsigned long long)DEVICE_STATE_MAX);
