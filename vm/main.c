@@ -226,6 +226,7 @@ static void teardown(struct vm *vm, struct startup *start, bool failed)
 {
     migration_free(vm->migration);
     vm->migration = NULL;
+    cpu_throttle_cleanup(&vm->throttle);   /* its timer asks the CPUs: before they go */
     for (unsigned i = 0; i < vm->nr_vcpus; i++)
         vcpu_destroy(&vm->vcpus[i]);
     soft_cpu_cleanup(&vm->soft_cpu);

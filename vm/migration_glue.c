@@ -13,6 +13,27 @@ static bool stop_for_switchover(void *opaque)
     return vm_stop_for_switchover(opaque);
 }
 
+/* The cpu throttle's timer asks every CPU to sleep (cpu_throttle.h). */
+static void throttle_sleep_all(void *opaque, uint64_t ns)
+{
+    struct vm *vm = opaque;
+
+    if (vm->config.accel_none)
+        soft_cpu_throttle(&vm->soft_cpu, ns);
+    for (unsigned i = 0; i < vm->nr_vcpus; i++)
+        vcpu_throttle(&vm->vcpus[i], ns);
+}
+
+/* auto-converge's steps, and 0 when the migration ends. */
+static void set_cpu_throttle(void *opaque, unsigned percent)
+{
+    struct vm *vm = opaque;
+    struct gw_error err = { 0 };
+
+    if (cpu_throttle_set(&vm->throttle, percent, &err) < 0)
+        fprintf(stderr, "godwit-vm: auto-converge: %s\n", err.msg);
+}
+
 static void source_completed(void *opaque)
 {
     vm_source_completed(opaque);
@@ -50,6 +71,7 @@ int vm_migration_init(struct vm *vm, struct gw_error *err)
         .ram_zero_at_start = config_incoming(&vm->config) &&
                              (vm->memory.fd < 0 || vm->memory.created_file),
         .stop_for_switchover = stop_for_switchover,
+        .set_cpu_throttle = set_cpu_throttle,
         .source_completed = source_completed,
         .rollback = rollback,
         .incoming_completed = incoming_completed,
@@ -58,6 +80,8 @@ int vm_migration_init(struct vm *vm, struct gw_error *err)
     };
     int rc;
 
+    if ((rc = cpu_throttle_init(&vm->throttle, throttle_sleep_all, vm, err)) < 0)
+        return rc;
     vm->migration = migration_new(&host, vm->qmp, err);
     if (!vm->migration)
         return -EINVAL;

@@ -75,7 +75,9 @@ int soft_cpu_init(struct soft_cpu *cpu, struct guest_memory *memory, const char 
     cpu->memory = memory;
     cpu->serial_fd = serial_fd;
     pthread_mutex_init(&cpu->lock, NULL);
-    pthread_cond_init(&cpu->changed, NULL);
+    if ((rc = cond_init_monotonic(&cpu->changed)) < 0)
+        return gw_error_set(err, rc, "cannot make the soft CPU's condition: %s",
+                            strerror(-rc));
     while (*at) {
         size_t len = strcspn(at, " ");
         if ((rc = parse_word(cpu, at, len, &start, &end, err)) < 0)
@@ -126,13 +128,21 @@ static void touch(struct soft_cpu *cpu, uint64_t gpa, bool zero)
         __atomic_fetch_or(&cpu->dirty[0][page / 64], 1ULL << (page % 64), __ATOMIC_RELEASE);
 }
 
-/* Parks while stopped; returns false when the thread must end. */
+/* Parks while stopped, sleeps for the cpu throttle; returns false when the
+ * thread must end. */
 static bool wait_to_run(struct soft_cpu *cpu)
 {
     bool go;
 
     pthread_mutex_lock(&cpu->lock);
-    while (!cpu->run && !cpu->quit) {
+    for (;;) {
+        if (cpu->quit)
+            break;
+        if (cpu->run && throttle_sleep_wait(&cpu->throttle, &cpu->changed, &cpu->lock))
+            continue;
+        if (cpu->run)
+            break;
+        throttle_sleep_drop(&cpu->throttle);
         cpu->parked = true;
         pthread_cond_broadcast(&cpu->changed);
         pthread_cond_wait(&cpu->changed, &cpu->lock);
@@ -274,6 +284,14 @@ void soft_cpu_nmi(struct soft_cpu *cpu)
 {
     pthread_mutex_lock(&cpu->lock);
     cpu->nmi_pending = true;
+    pthread_cond_broadcast(&cpu->changed);
+    pthread_mutex_unlock(&cpu->lock);
+}
+
+void soft_cpu_throttle(struct soft_cpu *cpu, uint64_t ns)
+{
+    pthread_mutex_lock(&cpu->lock);
+    throttle_sleep_request(&cpu->throttle, ns);   /* no kick: it looks between chunks */
     pthread_cond_broadcast(&cpu->changed);
     pthread_mutex_unlock(&cpu->lock);
 }

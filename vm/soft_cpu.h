@@ -21,6 +21,7 @@
 #include <godwit/dirty.h>
 #include <godwit/error.h>
 
+#include "cpu_throttle.h"
 #include "memory.h"
 
 struct soft_cpu {
@@ -45,6 +46,7 @@ struct soft_cpu {
     atomic_bool tracking;
     bool nmi_pending;         /* under lock: the guest's handler prints 'N' */
     pid_t tid;                /* under lock: the thread's id, once it runs */
+    struct throttle_sleep throttle;   /* under lock: the cpu throttle's sleeps */
 };
 
 extern const struct dirty_tracker_ops soft_dirty_ops;
@@ -62,6 +64,9 @@ void soft_cpu_stop(struct soft_cpu *cpu);
 void soft_cpu_resume(struct soft_cpu *cpu);
 /* As the guest's NMI handler: 'N' on the serial port once it runs. */
 void soft_cpu_nmi(struct soft_cpu *cpu);
+/* The cpu throttle: sleep ns between two chunks of the pass, or lengthen
+ * a sleep pending or under way (cpu_throttle.h); 0 ends any sleep now. */
+void soft_cpu_throttle(struct soft_cpu *cpu, uint64_t ns);
 void soft_cpu_cleanup(struct soft_cpu *cpu);
 
 #endif

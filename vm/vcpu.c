@@ -105,7 +105,8 @@ int vcpu_create(struct vm *vm, struct vcpu *vcpu, unsigned id, struct gw_error *
      * incoming migration that ends while the machine is still built). */
     *vcpu = (struct vcpu){ .id = id, .vm = vm, .fd = -1, .stop_requested = true };
     pthread_mutex_init(&vcpu->lock, NULL);
-    pthread_cond_init(&vcpu->changed, NULL);
+    if ((rc = cond_init_monotonic(&vcpu->changed)) < 0)
+        return gw_error_set(err, rc, "cannot make vCPU %u's condition: %s", id, strerror(-rc));
     vcpu->fd = ioctl(vm->kvm.vm_fd, KVM_CREATE_VCPU, id);
     if (vcpu->fd < 0)
         return gw_error_set(err, -errno, "KVM_CREATE_VCPU %u failed: %s", id, strerror(errno));
@@ -153,7 +154,8 @@ int vcpu_set_multiboot_entry(struct vcpu *vcpu, const struct vcpu_entry *entry,
 }
 
 /* Handles requests between two KVM_RUNs; returns false when the thread must
- * end. Parks here while a stop is requested. */
+ * end. Parks here while a stop is requested, and sleeps here for the cpu
+ * throttle (a stop, an NMI or a quit cuts the sleep short). */
 static bool handle_requests(struct vcpu *vcpu)
 {
     bool keep_running = true;
@@ -172,8 +174,12 @@ static bool handle_requests(struct vcpu *vcpu)
             pthread_mutex_lock(&vcpu->lock);
             continue;
         }
+        if (!vcpu->stop_requested &&
+            throttle_sleep_wait(&vcpu->throttle, &vcpu->changed, &vcpu->lock))
+            continue;
         if (!vcpu->stop_requested)
             break;
+        throttle_sleep_drop(&vcpu->throttle);
         if (!vcpu->parked) {
             vcpu->parked = true;
             pthread_cond_broadcast(&vcpu->changed);
@@ -295,6 +301,7 @@ void vcpu_stop(struct vcpu *vcpu)
 {
     pthread_mutex_lock(&vcpu->lock);
     vcpu->stop_requested = true;
+    pthread_cond_broadcast(&vcpu->changed);   /* one asleep for the throttle wakes */
     pthread_mutex_unlock(&vcpu->lock);
     kick(vcpu);
 }
@@ -322,6 +329,18 @@ void vcpu_inject_nmi(struct vcpu *vcpu)
     pthread_cond_broadcast(&vcpu->changed);   /* a parked thread injects it too */
     pthread_mutex_unlock(&vcpu->lock);
     kick(vcpu);
+}
+
+void vcpu_throttle(struct vcpu *vcpu, uint64_t ns)
+{
+    bool kick_it;
+
+    pthread_mutex_lock(&vcpu->lock);
+    kick_it = throttle_sleep_request(&vcpu->throttle, ns);
+    pthread_cond_broadcast(&vcpu->changed);   /* ns 0: a sleep under way ends */
+    pthread_mutex_unlock(&vcpu->lock);
+    if (kick_it)
+        kick(vcpu);
 }
 
 void vcpu_destroy(struct vcpu *vcpu)

@@ -12,6 +12,8 @@
 
 #include <godwit/error.h>
 
+#include "cpu_throttle.h"
+
 struct vm;
 
 struct vcpu {
@@ -30,6 +32,7 @@ struct vcpu {
     bool parked;              /* set by the vCPU thread: out of KVM_RUN, waiting */
     bool exited;              /* set by the vCPU thread as it ends */
     pid_t tid;                /* the thread's id, set as it starts (query-cpus-fast) */
+    struct throttle_sleep throttle;   /* the cpu throttle's sleeps, taken between runs */
 };
 
 /* The register state a multiboot v1 loader hands over. */
@@ -52,6 +55,10 @@ void vcpu_stop(struct vcpu *vcpu);          /* asks; returns at once */
 void vcpu_wait_parked(struct vcpu *vcpu);   /* returns when out of KVM_RUN */
 void vcpu_resume(struct vcpu *vcpu);
 void vcpu_inject_nmi(struct vcpu *vcpu);
+/* The cpu throttle: sleep ns out of KVM_RUN as soon as possible (kicked
+ * out of it), or lengthen a sleep pending or under way (cpu_throttle.h);
+ * 0 ends any sleep now. */
+void vcpu_throttle(struct vcpu *vcpu, uint64_t ns);
 void vcpu_destroy(struct vcpu *vcpu);       /* ends the thread, closes the fd */
 
 /* Blocks the kick signal in the calling thread (call before starting

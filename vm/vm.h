@@ -20,6 +20,7 @@
 #include <godwit/qmp.h>
 #include <godwit/ram.h>
 
+#include "cpu_throttle.h"
 #include "dirty_log.h"
 #include "kvm.h"
 #include "memory.h"
@@ -61,6 +62,7 @@ struct vm {
     enum run_state before_switchover;  /* the migration thread's: what a rollback restores */
     struct dirty_log dirty_log;
     struct soft_cpu soft_cpu;       /* --accel none: plays the guest, no vCPUs */
+    struct cpu_throttle throttle;   /* auto-converge's, asked for by the migration thread */
     struct migration *migration;
 
     /* vCPU threads ask the main thread to end the VM through these. */

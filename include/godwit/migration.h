@@ -36,6 +36,13 @@ struct migration_host {
      * Returns whether the guest was running: the destination is told
      * (RUN_STATE) and runs it only if it ran here, as QEMU does. */
     bool (*stop_for_switchover)(void *opaque);
+    /* Source, optional (the auto-converge capability needs it): slow every
+     * vCPU down so that it runs only (100 - percent) % of the time, as
+     * QEMU's cpu throttle (each vCPU sleeps percent % of every period);
+     * 0 ends it. Called from the migration thread at each step up, and with
+     * 0 once the migration has ended, whether completed, failed or
+     * cancelled. */
+    void (*set_cpu_throttle)(void *opaque, unsigned percent);
     /* Source: the migration completed; the VM stays stopped ("postmigrate"). */
     void (*source_completed)(void *opaque);
     /* Source: a failure or cancel after stop_for_switchover: put the VM back

@@ -2,6 +2,7 @@
  * launched on its own thread (source or destination) once nothing else
  * runs, and cancel. What the monitor commands call. */
 #include "migration_internal.h"
+#include "migration_throttle.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -43,6 +44,10 @@ struct migration *migration_new(const struct migration_host *host, struct qmp_se
     migration->params.multifd_zstd_level = 1;
     migration->params.packet_pages = STREAM_PAGES_PER_RECORD;
     migration->params.zero_page_detection = ZERO_DETECT_MULTIFD;
+    migration->params.cpu_throttle_initial = 20;   /* QEMU's defaults */
+    migration->params.cpu_throttle_increment = 10;
+    migration->params.max_cpu_throttle = CPU_THROTTLE_MAX;
+    migration->params.throttle_trigger_threshold = 50;
     migration->channel.fd = -1;
     migration->cancel_pipe[0] = migration->cancel_pipe[1] = -1;
     pthread_mutex_init(&migration->lock, NULL);

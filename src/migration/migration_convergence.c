@@ -313,7 +313,7 @@ uint64_t convergence_ram_remaining(struct migration *migration, bool vm_running)
 /* The throttles acting on the guest now. The verdict reads them here
  * alone, so a throttle the engine gains (auto-converge's
  * cpu-throttle-percentage, dirty-limit's time per round) is wired in one
- * place. None is there yet. */
+ * place. Auto-converge's is (migration_throttle.c). */
 struct throttle_view {
     uint64_t cpu_percent;         /* auto-converge: share of each vCPU's time taken */
     uint64_t dirty_limit_us;      /* dirty-limit: throttle time per round */
@@ -321,8 +321,9 @@ struct throttle_view {
 
 static void throttle_now(struct migration *migration, struct throttle_view *view)
 {
-    (void)migration;
-    *view = (struct throttle_view){ 0 };
+    *view = (struct throttle_view){
+        .cpu_percent = atomic_load(&migration->stats.cpu_throttle_percentage),
+    };
 }
 
 static const char *rate_text(uint64_t bytes_per_second, char *buf, size_t len)

@@ -116,6 +116,10 @@ json_t *migration_info(struct migration *migration)
                                       "stopcopy-pending",
                                       (json_int_t)(migration_in_progress(status) ? stopcopy : 0)));
     }
+    /* As QEMU: there while auto-converge throttles the guest. */
+    uint64_t throttle = atomic_load(&stats->cpu_throttle_percentage);
+    if (throttle)
+        json_object_set_new(info, "cpu-throttle-percentage", json_integer((json_int_t)throttle));
     if ((status == MIGRATION_FAILED || status == MIGRATION_CANCELLED) && error[0])
         json_object_set_new(info, "error-desc", json_string(error));
     return info;
@@ -158,6 +162,9 @@ int migration_hmp_info(const char *args, struct hmp_output *out, struct gw_error
         hmp_printf(out, ", down=%" PRIu64 " (predicted %" PRIu64 ")", field(info, "downtime"),
                    field(info, "expected-downtime-at-switchover"));
     hmp_printf(out, "\r\n");
+    if (json_object_get(info, "cpu-throttle-percentage"))
+        hmp_printf(out, "CPU throttle (%%):       %" PRIu64 "\r\n",
+                   field(info, "cpu-throttle-percentage"));
     if (json_object_get(info, "remaining"))
         hmp_printf(out, "Remaining (bytes):      %s\r\n",
                    human(field(info, "remaining"), a, sizeof(a)));

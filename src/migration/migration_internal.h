@@ -41,6 +41,12 @@ struct migration_params {
     uint64_t packet_pages;               /* x-multifd-packet-pages, default 256 */
     uint64_t multifd_compression;        /* enum multifd_compression */
     uint64_t zero_page_detection;        /* enum zero_page_detection, default multifd */
+    /* auto-converge (migration_throttle.h), percent; tailslow is 0 or 1 */
+    uint64_t cpu_throttle_initial;       /* default 20 */
+    uint64_t cpu_throttle_increment;     /* default 10 */
+    uint64_t cpu_throttle_tailslow;      /* default off */
+    uint64_t max_cpu_throttle;           /* default 99 */
+    uint64_t throttle_trigger_threshold; /* default 50 */
 };
 
 /* How a migration runs: the CONFIG record (docs/stream.md). Taken from the
@@ -76,6 +82,7 @@ struct migration_stats {
     _Atomic uint64_t device_precopy_pending, device_stopcopy_pending;  /* last asked */
     _Atomic uint64_t multifd_bytes;      /* of transferred, on multifd channels */
     struct convergence convergence;      /* what is left, the rates, the verdict */
+    _Atomic uint64_t cpu_throttle_percentage;  /* what the VMM was last asked; 0 = none */
 };
 
 struct migration {
@@ -89,6 +96,7 @@ struct migration {
     struct migration_params params;
     bool cap_events, cap_multifd, cap_channel_header;
     bool cap_pause_before_switchover;
+    bool cap_auto_converge;
     bool continue_requested;         /* migrate-continue in pre-switchover */
     struct migration_config config;  /* of the migration in progress: its thread's */
     bool incoming_expected;          /* started with --incoming defer */

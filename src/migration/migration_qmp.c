@@ -2,6 +2,7 @@
  * Parameters are checked here, where they are set, and the message says the
  * allowed range. */
 #include "migration_internal.h"
+#include "migration_throttle.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -137,9 +138,16 @@ struct parameter {
     const char *name;
     uint64_t min, max;
     size_t offset;
-    const char *unit;
+    const char *unit;             /* PARAM_BOOLEAN: a JSON boolean, stored as 0 or 1 */
     const char *const *choices;   /* a string parameter: its values, stored as an index */
 };
+
+#define PARAM_BOOLEAN "boolean"
+
+static bool is_boolean(const struct parameter *p)
+{
+    return !strcmp(p->unit, PARAM_BOOLEAN);
+}
 
 static const char *const compression_choices[] = { "none", "zstd", NULL };
 static const char *const zero_detection_choices[] = { "none", "legacy", "multifd", NULL };
@@ -160,6 +168,15 @@ static const struct parameter parameters[] = {
       "channels", NULL },
     { "x-multifd-packet-pages", 1, STREAM_PAGES_PER_RECORD, PARAM_FIELD(packet_pages), "pages",
       NULL },
+    /* auto-converge, with QEMU's ranges (migration_throttle.h) */
+    { "throttle-trigger-threshold", 1, 100, PARAM_FIELD(throttle_trigger_threshold), "%",
+      NULL },
+    { "cpu-throttle-initial", 1, CPU_THROTTLE_MAX, PARAM_FIELD(cpu_throttle_initial), "%",
+      NULL },
+    { "cpu-throttle-increment", 1, CPU_THROTTLE_MAX, PARAM_FIELD(cpu_throttle_increment), "%",
+      NULL },
+    { "cpu-throttle-tailslow", 0, 1, PARAM_FIELD(cpu_throttle_tailslow), PARAM_BOOLEAN, NULL },
+    { "max-cpu-throttle", 1, CPU_THROTTLE_MAX, PARAM_FIELD(max_cpu_throttle), "%", NULL },
 };
 #define NR_PARAMETERS (sizeof(parameters) / sizeof(parameters[0]))
 
@@ -191,6 +208,13 @@ static int parse_parameter(const struct parameter *p, json_t *value, uint64_t *o
 {
     char allowed[128];
 
+    if (is_boolean(p)) {
+        if (!json_is_boolean(value))
+            return gw_error_set(err, -EINVAL, "Invalid parameter type for '%s', expected: "
+                                "boolean", p->name);
+        *out = json_is_true(value);
+        return 0;
+    }
     if (p->choices) {
         const char *text = json_string_value(value);
         for (uint64_t i = 0; text && p->choices[i]; i++) {
@@ -213,6 +237,8 @@ static int parse_parameter(const struct parameter *p, json_t *value, uint64_t *o
 
 static json_t *parameter_value(const struct parameter *p, uint64_t value)
 {
+    if (is_boolean(p))
+        return json_boolean(value);
     return p->choices ? json_string(p->choices[value]) : json_integer((json_int_t)value);
 }
 
@@ -261,11 +287,62 @@ static int qmp_query_parameters(json_t *args, json_t **ret, struct gw_error *err
 
 /* --- capabilities --- */
 
+struct capability {
+    const char *name;
+    size_t offset;   /* of its bool in struct migration */
+};
+
+#define CAP_FIELD(field) offsetof(struct migration, field)
+static const struct capability capabilities[] = {
+    { "events", CAP_FIELD(cap_events) },
+    { "multifd", CAP_FIELD(cap_multifd) },
+    { "x-channel-header", CAP_FIELD(cap_channel_header) },
+    { "pause-before-switchover", CAP_FIELD(cap_pause_before_switchover) },
+    { "auto-converge", CAP_FIELD(cap_auto_converge) },
+};
+#define NR_CAPABILITIES (sizeof(capabilities) / sizeof(capabilities[0]))
+
+static bool *capability_field(struct migration *migration, const struct capability *cap)
+{
+    return (bool *)((char *)migration + cap->offset);
+}
+
+static int find_capability(const char *name)
+{
+    for (size_t i = 0; i < NR_CAPABILITIES; i++)
+        if (!strcmp(capabilities[i].name, name))
+            return (int)i;
+    return -1;
+}
+
+static int unsupported_capability(const char *name, struct gw_error *err)
+{
+    char names[256];
+    size_t used = 0;
+
+    names[0] = '\0';
+    for (size_t i = 0; i < NR_CAPABILITIES && used < sizeof(names); i++)
+        used += (size_t)snprintf(names + used, sizeof(names) - used, "%s%s", i ? ", " : "",
+                                 capabilities[i].name);
+    return gw_error_set(err, -EINVAL, "Capability '%s' is not supported by godwit; "
+                        "supported: %s", name, names);
+}
+
+/* What the new set of capabilities asks of the VMM. */
+static int check_capabilities(struct migration *migration, const bool *wanted,
+                              struct gw_error *err)
+{
+    if (wanted[find_capability("auto-converge")] && !migration->host.set_cpu_throttle)
+        return gw_error_set(err, -ENOTSUP, "Capability 'auto-converge' needs a VMM that can "
+                            "throttle its vCPUs, and this one cannot");
+    return 0;
+}
+
 static int qmp_set_capabilities(json_t *args, json_t **ret, struct gw_error *err, void *opaque)
 {
     struct migration *migration = opaque;
     json_t *list = json_object_get(args, "capabilities"), *entry;
-    bool events, multifd, channel_header, pause;
+    bool wanted[NR_CAPABILITIES];
     size_t i;
 
     (void)ret;
@@ -275,10 +352,8 @@ static int qmp_set_capabilities(json_t *args, json_t **ret, struct gw_error *err
     if (migration_in_progress(migration_status(migration)))
         return gw_error_set(err, -EBUSY, "There's a migration process in progress");
     pthread_mutex_lock(&migration->lock);
-    events = migration->cap_events;
-    multifd = migration->cap_multifd;
-    channel_header = migration->cap_channel_header;
-    pause = migration->cap_pause_before_switchover;
+    for (i = 0; i < NR_CAPABILITIES; i++)
+        wanted[i] = *capability_field(migration, &capabilities[i]);
     pthread_mutex_unlock(&migration->lock);
     json_array_foreach(list, i, entry) {
         const char *name = json_string_value(json_object_get(entry, "capability"));
@@ -286,21 +361,16 @@ static int qmp_set_capabilities(json_t *args, json_t **ret, struct gw_error *err
         if (!name || !json_is_boolean(state))
             return gw_error_set(err, -EINVAL, "each capability is {\"capability\": NAME, "
                                 "\"state\": BOOL}");
-        bool *cap = !strcmp(name, "events") ? &events
-                    : !strcmp(name, "multifd") ? &multifd
-                    : !strcmp(name, "x-channel-header") ? &channel_header
-                    : !strcmp(name, "pause-before-switchover") ? &pause : NULL;
-        if (!cap)
-            return gw_error_set(err, -EINVAL, "Capability '%s' is not supported by godwit; "
-                                "supported: events, multifd, x-channel-header, "
-                                "pause-before-switchover", name);
-        *cap = json_is_true(state);
+        int found = find_capability(name);
+        if (found < 0)
+            return unsupported_capability(name, err);
+        wanted[found] = json_is_true(state);
     }
+    if (check_capabilities(migration, wanted, err) < 0)
+        return err ? err->code : -EINVAL;
     pthread_mutex_lock(&migration->lock);
-    migration->cap_events = events;
-    migration->cap_multifd = multifd;
-    migration->cap_channel_header = channel_header;
-    migration->cap_pause_before_switchover = pause;
+    for (i = 0; i < NR_CAPABILITIES; i++)
+        *capability_field(migration, &capabilities[i]) = wanted[i];
     pthread_mutex_unlock(&migration->lock);
     return 0;
 }
@@ -308,16 +378,17 @@ static int qmp_set_capabilities(json_t *args, json_t **ret, struct gw_error *err
 static int qmp_query_capabilities(json_t *args, json_t **ret, struct gw_error *err, void *opaque)
 {
     struct migration *migration = opaque;
+    json_t *list = json_array();
 
     (void)args;
     (void)err;
     pthread_mutex_lock(&migration->lock);
-    *ret = json_pack("[{s:s,s:b},{s:s,s:b},{s:s,s:b},{s:s,s:b}]", "capability", "events",
-                     "state", migration->cap_events, "capability", "multifd", "state",
-                     migration->cap_multifd, "capability", "x-channel-header", "state",
-                     migration->cap_channel_header, "capability", "pause-before-switchover",
-                     "state", migration->cap_pause_before_switchover);
+    for (size_t i = 0; i < NR_CAPABILITIES; i++)
+        json_array_append_new(list, json_pack("{s:s,s:b}", "capability", capabilities[i].name,
+                                              "state",
+                                              *capability_field(migration, &capabilities[i])));
     pthread_mutex_unlock(&migration->lock);
+    *ret = list;
     return 0;
 }
 
@@ -341,7 +412,9 @@ static int hmp_info_parameters(const char *args, struct hmp_output *out, struct 
     pthread_mutex_lock(&migration->lock);
     for (size_t i = 0; i < NR_PARAMETERS; i++) {
         uint64_t value = *parameter_field(&migration->params, &parameters[i]);
-        if (parameters[i].choices)
+        if (is_boolean(&parameters[i]))
+            hmp_printf(out, "%s: %s\r\n", parameters[i].name, value ? "on" : "off");
+        else if (parameters[i].choices)
             hmp_printf(out, "%s: %s\r\n", parameters[i].name, parameters[i].choices[value]);
         else
             hmp_printf(out, "%s: %" PRIu64 " %s\r\n", parameters[i].name, value,
@@ -359,11 +432,9 @@ static int hmp_info_capabilities(const char *args, struct hmp_output *out, struc
     (void)args;
     (void)err;
     pthread_mutex_lock(&migration->lock);
-    hmp_printf(out, "events: %s\r\n", migration->cap_events ? "on" : "off");
-    hmp_printf(out, "multifd: %s\r\n", migration->cap_multifd ? "on" : "off");
-    hmp_printf(out, "x-channel-header: %s\r\n", migration->cap_channel_header ? "on" : "off");
-    hmp_printf(out, "pause-before-switchover: %s\r\n",
-               migration->cap_pause_before_switchover ? "on" : "off");
+    for (size_t i = 0; i < NR_CAPABILITIES; i++)
+        hmp_printf(out, "%s: %s\r\n", capabilities[i].name,
+                   *capability_field(migration, &capabilities[i]) ? "on" : "off");
     pthread_mutex_unlock(&migration->lock);
     return 0;
 }
@@ -407,8 +478,21 @@ static int hmp_migrate_continue(const char *args, struct hmp_output *out, struct
     return rc;
 }
 
-/* HMP takes human sizes for bandwidths ("100M" is 100 MiB/s) and plain
- * milliseconds for the downtime limit. */
+/* As QEMU's HMP: on, off, yes, no, true, false; -1 for anything else. */
+static int hmp_parse_bool(const char *text)
+{
+    static const char *const words[][2] = { { "on", "off" }, { "yes", "no" },
+                                            { "true", "false" } };
+
+    for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+        for (int off = 0; off < 2; off++)
+            if (!strcmp(text, words[i][off]))
+                return !off;
+    return -1;
+}
+
+/* HMP takes human sizes for bandwidths ("100M" is 100 MiB/s), plain
+ * milliseconds for the downtime limit and on/off for booleans. */
 static int hmp_set_parameter(const char *args, struct hmp_output *out, struct gw_error *err,
                              void *opaque)
 {
@@ -424,7 +508,12 @@ static int hmp_set_parameter(const char *args, struct hmp_output *out, struct gw
         value_text++;
     const struct parameter *parameter = find_parameter(name);
     json_t *request, *ret = NULL;
-    if (parameter && parameter->choices) {
+    if (parameter && is_boolean(parameter)) {
+        int on = hmp_parse_bool(value_text);
+        if (on < 0)
+            return gw_error_set(err, -EINVAL, "Parameter '%s' expects 'on' or 'off'", name);
+        request = json_pack("{s:b}", name, on);
+    } else if (parameter && parameter->choices) {
         request = json_pack("{s:s}", name, value_text);
     } else {
         bool bandwidth = parameter && !strcmp(parameter->unit, "bytes/second");
@@ -453,7 +542,11 @@ static const struct qmp_arg parameter_args[] = {
     { "multifd-compression", QMP_ARG_ANY, true }, { "multifd-zstd-level", QMP_ARG_ANY, true },
     { "zero-page-detection", QMP_ARG_ANY, true },
     { "x-multifd-channels-device-state", QMP_ARG_ANY, true },
-    { "x-multifd-packet-pages", QMP_ARG_ANY, true }, { NULL, 0, false },
+    { "x-multifd-packet-pages", QMP_ARG_ANY, true },
+    { "throttle-trigger-threshold", QMP_ARG_ANY, true },
+    { "cpu-throttle-initial", QMP_ARG_ANY, true }, { "cpu-throttle-increment", QMP_ARG_ANY, true },
+    { "cpu-throttle-tailslow", QMP_ARG_ANY, true }, { "max-cpu-throttle", QMP_ARG_ANY, true },
+    { NULL, 0, false },
 };
 static const struct qmp_arg continue_args[] = {
     { "state", QMP_ARG_STR, false }, { NULL, 0, false },

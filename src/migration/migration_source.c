@@ -5,6 +5,7 @@
  * destination has said RP_READY and GO has been sent, or if it answers GO
  * with RP_ERROR, the source still owns the guest. */
 #include "migration_internal.h"
+#include "migration_throttle.h"
 
 #include "channel/channel_header.h"
 #include "multifd/multifd.h"
@@ -44,6 +45,7 @@ struct source {
     uint64_t device_stopcopy;  /* the devices' stop-copy bytes at the last sync */
     uint64_t device_us;        /* and their own time on them (vmstate_pending) */
     struct dirty_sampler sampler;
+    struct throttle_trigger trigger;   /* auto-converge's */
 };
 
 static uint64_t count_dirty(struct migration *migration)
@@ -200,6 +202,8 @@ static int setup(struct source *source, struct gw_error *err)
     if (rc < 0)
         return rc;
     source->tracking = true;
+    throttle_trigger_start(&source->trigger, migration_now_us(),
+                           atomic_load(&migration->stats.transferred));
     /* Starting to track, every page dirty, is the first sync: QEMU counts
      * it too, so dirty-sync-count is 1 during the first pass. */
     atomic_store(&migration->stats.dirty_sync_count, 1);
@@ -281,6 +285,7 @@ static int run_pass(struct source *source, uint64_t pass, struct pass_figures *f
         atomic_store(&stats->bandwidth, bytes * 1000000 / sent_us);
         atomic_store(&stats->pages_per_second, (bytes / source->page_size) * 1000000 / sent_us);
     }
+    uint64_t left_dirty = count_dirty(migration);   /* 0 unless the pass was cut short */
     rc = sync_dirty(source, true, err);
     if (rc < 0)
         return rc;
@@ -302,6 +307,9 @@ static int run_pass(struct source *source, uint64_t pass, struct pass_figures *f
         figures->time_us = migration_now_us() - started;
         convergence_pass_begin(migration, figures->dirty_pages, true);
     }
+    /* The sync and the sample's syncs found these newly dirty. */
+    migration_throttle_sync(migration, &source->trigger,
+                            (figures->dirty_pages - left_dirty) * source->page_size);
     return 0;
 }
 
@@ -513,6 +521,8 @@ static void finish(struct source *source, int rc, struct gw_error *err)
 
     if (source->tracking)
         migration->host.dirty->stop(migration->host.dirty_opaque);
+    /* Before a rollback runs the guest again: at its full speed. */
+    migration_throttle_end(migration);
     if (rc < 0 && source->vm_stopped)
         migration->host.rollback(migration->host.opaque);
     if ((rc == -EPIPE || rc == -ECONNRESET) && migration->rp_running)
