@@ -72,13 +72,26 @@ unsigned cpu_throttle_step(unsigned current, const struct cpu_throttle_params *p
     return next > CPU_THROTTLE_MAX ? CPU_THROTTLE_MAX : next;
 }
 
+/* auto-converge's answer to the trigger: one step of the cpu throttle. */
+static void cpu_throttle_up(struct migration *migration, const struct cpu_throttle_params *params,
+                            const struct throttle_period *period)
+{
+    struct migration_stats *stats = &migration->stats;
+    unsigned current = (unsigned)atomic_load(&stats->cpu_throttle_percentage);
+    unsigned next = cpu_throttle_step(current, params, period);
+
+    if (next == current || !migration->host.set_cpu_throttle)
+        return;
+    migration->host.set_cpu_throttle(migration->host.opaque, next);
+    atomic_store(&stats->cpu_throttle_percentage, next);
+}
+
 void migration_throttle_sync(struct migration *migration, struct throttle_trigger *trigger,
                              uint64_t newly_dirty_bytes)
 {
-    struct migration_stats *stats = &migration->stats;
     struct cpu_throttle_params params;
     struct throttle_period period;
-    unsigned threshold, current, next;
+    unsigned threshold;
     bool auto_converge;
 
     pthread_mutex_lock(&migration->lock);
@@ -91,16 +104,13 @@ void migration_throttle_sync(struct migration *migration, struct throttle_trigge
         .tailslow = migration->params.cpu_throttle_tailslow != 0,
     };
     pthread_mutex_unlock(&migration->lock);
-    if (!throttle_trigger_sync(trigger, migration_now_us(), atomic_load(&stats->transferred),
-                               newly_dirty_bytes, threshold, &period) ||
-        !auto_converge || !migration->host.set_cpu_throttle)
+    if (!throttle_trigger_sync(trigger, migration_now_us(),
+                               atomic_load(&migration->stats.transferred), newly_dirty_bytes,
+                               threshold, &period))
         return;
-    current = (unsigned)atomic_load(&stats->cpu_throttle_percentage);
-    next = cpu_throttle_step(current, &params, &period);
-    if (next == current)
-        return;
-    migration->host.set_cpu_throttle(migration->host.opaque, next);
-    atomic_store(&stats->cpu_throttle_percentage, next);
+    /* Throttle now: each way of slowing the guest that is on takes it. */
+    if (auto_converge)
+        cpu_throttle_up(migration, &params, &period);
 }
 
 void migration_throttle_end(struct migration *migration)
