@@ -379,8 +379,12 @@ DEVICE_READING = (
     "came from four VFIO devices whose states moved in parallel over 15 multifd channels "
     "between two-socket Xeon hosts: that needs cores "
     "this machine does not have. The figures that do transfer: device state on multifd "
-    "channels costs no more downtime than on the main channel, every run's state arrived "
-    "whole, and the predicted downtime is within about 10% of the measured one.")
+    "channels costs no more downtime than on the main channel, and every run's state arrived "
+    "whole. predicted/measured is each run's `expected-downtime-at-switchover` over its "
+    "`downtime` (median, min..max): the estimate adds to (RAM + device bytes) / RAM's "
+    "bandwidth each device's own time on its state, its save at the rate godwit timed (one "
+    "16 MiB piece when the VM started) and as long again for the destination's load (issue "
+    "11, item 6); RAM's bandwidth alone predicted 0.5 to 0.65 of the downtime.")
 
 
 def section(baseline, throughput, device, results, precopy_off, made, png_rel):
