@@ -384,7 +384,10 @@ DEVICE_READING = (
     "`downtime` (median, min..max): the estimate adds to (RAM + device bytes) / RAM's "
     "bandwidth each device's own time on its state, its save at the rate godwit timed (one "
     "16 MiB piece when the VM started) and as long again for the destination's load (issue "
-    "11, item 6); RAM's bandwidth alone predicted 0.5 to 0.65 of the downtime.")
+    "11, item 6); RAM's bandwidth alone predicted 0.5 to 0.65 of the downtime. The rates are "
+    "timed before the switchover (the device's when the VM started, RAM's on the first pass): "
+    "other work that starts on the machine in between makes the downtime longer than "
+    "predicted (load 4 to 5 from other VMs brought the medians down to 0.5 to 0.9).")
 
 
 def section(baseline, throughput, device, results, precopy_off, made, png_rel):
