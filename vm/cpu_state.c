@@ -246,6 +246,11 @@ static int finish_pending_io(struct vcpu *vcpu, struct gw_error *err)
         else if (run->exit_reason == KVM_EXIT_MMIO)
             pio_handle_mmio(&vcpu->vm->pio, run->mmio.phys_addr, run->mmio.is_write,
                             run->mmio.data, run->mmio.len);
+        else if (run->exit_reason == KVM_EXIT_DIRTY_RING_FULL)
+            /* The I/O finished first (KVM completes it before it looks at
+             * the ring); the entries it left wait in the ring, nothing of
+             * which crosses the migration: harvest it, as the vCPU would. */
+            return dirty_ring_full_exit(&vcpu->vm->dirty_ring, vcpu->id, err);
         else
             return gw_error_set(err, -EIO, "cpu %u: finishing a pending I/O exit gave exit "
                                 "reason %u", vcpu->id, run->exit_reason);

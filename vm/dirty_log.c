@@ -36,22 +36,6 @@ void dirty_log_cleanup(struct dirty_log *log)
     }
 }
 
-static int set_logging(struct dirty_log *log, bool on, struct gw_error *err)
-{
-    for (unsigned i = 0; i < log->memory->nr_blocks; i++) {
-        const struct ram_block *block = &log->memory->blocks[i];
-        struct kvm_userspace_memory_region region = {
-            .slot = i, .flags = on ? KVM_MEM_LOG_DIRTY_PAGES : 0,
-            .guest_phys_addr = block->gpa, .memory_size = block->size,
-            .userspace_addr = (__u64)(uintptr_t)block->host,
-        };
-        if (ioctl(log->kvm->vm_fd, KVM_SET_USER_MEMORY_REGION, &region) < 0)
-            return gw_error_set(err, -errno, "cannot %s dirty logging on RAM block '%s': %s",
-                                on ? "start" : "stop", block->name, strerror(errno));
-    }
-    return 0;
-}
-
 static int dirty_log_start(void *opaque, struct gw_error *err)
 {
     struct dirty_log *log = opaque;
@@ -63,7 +47,8 @@ static int dirty_log_start(void *opaque, struct gw_error *err)
         if (!log->scratch[i])
             return gw_error_set(err, -ENOMEM, "out of memory for the dirty log");
     }
-    int rc = set_logging(log, true, err);
+    int rc = kvm_set_dirty_logging(log->kvm, log->memory->blocks, log->memory->nr_blocks,
+                                   true, err);
     log->active = rc == 0;
     return rc;
 }
@@ -139,7 +124,8 @@ static void dirty_log_stop(void *opaque)
     struct dirty_log *log = opaque;
 
     if (log->active)
-        set_logging(log, false, NULL);
+        kvm_set_dirty_logging(log->kvm, log->memory->blocks, log->memory->nr_blocks, false,
+                              NULL);
     log->active = false;
 }
 

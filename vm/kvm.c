@@ -109,6 +109,22 @@ int kvm_add_memslot(struct kvm *kvm, unsigned slot, const struct ram_block *bloc
     return 0;
 }
 
+int kvm_set_dirty_logging(struct kvm *kvm, const struct ram_block *blocks, unsigned nr_blocks,
+                          bool on, struct gw_error *err)
+{
+    for (unsigned i = 0; i < nr_blocks; i++) {
+        struct kvm_userspace_memory_region region = {
+            .slot = i, .flags = on ? KVM_MEM_LOG_DIRTY_PAGES : 0,
+            .guest_phys_addr = blocks[i].gpa, .memory_size = blocks[i].size,
+            .userspace_addr = (__u64)(uintptr_t)blocks[i].host,
+        };
+        if (ioctl(kvm->vm_fd, KVM_SET_USER_MEMORY_REGION, &region) < 0)
+            return gw_error_set(err, -errno, "cannot %s dirty logging on RAM block '%s': %s",
+                                on ? "start" : "stop", blocks[i].name, strerror(errno));
+    }
+    return 0;
+}
+
 int kvm_irq_line(struct kvm *kvm, unsigned irq, int level)
 {
     struct kvm_irq_level line = { .irq = irq, .level = level };

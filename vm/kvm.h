@@ -2,6 +2,7 @@
 #ifndef GODWIT_VM_KVM_H
 #define GODWIT_VM_KVM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -19,6 +20,10 @@ int kvm_init(struct kvm *kvm, struct gw_error *err);
 /* Maps block into the guest as memslot slot. */
 int kvm_add_memslot(struct kvm *kvm, unsigned slot, const struct ram_block *block,
                     struct gw_error *err);
+/* Turns KVM_MEM_LOG_DIRTY_PAGES on or off on memslots 0..nr_blocks-1 (slot
+ * i is blocks[i]); what KVM logs into, bitmap or ring, was chosen before. */
+int kvm_set_dirty_logging(struct kvm *kvm, const struct ram_block *blocks, unsigned nr_blocks,
+                          bool on, struct gw_error *err);
 /* A KVM capability and its name, for the error when it is missing. */
 struct kvm_cap_need {
     int cap;

@@ -155,7 +155,16 @@ static int build_machine(struct vm *vm, struct startup *start, struct gw_error *
     if ((rc = vcpu_signals_init(err)) < 0 || (rc = kvm_init(&vm->kvm, err)) < 0 ||
         (rc = memory_init(&vm->memory, &vm->config, err)) < 0)
         return rc;
-    dirty_log_init(&vm->dirty_log, &vm->kvm, &vm->memory);
+    /* The ring, or the dirty log with manual protect: never both, since
+     * manual protect leaves pages writable when logging starts and the ring
+     * would see no write (dirty_ring.c). */
+    if (vm->config.dirty_ring_size)
+        rc = dirty_ring_enable(&vm->dirty_ring, &vm->kvm, &vm->memory,
+                               vm->config.dirty_ring_size, VM_MAX_VCPUS, err);
+    else
+        dirty_log_init(&vm->dirty_log, &vm->kvm, &vm->memory);
+    if (rc < 0)
+        return rc;
     for (unsigned i = 0; i < vm->memory.nr_blocks; i++)
         if ((rc = kvm_add_memslot(&vm->kvm, i, &vm->memory.blocks[i], err)) < 0)
             return rc;
@@ -229,6 +238,7 @@ static void teardown(struct vm *vm, struct startup *start, bool failed)
     cpu_throttle_cleanup(&vm->throttle);   /* its timer asks the CPUs: before they go */
     for (unsigned i = 0; i < vm->nr_vcpus; i++)
         vcpu_destroy(&vm->vcpus[i]);
+    dirty_ring_cleanup(&vm->dirty_ring);   /* the vCPU threads that harvest are gone */
     soft_cpu_cleanup(&vm->soft_cpu);
     if (vm->qmp)
         qmp_server_free(vm->qmp);   /* closes the client, removes the socket file */

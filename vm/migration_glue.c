@@ -63,8 +63,11 @@ int vm_migration_init(struct vm *vm, struct gw_error *err)
         .opaque = vm,
         .blocks = vm->memory.blocks,
         .nr_blocks = vm->memory.nr_blocks,
-        .dirty = vm->config.accel_none ? &soft_dirty_ops : &dirty_log_ops,
-        .dirty_opaque = vm->config.accel_none ? (void *)&vm->soft_cpu : (void *)&vm->dirty_log,
+        .dirty = vm->config.accel_none ? &soft_dirty_ops
+                 : dirty_ring_enabled(&vm->dirty_ring) ? &dirty_ring_ops : &dirty_log_ops,
+        .dirty_opaque = vm->config.accel_none ? (void *)&vm->soft_cpu
+                        : dirty_ring_enabled(&vm->dirty_ring) ? (void *)&vm->dirty_ring
+                                                               : (void *)&vm->dirty_log,
         .devices = &vm->devices,
         /* Nothing was loaded into an incoming VM's RAM: fresh anonymous memory
          * or a file this run created is all zero. */

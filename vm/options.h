@@ -11,6 +11,10 @@
 
 #define VM_MEMORY_MIN (16ULL << 20)
 #define VM_NAME_MAX 255
+/* dirty-ring-size: KVM refuses a ring below one 4 KiB page (256 entries of
+ * 16 bytes); KVM_DIRTY_RING_MAX_ENTRIES is its largest. */
+#define VM_DIRTY_RING_MIN 256u
+#define VM_DIRTY_RING_MAX 65536u
 
 enum serial_kind { SERIAL_NONE, SERIAL_STDIO, SERIAL_FILE };
 
@@ -44,6 +48,7 @@ struct vm_config {
     const char *mem_path;     /* NULL: anonymous memory */
     bool mem_prealloc;
     bool accel_none;          /* --accel none: vm/soft_cpu.h */
+    uint32_t dirty_ring_size; /* --accel kvm,dirty-ring-size=N: entries per vCPU; 0: bitmap */
     bool start_paused;        /* -S, --paused: no guest until cont (QEMU's -S) */
     unsigned go_timeout_ms;   /* GODWIT_GO_TIMEOUT_MS (tests); 0: the engine's 10 s */
     bool incoming_defer;

@@ -116,6 +116,9 @@ int vcpu_create(struct vm *vm, struct vcpu *vcpu, unsigned id, struct gw_error *
         vcpu->run = NULL;
         return gw_error_set(err, -errno, "cannot map vCPU %u's kvm_run: %s", id, strerror(errno));
     }
+    if (dirty_ring_enabled(&vm->dirty_ring) &&
+        (rc = dirty_ring_map_vcpu(&vm->dirty_ring, id, vcpu->fd, err)) < 0)
+        return rc;
     rc = set_cpuid(vcpu, err);
     if (rc < 0)
         return rc;
@@ -197,6 +200,19 @@ static void report_fatal_exit(struct vcpu *vcpu, const char *what)
     vm_request_exit(vcpu->vm, 1, true, "guest-panic");
 }
 
+/* KVM holds a vCPU whose dirty ring is (nearly) full out of the guest
+ * until the ring is harvested: this thread harvests it and enters again. */
+static bool handle_dirty_ring_full(struct vcpu *vcpu)
+{
+    struct gw_error err = { 0 };
+
+    if (dirty_ring_full_exit(&vcpu->vm->dirty_ring, vcpu->id, &err) < 0) {
+        report_fatal_exit(vcpu, err.msg);
+        return false;
+    }
+    return true;
+}
+
 /* Returns false when the vCPU cannot go on. */
 static bool handle_exit(struct vcpu *vcpu)
 {
@@ -215,6 +231,8 @@ static bool handle_exit(struct vcpu *vcpu)
     case KVM_EXIT_INTR:
         consume_kicks();
         return true;
+    case KVM_EXIT_DIRTY_RING_FULL:
+        return handle_dirty_ring_full(vcpu);
     case KVM_EXIT_SHUTDOWN:
         /* A triple fault: QEMU resets the machine; this VMM has no reset, so
          * it ends the VM and says why. */

@@ -22,6 +22,7 @@
 
 #include "cpu_throttle.h"
 #include "dirty_log.h"
+#include "dirty_ring.h"
 #include "kvm.h"
 #include "memory.h"
 #include "options.h"
@@ -60,7 +61,8 @@ struct vm {
     enum run_state run_state;
     bool autostart;                 /* incoming: run the guest when it arrives (no -S) */
     enum run_state before_switchover;  /* the migration thread's: what a rollback restores */
-    struct dirty_log dirty_log;
+    struct dirty_log dirty_log;     /* the default tracker */
+    struct dirty_ring dirty_ring;   /* --accel kvm,dirty-ring-size=N: the tracker instead */
     struct soft_cpu soft_cpu;       /* --accel none: plays the guest, no vCPUs */
     struct cpu_throttle throttle;   /* auto-converge's, asked for by the migration thread */
     struct migration *migration;

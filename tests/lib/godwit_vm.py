@@ -48,6 +48,23 @@ def require_kvm(test):
 # the monitor and the devices, is the same.
 ACCEL = os.environ.get("GODWIT_ACCEL") or ("none" if kvm_skip_reason() else "kvm")
 ACCEL_ARGS = ("--accel", "none") if ACCEL == "none" else ()
+# GODWIT_TEST_DIRTY_RING=N: every godwit-vm on KVM tracks dirty pages with
+# KVM's dirty ring of N entries per vCPU instead of the dirty bitmap, so the
+# same tests prove the second tracker (tests/meson.build runs the key ones
+# so). Without KVM there is no ring: require_dirty_ring skips such a run.
+DIRTY_RING = int(os.environ.get("GODWIT_TEST_DIRTY_RING") or 0)
+if DIRTY_RING and ACCEL == "kvm":
+    ACCEL_ARGS = ("--accel", f"kvm,dirty-ring-size={DIRTY_RING}")
+
+
+def dirty_ring_skip_reason():
+    """Why a run meant for the dirty ring (GODWIT_TEST_DIRTY_RING) cannot
+    use it here, or None; such a run skips every test rather than pass
+    them on the bitmap or --accel none."""
+    if DIRTY_RING and ACCEL != "kvm":
+        return (f"GODWIT_TEST_DIRTY_RING={DIRTY_RING} needs KVM's dirty ring: "
+                f"{kvm_skip_reason() or 'GODWIT_ACCEL=' + ACCEL}")
+    return None
 if ACCEL == "none" and not os.environ.get("GODWIT_ACCEL_NOTED"):
     os.environ["GODWIT_ACCEL_NOTED"] = "1"
     print(f"# godwit-vm runs with --accel none here: {kvm_skip_reason() or 'GODWIT_ACCEL=none'}",
@@ -306,6 +323,9 @@ class VmTestCase(unittest.TestCase):
 
     def setUp(self):
         self.vms = []
+        reason = dirty_ring_skip_reason()
+        if reason:
+            self.skipTest(reason)
 
     def tearDown(self):
         for vm in self.vms:
