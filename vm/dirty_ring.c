@@ -286,23 +286,49 @@ static int harvest_vcpu(struct dirty_ring *ring, struct dirty_ring_vcpu *vcpu, b
     return rc;
 }
 
-int dirty_ring_harvest_locked(struct dirty_ring *ring, int only, bool skip_limited,
-                              uint32_t *fullest, struct gw_error *err)
+int dirty_ring_harvest_locked(struct dirty_ring *ring, struct gw_error *err)
 {
-    uint32_t most = 0;
+    uint32_t taken;
     int rc = 0;
 
+    for (unsigned v = 0; rc == 0 && v < ring->nr_vcpus; v++)
+        if (ring->vcpus[v].gfns)
+            rc = harvest_vcpu(ring, &ring->vcpus[v], false, &taken, err);
+    return rc;
+}
+
+/* Entries fill a ring in order from fetch on, so it holds at least count
+ * when the count-th from fetch is dirty. */
+static bool filled_to(struct dirty_ring *ring, struct dirty_ring_vcpu *vcpu, uint32_t count)
+{
+    return __atomic_load_n(&entry_at(ring, vcpu, vcpu->fetch + count - 1)->flags,
+                           __ATOMIC_ACQUIRE) & KVM_DIRTY_GFN_F_DIRTY;
+}
+
+int dirty_ring_reap_locked(struct dirty_ring *ring, uint32_t *fullest, uint64_t *filled,
+                           struct gw_error *err)
+{
+    uint32_t most = 0, taken;
+    int rc = 0;
+
+    *filled = 0;
     for (unsigned v = 0; rc == 0 && v < ring->nr_vcpus; v++) {
         struct dirty_ring_vcpu *vcpu = &ring->vcpus[v];
-        uint32_t taken = 0;
-        if (!vcpu->gfns || (only >= 0 && (unsigned)only != v) ||
-            (skip_limited && atomic_load(&vcpu->leave_to_fill)))
+        uint32_t limit = atomic_load(&vcpu->fill_limit);
+        if (!vcpu->gfns)
             continue;
+        if (limit && !filled_to(ring, vcpu, limit)) {
+            /* Left to fill, but seen often enough to be caught at its limit. */
+            if (filled_to(ring, vcpu, ring->entries / 8 + 1))
+                most = most > ring->entries / 8 + 1 ? most : ring->entries / 8 + 1;
+            continue;
+        }
         rc = harvest_vcpu(ring, vcpu, false, &taken, err);
+        if (limit && v < 64)
+            *filled |= 1ULL << v;
         most = taken > most ? taken : most;
     }
-    if (fullest)
-        *fullest = most;
+    *fullest = most;
     return rc;
 }
 
@@ -316,9 +342,16 @@ int dirty_ring_full_exit(struct dirty_ring *ring, unsigned index, struct gw_erro
                             "got", index);
     pthread_mutex_lock(&ring->lock);
     atomic_fetch_add(&ring->vcpus[index].full_exits, 1);
+    if (!atomic_load(&ring->vcpus[index].fill_limit))
+        ring->reaper_hurry = true;
     rc = harvest_vcpu(ring, &ring->vcpus[index], true, &taken, err);
     pthread_mutex_unlock(&ring->lock);
     return rc;
+}
+
+uint64_t dirty_ring_harvested(struct dirty_ring *ring, unsigned index)
+{
+    return index < ring->nr_vcpus ? atomic_load(&ring->vcpus[index].harvested) : 0;
 }
 
 /* --- users: logging on while anyone needs it --- */
@@ -349,7 +382,7 @@ int dirty_ring_use(struct dirty_ring *ring, enum dirty_ring_user user, bool on,
         /* What was logged before logging stopped is nobody's: harvest it so
          * the rings start the next user empty. */
         rc = kvm_set_dirty_logging(ring->kvm, memory->blocks, memory->nr_blocks, false, err);
-        dirty_ring_harvest_locked(ring, -1, false, NULL, NULL);
+        dirty_ring_harvest_locked(ring, NULL);
     }
     pthread_cond_broadcast(&ring->reaper_wake);
     pthread_mutex_unlock(&ring->lock);
@@ -371,7 +404,7 @@ static int dirty_ring_sync(void *opaque, unsigned block, uint64_t *bitmap, struc
     int rc;
 
     pthread_mutex_lock(&ring->lock);
-    rc = dirty_ring_harvest_locked(ring, -1, false, NULL, err);
+    rc = dirty_ring_harvest_locked(ring, err);
     for (uint64_t w = 0; rc == 0 && w < words; w++) {
         bitmap[w] |= pending[w];
         pending[w] = 0;

@@ -36,8 +36,20 @@ struct dirty_ring_vcpu {
     _Atomic uint64_t full_exits;    /* KVM_EXIT_DIRTY_RING_FULL seen */
     _Atomic uint64_t overflows;     /* times KVM wrote past the ring's end */
     /* Set by dirty-limit for a limited vCPU: the reaper leaves its ring to
-     * fill, so the vCPU meets its quota where QEMU's does, at ring-full. */
-    atomic_bool leave_to_fill;
+     * fill to this many entries, then takes it and calls hooks.filled, so
+     * the vCPU meets its quota when its ring fills, as QEMU's does (0: the
+     * reaper takes it freely). Half the ring, not KVM's soft limit: see
+     * dirty_ring_reaper.c. */
+    _Atomic uint32_t fill_limit;
+};
+
+/* What dirty-limit hears from the reaper, called without the ring lock:
+ * tick after each round, filled for a vCPU whose ring reached fill_limit.
+ * Set before any user turns logging on. */
+struct dirty_ring_hooks {
+    void (*tick)(void *opaque);
+    void (*filled)(void *opaque, unsigned index);
+    void *opaque;
 };
 
 struct dirty_ring {
@@ -54,11 +66,9 @@ struct dirty_ring {
 
     pthread_t reaper;
     bool reaper_started, reaper_quit;
+    bool reaper_hurry;              /* a ring-full exit came: back to the shortest interval */
     pthread_cond_t reaper_wake;     /* CLOCK_MONOTONIC */
-    /* Called by the reaper after each harvest, without the lock (dirty-limit's
-     * rate measurement); set before any user turns logging on. */
-    void (*tick)(void *opaque);
-    void *tick_opaque;
+    struct dirty_ring_hooks hooks;
 };
 
 extern const struct dirty_tracker_ops dirty_ring_ops;
@@ -75,14 +85,19 @@ int dirty_ring_use(struct dirty_ring *ring, enum dirty_ring_user user, bool on,
                    struct gw_error *err);
 /* KVM_EXIT_DIRTY_RING_FULL, on the vCPU's own thread: harvests its ring. */
 int dirty_ring_full_exit(struct dirty_ring *ring, unsigned index, struct gw_error *err);
+/* Pages taken from vCPU index's ring so far. */
+uint64_t dirty_ring_harvested(struct dirty_ring *ring, unsigned index);
 /* Ends the reaper and unmaps the rings; after the vCPU threads ended. */
 void dirty_ring_cleanup(struct dirty_ring *ring);
 
-/* The harvest itself (dirty_ring.c), for the reaper: under ring->lock. Takes
- * the rings (only one vCPU's if only >= 0; leaves those left to fill if
- * skip_limited) and resets what it took. *fullest: the most taken from one. */
-int dirty_ring_harvest_locked(struct dirty_ring *ring, int only, bool skip_limited,
-                              uint32_t *fullest, struct gw_error *err);
+/* The harvest itself (dirty_ring.c): under ring->lock, takes every ring
+ * and resets what it took. */
+int dirty_ring_harvest_locked(struct dirty_ring *ring, struct gw_error *err);
+/* The reaper's harvest: the same, but a ring with a fill_limit is taken
+ * only once filled to it, and its bit set in *filled. *fullest: the most
+ * taken from one ring. */
+int dirty_ring_reap_locked(struct dirty_ring *ring, uint32_t *fullest, uint64_t *filled,
+                           struct gw_error *err);
 /* The reaper (dirty_ring_reaper.c), under ring->lock: started with the
  * first user, ended by dirty_ring_cleanup. */
 int dirty_ring_reaper_start_locked(struct dirty_ring *ring, struct gw_error *err);

@@ -139,7 +139,9 @@ static int build_soft_machine(struct vm *vm, struct startup *start, struct gw_er
                             err)) < 0 ||
         (rc = soft_cpu_register(&vm->soft_cpu, &vm->devices, err)) < 0 ||
         (rc = accel_register(vm, err)) < 0 || (rc = device_measure(&vm->devices, err)) < 0 ||
-        (rc = monitor_init(vm, err)) < 0 || (rc = vm_migration_init(vm, err)) < 0)
+        (rc = dirty_limit_init(&vm->dirty_limit, &vm->dirty_ring, 1, NULL, NULL, err)) < 0 ||
+        (rc = monitor_init(vm, err)) < 0 || (rc = dirty_limit_monitor_init(vm, err)) < 0 ||
+        (rc = vm_migration_init(vm, err)) < 0)
         return rc;
     return soft_cpu_start(&vm->soft_cpu, err);
 }
@@ -182,10 +184,12 @@ static int build_machine(struct vm *vm, struct startup *start, struct gw_error *
     pio_register(&vm->pio, DEBUG_EXIT_PORT, DEBUG_EXIT_SIZE, debug_exit_io, vm);
     vm->nr_vcpus = 1;
     if ((rc = vcpu_create(vm, &vm->vcpus[0], 0, err)) < 0 ||
+        (rc = dirty_limit_init(&vm->dirty_limit, &vm->dirty_ring, vm->nr_vcpus,
+                               vcpu_request_dirty_throttle, vm, err)) < 0 ||
         (!incoming && (rc = vcpu_set_multiboot_entry(&vm->vcpus[0], &entry, err)) < 0) ||
         (rc = vm_devices_register(vm, err)) < 0 ||
         (rc = device_measure(&vm->devices, err)) < 0 || (rc = monitor_init(vm, err)) < 0 ||
-        (rc = vm_migration_init(vm, err)) < 0)
+        (rc = dirty_limit_monitor_init(vm, err)) < 0 || (rc = vm_migration_init(vm, err)) < 0)
         return rc;
     return vcpu_start(&vm->vcpus[0], err);
 }
@@ -239,6 +243,7 @@ static void teardown(struct vm *vm, struct startup *start, bool failed)
     for (unsigned i = 0; i < vm->nr_vcpus; i++)
         vcpu_destroy(&vm->vcpus[i]);
     dirty_ring_cleanup(&vm->dirty_ring);   /* the vCPU threads that harvest are gone */
+    dirty_limit_cleanup(&vm->dirty_limit); /* and the reaper that ticks it */
     soft_cpu_cleanup(&vm->soft_cpu);
     if (vm->qmp)
         qmp_server_free(vm->qmp);   /* closes the client, removes the socket file */

@@ -57,6 +57,31 @@ static void incoming_failed(void *opaque, const char *message)
     vm_request_exit(opaque, 1, false, "host-error");
 }
 
+/* The engine's dirty-limit: a quota for every vCPU, held against QMP's
+ * set-vcpu-dirty-limit until the migration ends it. */
+static int dirty_limit_start(void *opaque, uint64_t mb_per_s, uint64_t period_ms,
+                             struct gw_error *err)
+{
+    struct vm *vm = opaque;
+
+    return dirty_limit_set(&vm->dirty_limit, -1, mb_per_s, period_ms, true, err);
+}
+
+static void dirty_limit_stop(void *opaque)
+{
+    struct vm *vm = opaque;
+
+    dirty_limit_set(&vm->dirty_limit, -1, 0, DIRTY_LIMIT_PERIOD_DEFAULT_MS, true, NULL);
+}
+
+static void dirty_limit_stats_of(void *opaque, uint64_t *throttle_us_per_round,
+                                 uint64_t *ring_full_us)
+{
+    struct vm *vm = opaque;
+
+    dirty_limit_stats(&vm->dirty_limit, throttle_us_per_round, ring_full_us);
+}
+
 int vm_migration_init(struct vm *vm, struct gw_error *err)
 {
     struct migration_host host = {
@@ -81,10 +106,16 @@ int vm_migration_init(struct vm *vm, struct gw_error *err)
         .incoming_failed = incoming_failed,
         .go_timeout_ms = vm->config.go_timeout_ms,
     };
+    bool ring = dirty_ring_enabled(&vm->dirty_ring);
     int rc;
 
     if ((rc = cpu_throttle_init(&vm->throttle, throttle_sleep_all, vm, err)) < 0)
         return rc;
+    if (ring) {
+        host.dirty_limit_start = dirty_limit_start;
+        host.dirty_limit_stop = dirty_limit_stop;
+        host.dirty_limit_stats = dirty_limit_stats_of;
+    }
     vm->migration = migration_new(&host, vm->qmp, err);
     if (!vm->migration)
         return -EINVAL;

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 /* A signal that only interrupts KVM_RUN: blocked in every thread, unblocked
@@ -156,6 +157,39 @@ int vcpu_set_multiboot_entry(struct vcpu *vcpu, const struct vcpu_entry *entry,
     return 0;
 }
 
+/* Sleeps up to us, or less if a request (stop, quit, NMI) comes; returns
+ * whether it slept the whole time. */
+static bool nap(struct vcpu *vcpu, uint64_t us)
+{
+    struct timespec until;
+    bool requested;
+
+    clock_gettime(CLOCK_MONOTONIC, &until);   /* vcpu->changed's clock */
+    until.tv_nsec += (long)(us % 1000000) * 1000;
+    until.tv_sec += (time_t)(us / 1000000) + until.tv_nsec / 1000000000;
+    until.tv_nsec %= 1000000000;
+    pthread_mutex_lock(&vcpu->lock);
+    while (!(requested = vcpu->stop_requested || vcpu->quit_requested || vcpu->nmi_requested))
+        if (pthread_cond_timedwait(&vcpu->changed, &vcpu->lock, &until) == ETIMEDOUT)
+            break;
+    pthread_mutex_unlock(&vcpu->lock);
+    return !requested;
+}
+
+/* Dirty-limit: a vCPU over its quota sleeps off what it owes, in slices so
+ * that a cancelled or changed quota takes effect within one; a stop ends
+ * the sleep (what is left is owed at the next ring-full). */
+#define THROTTLE_SLICE_US 100000
+
+static void throttle_dirty(struct vcpu *vcpu)
+{
+    struct dirty_limit *limit = &vcpu->vm->dirty_limit;
+    uint64_t owed = dirty_limit_charge(limit, vcpu->id);
+
+    while (owed && nap(vcpu, owed < THROTTLE_SLICE_US ? owed : THROTTLE_SLICE_US))
+        owed = dirty_limit_owed_us(limit, vcpu->id);
+}
+
 /* Handles requests between two KVM_RUNs; returns false when the thread must
  * end. Parks here while a stop is requested, and sleeps here for the cpu
  * throttle (a stop, an NMI or a quit cuts the sleep short). */
@@ -168,6 +202,13 @@ static bool handle_requests(struct vcpu *vcpu)
         if (vcpu->quit_requested) {
             keep_running = false;
             break;
+        }
+        if (vcpu->throttle_requested) {
+            vcpu->throttle_requested = false;
+            pthread_mutex_unlock(&vcpu->lock);
+            throttle_dirty(vcpu);
+            pthread_mutex_lock(&vcpu->lock);
+            continue;
         }
         if (vcpu->nmi_requested) {
             vcpu->nmi_requested = false;
@@ -210,6 +251,7 @@ static bool handle_dirty_ring_full(struct vcpu *vcpu)
         report_fatal_exit(vcpu, err.msg);
         return false;
     }
+    throttle_dirty(vcpu);
     return true;
 }
 
@@ -359,6 +401,20 @@ void vcpu_throttle(struct vcpu *vcpu, uint64_t ns)
     pthread_mutex_unlock(&vcpu->lock);
     if (kick_it)
         kick(vcpu);
+}
+
+void vcpu_request_dirty_throttle(void *opaque, unsigned cpu)
+{
+    struct vm *vm = opaque;
+    struct vcpu *vcpu;
+
+    if (cpu >= vm->nr_vcpus)
+        return;
+    vcpu = &vm->vcpus[cpu];
+    pthread_mutex_lock(&vcpu->lock);
+    vcpu->throttle_requested = true;
+    pthread_mutex_unlock(&vcpu->lock);
+    kick(vcpu);
 }
 
 void vcpu_destroy(struct vcpu *vcpu)

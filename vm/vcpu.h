@@ -29,6 +29,7 @@ struct vcpu {
     bool stop_requested;      /* set by the main thread */
     bool nmi_requested;
     bool quit_requested;
+    bool throttle_requested;  /* dirty-limit: pay for a ring the reaper took */
     bool parked;              /* set by the vCPU thread: out of KVM_RUN, waiting */
     bool exited;              /* set by the vCPU thread as it ends */
     pid_t tid;                /* the thread's id, set as it starts (query-cpus-fast) */
@@ -59,6 +60,9 @@ void vcpu_inject_nmi(struct vcpu *vcpu);
  * out of it), or lengthen a sleep pending or under way (cpu_throttle.h);
  * 0 ends any sleep now. */
 void vcpu_throttle(struct vcpu *vcpu, uint64_t ns);
+/* Dirty-limit's request_throttle (opaque: the struct vm): vCPU cpu leaves
+ * the guest to sleep off what it owes. */
+void vcpu_request_dirty_throttle(void *opaque, unsigned cpu);
 void vcpu_destroy(struct vcpu *vcpu);       /* ends the thread, closes the fd */
 
 /* Blocks the kick signal in the calling thread (call before starting

@@ -21,6 +21,7 @@
 #include <godwit/ram.h>
 
 #include "cpu_throttle.h"
+#include "dirty_limit.h"
 #include "dirty_log.h"
 #include "dirty_ring.h"
 #include "kvm.h"
@@ -63,6 +64,7 @@ struct vm {
     enum run_state before_switchover;  /* the migration thread's: what a rollback restores */
     struct dirty_log dirty_log;     /* the default tracker */
     struct dirty_ring dirty_ring;   /* --accel kvm,dirty-ring-size=N: the tracker instead */
+    struct dirty_limit dirty_limit; /* QEMU's dirty-limit, on the ring */
     struct soft_cpu soft_cpu;       /* --accel none: plays the guest, no vCPUs */
     struct cpu_throttle throttle;   /* auto-converge's, asked for by the migration thread */
     struct migration *migration;
@@ -107,7 +109,9 @@ int vm_migration_init(struct vm *vm, struct gw_error *err);
  * and clock, and the UART as devices (vm_devices.c). */
 int vm_devices_register(struct vm *vm, struct gw_error *err);
 
-/* QMP and HMP commands of the VMM (monitor.c). */
+/* QMP and HMP commands of the VMM (monitor.c), and those of the dirty ring
+ * and dirty-limit (dirty_limit_monitor.c). */
 int monitor_init(struct vm *vm, struct gw_error *err);
+int dirty_limit_monitor_init(struct vm *vm, struct gw_error *err);
 
 #endif

@@ -58,6 +58,21 @@ struct migration_host {
     /* Destination: the incoming migration failed; the VMM must not run the
      * guest and should end with an error. */
     void (*incoming_failed)(void *opaque, const char *message);
+    /* Source, QEMU's dirty-limit capability: limits every vCPU's dirty page
+     * rate to mb_per_s MB/s (QEMU's unit, MiB/s), measured over period_ms,
+     * by making a vCPU that dirties faster sleep; a vCPU that does not
+     * dirty is not slowed. Called again, it changes the rate or period.
+     * NULL where the VMM cannot (godwit-vm without a dirty ring): the
+     * engine then refuses the capability. */
+    int (*dirty_limit_start)(void *opaque, uint64_t mb_per_s, uint64_t period_ms,
+                             struct gw_error *err);
+    /* Ends the limit: the migration completed, failed or was cancelled. */
+    void (*dirty_limit_stop)(void *opaque);
+    /* QEMU's query-migrate figures while the limit is on, in us: the longest
+     * sleep per ring-full of a limited vCPU, and how long a vCPU takes to
+     * fill its dirty ring when it does not sleep. */
+    void (*dirty_limit_stats)(void *opaque, uint64_t *throttle_us_per_round,
+                              uint64_t *ring_full_us);
     /* Destination: how long to wait for the source's GO after READY, in ms;
      * 0 means MIGRATION_GO_TIMEOUT_MS. A source that says nothing in that
      * time has stalled or vanished: the destination fails and never runs

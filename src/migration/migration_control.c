@@ -48,6 +48,8 @@ struct migration *migration_new(const struct migration_host *host, struct qmp_se
     migration->params.cpu_throttle_increment = 10;
     migration->params.max_cpu_throttle = CPU_THROTTLE_MAX;
     migration->params.throttle_trigger_threshold = 50;
+    migration->params.vcpu_dirty_limit = VCPU_DIRTY_LIMIT_DEFAULT;
+    migration->params.vcpu_dirty_limit_period = VCPU_DIRTY_LIMIT_PERIOD_DEFAULT_MS;
     migration->channel.fd = -1;
     migration->cancel_pipe[0] = migration->cancel_pipe[1] = -1;
     pthread_mutex_init(&migration->lock, NULL);

@@ -120,6 +120,15 @@ json_t *migration_info(struct migration *migration)
     uint64_t throttle = atomic_load(&stats->cpu_throttle_percentage);
     if (throttle)
         json_object_set_new(info, "cpu-throttle-percentage", json_integer((json_int_t)throttle));
+    /* QEMU's, while dirty-limit throttles the guest (us). */
+    if (atomic_load(&stats->dirty_limit_on) && migration->host.dirty_limit_stats) {
+        uint64_t per_round, ring_full;
+        migration->host.dirty_limit_stats(migration->host.opaque, &per_round, &ring_full);
+        json_object_set_new(info, "dirty-limit-throttle-time-per-round",
+                            json_integer((json_int_t)per_round));
+        json_object_set_new(info, "dirty-limit-ring-full-time",
+                            json_integer((json_int_t)ring_full));
+    }
     if ((status == MIGRATION_FAILED || status == MIGRATION_CANCELLED) && error[0])
         json_object_set_new(info, "error-desc", json_string(error));
     return info;
@@ -202,6 +211,10 @@ int migration_hmp_info(const char *args, struct hmp_output *out, struct gw_error
                    human(field(device, "transferred"), a, sizeof(a)),
                    human(field(device, "precopy-pending"), b, sizeof(b)),
                    human(field(device, "stopcopy-pending"), c, sizeof(c)));
+    if (json_object_get(info, "dirty-limit-throttle-time-per-round"))
+        hmp_printf(out, "Dirty-limit:            throttle per round=%" PRIu64 " us, ring full "
+                   "time=%" PRIu64 " us\r\n", field(info, "dirty-limit-throttle-time-per-round"),
+                   field(info, "dirty-limit-ring-full-time"));
     if (json_object_get(info, "error-desc"))
         hmp_printf(out, "Error: %s\r\n", json_string_value(json_object_get(info, "error-desc")));
     json_decref(info);

@@ -47,7 +47,14 @@ struct migration_params {
     uint64_t cpu_throttle_tailslow;      /* default off */
     uint64_t max_cpu_throttle;           /* default 99 */
     uint64_t throttle_trigger_threshold; /* default 50 */
+    uint64_t vcpu_dirty_limit;           /* MB/s, default 1 */
+    uint64_t vcpu_dirty_limit_period;    /* x-vcpu-dirty-limit-period, ms, default 1000 */
 };
+
+/* QEMU's limits for dirty-limit's parameters. */
+#define VCPU_DIRTY_LIMIT_DEFAULT 1
+#define VCPU_DIRTY_LIMIT_PERIOD_DEFAULT_MS 1000
+#define VCPU_DIRTY_LIMIT_PERIOD_MAX_MS 1000
 
 /* How a migration runs: the CONFIG record (docs/stream.md). Taken from the
  * parameters and capabilities when a migration starts, on both sides. */
@@ -83,6 +90,7 @@ struct migration_stats {
     _Atomic uint64_t multifd_bytes;      /* of transferred, on multifd channels */
     struct convergence convergence;      /* what is left, the rates, the verdict */
     _Atomic uint64_t cpu_throttle_percentage;  /* what the VMM was last asked; 0 = none */
+    _Atomic bool dirty_limit_on;         /* the host's dirty limit, started by this migration */
 };
 
 struct migration {
@@ -97,6 +105,7 @@ struct migration {
     bool cap_events, cap_multifd, cap_channel_header;
     bool cap_pause_before_switchover;
     bool cap_auto_converge;
+    bool cap_dirty_limit;
     bool continue_requested;         /* migrate-continue in pre-switchover */
     struct migration_config config;  /* of the migration in progress: its thread's */
     bool incoming_expected;          /* started with --incoming defer */
@@ -170,6 +179,22 @@ void *migration_return_path_thread(void *opaque);
 int migration_wait_for_destination(struct migration *migration, bool *flag,
                                    uint64_t timeout_us, const char *what, struct gw_error *err);
 void migration_wait_for_rp_error(struct migration *migration);
+
+/* The source's dirty-limit (migration_dirty_limit.c), QEMU's capability:
+ * when the throttle trigger fires (migration_throttle.h) it asks the host
+ * to limit every vCPU to vcpu-dirty-limit, follows changes of the
+ * parameters, and ends the limit with the migration, whatever its end.
+ * Runs on the migration thread. */
+struct dirty_limit_control {
+    bool enabled;                    /* the capability, as the migration started */
+    bool active;                     /* the host's limit is on */
+    uint64_t rate, period_ms;        /* as last asked of the host */
+};
+void migration_dirty_limit_begin(struct migration *migration, struct dirty_limit_control *control);
+int migration_dirty_limit_after_sync(struct migration *migration,
+                                     struct dirty_limit_control *control, bool fired,
+                                     struct gw_error *err);
+void migration_dirty_limit_end(struct migration *migration, struct dirty_limit_control *control);
 
 /* The two sides' threads (migration_source.c, migration_destination.c). */
 void *migration_source_thread(void *opaque);

@@ -177,6 +177,10 @@ static const struct parameter parameters[] = {
       NULL },
     { "cpu-throttle-tailslow", 0, 1, PARAM_FIELD(cpu_throttle_tailslow), PARAM_BOOLEAN, NULL },
     { "max-cpu-throttle", 1, CPU_THROTTLE_MAX, PARAM_FIELD(max_cpu_throttle), "%", NULL },
+    /* dirty-limit: QEMU's at least 1 MB/s, no upper bound but the JSON integer's */
+    { "vcpu-dirty-limit", 1, BANDWIDTH_MAX, PARAM_FIELD(vcpu_dirty_limit), "MB/s", NULL },
+    { "x-vcpu-dirty-limit-period", 1, VCPU_DIRTY_LIMIT_PERIOD_MAX_MS,
+      PARAM_FIELD(vcpu_dirty_limit_period), "ms", NULL },
 };
 #define NR_PARAMETERS (sizeof(parameters) / sizeof(parameters[0]))
 
@@ -299,6 +303,7 @@ static const struct capability capabilities[] = {
     { "x-channel-header", CAP_FIELD(cap_channel_header) },
     { "pause-before-switchover", CAP_FIELD(cap_pause_before_switchover) },
     { "auto-converge", CAP_FIELD(cap_auto_converge) },
+    { "dirty-limit", CAP_FIELD(cap_dirty_limit) },
 };
 #define NR_CAPABILITIES (sizeof(capabilities) / sizeof(capabilities[0]))
 
@@ -332,9 +337,19 @@ static int unsupported_capability(const char *name, struct gw_error *err)
 static int check_capabilities(struct migration *migration, const bool *wanted,
                               struct gw_error *err)
 {
+    bool dirty_limit = wanted[find_capability("dirty-limit")];
+
     if (wanted[find_capability("auto-converge")] && !migration->host.set_cpu_throttle)
         return gw_error_set(err, -ENOTSUP, "Capability 'auto-converge' needs a VMM that can "
                             "throttle its vCPUs, and this one cannot");
+    /* QEMU's two rules for dirty-limit. */
+    if (dirty_limit && wanted[find_capability("auto-converge")])
+        return gw_error_set(err, -EINVAL, "dirty-limit conflicts with auto-converge: each "
+                            "slows the guest its own way; turn one of them off");
+    if (dirty_limit && !migration->host.dirty_limit_start)
+        return gw_error_set(err, -ENOTSUP, "dirty-limit requires a VMM with a KVM dirty ring "
+                            "(godwit-vm: --accel kvm,dirty-ring-size=N), as QEMU requires "
+                            "its accelerator property 'dirty-ring-size'");
     return 0;
 }
 
@@ -546,6 +561,7 @@ static const struct qmp_arg parameter_args[] = {
     { "throttle-trigger-threshold", QMP_ARG_ANY, true },
     { "cpu-throttle-initial", QMP_ARG_ANY, true }, { "cpu-throttle-increment", QMP_ARG_ANY, true },
     { "cpu-throttle-tailslow", QMP_ARG_ANY, true }, { "max-cpu-throttle", QMP_ARG_ANY, true },
+    { "vcpu-dirty-limit", QMP_ARG_ANY, true }, { "x-vcpu-dirty-limit-period", QMP_ARG_ANY, true },
     { NULL, 0, false },
 };
 static const struct qmp_arg continue_args[] = {

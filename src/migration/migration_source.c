@@ -46,6 +46,7 @@ struct source {
     uint64_t device_us;        /* and their own time on them (vmstate_pending) */
     struct dirty_sampler sampler;
     struct throttle_trigger trigger;   /* auto-converge's */
+    struct dirty_limit_control dirty_limit;   /* dirty-limit's, fired by the same trigger */
 };
 
 static uint64_t count_dirty(struct migration *migration)
@@ -204,6 +205,7 @@ static int setup(struct source *source, struct gw_error *err)
     source->tracking = true;
     throttle_trigger_start(&source->trigger, migration_now_us(),
                            atomic_load(&migration->stats.transferred));
+    migration_dirty_limit_begin(migration, &source->dirty_limit);
     /* Starting to track, every page dirty, is the first sync: QEMU counts
      * it too, so dirty-sync-count is 1 during the first pass. */
     atomic_store(&migration->stats.dirty_sync_count, 1);
@@ -260,6 +262,7 @@ static int run_pass(struct source *source, uint64_t pass, struct pass_figures *f
     uint64_t bytes_before = atomic_load(&stats->transferred);
     uint64_t started = migration_now_us(), sent_us, bytes;
     struct iovec part = { &pass, sizeof(pass) };
+    bool fired;
     int rc;
 
     atomic_store(&stats->pass_started_us, started);
@@ -307,9 +310,13 @@ static int run_pass(struct source *source, uint64_t pass, struct pass_figures *f
         figures->time_us = migration_now_us() - started;
         convergence_pass_begin(migration, figures->dirty_pages, true);
     }
-    /* The sync and the sample's syncs found these newly dirty. */
-    migration_throttle_sync(migration, &source->trigger,
-                            (figures->dirty_pages - left_dirty) * source->page_size);
+    /* The sync and the sample's syncs found these newly dirty; the trigger
+     * fires auto-converge's step or dirty-limit's start. */
+    fired = migration_throttle_sync(migration, &source->trigger,
+                                    (figures->dirty_pages - left_dirty) * source->page_size);
+    rc = migration_dirty_limit_after_sync(migration, &source->dirty_limit, fired, err);
+    if (rc < 0)
+        return rc;
     return 0;
 }
 
@@ -523,6 +530,7 @@ static void finish(struct source *source, int rc, struct gw_error *err)
         migration->host.dirty->stop(migration->host.dirty_opaque);
     /* Before a rollback runs the guest again: at its full speed. */
     migration_throttle_end(migration);
+    migration_dirty_limit_end(migration, &source->dirty_limit);
     if (rc < 0 && source->vm_stopped)
         migration->host.rollback(migration->host.opaque);
     if ((rc == -EPIPE || rc == -ECONNRESET) && migration->rp_running)

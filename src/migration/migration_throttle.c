@@ -86,7 +86,7 @@ static void cpu_throttle_up(struct migration *migration, const struct cpu_thrott
     atomic_store(&stats->cpu_throttle_percentage, next);
 }
 
-void migration_throttle_sync(struct migration *migration, struct throttle_trigger *trigger,
+bool migration_throttle_sync(struct migration *migration, struct throttle_trigger *trigger,
                              uint64_t newly_dirty_bytes)
 {
     struct cpu_throttle_params params;
@@ -107,10 +107,12 @@ void migration_throttle_sync(struct migration *migration, struct throttle_trigge
     if (!throttle_trigger_sync(trigger, migration_now_us(),
                                atomic_load(&migration->stats.transferred), newly_dirty_bytes,
                                threshold, &period))
-        return;
-    /* Throttle now: each way of slowing the guest that is on takes it. */
+        return false;
+    /* Throttle now: each way of slowing the guest that is on takes it
+     * (dirty-limit: migration_dirty_limit.c, from what this returns). */
     if (auto_converge)
         cpu_throttle_up(migration, &params, &period);
+    return true;
 }
 
 void migration_throttle_end(struct migration *migration)

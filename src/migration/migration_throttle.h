@@ -60,8 +60,10 @@ struct migration;
 
 /* The source's migration thread, after each precopy sync: feeds the
  * trigger and, when it fires with auto-converge on, asks the VMM for the
- * next step (migration_host.set_cpu_throttle). */
-void migration_throttle_sync(struct migration *migration, struct throttle_trigger *trigger,
+ * next step (migration_host.set_cpu_throttle). Returns whether it fired:
+ * with dirty-limit on instead, that starts the limit
+ * (migration_dirty_limit.c). */
+bool migration_throttle_sync(struct migration *migration, struct throttle_trigger *trigger,
                              uint64_t newly_dirty_bytes);
 /* The migration ended (completed, failed or cancelled): the guest gets its
  * full speed back. */
