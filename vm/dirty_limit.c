@@ -37,11 +37,9 @@ static void start_period(struct dirty_limit *limit, unsigned cpu, uint64_t now)
 
     vcpu->period_start_us = now;
     vcpu->period_start_pages = dirty_ring_harvested(limit->ring, cpu);
-    vcpu->period_sleep_us = 0;
 }
 
-/* The reaper's tick: each vCPU's rate over the period that ended, and how
- * long it took to fill a ring while it ran (its sleeps left out). */
+/* The reaper's tick: each vCPU's rate over the period that ended. */
 static void dirty_limit_tick(void *opaque)
 {
     struct dirty_limit *limit = opaque;
@@ -54,11 +52,8 @@ static void dirty_limit_tick(void *opaque)
         if (elapsed < limit->period_ms * 1000)
             continue;
         uint64_t pages = dirty_ring_harvested(limit->ring, cpu) - vcpu->period_start_pages;
-        uint64_t ran = elapsed > vcpu->period_sleep_us ? elapsed - vcpu->period_sleep_us : 0;
         vcpu->current_rate = (uint64_t)((double)pages * MEMORY_PAGE_SIZE * 1e6 /
                                         (double)elapsed / (double)MB);
-        vcpu->ring_full_us = pages ? (uint64_t)((double)ran * limit->ring->entries /
-                                                (double)pages) : 0;
         start_period(limit, cpu, now);
     }
     pthread_mutex_unlock(&limit->lock);
@@ -130,13 +125,19 @@ uint64_t dirty_limit_charge(struct dirty_limit *limit, unsigned cpu)
     vcpu = &limit->vcpus[cpu];
     pthread_mutex_lock(&limit->lock);
     if (vcpu->quota) {
-        refill(limit, vcpu, now_us());
+        uint64_t now = now_us();
+        refill(limit, vcpu, now);
+        /* From its last sleep to this fill it ran free: its ring-full time. */
+        if (vcpu->resumed_us)
+            vcpu->ring_full_us = now - vcpu->resumed_us;
+        vcpu->resumed_us = 0;
         pages = dirty_ring_harvested(limit->ring, cpu) - vcpu->charged;
         vcpu->charged += pages;
         vcpu->tokens -= (double)(pages * MEMORY_PAGE_SIZE);
         owed = owed_locked(vcpu);
         vcpu->round_sleep_us = owed;
-        vcpu->period_sleep_us += owed;
+        if (!owed)
+            vcpu->resumed_us = now;
     }
     pthread_mutex_unlock(&limit->lock);
     return owed;
@@ -144,14 +145,16 @@ uint64_t dirty_limit_charge(struct dirty_limit *limit, unsigned cpu)
 
 uint64_t dirty_limit_owed_us(struct dirty_limit *limit, unsigned cpu)
 {
-    uint64_t owed = 0;
+    uint64_t owed = 0, now = now_us();
 
     if (cpu >= limit->nr_vcpus)
         return 0;
     pthread_mutex_lock(&limit->lock);
     if (limit->vcpus[cpu].quota) {
-        refill(limit, &limit->vcpus[cpu], now_us());
+        refill(limit, &limit->vcpus[cpu], now);
         owed = owed_locked(&limit->vcpus[cpu]);
+        if (!owed)
+            limit->vcpus[cpu].resumed_us = now;
     }
     pthread_mutex_unlock(&limit->lock);
     return owed;
@@ -170,7 +173,7 @@ static void set_vcpu(struct dirty_limit *limit, unsigned cpu, uint64_t mb_per_s,
     }
     vcpu->quota = mb_per_s;
     if (!mb_per_s)
-        vcpu->round_sleep_us = 0;
+        vcpu->round_sleep_us = vcpu->ring_full_us = vcpu->resumed_us = 0;
     if (cpu < limit->ring->nr_vcpus)
         atomic_store(&limit->ring->vcpus[cpu].fill_limit,
                      mb_per_s ? limit->ring->entries / 2 : 0);

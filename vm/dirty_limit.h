@@ -33,10 +33,11 @@ struct vcpu_dirty_limit {
     uint64_t refilled_us;
     uint64_t charged;         /* pages of its ring already charged */
     uint64_t round_sleep_us;  /* what its last ring-full cost it */
-    /* Measured over the current period, then kept as the last one's. */
-    uint64_t period_start_us, period_start_pages, period_sleep_us;
+    uint64_t resumed_us;      /* when it last paid off what it owed (0: not since) */
+    uint64_t ring_full_us;    /* from then to its next ring-full: how long it runs free */
+    /* Its rate over the last period: pages taken from its ring. */
+    uint64_t period_start_us, period_start_pages;
     uint64_t current_rate;    /* MB/s */
-    uint64_t ring_full_us;    /* time it takes to fill its ring when it does not sleep */
 };
 
 struct dirty_limit {
@@ -72,8 +73,9 @@ uint64_t dirty_limit_charge(struct dirty_limit *limit, unsigned cpu);
 uint64_t dirty_limit_owed_us(struct dirty_limit *limit, unsigned cpu);
 
 /* QEMU's query-migrate figures, in us: the longest sleep per ring-full of a
- * limited vCPU, and the average time a dirtying vCPU takes to fill its ring
- * when it does not sleep. */
+ * limited vCPU (its last), and the average time the limited vCPUs last ran
+ * between paying and filling their ring again (to its fill limit, half the
+ * ring: dirty_ring_reaper.c). */
 void dirty_limit_stats(struct dirty_limit *limit, uint64_t *throttle_us_per_round,
                        uint64_t *ring_full_us);
 
