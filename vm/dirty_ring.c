@@ -35,70 +35,37 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
-#include <sys/mman.h>
 #include <time.h>
-#include <unistd.h>
 
-#include "kvm.h"
 
-int dirty_ring_enable(struct dirty_ring *ring, struct kvm *kvm, struct guest_memory *memory,
-                      uint32_t entries, unsigned max_vcpus, struct gw_error *err)
+int dirty_ring_setup(struct dirty_ring *ring, struct guest_memory *memory, uint32_t entries,
+                     unsigned max_vcpus, const struct dirty_ring_kvm_ops *ops, void *kvm,
+                     struct gw_error *err)
 {
-    int max_bytes = ioctl(kvm->vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_DIRTY_LOG_RING);
-    int acq_rel = ioctl(kvm->vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_DIRTY_LOG_RING_ACQ_REL);
-    uint64_t bytes = (uint64_t)entries * sizeof(struct kvm_dirty_gfn);
-    /* With ACQ_REL the kernel orders its own accesses to an entry's flags,
-     * as this file's acquire loads and release stores expect. */
-    struct kvm_enable_cap cap = { .cap = acq_rel > 0 ? KVM_CAP_DIRTY_LOG_RING_ACQ_REL
-                                                     : KVM_CAP_DIRTY_LOG_RING,
-                                  .args = { bytes } };
-
-    if (max_bytes <= 0)
-        return gw_error_set(err, -ENOTSUP, "--accel kvm,dirty-ring-size=%u: this host's KVM "
-                            "has no dirty ring (KVM_CAP_DIRTY_LOG_RING); use dirty-ring-size=0 "
-                            "or leave it out for the dirty bitmap", entries);
-    if (bytes > (uint64_t)max_bytes)
-        return gw_error_set(err, -EINVAL, "--accel kvm,dirty-ring-size=%u: this host's KVM "
-                            "allows at most %d entries per vCPU (%d bytes); use a power of "
-                            "two from 256 to %d", entries,
-                            max_bytes / (int)sizeof(struct kvm_dirty_gfn), max_bytes,
-                            max_bytes / (int)sizeof(struct kvm_dirty_gfn));
-    if (ioctl(kvm->vm_fd, KVM_ENABLE_CAP, &cap) < 0)
-        return gw_error_set(err, -errno, "--accel kvm,dirty-ring-size=%u: KVM refused a ring "
-                            "of %llu bytes per vCPU: %s", entries, (unsigned long long)bytes,
-                            strerror(errno));
-    *ring = (struct dirty_ring){ .kvm = kvm, .memory = memory, .entries = entries,
-                                 .max_vcpus = max_vcpus };
-    pthread_mutex_init(&ring->lock, NULL);
     pthread_condattr_t attr;
+
+    *ring = (struct dirty_ring){ .memory = memory, .entries = entries, .max_vcpus = max_vcpus,
+                                 .ops = ops, .kvm = kvm };
+    pthread_mutex_init(&ring->lock, NULL);
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     pthread_cond_init(&ring->reaper_wake, &attr);
     pthread_condattr_destroy(&attr);
     ring->vcpus = calloc(max_vcpus, sizeof(*ring->vcpus));
-    for (unsigned b = 0; b < memory->nr_blocks && ring->vcpus; b++)
+    if (!ring->vcpus)
+        return gw_error_set(err, -ENOMEM, "out of memory for the dirty rings");
+    for (unsigned b = 0; b < memory->nr_blocks; b++)
         if (!(ring->pending[b] = calloc(ram_block_bitmap_words(&memory->blocks[b]),
                                         sizeof(uint64_t))))
             return gw_error_set(err, -ENOMEM, "out of memory for the dirty ring's bitmaps");
-    if (!ring->vcpus)
-        return gw_error_set(err, -ENOMEM, "out of memory for the dirty rings");
     return 0;
 }
 
-int dirty_ring_map_vcpu(struct dirty_ring *ring, unsigned index, int vcpu_fd,
-                        struct gw_error *err)
+int dirty_ring_attach(struct dirty_ring *ring, unsigned index, struct kvm_dirty_gfn *gfns,
+                      struct gw_error *err)
 {
-    size_t bytes = (size_t)ring->entries * sizeof(struct kvm_dirty_gfn);
-    void *gfns;
-
     if (index >= ring->max_vcpus)
         return gw_error_set(err, -EINVAL, "vCPU %u has no dirty ring slot", index);
-    gfns = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, vcpu_fd,
-                KVM_DIRTY_LOG_PAGE_OFFSET * sysconf(_SC_PAGESIZE));
-    if (gfns == MAP_FAILED)
-        return gw_error_set(err, -errno, "cannot map vCPU %u's dirty ring: %s", index,
-                            strerror(errno));
     ring->vcpus[index].gfns = gfns;
     if (index >= ring->nr_vcpus)
         ring->nr_vcpus = index + 1;
@@ -170,24 +137,35 @@ static int reset_ring(struct dirty_ring *ring, struct dirty_ring_vcpu *vcpu,
     if (vcpu->reset == vcpu->fetch)
         return 0;
     do
-        count = ioctl(ring->kvm->vm_fd, KVM_RESET_DIRTY_RINGS, 0);
-    while (count < 0 && errno == EINTR);
+        count = ring->ops->reset(ring);
+    while (count == -EINTR);
     if (count < 0)
-        return gw_error_set(err, -errno, "KVM_RESET_DIRTY_RINGS failed: %s", strerror(errno));
+        return gw_error_set(err, count, "KVM_RESET_DIRTY_RINGS failed: %s", strerror(-count));
     vcpu->reset += (uint32_t)count;
     return 0;
 }
 
 /* KVM wrote past the ring's end: some entries were overwritten before they
- * were taken, and the pages they named are unknown. While the migration
- * tracks, every page counts as dirty again, so none is lost. */
-static void note_overflow(struct dirty_ring *ring, struct dirty_ring_vcpu *vcpu)
+ * were taken. The pages they named are unknown, and they may stay writable
+ * without a new entry (KVM re-protects a page only when its entry is
+ * reset). So logging is turned off and on again, which write-protects
+ * every page, and then, while the migration tracks, every page counts as
+ * dirty: a write before the re-protection is sent by the next pass, one
+ * after it pushes an entry again. */
+static int note_overflow(struct dirty_ring *ring, struct dirty_ring_vcpu *vcpu,
+                         struct gw_error *err)
 {
     const struct guest_memory *memory = ring->memory;
+    int rc;
 
     atomic_fetch_add(&vcpu->overflows, 1);
+    if (!ring->users)
+        return 0;
+    if ((rc = ring->ops->set_logging(ring, false, err)) < 0 ||
+        (rc = ring->ops->set_logging(ring, true, err)) < 0)
+        return rc;
     if (!(ring->users & DIRTY_RING_USER_MIGRATION))
-        return;
+        return 0;
     for (unsigned b = 0; b < memory->nr_blocks; b++) {
         uint64_t pages = ram_block_pages(&memory->blocks[b]);
         uint64_t words = ram_block_bitmap_words(&memory->blocks[b]);
@@ -195,6 +173,7 @@ static void note_overflow(struct dirty_ring *ring, struct dirty_ring_vcpu *vcpu)
         if (pages % 64)   /* no bit past the last page */
             ring->pending[b][words - 1] = (1ULL << (pages % 64)) - 1;
     }
+    return 0;
 }
 
 /* The distance from fetch to the first dirty entry after it, or 0 if there
@@ -281,8 +260,8 @@ static int harvest_vcpu(struct dirty_ring *ring, struct dirty_ring_vcpu *vcpu, b
         vcpu->empty_full_exits = 0;
         rc = reset_ring(ring, vcpu, err);
     }
-    if (overflowed)
-        note_overflow(ring, vcpu);
+    if (overflowed && rc == 0)
+        rc = note_overflow(ring, vcpu, err);
     return rc;
 }
 
@@ -367,7 +346,7 @@ int dirty_ring_use(struct dirty_ring *ring, enum dirty_ring_user user, bool on,
     before = ring->users;
     after = on ? before | user : before & ~(unsigned)user;
     if (on && !before)
-        rc = kvm_set_dirty_logging(ring->kvm, memory->blocks, memory->nr_blocks, true, err);
+        rc = ring->ops->set_logging(ring, true, err);
     if (rc == 0 && on)
         rc = dirty_ring_reaper_start_locked(ring, err);
     if (rc == 0 && user == DIRTY_RING_USER_MIGRATION) {
@@ -381,7 +360,7 @@ int dirty_ring_use(struct dirty_ring *ring, enum dirty_ring_user user, bool on,
     if (rc == 0 && before && !after) {
         /* What was logged before logging stopped is nobody's: harvest it so
          * the rings start the next user empty. */
-        rc = kvm_set_dirty_logging(ring->kvm, memory->blocks, memory->nr_blocks, false, err);
+        rc = ring->ops->set_logging(ring, false, err);
         dirty_ring_harvest_locked(ring, NULL);
     }
     pthread_cond_broadcast(&ring->reaper_wake);
@@ -480,7 +459,7 @@ void dirty_ring_cleanup(struct dirty_ring *ring)
     dirty_ring_reaper_stop(ring);
     for (unsigned v = 0; ring->vcpus && v < ring->nr_vcpus; v++)
         if (ring->vcpus[v].gfns)
-            munmap(ring->vcpus[v].gfns, (size_t)ring->entries * sizeof(struct kvm_dirty_gfn));
+            ring->ops->unmap(ring, ring->vcpus[v].gfns);
     free(ring->vcpus);
     for (unsigned b = 0; b < 2; b++)
         free(ring->pending[b]);

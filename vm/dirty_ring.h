@@ -52,8 +52,22 @@ struct dirty_ring_hooks {
     void *opaque;
 };
 
+struct dirty_ring;
+
+/* What the ring asks of KVM (dirty_ring_kvm.c; a simulated KVM in
+ * tests/unit/test_dirty_ring.c). */
+struct dirty_ring_kvm_ops {
+    /* KVM_RESET_DIRTY_RINGS: how many entries KVM reset, or -errno. */
+    int (*reset)(struct dirty_ring *ring);
+    /* KVM's dirty logging on every block's memslot, on or off; turning it
+     * on write-protects every page. */
+    int (*set_logging)(struct dirty_ring *ring, bool on, struct gw_error *err);
+    void (*unmap)(struct dirty_ring *ring, struct kvm_dirty_gfn *gfns);
+};
+
 struct dirty_ring {
-    struct kvm *kvm;
+    const struct dirty_ring_kvm_ops *ops;
+    struct kvm *kvm;                /* the ops' */
     struct guest_memory *memory;
     uint32_t entries;               /* per vCPU, a power of two; 0: no ring */
     unsigned nr_vcpus;              /* rings mapped */
@@ -74,12 +88,20 @@ struct dirty_ring {
 extern const struct dirty_tracker_ops dirty_ring_ops;
 
 /* Enables the ring with entries per vCPU; before any vCPU exists. Fails
- * with the allowed range when the host's KVM cannot have that size. */
+ * with the allowed range when the host's KVM cannot have that size
+ * (dirty_ring_kvm.c, as the next). */
 int dirty_ring_enable(struct dirty_ring *ring, struct kvm *kvm, struct guest_memory *memory,
                       uint32_t entries, unsigned max_vcpus, struct gw_error *err);
 /* Maps vCPU index's ring; after KVM_CREATE_VCPU. */
 int dirty_ring_map_vcpu(struct dirty_ring *ring, unsigned index, int vcpu_fd,
                         struct gw_error *err);
+/* What those two do without KVM (dirty_ring.c): the ring's state for
+ * entries per vCPU talking to KVM through ops; a vCPU's ring, gfns. */
+int dirty_ring_setup(struct dirty_ring *ring, struct guest_memory *memory, uint32_t entries,
+                     unsigned max_vcpus, const struct dirty_ring_kvm_ops *ops, void *kvm,
+                     struct gw_error *err);
+int dirty_ring_attach(struct dirty_ring *ring, unsigned index, struct kvm_dirty_gfn *gfns,
+                      struct gw_error *err);
 /* A user starts or stops needing KVM's logging (and the reaper). */
 int dirty_ring_use(struct dirty_ring *ring, enum dirty_ring_user user, bool on,
                    struct gw_error *err);
