@@ -159,6 +159,7 @@ static int note_overflow(struct dirty_ring *ring, struct dirty_ring_vcpu *vcpu,
     int rc;
 
     atomic_fetch_add(&vcpu->overflows, 1);
+    vcpu->overflowed_once = true;
     if (!ring->users)
         return 0;
     if ((rc = ring->ops->set_logging(ring, false, err)) < 0 ||
@@ -210,7 +211,9 @@ static uint32_t gap_before_dirty(struct dirty_ring *ring, struct dirty_ring_vcpu
  *  - a gap before dirty entries (gap_before_dirty). Its positions come
  *    before a filled one, so they are filled too and may be swept; without
  *    that the entries behind the gap would never be taken, not even by the
- *    final sync;
+ *    final sync. A gap needs KVM to have gone a ring past its reset index,
+ *    which the first two signs catch at the harvest whose reset leaves the
+ *    gap; so it is looked for only on a ring that overflowed before;
  *  - two ring-full exits in a row with nothing to take, no gap seen and no
  *    harvest between them: KVM counts positions as filled that are all
  *    cleared. KVM counts at least its soft limit filled then, and that is
@@ -242,8 +245,11 @@ static int harvest_vcpu(struct dirty_ring *ring, struct dirty_ring_vcpu *vcpu, b
 
     *taken = 0;
     rc = take_and_reset(ring, vcpu, &overflowed, taken, err);
-    /* A gap can be swept only where KVM's reset index is known to be fetch. */
-    for (unsigned round = 0; rc == 0 && vcpu->reset == vcpu->fetch && round < 4 &&
+    /* A gap comes only from a harvest that met an overflow, and is looked
+     * for (a read of the whole ring) only after one. It can be swept only
+     * where KVM's reset index is known to be fetch. */
+    for (unsigned round = 0; rc == 0 && (overflowed || vcpu->overflowed_once) &&
+                             vcpu->reset == vcpu->fetch && round < 4 &&
                              (gap = gap_before_dirty(ring, vcpu)); round++) {
         overflowed = true;
         sweep(ring, vcpu, vcpu->fetch, gap);

@@ -32,6 +32,7 @@ struct dirty_ring_vcpu {
      * overwrote an entry before it was reset: dirty_ring.c). */
     uint32_t fetch, reset;
     unsigned empty_full_exits;      /* ring-full exits in a row that found nothing */
+    bool overflowed_once;           /* gaps are possible from now on (dirty_ring.c) */
     _Atomic uint64_t harvested;     /* pages ever taken from this ring */
     _Atomic uint64_t full_exits;    /* KVM_EXIT_DIRTY_RING_FULL seen */
     _Atomic uint64_t overflows;     /* times KVM wrote past the ring's end */
