@@ -150,6 +150,7 @@ class Migration(MigrationTestCase):
         source.qmp.command("migrate", uri=second_uri)
         info = self.wait_limited(source)
         self.assertGreaterEqual(info["dirty-limit-ring-full-time"], 0)
+        self.assertIn("Dirty-limit:            throttle per round=", source.qmp.hmp("info migrate"))
         # The migration holds the limit: QMP may not change it meanwhile.
         with self.assertRaises(QmpError) as caught:
             source.qmp.command("set-vcpu-dirty-limit", **{"dirty-rate": 500})
@@ -179,6 +180,9 @@ class Migration(MigrationTestCase):
                                    **{"avail-switchover-bandwidth": 1})
                 source.qmp.command("migrate", uri=uri)
                 self.wait_limited(source)
+                # A vCPU that filled its ring sleeps: QEMU's figure shows it.
+                wait_migration(source.qmp, ("active",), timeout=30, predicate=lambda i: i.get(
+                    "dirty-limit-throttle-time-per-round", 0) > 0)
                 self.assertLessEqual(limited_passes(source, 1), 1)
                 if end == "cancel":
                     source.qmp.command("migrate_cancel")
