@@ -63,8 +63,11 @@ class SmallRing(MigrationTestCase):
         source = self.start_source(append=DIRTY, extra=ring(256))
         uri = f"unix:{source.path('migrate.sock')}"
         destination = self.start_destination(uri, extra=ring(256))
-        # Held back until the guest has re-dirtied pages already sent.
-        source.qmp.command("migrate-set-parameters", **{"avail-switchover-bandwidth": 1})
+        # Held back until the guest has re-dirtied pages already sent. The
+        # rings overflow here (vm/dirty_ring.c) and all RAM is resent each
+        # pass: the limit lets that converge, however slow the machine.
+        source.qmp.command("migrate-set-parameters", **{"avail-switchover-bandwidth": 1,
+                                                        "downtime-limit": 5000})
         source.qmp.command("migrate", uri=uri)
         wait_migration(source.qmp, ("active",),
                        predicate=lambda i: i["ram"]["dirty-sync-count"] >= 4)
