@@ -313,7 +313,9 @@ uint64_t convergence_ram_remaining(struct migration *migration, bool vm_running)
 /* The throttles acting on the guest now. The verdict reads them here
  * alone, so a throttle the engine gains (auto-converge's
  * cpu-throttle-percentage, dirty-limit's time per round) is wired in one
- * place. Auto-converge's is (migration_throttle.c). */
+ * place. Auto-converge's is (migration_throttle.c); dirty-limit's is the
+ * host's figure while the limit holds the guest: 0 until a vCPU has had
+ * to sleep. */
 struct throttle_view {
     uint64_t cpu_percent;         /* auto-converge: share of each vCPU's time taken */
     uint64_t dirty_limit_us;      /* dirty-limit: throttle time per round */
@@ -321,9 +323,14 @@ struct throttle_view {
 
 static void throttle_now(struct migration *migration, struct throttle_view *view)
 {
+    uint64_t ring_full_us;
+
     *view = (struct throttle_view){
         .cpu_percent = atomic_load(&migration->stats.cpu_throttle_percentage),
     };
+    if (atomic_load(&migration->stats.dirty_limit_on) && migration->host.dirty_limit_stats)
+        migration->host.dirty_limit_stats(migration->host.opaque, &view->dirty_limit_us,
+                                          &ring_full_us);
 }
 
 static const char *rate_text(uint64_t bytes_per_second, char *buf, size_t len)

@@ -181,8 +181,11 @@ class Migration(MigrationTestCase):
                 source.qmp.command("migrate", uri=uri)
                 self.wait_limited(source)
                 # A vCPU that filled its ring sleeps: QEMU's figure shows it.
-                wait_migration(source.qmp, ("active",), timeout=30, predicate=lambda i: i.get(
+                info = wait_migration(source.qmp, ("active",), timeout=30, predicate=lambda i: i.get(
                     "dirty-limit-throttle-time-per-round", 0) > 0)
+                # And so does the verdict (ours).
+                self.assertEqual(info["convergence"]["state"], "throttled")
+                self.assertIn("throttled (dirty-limit, ", info["convergence"]["reason"])
                 self.assertLessEqual(limited_passes(source, 1), 1)
                 if end == "cancel":
                     source.qmp.command("migrate_cancel")
