@@ -87,6 +87,14 @@ class Commands(VmTestCase):
         params = qmp.command("query-migrate-parameters")
         self.assertEqual((params["vcpu-dirty-limit"], params["x-vcpu-dirty-limit-period"]),
                          (1, 1000))
+        # As QEMU: one way of slowing the guest at a time.
+        with self.assertRaises(QmpError) as caught:
+            qmp.command("migrate-set-capabilities",
+                        capabilities=[{"capability": "dirty-limit", "state": True},
+                                      {"capability": "auto-converge", "state": True}])
+        self.assertIn("dirty-limit conflicts with auto-converge", caught.exception.desc)
+        caps = {c["capability"]: c["state"] for c in qmp.command("query-migrate-capabilities")}
+        self.assertEqual((caps["dirty-limit"], caps["auto-converge"]), (False, False))
         qmp.command("migrate-set-parameters", **{"vcpu-dirty-limit": 100,
                                                  "x-vcpu-dirty-limit-period": 1})
         params = qmp.command("query-migrate-parameters")
