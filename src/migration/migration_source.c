@@ -45,7 +45,7 @@ struct source {
     uint64_t device_stopcopy;  /* the devices' stop-copy bytes at the last sync */
     uint64_t device_us;        /* and their own time on them (vmstate_pending) */
     struct dirty_sampler sampler;
-    struct throttle_trigger trigger;   /* auto-converge's */
+    struct throttle_trigger trigger;   /* auto-converge's and dirty-limit's */
     struct dirty_limit_control dirty_limit;   /* dirty-limit's, fired by the same trigger */
 };
 
