@@ -18,7 +18,7 @@ byte-exact (increment rule and pass count). For each run: converged or not,
 total time, downtime, the throttle reached (cpu-throttle-percentage, or the
 dirty-limit's throttle time per round), and the guest's progress: its passes
 over the window per second during the migration, as a share of the rate it
-was asked for.
+was asked for, and the work it lost (elapsed times the missing share).
 
 Beside each D: seed 001's largest convergent dirty rate for this B and y,
 computed from x, the sync time godwit measured in these runs (median of
@@ -194,7 +194,17 @@ def progress_text(record):
     if record.get("elapsed", 0) < 2 * window_mib / record["rate"]:
         return "guest progress -"
     share = record["progress"] * window_mib / record["rate"]
-    return f"guest {record['progress']:.2f} passes/s ({share:.0%})"
+    return (f"guest {record['progress']:.2f} passes/s ({share:.0%}, "
+            f"{lost_seconds(record):.1f} s of work lost)")
+
+
+def lost_seconds(record):
+    """The guest's work the migration cost it, in seconds at the asked rate:
+    a throttle that holds the guest hard but briefly can cost less than a
+    mild one that holds it long."""
+    window_mib = (WINDOW[1] - WINDOW[0]) / MiB
+    share = record["progress"] * window_mib / record["rate"]
+    return max(0.0, record["elapsed"] * (1 - share))
 
 
 def cell(record, timeout):
@@ -328,8 +338,10 @@ def section(results, args, made=None, png_rel="benchmarks"):
             "run's destination is checked byte-exact. Each cell: converged or not, total "
             "time and downtime, the throttle reached (auto-converge's "
             "cpu-throttle-percentage, dirty-limit's throttle time per round), and the guest's "
-            "progress during the migration in passes over its window per second (and as a "
-            "share of the rate asked). \"formula\": whether seed 001's formula lets this D "
+            "progress during the migration in passes over its window per second, as a "
+            "share of the rate asked, and the guest work lost: elapsed time times the share "
+            "missing, in seconds at the asked rate (a throttle that holds the guest hard but "
+            "briefly can cost it less than a mild one that holds it long). \"formula\": whether seed 001's formula lets this D "
             "converge, with x the median sync time godwit reported in these runs. How to read "
             "it: down a column the guest dirties faster; a throttle should turn every \"no\" "
             "into \"yes\", and the less progress it takes from the guest the better.", "",
