@@ -872,13 +872,16 @@ class ProxySelfCheck(unittest.TestCase):
         got, order = [], []
         state = {"main_id": None}
 
-        def connection(sock):
+        # order lists connections as accepted (one thread, so in the order
+        # they connected), each filled in once its header is read: the
+        # connection threads may run in any order.
+        def connection(sock, seq):
             data = b""
             sock.settimeout(10)
             try:
                 head = recv_exact(sock, CHANNEL_HEADER_SIZE)
                 fields = parse_channel_header(head)
-                order.append((fields["type"], fields["id"]))
+                order[seq] = (fields["type"], fields["id"])
                 if fields["type"] == CHANNEL_MAIN:
                     state["main_id"] = fields["id"]
                 elif fields["id"] != state["main_id"] and foreign_answer:
@@ -902,7 +905,9 @@ class ProxySelfCheck(unittest.TestCase):
                     sock, _ = listener.accept()
                 except OSError:
                     return
-                threading.Thread(target=connection, args=(sock,), daemon=True).start()
+                order.append((None, None))
+                threading.Thread(target=connection, args=(sock, len(order) - 1),
+                                 daemon=True).start()
         threading.Thread(target=accept, daemon=True).start()
         return listener.getsockname()[1], got, order
 
