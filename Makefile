@@ -3,7 +3,7 @@
 #   make demo     boot the test guest and drive it over QMP
 #   make check    every test (unit and fuzz corpus under ASan/UBSan), one summary line
 #   make bench    godwit beside QEMU 7.2, same guest, same run: tables, plots and
-#                 docs/benchmarks.md (quick set, under 10 minutes; scripts/setup-deps --bench)
+#                 docs/benchmarks.md (quick set with the convergence map, about 15 minutes; scripts/setup-deps --bench)
 #   make bench-full  the same with 2 GiB and 4 GiB guests as well
 #   make fuzz     libFuzzer on every parser for FUZZ_SECONDS each (clang)
 #   make soak     one guest migrated back and forth SOAK_HOPS times, checked at every hop

@@ -120,11 +120,14 @@ def run_once(config, rate, limit_ms, args):
         started = time.monotonic()
         source.qmp.command("migrate", uri=uri)
         cpu_max = dl_max = 0
+        last_expected = None
         syncs = []
         cancelled = False
         while True:
             info = source.qmp.command("query-migrate")
             cpu, dl = throttle_of(info)
+            if "expected-downtime" in info:
+                last_expected = info["expected-downtime"]
             cpu_max, dl_max = max(cpu_max, cpu), max(dl_max, dl)
             sync = info.get("ram", {}).get("last-dirty-sync")
             if sync and sync.get("total"):
@@ -146,6 +149,9 @@ def run_once(config, rate, limit_ms, args):
         if status == "completed":
             info = settle(source, info)
             record.update(total_ms=info.get("total-time"), downtime_ms=info.get("downtime"))
+            # godwit's prediction at the stop (ours); QEMU 7.2 has none, so
+            # its last expected-downtime sampled while active (100 ms apart).
+            record["predicted_ms"] = info.get("expected-downtime-at-switchover", last_expected)
             # Passes the guest made while the source ran it (up to switchover).
             record["progress"] = passes / max(elapsed, 1e-3)
             check_guest(destination, earlier=(source,))
@@ -207,6 +213,12 @@ def lost_seconds(record):
     return max(0.0, record["elapsed"] * (1 - share))
 
 
+def prediction_ratio(record):
+    if not record["downtime_ms"]:
+        return ""
+    return f", {record['predicted_ms'] / record['downtime_ms']:.2f}x"
+
+
 def cell(record, timeout):
     if record is None:
         return "-"
@@ -214,6 +226,8 @@ def cell(record, timeout):
         return record
     if record["converged"]:
         text = f"yes {record['total_ms'] / 1000:.1f} s, down {record['downtime_ms']} ms"
+        if record.get("predicted_ms") is not None:
+            text += f" (predicted {record['predicted_ms']}{prediction_ratio(record)})"
     else:
         text = f"no (cancelled at {timeout:g} s)"
     if record["cpu_throttle"]:
@@ -272,6 +286,16 @@ def targets(results, rates, limits):
                 "not measured" if not measured else
                 f"did not converge at D = {not_conv}" if not_conv else
                 f"every measured point converged ({len(measured)} of {len(rates)})"))
+        ratios = [r["predicted_ms"] / r["downtime_ms"] for r in
+                  (results.get((c, rate, limit)) for c in ("godwit", "godwit-ac", "godwit-dl")
+                   for rate in rates)
+                  if isinstance(r, dict) and r["converged"] and r.get("predicted_ms") is not None
+                  and r["downtime_ms"]]
+        inside = [x for x in ratios if 0.8 <= x <= 1.2]
+        if ratios:
+            lines.append(f"  - godwit's predicted/measured downtime within 20%: {len(inside)} of "
+                         f"{len(ratios)} converged runs (range {min(ratios):.2f} to "
+                         f"{max(ratios):.2f}; downtimes of a few ms are counted in whole ms)")
         for rate in rates:
             ac, dl = results.get(("godwit-ac", rate, limit)), results.get(("godwit-dl", rate, limit))
             if isinstance(ac, dict) and isinstance(dl, dict) and (ac["cpu_throttle"] or dl["dl_time"]):
@@ -327,6 +351,28 @@ def measure(args, log=print):
     return results
 
 
+READING = (
+    "Where the formula and the measurements disagree, and why. The formula models "
+    "QEMU's bandwidth estimate and a guest whose dirty pages grow with time without "
+    "bound; with x of about 0.01 ms it allows every D below B and none at or above it. "
+    "(1) At D >= B a guest still converges in some runs without a throttle (godwit at "
+    "300 ms and 512 MiB/s in both runs of 2026-12-02; at 256 MiB/s godwit in 3 of 4 "
+    "runs, QEMU in 2 of 4): the test guest "
+    "sweeps a 128 MiB window in address order, so what is dirty after a pass is at "
+    "most the window, and fewer pages when the guest's sweep and the pass's walk "
+    "run in step; godwit re-arms dirty logging just before it reads each 64-page "
+    "chunk (KVM_CLEAR_DIRTY_LOG), so only writes after the send count, while QEMU "
+    "7.2 clears in 1 GiB chunks, and converges less often there. A real workload's "
+    "pattern decides this, not its rate alone. (2) The formula's bound is in the "
+    "rate the estimate sees; max-bandwidth paces precopy but not the stop-copy "
+    "phase, which runs at the link's full speed: godwit predicts the downtime at the "
+    "paced rate, so where it converges near the limit the real downtime is several "
+    "times shorter (predicted/measured 7 to 9 at 300 ms), and QEMU's expected-downtime "
+    "errs the same way. (3) Downtimes of 1 to 7 ms are mostly fixed costs the "
+    "estimate leaves out (stopping the vCPU, device state, the READY/GO round trip) "
+    "and are counted in whole ms, so their ratios say little.")
+
+
 def section(results, args, made=None, png_rel="benchmarks"):
     images = [f"![convergence, {limit} ms]({png_rel}/{name})" for limit, name in
               sorted((made or {}).items())]
@@ -336,7 +382,9 @@ def section(results, args, made=None, png_rel="benchmarks"):
             f"max-bandwidth B = {BANDWIDTH // MiB} MiB/s; a run not completed after "
             f"{args.timeout:g} s is cancelled and its source checked intact; a completed "
             "run's destination is checked byte-exact. Each cell: converged or not, total "
-            "time and downtime, the throttle reached (auto-converge's "
+            "time and downtime (with the predicted downtime and predicted/measured: godwit's "
+            "expected-downtime-at-switchover, QEMU's last expected-downtime sampled), the "
+            "throttle reached (auto-converge's "
             "cpu-throttle-percentage, dirty-limit's throttle time per round), and the guest's "
             "progress during the migration in passes over its window per second, as a "
             "share of the rate asked, and the guest work lost: elapsed time times the share "
@@ -346,7 +394,7 @@ def section(results, args, made=None, png_rel="benchmarks"):
             "it: down a column the guest dirties faster; a throttle should turn every \"no\" "
             "into \"yes\", and the less progress it takes from the guest the better.", "",
             *tables(results, args.rates, args.limits, args.configs, args.timeout),
-            *targets(results, args.rates, args.limits), "", *images, ""]
+            *targets(results, args.rates, args.limits), "", READING, "", *images, ""]
 
 
 def main():
