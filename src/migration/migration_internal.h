@@ -206,6 +206,17 @@ json_t *migration_info(struct migration *migration);
 int migration_hmp_info(const char *args, struct hmp_output *out, struct gw_error *err,
                        void *opaque);
 
+/* The parameter commands (migration_params.c): migrate-set-parameters,
+ * query-migrate-parameters, info migrate_parameters and
+ * migrate_set_parameter; opaque is the migration. */
+int migration_qmp_set_parameters(json_t *args, json_t **ret, struct gw_error *err, void *opaque);
+int migration_qmp_query_parameters(json_t *args, json_t **ret, struct gw_error *err,
+                                   void *opaque);
+int migration_hmp_info_parameters(const char *args, struct hmp_output *out, struct gw_error *err,
+                                  void *opaque);
+int migration_hmp_set_parameter(const char *args, struct hmp_output *out, struct gw_error *err,
+                                void *opaque);
+
 /* SETUP, ACTIVE, PRE_SWITCHOVER, DEVICE or CANCELLING: a migration runs. */
 bool migration_in_progress(enum migration_status status);
 

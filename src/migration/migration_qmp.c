@@ -1,17 +1,14 @@
-/* The migration's QMP and HMP commands, with QEMU's names and units.
- * Parameters are checked here, where they are set, and the message says the
- * allowed range. */
+/* The migration's QMP and HMP commands, with QEMU's names and units: the
+ * commands that start, stop and steer a migration, the capabilities, and
+ * their registration (the parameters' own are in migration_params.c). */
 #include "migration_internal.h"
-#include "migration_throttle.h"
 
 #include <errno.h>
-#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include <godwit/hmp.h>
-#include <godwit/size.h>
 
 static int start_migrate(struct migration *migration, const char *uri_text, struct gw_error *err)
 {
@@ -129,163 +126,6 @@ static int qmp_migrate_continue(json_t *args, json_t **ret, struct gw_error *err
     if (status != wanted)
         return gw_error_set(err, -EINVAL, "Migration not in expected state: %s",
                             migration_status_name(status));
-    return 0;
-}
-
-/* --- parameters --- */
-
-struct parameter {
-    const char *name;
-    uint64_t min, max;
-    size_t offset;
-    const char *unit;             /* PARAM_BOOLEAN: a JSON boolean, stored as 0 or 1 */
-    const char *const *choices;   /* a string parameter: its values, stored as an index */
-};
-
-#define PARAM_BOOLEAN "boolean"
-
-static bool is_boolean(const struct parameter *p)
-{
-    return !strcmp(p->unit, PARAM_BOOLEAN);
-}
-
-static const char *const compression_choices[] = { "none", "zstd", NULL };
-static const char *const zero_detection_choices[] = { "none", "legacy", "multifd", NULL };
-
-#define PARAM_FIELD(field) offsetof(struct migration_params, field)
-static const struct parameter parameters[] = {
-    { "downtime-limit", 0, DOWNTIME_LIMIT_MAX_MS, PARAM_FIELD(downtime_limit_ms), "ms", NULL },
-    { "max-bandwidth", 0, BANDWIDTH_MAX, PARAM_FIELD(max_bandwidth), "bytes/second", NULL },
-    { "avail-switchover-bandwidth", 0, BANDWIDTH_MAX, PARAM_FIELD(avail_switchover_bandwidth),
-      "bytes/second", NULL },
-    { "multifd-channels", 1, MULTIFD_CHANNELS_MAX, PARAM_FIELD(multifd_channels), "channels",
-      NULL },
-    { "multifd-compression", 0, 1, PARAM_FIELD(multifd_compression), "", compression_choices },
-    { "multifd-zstd-level", 0, ZSTD_LEVEL_MAX, PARAM_FIELD(multifd_zstd_level), "", NULL },
-    { "zero-page-detection", 0, 2, PARAM_FIELD(zero_page_detection), "",
-      zero_detection_choices },
-    { "x-multifd-channels-device-state", 0, MULTIFD_CHANNELS_MAX, PARAM_FIELD(device_channels),
-      "channels", NULL },
-    { "x-multifd-packet-pages", 1, STREAM_PAGES_PER_RECORD, PARAM_FIELD(packet_pages), "pages",
-      NULL },
-    /* auto-converge, with QEMU's ranges (migration_throttle.h) */
-    { "throttle-trigger-threshold", 1, 100, PARAM_FIELD(throttle_trigger_threshold), "%",
-      NULL },
-    { "cpu-throttle-initial", 1, CPU_THROTTLE_MAX, PARAM_FIELD(cpu_throttle_initial), "%",
-      NULL },
-    { "cpu-throttle-increment", 1, CPU_THROTTLE_MAX, PARAM_FIELD(cpu_throttle_increment), "%",
-      NULL },
-    { "cpu-throttle-tailslow", 0, 1, PARAM_FIELD(cpu_throttle_tailslow), PARAM_BOOLEAN, NULL },
-    { "max-cpu-throttle", 1, CPU_THROTTLE_MAX, PARAM_FIELD(max_cpu_throttle), "%", NULL },
-    /* dirty-limit: QEMU's at least 1 MB/s, no upper bound but the JSON integer's */
-    { "vcpu-dirty-limit", 1, BANDWIDTH_MAX, PARAM_FIELD(vcpu_dirty_limit), "MB/s", NULL },
-    { "x-vcpu-dirty-limit-period", 1, VCPU_DIRTY_LIMIT_PERIOD_MAX_MS,
-      PARAM_FIELD(vcpu_dirty_limit_period), "ms", NULL },
-};
-#define NR_PARAMETERS (sizeof(parameters) / sizeof(parameters[0]))
-
-static uint64_t *parameter_field(struct migration_params *params, const struct parameter *p)
-{
-    return (uint64_t *)((char *)params + p->offset);
-}
-
-static const struct parameter *find_parameter(const char *name)
-{
-    for (size_t i = 0; i < NR_PARAMETERS; i++)
-        if (!strcmp(parameters[i].name, name))
-            return &parameters[i];
-    return NULL;
-}
-
-static void list_choices(const char *const *choices, char *buf, size_t len)
-{
-    size_t used = 0;
-
-    buf[0] = '\0';
-    for (size_t i = 0; choices[i] && used < len; i++)
-        used += (size_t)snprintf(buf + used, len - used, "%s'%s'", i ? ", " : "", choices[i]);
-}
-
-/* Checks a value and converts it to what the parameter stores. */
-static int parse_parameter(const struct parameter *p, json_t *value, uint64_t *out,
-                           struct gw_error *err)
-{
-    char allowed[128];
-
-    if (is_boolean(p)) {
-        if (!json_is_boolean(value))
-            return gw_error_set(err, -EINVAL, "Invalid parameter type for '%s', expected: "
-                                "boolean", p->name);
-        *out = json_is_true(value);
-        return 0;
-    }
-    if (p->choices) {
-        const char *text = json_string_value(value);
-        for (uint64_t i = 0; text && p->choices[i]; i++) {
-            if (!strcmp(text, p->choices[i])) {
-                *out = i;
-                return 0;
-            }
-        }
-        list_choices(p->choices, allowed, sizeof(allowed));
-        return gw_error_set(err, -EINVAL, "Parameter '%s' expects one of %s", p->name, allowed);
-    }
-    if (!json_is_integer(value) || json_integer_value(value) < (json_int_t)p->min ||
-        (uint64_t)json_integer_value(value) > p->max)
-        return gw_error_set(err, -EINVAL, "Parameter '%s' expects an integer from %" PRIu64
-                            " to %" PRIu64 "%s%s%s", p->name, p->min, p->max,
-                            p->unit[0] ? " (" : "", p->unit, p->unit[0] ? ")" : "");
-    *out = (uint64_t)json_integer_value(value);
-    return 0;
-}
-
-static json_t *parameter_value(const struct parameter *p, uint64_t value)
-{
-    if (is_boolean(p))
-        return json_boolean(value);
-    return p->choices ? json_string(p->choices[value]) : json_integer((json_int_t)value);
-}
-
-static int qmp_set_parameters(json_t *args, json_t **ret, struct gw_error *err, void *opaque)
-{
-    struct migration *migration = opaque;
-    struct migration_params params;
-    const char *key;
-    json_t *value;
-
-    (void)ret;
-    pthread_mutex_lock(&migration->lock);
-    params = migration->params;
-    pthread_mutex_unlock(&migration->lock);
-    /* All or nothing: check every value before applying any. */
-    json_object_foreach(args, key, value) {
-        const struct parameter *found = find_parameter(key);
-        if (!found)
-            return gw_error_set(err, -EINVAL, "Parameter '%s' is unexpected; see "
-                                "query-migrate-parameters for godwit's", key);
-        if (parse_parameter(found, value, parameter_field(&params, found), err) < 0)
-            return -EINVAL;
-    }
-    pthread_mutex_lock(&migration->lock);
-    migration->params = params;
-    pthread_mutex_unlock(&migration->lock);
-    return 0;
-}
-
-static int qmp_query_parameters(json_t *args, json_t **ret, struct gw_error *err, void *opaque)
-{
-    struct migration *migration = opaque;
-    json_t *result = json_object();
-
-    (void)args;
-    (void)err;
-    pthread_mutex_lock(&migration->lock);
-    for (size_t i = 0; i < NR_PARAMETERS; i++)
-        json_object_set_new(result, parameters[i].name,
-                            parameter_value(&parameters[i],
-                                            *parameter_field(&migration->params, &parameters[i])));
-    pthread_mutex_unlock(&migration->lock);
-    *ret = result;
     return 0;
 }
 
@@ -417,28 +257,6 @@ static int qmp_query_migrate(json_t *args, json_t **ret, struct gw_error *err, v
 
 /* --- HMP --- */
 
-static int hmp_info_parameters(const char *args, struct hmp_output *out, struct gw_error *err,
-                               void *opaque)
-{
-    struct migration *migration = opaque;
-
-    (void)args;
-    (void)err;
-    pthread_mutex_lock(&migration->lock);
-    for (size_t i = 0; i < NR_PARAMETERS; i++) {
-        uint64_t value = *parameter_field(&migration->params, &parameters[i]);
-        if (is_boolean(&parameters[i]))
-            hmp_printf(out, "%s: %s\r\n", parameters[i].name, value ? "on" : "off");
-        else if (parameters[i].choices)
-            hmp_printf(out, "%s: %s\r\n", parameters[i].name, parameters[i].choices[value]);
-        else
-            hmp_printf(out, "%s: %" PRIu64 " %s\r\n", parameters[i].name, value,
-                       parameters[i].unit);
-    }
-    pthread_mutex_unlock(&migration->lock);
-    return 0;
-}
-
 static int hmp_info_capabilities(const char *args, struct hmp_output *out, struct gw_error *err,
                                  void *opaque)
 {
@@ -493,59 +311,6 @@ static int hmp_migrate_continue(const char *args, struct hmp_output *out, struct
     return rc;
 }
 
-/* As QEMU's HMP: on, off, yes, no, true, false; -1 for anything else. */
-static int hmp_parse_bool(const char *text)
-{
-    static const char *const words[][2] = { { "on", "off" }, { "yes", "no" },
-                                            { "true", "false" } };
-
-    for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
-        for (int off = 0; off < 2; off++)
-            if (!strcmp(text, words[i][off]))
-                return !off;
-    return -1;
-}
-
-/* HMP takes human sizes for bandwidths ("100M" is 100 MiB/s), plain
- * milliseconds for the downtime limit and on/off for booleans. */
-static int hmp_set_parameter(const char *args, struct hmp_output *out, struct gw_error *err,
-                             void *opaque)
-{
-    char name[64];
-    const char *value_text;
-    uint64_t value;
-    int rc;
-
-    (void)out;
-    if (sscanf(args, "%63s", name) != 1 || !(value_text = strchr(args, ' ')))
-        return gw_error_set(err, -EINVAL, "usage: migrate_set_parameter NAME VALUE");
-    while (*value_text == ' ')
-        value_text++;
-    const struct parameter *parameter = find_parameter(name);
-    json_t *request, *ret = NULL;
-    if (parameter && is_boolean(parameter)) {
-        int on = hmp_parse_bool(value_text);
-        if (on < 0)
-            return gw_error_set(err, -EINVAL, "Parameter '%s' expects 'on' or 'off'", name);
-        request = json_pack("{s:b}", name, on);
-    } else if (parameter && parameter->choices) {
-        request = json_pack("{s:s}", name, value_text);
-    } else {
-        bool bandwidth = parameter && !strcmp(parameter->unit, "bytes/second");
-        rc = size_parse(value_text, bandwidth ? SIZE_MiB : 1, &value, err);
-        if (rc < 0)
-            return rc;
-        if (value > (uint64_t)INT64_MAX)   /* more than QMP's JSON carries */
-            return gw_error_set(err, -EINVAL, "Parameter '%s' expects at most %" PRIu64 "%s",
-                                name, parameter ? parameter->max : (uint64_t)INT64_MAX,
-                                bandwidth ? " bytes/second" : "");
-        request = json_pack("{s:I}", name, (json_int_t)value);
-    }
-    rc = qmp_set_parameters(request, &ret, err, opaque);
-    json_decref(request);
-    return rc;
-}
-
 static const struct qmp_arg migrate_args[] = {
     { "uri", QMP_ARG_STR, false }, { "blk", QMP_ARG_BOOL, true }, { "inc", QMP_ARG_BOOL, true },
     { "detach", QMP_ARG_BOOL, true }, { "resume", QMP_ARG_BOOL, true }, { NULL, 0, false },
@@ -579,8 +344,8 @@ int migration_register_monitor(struct migration *migration, struct gw_error *err
         { "migrate_cancel", NULL, qmp_migrate_cancel, migration },
         { "migrate-continue", continue_args, qmp_migrate_continue, migration },
         { "x-migrate-switchover-now", NULL, qmp_switchover_now, migration },
-        { "migrate-set-parameters", parameter_args, qmp_set_parameters, migration },
-        { "query-migrate-parameters", NULL, qmp_query_parameters, migration },
+        { "migrate-set-parameters", parameter_args, migration_qmp_set_parameters, migration },
+        { "query-migrate-parameters", NULL, migration_qmp_query_parameters, migration },
         { "migrate-set-capabilities", capability_args, qmp_set_capabilities, migration },
         { "query-migrate-capabilities", NULL, qmp_query_capabilities, migration },
         { "query-migrate", NULL, qmp_query_migrate, migration },
@@ -588,8 +353,8 @@ int migration_register_monitor(struct migration *migration, struct gw_error *err
     const struct hmp_command hmp[] = {
         { "info migrate", "", "show the migration's status and figures", migration_hmp_info,
           migration },
-        { "info migrate_parameters", "", "show the migration parameters", hmp_info_parameters,
-          migration },
+        { "info migrate_parameters", "", "show the migration parameters",
+          migration_hmp_info_parameters, migration },
         { "info migrate_capabilities", "", "show the migration capabilities",
           hmp_info_capabilities, migration },
         { "migrate", "URI", "migrate the VM to URI", hmp_migrate, migration },
@@ -600,7 +365,7 @@ int migration_register_monitor(struct migration *migration, struct gw_error *err
         { "migrate_continue", "STATE", "go on from STATE (pre-switchover, with the "
           "pause-before-switchover capability)", hmp_migrate_continue, migration },
         { "migrate_set_parameter", "NAME VALUE", "set a migration parameter (bandwidths in "
-          "MiB/s unless suffixed)", hmp_set_parameter, migration },
+          "MiB/s unless suffixed)", migration_hmp_set_parameter, migration },
     };
     /* The server keeps pointers: the tables live as long as the migration. */
     migration->qmp_commands = malloc(sizeof(qmp));
