@@ -128,6 +128,12 @@ int vm_migration_init(struct vm *vm, struct gw_error *err)
     rc = migration_register_monitor(vm->migration, err);
     if (rc < 0)
         return rc;
+    for (unsigned i = 0; i < vm->config.nr_objects; i++) {
+        if ((rc = migration_object_add(vm->migration, vm->config.objects[i], err)) < 0) {
+            gw_error_prefix(err, "--object %s", vm->config.objects[i]);
+            return rc;
+        }
+    }
     if (vm->config.incoming_defer)
         migration_expect_incoming(vm->migration);
     if (vm->config.has_incoming_uri) {

@@ -44,6 +44,13 @@ const char options_usage[] =
     "                       a test device holding SIZE bytes of state (4K to 1G, a multiple\n"
     "                       of 4K; a bare number means bytes) that changes while the guest\n"
     "                       runs; up to 8, each with its own id (1 to 31 of A-Z a-z 0-9 _ -)\n"
+    "  --object tls-creds-x509,id=ID,dir=DIR,endpoint=server|client,verify-peer=on|off\n"
+    "  --object tls-creds-psk,id=ID,dir=DIR,endpoint=server|client,username=NAME\n"
+    "  --object authz-simple,id=ID,identity=DN\n"
+    "                       QEMU's objects for the migration parameters tls-creds and\n"
+    "                       tls-authz: x509 reads ca-cert.pem, server-cert.pem and\n"
+    "                       server-key.pem (or client-*) from DIR, psk reads keys.psk\n"
+    "                       (USERNAME:HEXKEY lines); checked at start-up; up to 16\n"
     "  --name NAME          the VM's name, as query-name reports it (1 to 255 printable\n"
     "                       characters)\n"
     "  --help               print this help and exit\n"
@@ -52,6 +59,7 @@ const char options_usage[] =
 enum option_id {
     OPT_MEMORY = 256, OPT_KERNEL, OPT_APPEND, OPT_SERIAL, OPT_QMP, OPT_MEM_PATH,
     OPT_MEM_PREALLOC, OPT_INCOMING, OPT_DEVICE, OPT_HELP, OPT_VERSION, OPT_ACCEL, OPT_NAME,
+    OPT_OBJECT,
     OPT_PAUSED = 'S',
 };
 
@@ -67,6 +75,7 @@ static const struct option long_options[] = {
     { "device", required_argument, NULL, OPT_DEVICE },
     { "accel", required_argument, NULL, OPT_ACCEL },
     { "name", required_argument, NULL, OPT_NAME },
+    { "object", required_argument, NULL, OPT_OBJECT },
     { "paused", no_argument, NULL, OPT_PAUSED },
     { "help", no_argument, NULL, OPT_HELP },
     { "version", no_argument, NULL, OPT_VERSION },
@@ -356,6 +365,14 @@ static int parse_accel(const char *arg, struct vm_config *config, struct gw_erro
     return parse_dirty_ring_size(arg, property + 16, config, err);
 }
 
+static int parse_object(const char *arg, struct vm_config *config, struct gw_error *err)
+{
+    if (config->nr_objects == VM_OBJECTS_MAX)
+        return gw_error_set(err, -EINVAL, "--object %s: at most %d objects", arg, VM_OBJECTS_MAX);
+    config->objects[config->nr_objects++] = arg;
+    return 0;
+}
+
 static int parse_one(int id, const char *arg, struct vm_config *config, struct gw_error *err)
 {
     switch (id) {
@@ -371,6 +388,7 @@ static int parse_one(int id, const char *arg, struct vm_config *config, struct g
     case OPT_NAME: return parse_name(arg, config, err);
     case OPT_PAUSED: config->start_paused = true; return 0;
     case OPT_ACCEL: return parse_accel(arg, config, err);
+    case OPT_OBJECT: return parse_object(arg, config, err);
     }
     return gw_error_set(err, -EINVAL, "internal error: option %d has no parser", id);
 }
@@ -398,7 +416,7 @@ int options_parse(int argc, char **argv, struct vm_config *config, struct gw_err
             return gw_error_set(err, -EINVAL,
                                 "unknown option '%s'; the options are --memory, --kernel, "
                                 "--append, --serial, --qmp, --mem-path, --mem-prealloc, "
-                                "--incoming, -S (--paused), --device, --accel, --name, "
+                                "--incoming, -S (--paused), --device, --accel, --object, --name, "
                                 "--help and --version",
                                 bad);
         }

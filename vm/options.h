@@ -37,6 +37,9 @@ struct vm_accel_config {
                                * channel (still in pieces), so tests can mix both kinds */
 };
 
+/* --object TYPE,id=ID,...: made (and checked) once the migration exists. */
+#define VM_OBJECTS_MAX 16
+
 struct vm_config {
     uint64_t memory;          /* bytes */
     const char *kernel;
@@ -56,6 +59,8 @@ struct vm_config {
     struct uri incoming;
     struct vm_accel_config accel[VM_ACCEL_MAX];
     unsigned nr_accel;
+    const char *objects[VM_OBJECTS_MAX];
+    unsigned nr_objects;
 };
 
 /* The VM waits for an incoming migration (--incoming URI or defer). */

@@ -6,7 +6,8 @@
  * closes through them and never touches a descriptor, so a transport that
  * wraps another (TLS) or is not a byte stream underneath (RDMA's control
  * path) is one more set of ops. Today's sets: a socket and a file
- * (src/channel/channel_fd.c). */
+ * (src/channel/channel_fd.c), and TLS over a socket
+ * (src/channel/channel_tls.c). */
 #ifndef GODWIT_CHANNEL_H
 #define GODWIT_CHANNEL_H
 
@@ -49,6 +50,9 @@ struct channel_ops {
      * peer sees the end while this side still reads. */
     void (*shutdown)(struct channel *channel, bool write_only);
     void (*close)(struct channel *channel);
+    /* Optional: whether bytes a read would return are already here, in
+     * the transport's buffer, where a poll() on fd cannot see them. */
+    bool (*buffered)(struct channel *channel);
 };
 
 struct channel {
@@ -57,6 +61,7 @@ struct channel {
     enum uri_kind kind;
     bool has_return_path;   /* false for file: and for an fd: that is not a socket */
     char description[300];  /* the URI, for messages */
+    void *priv;             /* a wrapping transport's state (TLS) */
 };
 
 /* Source side: connects (tcp, unix), adopts (fd) or creates (file). A
@@ -95,6 +100,25 @@ uint64_t channel_unsent_bytes(const struct channel *channel);
 /* The shortest round trip TCP has seen on the channel, in us (its
  * tcpi_min_rtt: queues left out); 0 for what is not TCP. */
 uint64_t channel_round_trip_us(const struct channel *channel);
+
+/* Whether a read would return bytes at once without a poll() on fd
+ * seeing them (TLS holds decrypted bytes of a record read whole). */
+bool channel_buffered(struct channel *channel);
+
+/* TLS over a connected socket channel (channel_tls.c): the handshake as a
+ * client (the source: checks the server's certificate against
+ * config->hostname) or a server (checks the client's certificate when its
+ * creds have verify-peer=on, and its identity when config->check_identity),
+ * within 10 s, returning -ECANCELED when cancel_fd becomes readable. On a
+ * failed handshake the channel is left as it was, plain; once the handshake
+ * is done it carries TLS, even when the identity is then refused (-EACCES),
+ * so that the refusal reaches the peer. */
+struct tls_config;
+int channel_tls_start(struct channel *channel, const struct tls_config *config, bool server,
+                      int cancel_fd, struct gw_error *err);
+/* The session's cipher and protocol names ("" for a plain channel). */
+void channel_tls_describe(struct channel *channel, char *cipher, size_t cipher_len,
+                          char *protocol, size_t protocol_len);
 
 /* Stream I/O callbacks over the channel. */
 struct stream_io channel_stream_io(struct channel *channel);

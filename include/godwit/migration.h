@@ -112,6 +112,9 @@ struct migration *migration_new(const struct migration_host *host, struct qmp_se
 /* Registers migrate, migrate-incoming, migrate_cancel, the parameter and
  * capability commands, query-migrate and the HMP commands. */
 int migration_register_monitor(struct migration *migration, struct gw_error *err);
+/* Makes an object from godwit-vm's --object TYPE,id=ID,... text (the TLS
+ * credentials and authz-simple, include/godwit/objects.h), as object-add. */
+int migration_object_add(struct migration *migration, const char *text, struct gw_error *err);
 /* Starts waiting for an incoming migration (--incoming URI). */
 int migration_incoming(struct migration *migration, const char *uri, struct gw_error *err);
 /* Marks this side as a destination waiting for migrate-incoming (--incoming defer). */

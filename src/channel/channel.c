@@ -140,6 +140,11 @@ uint64_t channel_unsent_bytes(const struct channel *channel)
     return (uint64_t)bytes;
 }
 
+bool channel_buffered(struct channel *channel)
+{
+    return channel->fd >= 0 && channel->ops->buffered && channel->ops->buffered(channel);
+}
+
 static int stream_read(void *opaque, void *buf, size_t len, struct gw_error *err)
 {
     struct channel *channel = opaque;

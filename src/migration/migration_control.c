@@ -37,6 +37,12 @@ struct migration *migration_new(const struct migration_host *host, struct qmp_se
         gw_error_set(err, -ENOMEM, "out of memory creating the migration state");
         return NULL;
     }
+    migration->objects = objects_new();
+    if (!migration->objects) {
+        free(migration);
+        gw_error_set(err, -ENOMEM, "out of memory creating the migration state");
+        return NULL;
+    }
     migration->host = *host;
     migration->qmp = qmp;
     migration->params.downtime_limit_ms = 300;
@@ -119,6 +125,8 @@ void migration_free(struct migration *migration)
     migration_request_cancel(migration);
     migration_join(migration);
     ram_bitmaps_free(migration->bitmaps, STREAM_BLOCKS_MAX);
+    migration_tls_release(migration);
+    objects_free(migration->objects);
     for (int i = 0; i < 2; i++)
         if (migration->cancel_pipe[i] >= 0)
             close(migration->cancel_pipe[i]);
@@ -183,6 +191,9 @@ int migration_launch(struct migration *migration, const struct uri *uri, bool de
     if (rc < 0)
         return rc;
     migration_join(migration);   /* the previous, finished thread */
+    rc = migration_tls_prepare(migration, uri, destination, err);
+    if (rc < 0)
+        return rc;
     ram_bitmaps_free(migration->bitmaps, STREAM_BLOCKS_MAX);
     memset(&migration->stats, 0, sizeof(migration->stats));
     atomic_store(&migration->cancel_requested, false);
@@ -258,7 +269,7 @@ static int check_uri(struct migration *migration, const struct uri *uri, struct 
         return gw_error_set(err, -EINVAL, "x-multifd-channels-device-state %" PRIu64 " needs "
                             "the multifd and x-channel-header capabilities; set them or set "
                             "the parameter to 0", device_channels);
-    return 0;
+    return migration_tls_check_uri(migration, uri, err);
 }
 
 int migration_parse_uri(struct migration *migration, const char *text, struct uri *uri,

@@ -30,7 +30,8 @@ static void drain_until_closed(struct channel *channel)
 
     channel_shutdown_write(channel);
     while (migration_now_us() < deadline &&
-           poll(&pfd, 1, (int)((deadline - migration_now_us()) / 1000) + 1) > 0) {
+           (channel_buffered(channel) ||
+            poll(&pfd, 1, (int)((deadline - migration_now_us()) / 1000) + 1) > 0)) {
         ssize_t n = channel_read_some(channel, sink, sizeof(sink));
         if (n <= 0 && n != -EINTR)
             break;
@@ -52,7 +53,7 @@ static int wait_for_go(struct migration *migration, struct gw_error *err)
         if (migration_cancelled(migration) || (fds[1].fd >= 0 && fds[1].revents))
             return gw_error_set(err, -ECANCELED, "the incoming migration was cancelled while "
                                 "it waited for the source's GO");
-        if (fds[0].revents)
+        if (fds[0].revents || channel_buffered(&migration->channel))
             return 0;
         if (now >= deadline)
             return gw_error_set(err, -ETIMEDOUT, "the source sent no GO within %u ms of READY: "

@@ -171,6 +171,7 @@ json_t *migration_info(struct migration *migration)
         json_object_set_new(info, "dirty-limit-ring-full-time",
                             json_integer((json_int_t)ring_full));
     }
+    migration_tls_info(migration, info);
     if ((status == MIGRATION_FAILED || status == MIGRATION_CANCELLED) && error[0])
         json_object_set_new(info, "error-desc", json_string(error));
     return info;

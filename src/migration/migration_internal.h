@@ -15,7 +15,9 @@
 #include <godwit/channel.h>
 #include <godwit/hmp.h>
 #include <godwit/migration.h>
+#include <godwit/objects.h>
 #include <godwit/stream.h>
+#include <godwit/tls.h>
 
 #include "migration/migration_convergence.h"
 #include "ram/ram_internal.h"
@@ -49,6 +51,10 @@ struct migration_params {
     uint64_t throttle_trigger_threshold; /* default 50 */
     uint64_t vcpu_dirty_limit;           /* MB/s, default 1 */
     uint64_t vcpu_dirty_limit_period;    /* x-vcpu-dirty-limit-period, ms, default 1000 */
+    /* TLS (QEMU's): object ids and a host name; "" is off */
+    char tls_creds[TLS_ID_MAX];
+    char tls_hostname[256];
+    char tls_authz[TLS_ID_MAX];
 };
 
 /* QEMU's limits for dirty-limit's parameters. */
@@ -159,6 +165,12 @@ struct migration {
     unsigned nr_multifd_channels;
     int cancel_pipe[2];              /* wakes a destination waiting in accept */
     struct uri uri;
+    /* --object and object-add's objects; the TLS settings of the migration
+     * in progress, taken from them when it launched (migration_tls.c) and
+     * its main channel's cipher, for query-migrate. */
+    struct objects *objects;
+    struct tls_config tls;
+    char tls_cipher[64], tls_protocol[32];
 
     /* Destination: RP_ERROR goes out once, from whichever thread fails first. */
     pthread_mutex_t rp_write_lock;
@@ -274,4 +286,20 @@ int migration_take_named_fd(struct migration *migration, struct uri *uri, struct
 bool migration_begin_cancel(struct migration *migration);
 int migration_launch(struct migration *migration, const struct uri *uri, bool destination,
                      struct gw_error *err);
+
+/* TLS (migration_tls.c): what tls-creds, tls-hostname and tls-authz ask
+ * of a URI (file: and rdma: refused with TLS); the settings a migration
+ * launching now takes (references to the objects, in migration->tls); TLS
+ * on a channel just connected or accepted, when the migration uses it;
+ * the "tls" object of query-migrate; object-add and object-del. */
+int migration_tls_check_uri(struct migration *migration, const struct uri *uri,
+                            struct gw_error *err);
+int migration_tls_prepare(struct migration *migration, const struct uri *uri, bool destination,
+                          struct gw_error *err);
+void migration_tls_release(struct migration *migration);
+int migration_tls_start(struct migration *migration, struct channel *channel, bool destination,
+                        struct gw_error *err);
+void migration_tls_info(struct migration *migration, json_t *info);
+int migration_qmp_object_add(json_t *args, json_t **ret, struct gw_error *err, void *opaque);
+int migration_qmp_object_del(json_t *args, json_t **ret, struct gw_error *err, void *opaque);
 #endif

@@ -20,10 +20,17 @@ struct parameter {
 };
 
 #define PARAM_BOOLEAN "boolean"
+/* A free string, stored as a char array of max bytes, the NUL included. */
+#define PARAM_STRING "string"
 
 static bool is_boolean(const struct parameter *p)
 {
     return !strcmp(p->unit, PARAM_BOOLEAN);
+}
+
+static bool is_string(const struct parameter *p)
+{
+    return !strcmp(p->unit, PARAM_STRING);
 }
 
 static const char *const compression_choices[] = { "none", "zstd", NULL };
@@ -58,12 +65,37 @@ static const struct parameter parameters[] = {
     { "vcpu-dirty-limit", 1, BANDWIDTH_MAX, PARAM_FIELD(vcpu_dirty_limit), "MB/s", NULL },
     { "x-vcpu-dirty-limit-period", 1, VCPU_DIRTY_LIMIT_PERIOD_MAX_MS,
       PARAM_FIELD(vcpu_dirty_limit_period), "ms", NULL },
+    /* TLS, as QEMU: ids of --object/object-add objects and a host name */
+    { "tls-creds", 0, TLS_ID_MAX, PARAM_FIELD(tls_creds), PARAM_STRING, NULL },
+    { "tls-hostname", 0, 256, PARAM_FIELD(tls_hostname), PARAM_STRING, NULL },
+    { "tls-authz", 0, TLS_ID_MAX, PARAM_FIELD(tls_authz), PARAM_STRING, NULL },
 };
 #define NR_PARAMETERS (sizeof(parameters) / sizeof(parameters[0]))
 
 static uint64_t *parameter_field(struct migration_params *params, const struct parameter *p)
 {
     return (uint64_t *)((char *)params + p->offset);
+}
+
+static char *parameter_string(struct migration_params *params, const struct parameter *p)
+{
+    return (char *)params + p->offset;
+}
+
+/* As QEMU's StrOrNull: a string, or null for "" (off). */
+static int parse_string(const struct parameter *p, json_t *value,
+                        struct migration_params *params, struct gw_error *err)
+{
+    const char *text = json_is_null(value) ? "" : json_string_value(value);
+
+    if (!text)
+        return gw_error_set(err, -EINVAL, "Invalid parameter type for '%s', expected: string",
+                            p->name);
+    if (strlen(text) >= p->max)
+        return gw_error_set(err, -EINVAL, "Parameter '%s' expects a string of at most %" PRIu64
+                            " bytes", p->name, p->max - 1);
+    strcpy(parameter_string(params, p), text);
+    return 0;
 }
 
 static const struct parameter *find_parameter(const char *name)
@@ -140,7 +172,9 @@ int migration_qmp_set_parameters(json_t *args, json_t **ret, struct gw_error *er
         if (!found)
             return gw_error_set(err, -EINVAL, "Parameter '%s' is unexpected; see "
                                 "query-migrate-parameters for godwit's", key);
-        if (parse_parameter(found, value, parameter_field(&params, found), err) < 0)
+        if (is_string(found) ? parse_string(found, value, &params, err) < 0
+                             : parse_parameter(found, value, parameter_field(&params, found),
+                                               err) < 0)
             return -EINVAL;
     }
     pthread_mutex_lock(&migration->lock);
@@ -159,8 +193,12 @@ int migration_qmp_query_parameters(json_t *args, json_t **ret, struct gw_error *
     pthread_mutex_lock(&migration->lock);
     for (size_t i = 0; i < NR_PARAMETERS; i++)
         json_object_set_new(result, parameters[i].name,
-                            parameter_value(&parameters[i],
-                                            *parameter_field(&migration->params, &parameters[i])));
+                            is_string(&parameters[i])
+                                ? json_string(parameter_string(&migration->params,
+                                                               &parameters[i]))
+                                : parameter_value(&parameters[i],
+                                                  *parameter_field(&migration->params,
+                                                                   &parameters[i])));
     pthread_mutex_unlock(&migration->lock);
     *ret = result;
     return 0;
@@ -177,8 +215,12 @@ int migration_hmp_info_parameters(const char *args, struct hmp_output *out, stru
     (void)err;
     pthread_mutex_lock(&migration->lock);
     for (size_t i = 0; i < NR_PARAMETERS; i++) {
-        uint64_t value = *parameter_field(&migration->params, &parameters[i]);
-        if (is_boolean(&parameters[i]))
+        uint64_t value = is_string(&parameters[i]) ? 0
+                         : *parameter_field(&migration->params, &parameters[i]);
+        if (is_string(&parameters[i]))
+            hmp_printf(out, "%s: '%s'\r\n", parameters[i].name,
+                       parameter_string(&migration->params, &parameters[i]));
+        else if (is_boolean(&parameters[i]))
             hmp_printf(out, "%s: %s\r\n", parameters[i].name, value ? "on" : "off");
         else if (parameters[i].choices)
             hmp_printf(out, "%s: %s\r\n", parameters[i].name, parameters[i].choices[value]);
@@ -227,6 +269,9 @@ int migration_hmp_set_parameter(const char *args, struct hmp_output *out, struct
         request = json_pack("{s:b}", name, on);
     } else if (parameter && parameter->choices) {
         request = json_pack("{s:s}", name, value_text);
+    } else if (parameter && is_string(parameter)) {
+        /* '""' is the empty string: TLS off */
+        request = json_pack("{s:s}", name, strcmp(value_text, "\"\"") ? value_text : "");
     } else {
         bool bandwidth = parameter && !strcmp(parameter->unit, "bytes/second");
         rc = size_parse(value_text, bandwidth ? SIZE_MiB : 1, &value, err);

@@ -327,7 +327,20 @@ static const struct qmp_arg parameter_args[] = {
     { "cpu-throttle-initial", QMP_ARG_ANY, true }, { "cpu-throttle-increment", QMP_ARG_ANY, true },
     { "cpu-throttle-tailslow", QMP_ARG_ANY, true }, { "max-cpu-throttle", QMP_ARG_ANY, true },
     { "vcpu-dirty-limit", QMP_ARG_ANY, true }, { "x-vcpu-dirty-limit-period", QMP_ARG_ANY, true },
+    { "tls-creds", QMP_ARG_ANY, true }, { "tls-hostname", QMP_ARG_ANY, true },
+    { "tls-authz", QMP_ARG_ANY, true },
     { NULL, 0, false },
+};
+/* The properties of the types godwit makes (include/godwit/objects.h). */
+static const struct qmp_arg object_add_args[] = {
+    { "qom-type", QMP_ARG_STR, false }, { "id", QMP_ARG_STR, false },
+    { "dir", QMP_ARG_STR, true }, { "endpoint", QMP_ARG_STR, true },
+    { "verify-peer", QMP_ARG_BOOL, true }, { "username", QMP_ARG_STR, true },
+    { "priority", QMP_ARG_STR, true }, { "identity", QMP_ARG_STR, true },
+    { NULL, 0, false },
+};
+static const struct qmp_arg object_del_args[] = {
+    { "id", QMP_ARG_STR, false }, { NULL, 0, false },
 };
 static const struct qmp_arg continue_args[] = {
     { "state", QMP_ARG_STR, false }, { NULL, 0, false },
@@ -349,6 +362,8 @@ int migration_register_monitor(struct migration *migration, struct gw_error *err
         { "migrate-set-capabilities", capability_args, qmp_set_capabilities, migration },
         { "query-migrate-capabilities", NULL, qmp_query_capabilities, migration },
         { "query-migrate", NULL, qmp_query_migrate, migration },
+        { "object-add", object_add_args, migration_qmp_object_add, migration },
+        { "object-del", object_del_args, migration_qmp_object_del, migration },
     };
     const struct hmp_command hmp[] = {
         { "info migrate", "", "show the migration's status and figures", migration_hmp_info,

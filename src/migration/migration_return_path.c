@@ -53,6 +53,11 @@ void *migration_return_path_thread(void *opaque)
         !migration_cancelled(migration))
         snprintf(migration->rp_error, sizeof(migration->rp_error),
                  "its return path is corrupt: %.450s", err.msg);
+    /* TLS: the destination ended the session with an alert (it refused
+     * this side's certificate or key after the handshake, as TLS 1.3
+     * lets a server do) */
+    if (rc == -EACCES && !migration->rp_error[0] && !migration_cancelled(migration))
+        snprintf(migration->rp_error, sizeof(migration->rp_error), "%.500s", err.msg);
     migration->rp_closed = true;
     pthread_cond_broadcast(&migration->changed);
     pthread_mutex_unlock(&migration->lock);

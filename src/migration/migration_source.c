@@ -178,6 +178,10 @@ static int setup(struct source *source, struct gw_error *err)
     rc = channel_connect(&migration->uri, migration->cancel_pipe[0], &channel, err);
     if (rc < 0)
         return rc;
+    if ((rc = migration_tls_start(migration, &channel, false, err)) < 0) {
+        channel_close(&channel);
+        return rc;
+    }
     pthread_mutex_lock(&migration->lock);
     migration->channel = channel;
     if (migration_cancelled(migration))

@@ -19,6 +19,8 @@
 #define CHANNELS_TIMEOUT_US (30ULL * 1000000)
 
 static const char *const type_names[] = { "?", "main", "multifd RAM", "multifd device state" };
+/* The first byte of a TLS connection: a handshake record. */
+#define TLS_RECORD_HANDSHAKE 0x16
 
 /* --- source --- */
 
@@ -48,6 +50,8 @@ int multifd_connect(struct migration *migration, uint32_t page_size, struct gw_e
         uint8_t header[CHANNEL_HEADER_SIZE];
         struct channel channel;
         rc = channel_connect(&migration->uri, migration->cancel_pipe[0], &channel, err);
+        if (rc == 0 && (rc = migration_tls_start(migration, &channel, false, err)) < 0)
+            channel_close(&channel);
         if (rc < 0) {
             gw_error_prefix(err, "multifd channel %u", i);
             return rc;
@@ -99,7 +103,9 @@ static int wait_bytes(struct channel *channel, int cancel_fd, uint8_t *buf, size
         if (now >= deadline)
             return gw_error_set(err, -ETIMEDOUT, "the connection sent no channel header within "
                                 "%d s", HEADER_TIMEOUT_MS / 1000);
-        int ready = poll(fds, cancel_fd >= 0 ? 2 : 1, (int)((deadline - now) / 1000) + 1);
+        /* TLS may hold plaintext already read off the socket */
+        int ready = channel_buffered(channel)
+                        ? 1 : poll(fds, cancel_fd >= 0 ? 2 : 1, (int)((deadline - now) / 1000) + 1);
         if (ready < 0 && errno != EINTR)
             return gw_error_set(err, -errno, "poll failed: %s", strerror(errno));
         if (ready > 0 && fds[1].revents)
@@ -143,6 +149,9 @@ static int classify(struct migration *migration, struct incoming *in, struct gw_
     rc = wait_bytes(&in->channel, migration->cancel_pipe[0], header, 8, true, err);
     if (rc == -ECANCELED || rc == -ETIMEDOUT)
         return rc;
+    if (rc == 0 && !migration->tls.creds && header[0] == TLS_RECORD_HANDSHAKE)
+        return gw_error_set(err, -EPROTO, "the source speaks TLS and this destination has no "
+                            "tls-creds: set tls-creds on both sides, or on neither");
     /* Anything but a channel header is a main channel: the stream reader
      * then says what is wrong with it (an early end, a wrong magic), as a
      * single-channel destination always has. */
@@ -166,6 +175,41 @@ static void refuse(struct incoming *in, struct gw_error *why)
     channel_close(&in->channel);
 }
 
+/* With tls-creds, every connection starts TLS before anything else. A
+ * plaintext source is told so in plaintext (it reads that); a handshake
+ * that fails can tell the source nothing more than its alert. Returns
+ * 0, 1 (refused: wait for the next) or -ECANCELED. */
+static int secure(struct migration *migration, struct incoming *in, struct gw_error *err)
+{
+    struct gw_error why = { 0 };
+    uint8_t first;
+    int rc;
+
+    if (!migration->tls.creds)
+        return 0;
+    rc = wait_bytes(&in->channel, migration->cancel_pipe[0], &first, 1, true, &why);
+    if (rc == 0 && first != TLS_RECORD_HANDSHAKE)
+        rc = gw_error_set(&why, -EPROTO, "this destination takes TLS only (tls-creds '%s'), "
+                          "and the source sent plaintext: set the same kind of tls-creds on "
+                          "the source", tls_creds_id(migration->tls.creds));
+    else if (rc == 0)
+        rc = migration_tls_start(migration, &in->channel, true, &why);
+    if (rc == -ECANCELED) {
+        channel_close(&in->channel);
+        *err = why;
+        return rc;
+    }
+    if (rc == 0)
+        return 0;
+    if (in->channel.priv || why.code == -EPROTO) {
+        refuse(in, &why);   /* over TLS when the handshake was done */
+    } else {
+        fprintf(stderr, "godwit: refused a migration connection: %s\n", why.msg);
+        channel_close(&in->channel);
+    }
+    return 1;
+}
+
 /* Connections of multifd channels that came before the main channel. */
 struct pending {
     struct incoming *items;
@@ -183,6 +227,8 @@ static int accept_one(struct migration *migration, struct channel_listener *list
     *in = (struct incoming){ .channel = { .fd = -1 } };
     rc = channel_accept(listener, migration->cancel_pipe[0], &in->channel, err);
     if (rc < 0)
+        return rc;
+    if ((rc = secure(migration, in, err)) != 0)
         return rc;
     rc = classify(migration, in, &why);
     if (rc == -ECANCELED) {
