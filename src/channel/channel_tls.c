@@ -20,6 +20,8 @@
 
 #include <godwit/stream.h>
 
+/* The first byte of a TLS connection: a handshake record. */
+#define TLS_HANDSHAKE_BYTE 0x16
 /* A handshake that has not finished within this was cut or stalled. */
 #define TLS_HANDSHAKE_TIMEOUT_MS 10000
 
@@ -30,6 +32,7 @@ struct tls_channel {
     int cancel_fd;                /* during the handshake; -1 after */
     bool cancelled;
     int last_errno;               /* of the socket call that failed */
+    int first_byte;               /* the peer's first, -1 before: 0x16 when it speaks TLS */
     atomic_bool nonblocking_read; /* peek: take only what has come */
     atomic_bool nonblocking_write;/* close_notify on shutdown: never wait */
     uint8_t ahead[64];            /* peeked plaintext, read before the session's */
@@ -49,6 +52,8 @@ static ssize_t tls_pull(gnutls_transport_ptr_t ptr, void *buf, size_t len)
     int flags = atomic_load(&tls->nonblocking_read) ? MSG_DONTWAIT : 0;
     ssize_t n = recv(tls->inner.fd, buf, len, flags);
 
+    if (n > 0 && tls->first_byte < 0)
+        tls->first_byte = *(uint8_t *)buf;
     if (n < 0) {
         tls->last_errno = errno;
         gnutls_transport_set_errno(tls->session, errno);
@@ -133,6 +138,9 @@ static int record_error(struct channel *channel, ssize_t rc, struct gw_error *er
                             channel->description,
                             code == EPIPE ? "the peer closed the connection" : strerror(code));
     }
+    if (rc == GNUTLS_E_PREMATURE_TERMINATION)
+        return gw_error_set(err, -EPIPE, "%s: the peer closed the connection",
+                            channel->description);
     /* A record that does not decrypt or parse: the stream is not what
      * the peer sent, and nothing after it can be trusted. */
     return gw_error_set(err, -EPROTO, "%s: TLS record error: %s", channel->description,
@@ -356,6 +364,8 @@ static int verification_error(struct tls_channel *tls, const char *where, const 
         hint = "it is not for the host the source expects: set tls-hostname to a name the "
                "certificate carries (or use that name in the URI)";
     gnutls_certificate_verification_status_print(status, GNUTLS_CRT_X509, &text, 0);
+    while (text.data && text.size && text.data[text.size - 1] == ' ')
+        text.data[--text.size] = '\0';
     rc = gw_error_set(err, -EACCES, "TLS handshake on %s failed: the %s's certificate was "
                       "refused (%s); %s", where, peer, text.data ? (char *)text.data : "?",
                       hint);
@@ -389,17 +399,17 @@ static int handshake_error(struct tls_channel *tls, int rc, const char *where, b
         return gw_error_set(err, -ETIMEDOUT, "TLS handshake on %s failed: the %s did not "
                             "finish it within %d s (cut or stalled)", where, peer,
                             TLS_HANDSHAKE_TIMEOUT_MS / 1000);
-    if (rc == GNUTLS_E_UNEXPECTED_PACKET_LENGTH || rc == GNUTLS_E_UNEXPECTED_PACKET ||
-        rc == GNUTLS_E_UNSUPPORTED_VERSION_PACKET)
+    if ((rc == GNUTLS_E_UNEXPECTED_PACKET_LENGTH || rc == GNUTLS_E_UNEXPECTED_PACKET ||
+         rc == GNUTLS_E_UNSUPPORTED_VERSION_PACKET) && tls->first_byte != TLS_HANDSHAKE_BYTE)
         return gw_error_set(err, -EPROTO, "TLS handshake on %s failed: the %s does not speak "
                             "TLS (%s): set tls-creds on both sides, or on neither", where, peer,
                             gnutls_strerror(rc));
     if (rc == GNUTLS_E_PREMATURE_TERMINATION || rc == GNUTLS_E_PULL_ERROR ||
-        rc == GNUTLS_E_PUSH_ERROR)
+        rc == GNUTLS_E_PUSH_ERROR || rc == GNUTLS_E_UNEXPECTED_PACKET_LENGTH)
         return gw_error_set(err, -ECONNRESET, "TLS handshake on %s failed: the %s closed the "
-                            "connection half-way (%s)%s", where, peer, gnutls_strerror(rc),
-                            server ? "" : "; is tls-creds set on the destination, and are "
-                            "its credentials the same kind (x509 or PSK)?");
+                            "connection half-way (%s): the connection was cut, or the %s "
+                            "gave up on it (its log says why)", where, peer, gnutls_strerror(rc),
+                            peer);
     return gw_error_set(err, -EACCES, "TLS handshake on %s failed: %s%s", where,
                         gnutls_strerror(rc), psk ? " (do both sides hold the same PSK?)" : "");
 }
@@ -476,12 +486,18 @@ int channel_tls_start(struct channel *channel, const struct tls_config *config, 
         return gw_error_set(err, -ENOMEM, "out of memory for a TLS session");
     tls->inner = *channel;
     tls->cancel_fd = cancel_fd;
+    tls->first_byte = -1;
     tls->creds = tls_creds_ref(config->creds);
     rc = session_new(tls, config, server, err);
     if (rc == 0) {
         do
             rc = gnutls_handshake(tls->session);
         while (rc < 0 && !gnutls_error_is_fatal(rc) && !tls->cancelled);
+        if (rc < 0 && !tls->cancelled) {
+            /* tell the peer why, so that it can say so too; never wait */
+            atomic_store(&tls->nonblocking_write, true);
+            gnutls_alert_send_appropriate(tls->session, rc);
+        }
         if (rc < 0)
             rc = handshake_error(tls, rc, channel->description, server, err);
     }

@@ -63,9 +63,10 @@ class Pki:
         return path
 
     def x509_dir(self, endpoint, name, hostname="localhost", validity=None,
-                 with_own_cert=True):
+                 with_own_cert=True, cn="godwit-client"):
         """A dir for a tls-creds-x509 object: this CA, and (with_own_cert)
-        a certificate for the endpoint, signed by this CA."""
+        a certificate for the endpoint, signed by this CA (a client's DN:
+        O=godwit,CN=cn)."""
         path = os.path.join(self.dir, name)
         os.makedirs(path)
         shutil.copy(self.ca_cert, os.path.join(path, "ca-cert.pem"))
@@ -76,7 +77,7 @@ class Pki:
             text = (f'organization = "godwit"\ncn = "{hostname}"\ndns_name = "{hostname}"\n'
                     'ip_address = "127.0.0.1"\ntls_www_server\n')
         else:
-            text = 'organization = "godwit"\ncn = "godwit-client"\ntls_www_client\n'
+            text = f'organization = "godwit"\ncn = "{cn}"\ntls_www_client\n'
         template = self._template(f"{name}.info", text + "encryption_key\nsigning_key\n" +
                                   _validity(validity))
         _certtool("--generate-certificate", "--load-privkey", key,
