@@ -87,6 +87,45 @@ class CuttingProxy:
         self.thread.join(timeout=5)
 
 
+class FlippingProxy:
+    """Forwards one connection both ways, and flips one bit of the source's
+    bytes once `after` of them have passed: a TLS record that no longer
+    authenticates."""
+
+    def __init__(self, port, after=2 << 20):
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.uri = f"tcp:127.0.0.1:{self.listener.getsockname()[1]}"
+        self.port, self.after = port, after
+        self.threads = [threading.Thread(target=self._serve, daemon=True)]
+        self.threads[0].start()
+
+    def _serve(self):
+        source, _ = self.listener.accept()
+        destination = socket.create_connection(("127.0.0.1", self.port))
+        back = threading.Thread(target=CuttingProxy._pipe, args=(destination, source),
+                                daemon=True)
+        back.start()
+        self.threads.append(back)
+        passed = 0
+        try:
+            while data := source.recv(65536):
+                if passed <= self.after < passed + len(data):
+                    flip = self.after - passed
+                    data = data[:flip] + bytes([data[flip] ^ 0x40]) + data[flip + 1:]
+                passed += len(data)
+                destination.sendall(data)
+        except OSError:
+            pass
+        finally:
+            source.close()
+            destination.close()
+
+    def close(self):
+        self.listener.close()
+        for thread in self.threads:
+            thread.join(timeout=5)
+
+
 class TlsServer:
     """A TLS server that is not godwit: Python's ssl with a certificate
     godwit would refuse to load (expired, not yet valid), so the source's
@@ -262,6 +301,42 @@ class Refusals(TlsTestCase):
         self.assertEqual(destination.qmp.command("query-status")["status"], "running")
         self.assertLessEqual(self.check_running_guest(destination, LOW, HIGH,
                                                       earlier=(source,)), 1)
+
+    def test_stalled_handshakes_time_out(self):
+        """A peer that stops half-way through the handshake holds neither
+        side: the source gives up after 10 s, and so does the destination,
+        which then takes the next source."""
+        destination, uri = self.incoming(None, {"tls-creds": "tls0"},
+                                         extra=x509("tls0", self.server, "server"))
+        stalled = socket.create_connection(("127.0.0.1", int(uri.rsplit(":", 1)[1])))
+        self.addCleanup(stalled.close)
+        stalled.sendall(bytes([0x16, 0x03, 0x01, 0x01, 0x00, 0x01]))  # a ClientHello's start
+        silent = socket.create_server(("127.0.0.1", 0))
+        self.addCleanup(silent.close)
+        source = self.start_source_with_marker(extra=x509("tls0", self.client, "client"))
+        self.configure(source, None, {"tls-creds": "tls0", "tls-hostname": "localhost"})
+        started = time.monotonic()
+        self.assert_refused(source, f"tcp:127.0.0.1:{silent.getsockname()[1]}",
+                            "did not finish it within 10 s")
+        self.assertGreaterEqual(time.monotonic() - started, 9)
+        info = self.migrate(source, uri)
+        self.assertEqual(info["status"], "completed", info.get("error-desc"))
+        self.assertEqual(destination.read_memory(MARKER_ADDRESS, len(MARKER)), MARKER)
+        self.assertLessEqual(self.check_running_guest(destination, LOW, HIGH,
+                                                      earlier=(source,)), 1)
+
+    def test_corrupt_tls_record_ends_the_migration(self):
+        """A record that fails its authentication tag ends the migration on
+        both sides with a sentence; the source keeps its guest whole."""
+        destination, uri = self.incoming(None, {"tls-creds": "tls0"},
+                                         extra=x509("tls0", self.server, "server"))
+        source = self.start_source(extra=x509("tls0", self.client, "client"))
+        self.configure(source, None, {"tls-creds": "tls0"})
+        flipping = FlippingProxy(int(uri.rsplit(":", 1)[1]))
+        self.addCleanup(flipping.close)
+        self.configure(source, None, {"tls-hostname": "localhost"})
+        self.assert_refused(source, flipping.uri, "TLS record error")
+        self.assert_gave_up(destination, "TLS record error")
 
     def test_wrong_psk_and_tls_to_a_plaintext_destination(self):
         psk_destination, psk_uri = self.incoming(None, {"tls-creds": "psk0"},
