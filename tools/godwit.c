@@ -91,6 +91,13 @@ static const char migrate_usage[] =
     "                         (x-multifd-channels-device-state); above 0 it needs\n"
     "                         both --multifd and --channel-header; 0 = device\n"
     "                         state on the RAM channels\n"
+    "  --tls-creds ID         encrypt and authenticate every channel with TLS: the\n"
+    "                         source's tls-creds parameter, naming its --object\n"
+    "                         tls-creds-x509 or tls-creds-psk (endpoint=client);\n"
+    "                         with --dest, the destination's too (its object of\n"
+    "                         the same id, endpoint=server); \"\" turns TLS off\n"
+    "  --tls-hostname NAME    the name the destination's certificate must carry\n"
+    "                         (default: the host of --to; needed for unix: and fd:)\n"
     "  --timeout SECONDS      end the migration if it has not completed after\n"
     "                         SECONDS (1 to 86400), as --on-timeout says\n"
     "  --on-timeout cancel|switchover\n"
@@ -253,6 +260,7 @@ enum {
     OPT_FROM = 256, OPT_TO, OPT_DEST, OPT_DOWNTIME, OPT_MAX_BW, OPT_AVAIL_BW, OPT_EVENTS,
     OPT_MULTIFD, OPT_COMPRESSION, OPT_ZSTD_LEVEL, OPT_ZERO_PAGE, OPT_CHANNEL_HEADER,
     OPT_DEVICE_CHANNELS, OPT_QMP, OPT_TIMEOUT, OPT_ON_TIMEOUT, OPT_QUIET, OPT_JSON,
+    OPT_TLS_CREDS, OPT_TLS_HOSTNAME,
 };
 
 static const struct option migrate_options[] = {
@@ -269,6 +277,8 @@ static const struct option migrate_options[] = {
     { "zero-page-detection", required_argument, NULL, OPT_ZERO_PAGE },
     { "channel-header", no_argument, NULL, OPT_CHANNEL_HEADER },
     { "device-state-channels", required_argument, NULL, OPT_DEVICE_CHANNELS },
+    { "tls-creds", required_argument, NULL, OPT_TLS_CREDS },
+    { "tls-hostname", required_argument, NULL, OPT_TLS_HOSTNAME },
     { "timeout", required_argument, NULL, OPT_TIMEOUT },
     { "on-timeout", required_argument, NULL, OPT_ON_TIMEOUT },
     { "quiet", no_argument, NULL, OPT_QUIET },
@@ -385,6 +395,12 @@ static int migrate_parse_one(int id, const char *arg, struct migrate_request *re
     case OPT_EVENTS:
         req->events = true;
         return 0;
+    case OPT_TLS_CREDS:
+        req->tls_creds = arg;
+        return 0;
+    case OPT_TLS_HOSTNAME:
+        req->tls_hostname = arg;
+        return 0;
     }
     return multifd_parse_one(id, arg, &req->multifd);
 }
@@ -442,7 +458,8 @@ static int cmd_migrate(int argc, char **argv)
                                       "--max-bandwidth, --avail-switchover-bandwidth, "
                                       "--events, --multifd, --multifd-compression, "
                                       "--multifd-zstd-level, --zero-page-detection, "
-                                      "--channel-header, --device-state-channels, --timeout, "
+                                      "--channel-header, --device-state-channels, --tls-creds, "
+                                      "--tls-hostname, --timeout, "
                                       "--on-timeout, --quiet, --json and --help";
     struct migrate_request req = { 0 };
     bool on_timeout_given = false;

@@ -27,6 +27,8 @@ struct migrate_request {
     uint64_t max_bandwidth;         /* bytes/s */
     uint64_t avail_switchover_bandwidth;  /* bytes/s */
     bool events;
+    const char *tls_creds;          /* --tls-creds: both sides' object id; NULL = not given */
+    const char *tls_hostname;       /* --tls-hostname; NULL = not given */
     struct multifd_request multifd;
     unsigned timeout_s;             /* --timeout: 0 = none */
     bool on_timeout_switchover;     /* --on-timeout switchover (else cancel) */

@@ -62,6 +62,10 @@ void migration_stats_parse(json_t *info, struct migration_stats *s)
     s->eta = get_int(convergence, "eta");
     s->trend = get_int(convergence, "trend-percentage");
     s->throttle = get_int(convergence, "throttle-percentage");
+    json_t *tls = json_object_get(info, "tls");
+    copy_string(tls, "cipher", s->tls_cipher, sizeof(s->tls_cipher));
+    copy_string(tls, "protocol", s->tls_protocol, sizeof(s->tls_protocol));
+    s->ktls = json_is_true(json_object_get(tls, "ktls"));
 }
 
 bool migration_status_is_final(const char *status)
@@ -365,6 +369,9 @@ void report_print(FILE *out, const struct migration_stats *s,
     print_count(out, "pages sent with data:", s->normal);
     print_bytes(out, "bytes sent while stopped:", s->downtime_bytes);
     print_multifd(out, s, multifd);
+    if (s->tls_cipher[0])
+        fprintf(out, "%-33s%s %s, %s\n", "TLS:", s->tls_protocol, s->tls_cipher,
+                s->ktls ? "in the kernel (kTLS)" : "in user space (GnuTLS, no kTLS)");
     if (s->reason[0])
         fprintf(out, "%-33s%s\n", "convergence:", s->reason);
     if (with_error && s->error_desc[0])

@@ -28,6 +28,9 @@ struct migration_stats {
     char reason[512];
     int64_t dirty_rate, bandwidth, eta, trend, throttle;   /* bytes/s, ms, percent */
     bool dirty_rate_at_least;           /* the dirty rate is a lower bound */
+    /* (godwit) "tls": the cipher and protocol, "" without TLS */
+    char tls_cipher[64], tls_protocol[32];
+    bool ktls;
 };
 
 /* How the progress line is drawn: on a terminal, a bar for the first pass

@@ -12,11 +12,12 @@
 
 /* The capabilities and parameters the destination compares with its own
  * (CONFIG), in the order a person reads them; multifd-zstd-level is not
- * compared, but is copied too so both sides show the same settings. */
+ * compared, but is copied too so both sides show the same settings, and
+ * tls-creds is the id of each side's own object (both TLS, or neither). */
 static const char *const shared_capability_names[] = { "multifd", "x-channel-header", NULL };
 static const char *const shared_parameter_names[] = {
     "multifd-channels", "multifd-compression", "multifd-zstd-level", "zero-page-detection",
-    "x-multifd-channels-device-state", NULL,
+    "x-multifd-channels-device-state", "tls-creds", NULL,
 };
 
 bool settings_shared_given(const struct multifd_request *m)
@@ -69,6 +70,10 @@ static json_t *source_parameters(const struct migrate_request *req)
         json_object_set_new(args, "zero-page-detection", json_string(m->zero_page_detection));
     if (m->has_device_channels)
         add_integer(args, "x-multifd-channels-device-state", m->device_channels);
+    if (req->tls_creds)
+        json_object_set_new(args, "tls-creds", json_string(req->tls_creds));
+    if (req->tls_hostname)
+        json_object_set_new(args, "tls-hostname", json_string(req->tls_hostname));
     return args;
 }
 

@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import ssl
+import subprocess
 import sys
 import threading
 import time
@@ -27,6 +28,7 @@ from test_multifd import (HEADERS, HIGH, LOW, MARKER, MARKER_ADDRESS,  # noqa: E
 from tls_certs import (CLIENT_DN, EXPIRED, NOT_YET_VALID, Pki, certtool_skip_reason,  # noqa: E402
                        psk_dir)
 
+GODWIT = os.environ.get("GODWIT", "build/tools/godwit")
 KEY = "9a3c1f0e5b7d2468ace013579bdf2468ace013579bdf0246"
 WRONG_KEY = "1111111111111111111111111111111111111111111111111"[:48]
 DEVICE = "accel,id=gpu0,state-size=8M,changes=off"
@@ -102,8 +104,8 @@ class FlippingProxy:
     def _serve(self):
         source, _ = self.listener.accept()
         destination = socket.create_connection(("127.0.0.1", self.port))
-        back = threading.Thread(target=CuttingProxy._pipe, args=(destination, source),
-                                daemon=True)
+        self.sockets = (source, destination)
+        back = threading.Thread(target=self._back, args=(destination, source), daemon=True)
         back.start()
         self.threads.append(back)
         passed = 0
@@ -115,15 +117,24 @@ class FlippingProxy:
                 passed += len(data)
                 destination.sendall(data)
         except OSError:
+            pass   # the destination gave up: its answer still comes back
+
+    @staticmethod
+    def _back(destination, source):
+        """The destination's answers; once it has closed, the source sees
+        the connection end, as it would without a proxy."""
+        CuttingProxy._pipe(destination, source)
+        try:
+            source.shutdown(socket.SHUT_RDWR)
+        except OSError:
             pass
-        finally:
-            source.close()
-            destination.close()
 
     def close(self):
         self.listener.close()
         for thread in self.threads:
             thread.join(timeout=5)
+        for end in getattr(self, "sockets", ()):
+            end.close()
 
 
 class TlsServer:
@@ -250,6 +261,25 @@ class Migrations(TlsTestCase):
         self.assertLessEqual(self.check_running_guest(destination, LOW, HIGH,
                                                       earlier=(source,)), 1)
 
+    def test_godwit_migrate_tls_creds(self):
+        """godwit migrate --tls-creds sets both sides (--dest) and its report
+        says which TLS carried the migration."""
+        destination = self.start_destination("defer", extra=x509("tls0", self.server, "server"))
+        source = self.start_source_with_marker(extra=x509("tls0", self.client, "client"))
+        port = free_tcp_port()
+        done = subprocess.run([GODWIT, "migrate", "--from", f"unix:{source.qmp_path}",
+                               "--dest", f"unix:{destination.qmp_path}",
+                               "--to", f"tcp:127.0.0.1:{port}", "--multifd", "2",
+                               "--tls-creds", "tls0", "--tls-hostname", "localhost", "--quiet"],
+                              capture_output=True, text=True, timeout=120)
+        self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
+        self.assertRegex(done.stdout, r"TLS: +TLS1\.\d \S+, in user space \(GnuTLS, no kTLS\)")
+        self.assertEqual(destination.qmp.command("query-migrate-parameters")["tls-creds"], "tls0")
+        self.assertEqual(destination.read_memory(MARKER_ADDRESS, len(MARKER)), MARKER)
+        self.assertEqual(destination.qmp.command("query-status")["status"], "running")
+        self.assertLessEqual(self.check_running_guest(destination, LOW, HIGH,
+                                                      earlier=(source,)), 1)
+
     def test_kill_destination_during_tls_migration(self):
         destination, uri = self.incoming(None, {"tls-creds": "tls0"},
                                          extra=x509("tls0", self.server, "server"))
@@ -327,7 +357,9 @@ class Refusals(TlsTestCase):
 
     def test_corrupt_tls_record_ends_the_migration(self):
         """A record that fails its authentication tag ends the migration on
-        both sides with a sentence; the source keeps its guest whole."""
+        both sides; the destination says why (the source reads only that
+        it closed: GnuTLS sends nothing more on a session whose record
+        failed), and the source keeps its guest whole."""
         destination, uri = self.incoming(None, {"tls-creds": "tls0"},
                                          extra=x509("tls0", self.server, "server"))
         source = self.start_source(extra=x509("tls0", self.client, "client"))
@@ -335,7 +367,7 @@ class Refusals(TlsTestCase):
         flipping = FlippingProxy(int(uri.rsplit(":", 1)[1]))
         self.addCleanup(flipping.close)
         self.configure(source, None, {"tls-hostname": "localhost"})
-        self.assert_refused(source, flipping.uri, "TLS record error")
+        self.assert_refused(source, flipping.uri, "closed the connection")
         self.assert_gave_up(destination, "TLS record error")
 
     def test_wrong_psk_and_tls_to_a_plaintext_destination(self):
