@@ -20,7 +20,8 @@ bench/guest_rates.py, bench/sync_time.py (dirty-bitmap sync time of sparse
 1, 4 and 16 GiB guests, beside QEMU's) and bench/convergence_map.py (which
 dirty rates converge at 256 MiB/s, with and without auto-converge and
 dirty-limit, beside QEMU's and seed 001's formula; 4 rates, 7 in the full
-set). Full set (make bench-full): also 2 GiB and 4 GiB
+set), and bench/tls.py (the 1 GiB filled guest in plaintext and over TLS on
+1, 2 and 4 channels, godwit beside QEMU; --no-tls leaves it out). Full set (make bench-full): also 2 GiB and 4 GiB
 filled guests.
 
 Writes docs/benchmarks.md and its PNGs (docs/benchmarks/), prints the
@@ -43,6 +44,7 @@ import multifd  # noqa: E402
 import convergence_map  # noqa: E402
 import report  # noqa: E402
 import sync_time  # noqa: E402
+import tls  # noqa: E402
 from godwit_vm import kvm_skip_reason  # noqa: E402
 from runs import (DOWNTIME_LIMIT_MS, MAX_BANDWIDTH, QEMU_ACCEL, QEMU_BIOS, MiB,  # noqa: E402
                   Content, Scenario, run_all)
@@ -296,6 +298,8 @@ def main():
                         help="skip bench/sync_time.py (sparse 1, 4 and 16 GiB guests)")
     parser.add_argument("--no-device-state", action="store_true",
                         help="leave out seed 002's device-state experiment (bench/multifd.py)")
+    parser.add_argument("--no-tls", action="store_true",
+                        help="leave out the TLS section (bench/tls.py)")
     parser.add_argument("--results", default=os.path.join(HERE, "results"))
     parser.add_argument("--docs", help="the markdown to write ('' for none; default "
                         "docs/benchmarks.md, or none with --only or a --repeat other than 3, "
@@ -325,6 +329,7 @@ def main():
                              migration_timeout=args.timeout, content=None)
     results = {}
     device, precopy_off = [], True
+    tls_scenarios, tls_results = [], {}
     limits, notes = {}, {}
     try:
         if not args.no_limits:
@@ -343,6 +348,13 @@ def main():
                 device, device_results, precopy_off = multifd.run_device_experiment(
                     ctx, args.repeat, log, jsonl, args.only)
                 results.update(device_results)
+            if not args.no_tls:
+                if ctx.content is None or ctx.content.size < 1022 * MiB:
+                    if ctx.content:
+                        ctx.content.close()
+                    ctx.content = Content(1022 * MiB)
+                tls_scenarios, tls_results = tls.run(ctx, min(args.repeat, tls.REPEAT), log,
+                                                     jsonl, args.only)
     finally:
         if ctx.content:
             ctx.content.close()
@@ -391,6 +403,8 @@ def main():
         map_made = (convergence_map.plot(map_results, map_args, run_dir, png_dir)
                     if shutil.which("gnuplot") else {})
         map_lines = convergence_map.section(map_results, map_args, map_made, "benchmarks")
+    if tls_scenarios:
+        extra["sections"] += tls.section(tls_scenarios, tls_results)
     sync_lines += map_lines
     if sync_lines:
         extra["sections"] += ["## Convergence (issue 11)", ""] + sync_lines
@@ -411,6 +425,11 @@ def main():
         print(line)
     for line in multifd.terminal_lines(baseline, throughput, device, results, precopy_off):
         print(line)
+    if tls_scenarios:
+        print()
+        for line in tls.table(tls_scenarios, tls_results) + tls.targets(tls_scenarios,
+                                                                         tls_results):
+            print(line)
     if extra.get("guest_rates"):
         print(extra["guest_rates"])
     for line in sync_lines:
@@ -432,7 +451,8 @@ def main():
         log(f"wrote {args.docs} and {len(made)} plots in {png_dir}")
     elif args.docs:
         log("gnuplot is missing: no plots and no docs (scripts/setup-deps --bench)")
-    failed = sum(not r["ok"] for per in results.values() for runs in per.values() for r in runs)
+    failed = sum(not r["ok"] for per in {**results, **tls_results}.values()
+                 for runs in per.values() for r in runs)
     log(f"done in {duration / 60:.1f} min; {failed} failed run(s)")
     return 0
 

@@ -50,6 +50,7 @@ class Scenario:
     source_params: dict = None   # more parameters set on the source only
     downtime_limit: int = DOWNTIME_LIMIT_MS
     devices: tuple = ()      # godwit --device specs, on both sides ("accel,id=...")
+    tls: bool = False        # x509 TLS on every channel (ctx.tls_dirs: bench/tls.py)
     vmms: tuple = ("godwit", "qemu")
     skipped: dict = None     # vmm -> why it has no runs here
     short: str = ""          # the bar chart's label
@@ -163,24 +164,39 @@ def device_options(scenario):
     return tuple(arg for spec in scenario.devices for arg in ("--device", spec))
 
 
+TLS_ID = "tls0"
+
+
+def tls_options(vmm, scenario, ctx, endpoint):
+    """The same tls-creds-x509 object for both VMMs (QEMU's -object and
+    godwit-vm's --object take the same text), from the run's certificates."""
+    if not scenario.tls:
+        return ()
+    return ("--object" if vmm == "godwit" else "-object",
+            f"tls-creds-x509,id={TLS_ID},dir={ctx.tls_dirs[endpoint]},endpoint={endpoint}")
+
+
 def start_source(vmm, scenario, ram_path, ctx):
+    tls = tls_options(vmm, scenario, ctx, "client")
     if vmm == "godwit":
         return Vm(memory=f"{scenario.memory_mib}M", append=scenario.append, binary=ctx.vm,
-                  kernel=ctx.guest, extra=("--mem-path", ram_path, *device_options(scenario)))
+                  kernel=ctx.guest,
+                  extra=("--mem-path", ram_path, *device_options(scenario), *tls))
     return QemuVm(memory=f"{scenario.memory_mib}M", append=scenario.append, binary=ctx.qemu,
                   kernel=ctx.guest, bios=QEMU_BIOS, accel=QEMU_ACCEL,
-                  extra=qemu_source_options(scenario, ram_path))
+                  extra=qemu_source_options(scenario, ram_path) + tls)
 
 
 def start_destination(vmm, scenario, incoming, ctx):
+    tls = tls_options(vmm, scenario, ctx, "server")
     if vmm == "godwit":
         return Vm(memory=f"{scenario.memory_mib}M", append=scenario.append, binary=ctx.vm,
                   kernel=ctx.guest,
                   extra=("--incoming", incoming, *(("--mem-prealloc",) if scenario.prealloc
-                                                   else ()), *device_options(scenario)))
+                                                   else ()), *device_options(scenario), *tls))
     return QemuVm(memory=f"{scenario.memory_mib}M", append=scenario.append, binary=ctx.qemu,
                   kernel=ctx.guest, bios=QEMU_BIOS, accel=QEMU_ACCEL,
-                  extra=qemu_destination_options(scenario, incoming))
+                  extra=tls + qemu_destination_options(scenario, incoming))
 
 
 def matching_parameters(scenario):
@@ -190,6 +206,8 @@ def matching_parameters(scenario):
     if scenario.multifd:
         params["multifd-channels"] = scenario.channels
         params["multifd-compression"] = scenario.compression
+    if scenario.tls:
+        params["tls-creds"] = TLS_ID
     params.update(scenario.both_params or {})
     return params
 
@@ -198,6 +216,8 @@ def parameters(scenario):
     """Everything the source gets, in one migrate-set-parameters."""
     params = {"max-bandwidth": MAX_BANDWIDTH, "downtime-limit": scenario.downtime_limit}
     params.update(matching_parameters(scenario))
+    if scenario.tls:
+        params["tls-hostname"] = "localhost"
     params.update(scenario.source_params or {})
     return params
 
@@ -374,6 +394,13 @@ def verify_devices(source, destination, scenario, before):
                      f"{there[i]['digest']} on both sides" for i in scenario.device_ids)
 
 
+def cpu_seconds(pid):
+    """User and system CPU time of a process so far (/proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def process_note(vm):
     """The exit status and the last lines of stderr of a VM that died."""
     if vm is None or vm.process.poll() is None:
@@ -427,8 +454,12 @@ def run_once(vmm, scenario, rep, ctx):
         record["parameters"] = parameters(scenario)
         record["capabilities"] = [c["capability"] for c in caps]
         before = device_digests(source, scenario)
+        cpu = [cpu_seconds(vm.process.pid) for vm in (source, destination)]
         info, samples, timed_out = drive_migration(source, uri, ctx.migration_timeout)
         record.update(info=info, samples=samples)
+        # what the migration cost each side, before the check reads memory
+        record["cpu_s"] = {role: cpu_seconds(vm.process.pid) - was for role, vm, was in
+                           (("source", source, cpu[0]), ("destination", destination, cpu[1]))}
         if timed_out:
             passes = info.get("ram", {}).get("dirty-sync-count")
             raise RunFailed(f"timed out after {ctx.migration_timeout:g} s "
@@ -481,7 +512,11 @@ def figures(record):
             "stopped_mib": (ram["downtime-bytes"] / MiB if "downtime-bytes" in ram else None),
             "device_mib": (info["device-state"]["transferred"] / MiB
                            if "transferred" in info.get("device-state", {}) else None),
-            "multifd_mib": (ram["multifd-bytes"] / MiB if "multifd-bytes" in ram else None)}
+            "multifd_mib": (ram["multifd-bytes"] / MiB if "multifd-bytes" in ram else None),
+            "src_cpu_per_gib": (record["cpu_s"]["source"] / (ram["transferred"] / GiB)
+                                if record.get("cpu_s") else None),
+            "dst_cpu_per_gib": (record["cpu_s"]["destination"] / (ram["transferred"] / GiB)
+                                if record.get("cpu_s") else None)}
 
 
 def run_all(scenarios, repeat, ctx, jsonl, log, results, interleave=False):
