@@ -22,6 +22,10 @@
 
 /* The first byte of a TLS connection: a handshake record. */
 #define TLS_HANDSHAKE_BYTE 0x16
+/* Records go to and come from the socket in batches of up to this much:
+ * one system call per 16 KiB record costs more than the cipher here (a
+ * software hypervisor makes every system call slow). */
+#define TLS_BATCH (256u << 10)
 /* A handshake that has not finished within this was cut or stalled. */
 #define TLS_HANDSHAKE_TIMEOUT_MS 10000
 
@@ -37,6 +41,12 @@ struct tls_channel {
     atomic_bool nonblocking_write;/* close_notify on shutdown: never wait */
     uint8_t ahead[64];            /* peeked plaintext, read before the session's */
     size_t ahead_len;
+    /* Ciphertext read from the socket, not yet taken by GnuTLS (the
+     * reading thread's), and records written, not yet sent (the writing
+     * thread's, during one writev). */
+    uint8_t in[TLS_BATCH], out[TLS_BATCH];
+    size_t in_pos, in_len, out_len;
+    bool batching;
 };
 
 static struct tls_channel *tls_of(struct channel *channel)
@@ -50,21 +60,84 @@ static ssize_t tls_pull(gnutls_transport_ptr_t ptr, void *buf, size_t len)
 {
     struct tls_channel *tls = ptr;
     int flags = atomic_load(&tls->nonblocking_read) ? MSG_DONTWAIT : 0;
-    ssize_t n = recv(tls->inner.fd, buf, len, flags);
+    ssize_t n;
 
-    if (n > 0 && tls->first_byte < 0)
-        tls->first_byte = *(uint8_t *)buf;
-    if (n < 0) {
-        tls->last_errno = errno;
-        gnutls_transport_set_errno(tls->session, errno);
+    if (tls->in_pos == tls->in_len) {
+        n = recv(tls->inner.fd, tls->in, sizeof(tls->in), flags);
+        if (n < 0) {
+            tls->last_errno = errno;
+            gnutls_transport_set_errno(tls->session, errno);
+            return n;
+        }
+        if (n > 0 && tls->first_byte < 0)
+            tls->first_byte = tls->in[0];
+        tls->in_pos = 0;
+        tls->in_len = (size_t)n;
     }
+    n = (ssize_t)(len < tls->in_len - tls->in_pos ? len : tls->in_len - tls->in_pos);
+    memcpy(buf, tls->in + tls->in_pos, (size_t)n);
+    tls->in_pos += (size_t)n;
     return n;
+}
+
+static int send_all(struct tls_channel *tls, const uint8_t *data, size_t len)
+{
+    int flags = MSG_NOSIGNAL | (atomic_load(&tls->nonblocking_write) ? MSG_DONTWAIT : 0);
+
+    while (len) {
+        ssize_t n = send(tls->inner.fd, data, len, flags);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            tls->last_errno = errno;
+            return -1;
+        }
+        data += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static int flush_out(struct tls_channel *tls)
+{
+    int rc = send_all(tls, tls->out, tls->out_len);
+
+    tls->out_len = 0;
+    return rc;
+}
+
+/* During a writev: records gather in out, sent when it is full and at
+ * the end of the writev. */
+static ssize_t batch_push(struct tls_channel *tls, const giovec_t *iov, int iovcnt)
+{
+    size_t total = 0;
+
+    for (int i = 0; i < iovcnt; i++)
+        total += iov[i].iov_len;
+    if (tls->out_len + total > sizeof(tls->out) && flush_out(tls) < 0)
+        goto failed;
+    for (int i = 0; i < iovcnt; i++) {
+        if (total > sizeof(tls->out)) {
+            if (send_all(tls, iov[i].iov_base, iov[i].iov_len) < 0)
+                goto failed;
+            continue;
+        }
+        memcpy(tls->out + tls->out_len, iov[i].iov_base, iov[i].iov_len);
+        tls->out_len += iov[i].iov_len;
+    }
+    return (ssize_t)total;
+failed:
+    gnutls_transport_set_errno(tls->session, tls->last_errno);
+    return -1;
 }
 
 static ssize_t tls_push(gnutls_transport_ptr_t ptr, const giovec_t *iov, int iovcnt)
 {
     struct tls_channel *tls = ptr;
     struct msghdr message = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt };
+
+    if (tls->batching)
+        return batch_push(tls, iov, iovcnt);
     int flags = MSG_NOSIGNAL | (atomic_load(&tls->nonblocking_write) ? MSG_DONTWAIT : 0);
     ssize_t n = sendmsg(tls->inner.fd, &message, flags);
 
@@ -83,6 +156,8 @@ static int tls_pull_timeout(gnutls_transport_ptr_t ptr, unsigned ms)
                              { .fd = tls->cancel_fd, .events = POLLIN } };
     int timeout = ms == GNUTLS_INDEFINITE_TIMEOUT ? -1 : (int)ms, rc;
 
+    if (tls->in_pos < tls->in_len)
+        return 1;   /* read already, waiting in the batch */
     do
         rc = poll(fds, tls->cancel_fd >= 0 ? 2 : 1, timeout);
     while (rc < 0 && errno == EINTR);
@@ -210,6 +285,7 @@ static int tls_writev(struct channel *channel, const struct iovec *iov, int iovc
     struct tls_channel *tls = tls_of(channel);
     ssize_t rc = 0;
 
+    tls->batching = true;
     gnutls_record_cork(tls->session);
     for (int i = 0; i < iovcnt && rc >= 0; i++) {
         size_t done = 0;
@@ -230,6 +306,10 @@ static int tls_writev(struct channel *channel, const struct iovec *iov, int iovc
     } else {
         gnutls_record_uncork(tls->session, 0);
     }
+    tls->batching = false;
+    if (rc >= 0 && flush_out(tls) < 0)
+        rc = GNUTLS_E_PUSH_ERROR;
+    tls->out_len = 0;
     return rc < 0 ? record_error(channel, rc, err) : 0;
 }
 
@@ -304,7 +384,8 @@ static bool tls_buffered(struct channel *channel)
 {
     struct tls_channel *tls = tls_of(channel);
 
-    return tls->ahead_len || gnutls_record_check_pending(tls->session);
+    return tls->ahead_len || tls->in_pos < tls->in_len ||
+           gnutls_record_check_pending(tls->session);
 }
 
 static const struct channel_ops tls_ops = {
