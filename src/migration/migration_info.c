@@ -275,6 +275,12 @@ int migration_hmp_info(const char *args, struct hmp_output *out, struct gw_error
         hmp_printf(out, "Dirty-limit:            throttle per round=%" PRIu64 " us, ring full "
                    "time=%" PRIu64 " us\r\n", field(info, "dirty-limit-throttle-time-per-round"),
                    field(info, "dirty-limit-ring-full-time"));
+    json_t *tls = json_object_get(info, "tls");
+    if (tls)
+        hmp_printf(out, "TLS:                    %s %s, %s\r\n",
+                   json_string_value(json_object_get(tls, "protocol")),
+                   json_string_value(json_object_get(tls, "cipher")),
+                   json_is_true(json_object_get(tls, "ktls")) ? "kTLS" : "GnuTLS in user space");
     if (json_object_get(info, "error-desc"))
         hmp_printf(out, "Error: %s\r\n", json_string_value(json_object_get(info, "error-desc")));
     json_decref(info);

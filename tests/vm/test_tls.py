@@ -221,6 +221,8 @@ class Migrations(TlsTestCase):
         self.assertGreater(info["ram"]["multifd-bytes"], 0)
         self.assert_tls_info(source)
         self.assert_tls_info(destination)
+        self.assertRegex(source.qmp.hmp("info migrate"),
+                         r"TLS: +TLS1\.\d \S+, GnuTLS in user space")
         self.assertEqual(destination.read_memory(MARKER_ADDRESS, len(MARKER)), MARKER)
         self.assertEqual(digest(destination), before)
         self.assert_completed(source, destination, info)
