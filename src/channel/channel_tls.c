@@ -26,6 +26,8 @@
  * one system call per 16 KiB record costs more than the cipher here (a
  * software hypervisor makes every system call slow). */
 #define TLS_BATCH (256u << 10)
+/* The destination's receive buffer (the kernel doubles it). */
+#define TLS_RECEIVE_BUFFER (512 << 10)
 /* A handshake that has not finished within this was cut or stalled. */
 #define TLS_HANDSHAKE_TIMEOUT_MS 10000
 
@@ -554,6 +556,17 @@ static int check_creds(const struct channel *channel, const struct tls_config *c
     return 0;
 }
 
+/* A destination decrypts slower than a source encrypts: with the
+ * kernel's receive buffer growing to megabytes, what waits in it at the
+ * switchover is decrypted while the guest is stopped. A bounded buffer
+ * keeps that backlog to a few milliseconds of work (TLS_RECEIVE_BUFFER). */
+static void bound_backlog(int fd)
+{
+    int size = TLS_RECEIVE_BUFFER;
+
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size));
+}
+
 int channel_tls_start(struct channel *channel, const struct tls_config *config, bool server,
                       int cancel_fd, struct gw_error *err)
 {
@@ -590,6 +603,8 @@ int channel_tls_start(struct channel *channel, const struct tls_config *config, 
         return rc;
     }
     tls->cancel_fd = -1;
+    if (server)
+        bound_backlog(tls->inner.fd);
     channel->priv = tls;
     channel->ops = &tls_ops;
     /* After the handshake the channel is TLS even when the identity is
