@@ -21,8 +21,8 @@ bench/guest_rates.py, bench/sync_time.py (dirty-bitmap sync time of sparse
 dirty rates converge at 256 MiB/s, with and without auto-converge and
 dirty-limit, beside QEMU's and seed 001's formula; 4 rates, 7 in the full
 set), and bench/tls.py (the 1 GiB filled guest in plaintext and over TLS on
-1, 2 and 4 channels, godwit beside QEMU; --no-tls leaves it out). Full set (make bench-full): also 2 GiB and 4 GiB
-filled guests.
+1, 2 and 4 channels, godwit beside QEMU; --no-tls leaves it out). Full set
+(make bench-full): also 2 GiB and 4 GiB filled guests.
 
 Writes docs/benchmarks.md and its PNGs (docs/benchmarks/), prints the
 tables, and keeps every run as a JSON line in bench/results/RUN/runs.jsonl."""
