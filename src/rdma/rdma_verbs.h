@@ -4,7 +4,8 @@
  * rdma-core (rdma_verbs_ibv.c, a real device) and a software one over TCP
  * (rdma_soft.c, for hosts without RDMA hardware). The protocol must rely on
  * nothing but what this header promises; each promise is written here.
- * Private to libgodwit. */
+ * Private to libgodwit. Names avoid librdmacm's (rdma_listen, rdma_connect,
+ * rdma_post_*): they share the rdma_ prefix and one symbol space. */
 #ifndef GODWIT_RDMA_VERBS_H
 #define GODWIT_RDMA_VERBS_H
 
@@ -25,8 +26,7 @@ enum rdma_provider {
 /* "auto", "verbs" or "soft" (the values of x-rdma-provider). */
 const char *rdma_provider_name(enum rdma_provider provider);
 /* Refuses anything else with a sentence listing the three values. */
-int rdma_provider_parse(const char *text, enum rdma_provider *provider,
-                        struct gw_error *err);
+int rdma_provider_parse(const char *text, enum rdma_provider *provider, struct gw_error *err);
 
 /* Number of RDMA devices rdma-core sees (ibv_get_device_list): 0 when there
  * is none (no error then), negative errno when it cannot tell. */
@@ -71,8 +71,8 @@ struct rdma_conn;           /* a connected reliable queue pair and its completio
 /* Binds HOST:PORT (an IPv4 or IPv6 literal or name, "" for any; port 0 picks
  * one: rdma_listener_port says which) and listens. provider must be
  * resolved (verbs or soft). Errors name the address. */
-int rdma_listen(enum rdma_provider provider, const char *host, uint16_t port,
-                struct rdma_listener **listener, struct gw_error *err);
+int rdma_listener_open(enum rdma_provider provider, const char *host, uint16_t port,
+                       struct rdma_listener **listener, struct gw_error *err);
 uint16_t rdma_listener_port(const struct rdma_listener *listener);
 /* Waits for the next connect request; its private data is readable before
  * the server decides. Returns -ECANCELED as soon as cancel_fd (may be -1)
@@ -94,10 +94,9 @@ void rdma_listener_close(struct rdma_listener *listener);
  * -ECONNREFUSED, the server's reject bytes in *reply (len 0 when the server
  * sent none or nobody listens), and a sentence. -ECANCELED when cancel_fd
  * (may be -1) becomes readable, -ETIMEDOUT after timeout_ms (-1: none). */
-int rdma_connect(enum rdma_provider provider, const char *host, uint16_t port,
-                 const struct rdma_private_data *offer, struct rdma_private_data *reply,
-                 int cancel_fd, int timeout_ms, struct rdma_conn **conn,
-                 struct gw_error *err);
+int rdma_conn_open(enum rdma_provider provider, const char *host, uint16_t port,
+                   const struct rdma_private_data *offer, struct rdma_private_data *reply,
+                   int cancel_fd, int timeout_ms, struct rdma_conn **conn, struct gw_error *err);
 
 enum rdma_provider rdma_conn_provider(const struct rdma_conn *conn);
 
@@ -106,7 +105,7 @@ enum rdma_provider rdma_conn_provider(const struct rdma_conn *conn);
  * peer sees its own outstanding work flushed and its own event. Memory
  * regions stay registered until deregistered. Idempotent. */
 void rdma_conn_disconnect(struct rdma_conn *conn);
-/* Makes a blocked or later rdma_poll return -ECANCELED at once, from any
+/* Makes a blocked or later rdma_conn_poll return -ECANCELED at once, from any
  * thread (it stays cancelled). Does not disconnect. */
 void rdma_conn_cancel(struct rdma_conn *conn);
 /* Disconnects if needed, deregisters what is still registered, frees. */
@@ -168,20 +167,20 @@ struct rdma_write {
     uint32_t rkey;
     bool signaled;
 };
-int rdma_post_write(struct rdma_conn *conn, const struct rdma_write *write,
-                    struct gw_error *err);
+int rdma_conn_post_write(struct rdma_conn *conn, const struct rdma_write *write,
+                         struct gw_error *err);
 
 /* Two-sided: always signalled. The peer must have a RECV posted when the
  * SEND arrives: otherwise this side gets RDMA_WC_RNR (no retry, so the
  * protocol has to know; it is never a wait) and the connection breaks. A
  * SEND larger than the RECV's buffer: RDMA_WC_REMOTE_INVALID here,
  * RDMA_WC_LOCAL_LENGTH there, and the connection breaks. */
-int rdma_post_send(struct rdma_conn *conn, uint64_t wr_id, const void *local, uint32_t len,
-                   uint32_t lkey, struct gw_error *err);
+int rdma_conn_post_send(struct rdma_conn *conn, uint64_t wr_id, const void *local, uint32_t len,
+                        uint32_t lkey, struct gw_error *err);
 /* RECVs are consumed in the order posted, one per incoming SEND; the
  * completion's byte_len is the SEND's length. */
-int rdma_post_recv(struct rdma_conn *conn, uint64_t wr_id, void *local, uint32_t len,
-                   uint32_t lkey, struct gw_error *err);
+int rdma_conn_post_recv(struct rdma_conn *conn, uint64_t wr_id, void *local, uint32_t len,
+                        uint32_t lkey, struct gw_error *err);
 
 /* ---- Completions ----------------------------------------------------- */
 
@@ -245,7 +244,7 @@ const char *rdma_wc_status_text(enum rdma_wc_status status);
  *   RDMA_WC_OP_EVENT, even when no work was outstanding. After it, poll
  *   returns -ENOTCONN.
  * Call it from one thread at a time; posts may come from another thread. */
-int rdma_poll(struct rdma_conn *conn, struct rdma_completion *completions, int max,
-              int timeout_ms, struct gw_error *err);
+int rdma_conn_poll(struct rdma_conn *conn, struct rdma_completion *completions, int max,
+                   int timeout_ms, struct gw_error *err);
 
 #endif
