@@ -6,7 +6,7 @@
  * closes through them and never touches a descriptor, so a transport that
  * wraps another (TLS) or is not a byte stream underneath (RDMA's control
  * path) is one more set of ops. Today's sets: a socket and a file
- * (src/channel/channel_fd.c). */
+ * (src/channel/channel_fd.c), and RDMA's (src/rdma/rdma_channel.c). */
 #ifndef GODWIT_CHANNEL_H
 #define GODWIT_CHANNEL_H
 
@@ -57,6 +57,7 @@ struct channel {
     enum uri_kind kind;
     bool has_return_path;   /* false for file: and for an fd: that is not a socket */
     char description[300];  /* the URI, for messages */
+    void *impl;             /* a transport's own state (RDMA's connection), or NULL */
 };
 
 /* Source side: connects (tcp, unix), adopts (fd) or creates (file). A
@@ -72,6 +73,7 @@ struct channel_listener {
     int fd;
     struct uri uri;
     bool unlink_path;       /* unix: remove the socket file when done */
+    void *impl;             /* rdma: the listening endpoint and its options */
 };
 int channel_listen(const struct uri *uri, struct channel_listener *listener,
                    struct gw_error *err);

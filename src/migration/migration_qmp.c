@@ -144,6 +144,7 @@ static const struct capability capabilities[] = {
     { "pause-before-switchover", CAP_FIELD(cap_pause_before_switchover) },
     { "auto-converge", CAP_FIELD(cap_auto_converge) },
     { "dirty-limit", CAP_FIELD(cap_dirty_limit) },
+    { "rdma-pin-all", CAP_FIELD(cap_rdma_pin_all) },
 };
 #define NR_CAPABILITIES (sizeof(capabilities) / sizeof(capabilities[0]))
 
@@ -327,6 +328,7 @@ static const struct qmp_arg parameter_args[] = {
     { "cpu-throttle-initial", QMP_ARG_ANY, true }, { "cpu-throttle-increment", QMP_ARG_ANY, true },
     { "cpu-throttle-tailslow", QMP_ARG_ANY, true }, { "max-cpu-throttle", QMP_ARG_ANY, true },
     { "vcpu-dirty-limit", QMP_ARG_ANY, true }, { "x-vcpu-dirty-limit-period", QMP_ARG_ANY, true },
+    { "x-rdma-chunk-size", QMP_ARG_ANY, true }, { "x-rdma-provider", QMP_ARG_ANY, true },
     { NULL, 0, false },
 };
 static const struct qmp_arg continue_args[] = {
