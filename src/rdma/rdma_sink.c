@@ -56,7 +56,7 @@ struct rdma_sink {
     unsigned nr_runs;
     uint64_t chunk_pages;
     /* this pass */
-    uint64_t pass, pages_written, pages_zeroed, last_seq;
+    uint64_t pass, pages_written, pages_zeroed, last_seq, last_signalled;
     unsigned since_signal;
     uint8_t zero_msg[RDMA_MSG_PAYLOAD_MAX];
     uint32_t nr_zero;
@@ -226,6 +226,8 @@ static int write_run(struct rdma_sink *sink, const struct run *run, bool last,
     if (write.signaled)
         sink->since_signal = 0;
     int rc = rdma_link_post_write(sink->link, &write, &sink->last_seq, err);
+    if (rc == 0 && write.signaled)
+        sink->last_signalled = sink->last_seq;
     if (rc == 0 && sink->counts.sent)
         sink->counts.sent(sink->counts.opaque, write.len, sink->vm_stopped);
     if (rc == 0 && !sink->vm_stopped && sink->counts.pace)
@@ -266,8 +268,9 @@ static int zero_chunk(struct rdma_sink *sink, struct gw_error *err)
     return 0;
 }
 
-/* Writes (or zaps) the chunk gathered so far. */
-static int flush_chunk(struct rdma_sink *sink, struct gw_error *err)
+/* Writes (or zaps) the chunk gathered so far; the last one of a pass has
+ * its last WRITE signalled. */
+static int flush_chunk(struct rdma_sink *sink, bool last, struct gw_error *err)
 {
     int rc = 0;
 
@@ -278,7 +281,7 @@ static int flush_chunk(struct rdma_sink *sink, struct gw_error *err)
     } else {
         rc = ensure_chunk(sink, err);
         for (unsigned i = 0; rc == 0 && i < sink->nr_runs; i++)
-            rc = write_run(sink, &sink->runs[i], false, err);
+            rc = write_run(sink, &sink->runs[i], last && i + 1 == sink->nr_runs, err);
         if (rc == 0) {
             sink->pages_written += sink->chunk_pages;
             if (sink->counts.pages)
@@ -301,7 +304,7 @@ static int add_page(struct rdma_sink *sink, uint32_t block, uint64_t page, const
     if (sink->have_chunk && (block != sink->block || chunk != sink->chunk ||
                              (sink->nr_runs == RUNS_MAX && last->first + last->count != page))) {
         /* A chunk with more runs than fit is written in parts. */
-        rc = flush_chunk(sink, err);
+        rc = flush_chunk(sink, false, err);
         if (rc < 0)
             return rc;
         last = NULL;
@@ -352,12 +355,15 @@ static int sink_end_pass(void *opaque, uint64_t pass, struct gw_error *err)
     uint8_t body[RDMA_FINISHED_SIZE], reply[RDMA_MSG_PAYLOAD_MAX];
     uint32_t reply_len;
     uint64_t acked;
-    int rc = flush_chunk(sink, err);
+    int rc = flush_chunk(sink, true, err);
 
     if (rc == 0)
         rc = flush_zero_msg(sink, err);
-    /* The last WRITE's completion says every WRITE of the pass is there. */
-    if (rc == 0 && sink->last_seq)
+    /* A signalled completion says every WRITE before it is there. Where the
+     * pass ended on a zero chunk, the last WRITE went unsignalled: the
+     * REGISTER_FINISHED SEND after it retires it, and its RECV at the
+     * destination comes after the WRITEs' bytes. */
+    if (rc == 0 && sink->last_seq && sink->last_signalled == sink->last_seq)
         rc = rdma_link_wait_retired(sink->link, sink->last_seq, err);
     if (rc < 0)
         return rc;
