@@ -8,14 +8,16 @@ Every end-to-end test checks guest memory where the guest ends up running
 (the dirty guest's increment rule and pass count, host-written bytes word for
 word), not just a status."""
 import os
+import random
 import signal
 import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
+sys.path.insert(0, os.path.dirname(__file__))
 import tap  # noqa: E402
-from godwit_vm import (MigrationTestCase, QmpError, free_tcp_port,  # noqa: E402
-                       wait_migration)
+from godwit_vm import QmpError, free_tcp_port, wait_migration  # noqa: E402
+from test_migration_faults import FaultTestCase  # noqa: E402
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -34,11 +36,7 @@ def rdma_uri(host="127.0.0.1"):
     return f"rdma:[{host}]:{port}" if ":" in host else f"rdma:{host}:{port}"
 
 
-class RdmaCase(MigrationTestCase):
-    def shm_path(self, tag):
-        path = f"/dev/shm/godwit-test-rdma-{tag}-{os.getpid()}-{time.monotonic_ns()}"
-        self.addCleanup(lambda: os.path.exists(path) and os.unlink(path))
-        return path
+class RdmaCase(FaultTestCase):
 
     def set_rdma(self, vm, chunk=None, pin_all=False, **extra):
         params = dict(SOFT, **extra)
@@ -50,9 +48,15 @@ class RdmaCase(MigrationTestCase):
                            capabilities=[{"capability": "rdma-pin-all", "state": True}])
 
     def pair(self, memory="64M", append=GUEST, chunk=None, pin_all=False, host="127.0.0.1",
-             source_extra=(), destination_extra=()):
+             source_extra=(), destination_extra=(), source_env=None):
         """A source and a deferred destination, both set for RDMA, listening."""
-        source = self.start_source(memory=memory, append=append, extra=source_extra)
+        if source_env:
+            source = self.start_vm(memory=memory, append=append, extra=source_extra,
+                                   env=source_env)
+            source.connect()
+            source.serial.wait_count("A", 1, process=source.process)
+        else:
+            source = self.start_source(memory=memory, append=append, extra=source_extra)
         self.set_rdma(source, chunk, pin_all)
         destination = self.start_destination("defer", memory=memory, extra=destination_extra)
         self.set_rdma(destination, chunk)
@@ -121,6 +125,312 @@ class DirtyGuest(RdmaCase):
 
     def test_chunk_1g_pin_all(self):
         self.run_dirty(GiB, True)
+
+
+class HostFilled(RdmaCase):
+    """Random bytes the host wrote into guest RAM arrive word for word; the
+    destination's RAM held other bytes before, so zero chunks must be zapped
+    there, not just skipped."""
+
+    def run_filled(self, chunk, pin_all):
+        shm_src, shm_dst = self.shm_path("src"), self.shm_path("dst")
+        # A file that was there before: its stale bytes, where the source
+        # has zeros, must go (the destination cannot take its RAM for zero).
+        with open(shm_dst, "wb") as f:
+            f.truncate(64 * MiB)
+            f.seek(48 * MiB)
+            f.write(b"\xa5" * (8 * MiB))
+        source, destination, uri = self.pair(
+            memory="64M", append="mode=idle", chunk=chunk, pin_all=pin_all,
+            source_extra=("--mem-path", shm_src),
+            destination_extra=("--mem-path", shm_dst))
+        rng = random.Random(chunk * 2 + pin_all)
+        content = rng.randbytes(40 * MiB)
+        with open(shm_src, "r+b") as f:
+            f.seek(MiB)
+            f.write(content)
+        source.qmp.command("migrate", uri=uri)
+        info = wait_migration(source.qmp)
+        self.assertEqual(info["status"], "completed", info.get("error-desc"))
+        self.assertGreaterEqual(info["ram"]["normal"], len(content) // PAGE)
+        destination.qmp.command("stop")
+        with open(shm_src, "rb") as f, open(shm_dst, "rb") as g:
+            self.assertTrue(f.read() == g.read(), "RAM differs after the RDMA migration")
+        if chunk < 16 * MiB:
+            self.assertGreater(info["rdma"]["zero-chunks-skipped"], 0, info["rdma"])
+        return info
+
+    def test_chunk_1m(self):
+        self.run_filled(MiB, False)
+
+    def test_chunk_1m_pin_all(self):
+        self.run_filled(MiB, True)
+
+    def test_chunk_32m(self):
+        self.run_filled(32 * MiB, False)
+
+    def test_chunk_32m_pin_all(self):
+        self.run_filled(32 * MiB, True)
+
+    def test_chunk_1g(self):
+        self.run_filled(GiB, False)
+
+    def test_chunk_1g_pin_all(self):
+        self.run_filled(GiB, True)
+
+
+class ZeroChunks(RdmaCase):
+    def test_zero_chunks_are_neither_registered_nor_written(self):
+        source, destination, uri = self.pair(memory="128M", append="mode=idle", chunk=MiB)
+        source.qmp.command("migrate", uri=uri)
+        info = wait_migration(source.qmp)
+        self.assertEqual(info["status"], "completed", info.get("error-desc"))
+        rdma = info["rdma"]
+        dest_rdma = destination.qmp.command("query-migrate")["rdma"]
+        # Only the guest's image and stack hold data: a chunk or two.
+        self.assertGreaterEqual(rdma["zero-chunks-skipped"], 126, rdma)
+        self.assertLessEqual(dest_rdma["chunks-registered"], 2, dest_rdma)
+        self.assertLess(rdma["bytes-write"], 2 * MiB, rdma)
+        self.assertEqual(dest_rdma["zero-chunks-skipped"], 0)
+        self.assertGreaterEqual(info["ram"]["duplicate"], 126 * MiB // PAGE)
+        destination.qmp.command("inject-nmi")
+        destination.serial.wait_count("N", 1, process=destination.process)
+        self.assertEqual(destination.read_memory(64 * MiB, MiB), bytes(MiB))
+
+    def test_ipv6(self):
+        try:
+            free_tcp_port("::1")
+        except OSError:
+            self.skipTest("no IPv6 loopback on this machine")
+        source, destination, uri = self.pair(host="::1")
+        self.assertTrue(uri.startswith("rdma:[::1]:"))
+        info = self.migrate_dirty(source, uri, passes=2)
+        self.check_dirty_guest_moved(source, destination, info)
+
+
+class Parameters(RdmaCase):
+    def test_chunk_size_provider_and_pin_all(self):
+        vm = self.start_source(memory="16M", append="mode=idle")
+        qmp = vm.qmp
+        params = qmp.command("query-migrate-parameters")
+        self.assertEqual(params["x-rdma-chunk-size"], MiB)
+        self.assertEqual(params["x-rdma-provider"], "auto")
+        qmp.command("migrate-set-parameters", **{"x-rdma-chunk-size": 32 * MiB})
+        self.assertEqual(qmp.command("query-migrate-parameters")["x-rdma-chunk-size"], 32 * MiB)
+        qmp.hmp("migrate_set_parameter x-rdma-chunk-size 1024M")
+        self.assertEqual(qmp.command("query-migrate-parameters")["x-rdma-chunk-size"], GiB)
+        self.assertIn("x-rdma-chunk-size: 1073741824 bytes", qmp.hmp("info migrate_parameters"))
+        for value in (0, 1, 512 * 1024, MiB - 1, 3 * MiB, MiB + PAGE, 2 * GiB, -MiB, 1 << 62):
+            with self.assertRaises(QmpError) as caught:
+                qmp.command("migrate-set-parameters", **{"x-rdma-chunk-size": value})
+            self.assertIn("a power of 2 in the range 1 MiB to 1 GiB", caught.exception.desc)
+            self.assertIn(str(value), caught.exception.desc)
+        with self.assertRaises(QmpError) as caught:
+            qmp.command("migrate-set-parameters", **{"x-rdma-chunk-size": "1M"})
+        self.assertIn("integer from 1048576 to 1073741824", caught.exception.desc)
+        for text, shown in (("3M", str(3 * MiB)), ("2G", str(2 * GiB)), ("512K", "524288")):
+            reply = qmp.hmp(f"migrate_set_parameter x-rdma-chunk-size {text}")
+            self.assertIn("a power of 2 in the range 1 MiB to 1 GiB", reply)
+            self.assertIn(shown, reply)
+        self.assertEqual(qmp.command("query-migrate-parameters")["x-rdma-chunk-size"], GiB)
+        for value in ("rxe", "", 1):
+            with self.assertRaises(QmpError) as caught:
+                qmp.command("migrate-set-parameters", **{"x-rdma-provider": value})
+            self.assertIn("'auto', 'verbs', 'soft'", caught.exception.desc)
+        qmp.command("migrate-set-parameters", **{"x-rdma-provider": "soft"})
+        self.assertIn("x-rdma-provider: soft", qmp.hmp("info migrate_parameters"))
+        caps = {c["capability"]: c["state"]
+                for c in qmp.command("query-migrate-capabilities")}
+        self.assertFalse(caps["rdma-pin-all"])
+        qmp.command("migrate-set-capabilities",
+                    capabilities=[{"capability": "rdma-pin-all", "state": True}])
+        caps = {c["capability"]: c["state"]
+                for c in qmp.command("query-migrate-capabilities")}
+        self.assertTrue(caps["rdma-pin-all"])
+
+    def test_multifd_with_rdma_is_refused(self):
+        vm = self.start_source(memory="16M", append="mode=idle")
+        vm.qmp.command("migrate-set-capabilities",
+                       capabilities=[{"capability": "multifd", "state": True}])
+        with self.assertRaises(QmpError) as caught:
+            vm.qmp.command("migrate", uri="rdma:127.0.0.1:1")
+        self.assertIn("multifd does not apply to rdma:", caught.exception.desc)
+        destination = self.start_destination("defer", memory="16M")
+        destination.qmp.command("migrate-set-capabilities",
+                                capabilities=[{"capability": "multifd", "state": True}])
+        with self.assertRaises(QmpError) as caught:
+            destination.qmp.command("migrate-incoming", uri="rdma:127.0.0.1:1")
+        self.assertIn("multifd does not apply to rdma:", caught.exception.desc)
+        self.assertEqual(vm.qmp.command("query-status")["status"], "running")
+
+    def test_verbs_without_a_device_names_both_fixes(self):
+        vm = self.start_source(memory="16M", append="mode=idle")
+        vm.qmp.command("migrate-set-parameters", **{"x-rdma-provider": "verbs"})
+        vm.qmp.command("migrate", uri=rdma_uri())
+        info = wait_migration(vm.qmp, ("failed",), timeout=20)
+        self.assertIn("rdma link add", info["error-desc"])
+        self.assertIn("x-rdma-provider soft", info["error-desc"])
+        destination = self.start_destination("defer", memory="16M")
+        destination.qmp.command("migrate-set-parameters", **{"x-rdma-provider": "verbs"})
+        with self.assertRaises(QmpError) as caught:
+            destination.qmp.command("migrate-incoming", uri=rdma_uri())
+        self.assertIn("rdma link add", caught.exception.desc)
+        self.assertEqual(vm.qmp.command("query-status")["status"], "running")
+
+    def test_mismatched_chunk_sizes_are_refused_before_any_ram(self):
+        source = self.start_source(memory="32M", append="mode=dirty start=1M end=8M")
+        self.set_rdma(source, MiB)
+        destination = self.start_destination("defer", memory="32M")
+        self.set_rdma(destination, 32 * MiB)
+        uri = rdma_uri()
+        destination.qmp.command("migrate-incoming", uri=uri)
+        source.qmp.command("migrate", uri=uri)
+        info = wait_migration(source.qmp, ("failed",), timeout=20)
+        for phrase in ("x-rdma-chunk-size", str(MiB), str(32 * MiB)):
+            self.assertIn(phrase, info["error-desc"])
+        self.assertEqual(info.get("ram", {}).get("transferred", 0), 0, info)
+        err = self.check_destination_gave_up(destination, (str(MiB), str(32 * MiB)))
+        self.assertIn("x-rdma-chunk-size", err)
+        self.assertLessEqual(self.check_running_guest(source, high=8 * MiB), 1)
+
+
+class BadWrites(RdmaCase):
+    """A WRITE the destination must refuse (the test knob
+    GODWIT_RDMA_TEST_BAD_WRITE spoils the first one): the migration fails,
+    the source's guest runs on, whole, and the destination never runs it."""
+
+    def run_bad(self, knob, phrases):
+        source, destination, uri = self.pair(source_env={"GODWIT_RDMA_TEST_BAD_WRITE": knob})
+        source.qmp.command("migrate", uri=uri)
+        info = wait_migration(source.qmp, ("failed",), timeout=30)
+        for phrase in phrases:
+            self.assertIn(phrase, info["error-desc"])
+        self.check_source_intact(source)
+        self.check_destination_gave_up(destination)
+        self.quit_cleanly(source)
+
+    def test_wrong_rkey(self):
+        self.run_bad("rkey", ("RDMA WRITE failed", "rkey"))
+
+    def test_outside_the_region(self):
+        self.run_bad("range", ("RDMA WRITE failed",))
+
+
+class Kills(RdmaCase):
+    """kill -9 of either side: mid-pass (slowed by max-bandwidth), and in
+    the SEND phase (at pause-before-switchover, where the stream's records
+    go by SEND and RAM's WRITEs are over)."""
+
+    def slow_pair(self, tag):
+        shm = self.shm_path(tag)
+        source, destination, uri = self.pair(memory="128M", append="mode=idle",
+                                             source_extra=("--mem-path", shm))
+        content = self.fill_random(shm, 100 * MiB, seed=len(tag))
+        source.qmp.command("migrate-set-parameters", **{"max-bandwidth": 40 * 1000 * 1000})
+        return source, destination, uri, shm, content
+
+    def test_destination_killed_mid_pass(self):
+        source, destination, uri, shm, content = self.slow_pair("kill-dst")
+        source.qmp.command("migrate", uri=uri)
+        info = self.wait_transferred(source, 16 * MiB)
+        self.assertEqual(info["ram"]["dirty-sync-count"], 1, "the first pass already ended")
+        destination.process.kill()
+        info = wait_migration(source.qmp, ("failed",), timeout=20)
+        self.assertIn("RDMA", info["error-desc"])
+        self.check_idle_guest_runs(source)
+        self.assert_ram_unchanged(shm, content)
+        self.quit_cleanly(source)
+
+    def test_source_killed_mid_pass(self):
+        source, destination, uri, _, _ = self.slow_pair("kill-src")
+        source.qmp.command("migrate", uri=uri)
+        info = self.wait_transferred(source, 16 * MiB)
+        self.assertEqual(info["ram"]["dirty-sync-count"], 1, "the first pass already ended")
+        source.process.kill()
+        self.check_destination_gave_up(destination)
+
+    def at_pause(self):
+        source, destination, uri = self.pair()
+        source.qmp.command("migrate-set-capabilities", capabilities=[
+            {"capability": "pause-before-switchover", "state": True}])
+        source.qmp.command("migrate", uri=uri)
+        wait_migration(source.qmp, ("pre-switchover",), timeout=30)
+        return source, destination
+
+    def test_destination_killed_in_send_phase(self):
+        source, destination = self.at_pause()
+        os.kill(destination.process.pid, signal.SIGSTOP)
+        source.qmp.command("migrate-continue", state="pre-switchover")
+        wait_migration(source.qmp, ("device",), timeout=20)
+        destination.process.kill()
+        info = wait_migration(source.qmp, ("failed",), timeout=20)
+        self.assertTrue(info.get("error-desc"))
+        self.check_source_intact(source)
+        self.quit_cleanly(source)
+
+    def test_source_killed_in_send_phase(self):
+        source, destination = self.at_pause()
+        source.process.kill()
+        self.check_destination_gave_up(destination)
+
+
+class Cancel(RdmaCase):
+    def test_cancel_mid_pass_then_migrate_again(self):
+        source, destination, uri = self.pair(memory="128M", append="mode=dirty start=1M end=100M")
+        source.qmp.command("migrate-set-parameters", **{"max-bandwidth": 20 * 1000 * 1000})
+        source.qmp.command("migrate", uri=uri)
+        self.wait_transferred(source, 8 * MiB)
+        source.qmp.command("migrate_cancel")
+        info = wait_migration(source.qmp, ("cancelled",), timeout=20)
+        self.assertEqual(info["status"], "cancelled")
+        self.check_destination_gave_up(destination)
+        self.assertLessEqual(self.check_running_guest(source), 1)
+        second = self.start_destination("defer", memory="128M")
+        self.set_rdma(second)
+        uri = rdma_uri()
+        second.qmp.command("migrate-incoming", uri=uri)
+        source.qmp.command("migrate-set-parameters", **{"max-bandwidth": 0})
+        source.qmp.command("migrate", uri=uri)
+        info = wait_migration(source.qmp)
+        self.assertEqual(info["status"], "completed", info.get("error-desc"))
+        self.assertLessEqual(self.check_running_guest(second, earlier=(source,)), 1)
+
+    def test_cancel_in_pre_switchover(self):
+        source, destination, uri = self.pair()
+        source.qmp.command("migrate-set-capabilities", capabilities=[
+            {"capability": "pause-before-switchover", "state": True}])
+        source.qmp.command("migrate", uri=uri)
+        wait_migration(source.qmp, ("pre-switchover",), timeout=30)
+        source.qmp.command("migrate_cancel")
+        wait_migration(source.qmp, ("cancelled",), timeout=20)
+        self.check_source_intact(source)
+        self.check_destination_gave_up(destination)
+
+    def test_cancel_in_send_phase(self):
+        source, destination, uri = self.pair()
+        source.qmp.command("migrate-set-capabilities", capabilities=[
+            {"capability": "pause-before-switchover", "state": True}])
+        source.qmp.command("migrate", uri=uri)
+        wait_migration(source.qmp, ("pre-switchover",), timeout=30)
+        os.kill(destination.process.pid, signal.SIGSTOP)
+        source.qmp.command("migrate-continue", state="pre-switchover")
+        wait_migration(source.qmp, ("device",), timeout=20)
+        source.qmp.command("migrate_cancel")
+        wait_migration(source.qmp, ("cancelled",), timeout=20)
+        self.check_source_intact(source)
+        os.kill(destination.process.pid, signal.SIGCONT)
+        self.check_destination_gave_up(destination)
+
+    def test_cancel_on_the_destination(self):
+        source, destination, uri = self.pair(memory="128M", append="mode=dirty start=1M end=100M")
+        source.qmp.command("migrate-set-parameters", **{"max-bandwidth": 20 * 1000 * 1000})
+        source.qmp.command("migrate", uri=uri)
+        self.wait_transferred(source, 8 * MiB)
+        destination.qmp.command("migrate_cancel")
+        info = wait_migration(source.qmp, ("failed",), timeout=20)
+        self.assertTrue(info.get("error-desc"))
+        self.check_destination_gave_up(destination)
+        self.assertLessEqual(self.check_running_guest(source), 1)
 
 
 if __name__ == "__main__":
