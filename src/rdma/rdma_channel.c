@@ -859,8 +859,7 @@ int rdma_channel_connect(const struct uri *uri, const struct rdma_options *optio
     if (rc == 0)
         rc = link_start(link, theirs.credits, err);
     if (rc < 0) {
-        link_free(link);
-        gw_error_prefix(err, "%s", channel->description);
+        link_free(link);   /* the provider's sentences name the address */
         return rc;
     }
     attach_channel(channel, link);
