@@ -271,6 +271,8 @@ int rdma_link_post_write(struct rdma_link *link, struct rdma_write *write, uint6
     if (link->posted_seq + 1 - link->retired_seq >= LINK_SQ_LIMIT / 2 &&
         link->last_signalled <= link->retired_seq)
         write->signaled = true;
+    if (link->posted_seq - link->retired_seq >= LINK_SQ_LIMIT && link->options.stats)
+        atomic_fetch_add(&link->options.stats->completions_waited, 1);
     while (!link_down(link) && link->posted_seq - link->retired_seq >= LINK_SQ_LIMIT)
         pthread_cond_wait(&link->changed, &link->lock);
     if (link_down(link)) {

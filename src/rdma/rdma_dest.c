@@ -137,11 +137,11 @@ static int register_entry(struct rdma_dest *dest, struct rdma_link *link,
         rc = register_range(dest, link, entry->block, offset, size, slot, err);
         if (rc < 0)
             return rc;
+        /* A whole block counts as the chunks it is made of. */
         if (stats)
             atomic_fetch_add(&stats->chunks_registered,
-                             entry->flags ? state->nr_chunks ? state->nr_chunks
-                                                             : (size + chunk_size - 1) / chunk_size
-                                          : 1);
+                             (entry->flags & RDMA_REG_WHOLE_BLOCK)
+                                 ? (size + chunk_size - 1) / chunk_size : 1);
     }
     rdma_encode_result(result, (uint64_t)(uintptr_t)(*slot)->addr, (*slot)->rkey);
     return 0;
