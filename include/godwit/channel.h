@@ -73,7 +73,12 @@ struct channel_listener {
     int fd;
     struct uri uri;
     bool unlink_path;       /* unix: remove the socket file when done */
-    void *impl;             /* rdma: the listening endpoint and its options */
+    /* A transport that listens on its own (rdma): its state, and how it
+     * accepts and closes; NULL for the sockets. */
+    void *impl;
+    int (*impl_accept)(struct channel_listener *listener, int cancel_fd,
+                       struct channel *channel, struct gw_error *err);
+    void (*impl_close)(struct channel_listener *listener);
 };
 int channel_listen(const struct uri *uri, struct channel_listener *listener,
                    struct gw_error *err);

@@ -2,8 +2,6 @@
  * accepts, and every other call goes through the channel's ops. */
 #include "channel_internal.h"
 
-#include "rdma/rdma_transport.h"
-
 #include <errno.h>
 #include <string.h>
 #include <unistd.h>
@@ -71,8 +69,8 @@ int channel_accept(struct channel_listener *listener, int cancel_fd, struct chan
 {
     channel_init_closed(channel);
     describe(channel, &listener->uri);
-    if (listener->impl)
-        return rdma_channel_accept(listener, cancel_fd, channel, err);
+    if (listener->impl_accept)
+        return listener->impl_accept(listener, cancel_fd, channel, err);
     if (listener->uri.kind == URI_FD)
         return channel_fd_adopt(&listener->uri, channel, err);
     if (listener->uri.kind == URI_FILE)
@@ -82,7 +80,8 @@ int channel_accept(struct channel_listener *listener, int cancel_fd, struct chan
 
 void channel_listener_close(struct channel_listener *listener)
 {
-    rdma_channel_listener_close(listener);
+    if (listener->impl_close)
+        listener->impl_close(listener);
     if (listener->fd >= 0)
         close(listener->fd);
     if (listener->unlink_path)

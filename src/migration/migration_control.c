@@ -273,16 +273,6 @@ static int check_uri(struct migration *migration, const struct uri *uri, struct 
     return 0;
 }
 
-void migration_rdma_options(struct migration *migration, struct rdma_options *options)
-{
-    pthread_mutex_lock(&migration->lock);
-    *options = (struct rdma_options){ .chunk_size = migration->params.rdma_chunk_size,
-                                      .pin_all = migration->cap_rdma_pin_all,
-                                      .provider = (unsigned)migration->params.rdma_provider,
-                                      .stats = &migration->stats.rdma };
-    pthread_mutex_unlock(&migration->lock);
-}
-
 int migration_parse_uri(struct migration *migration, const char *text, struct uri *uri,
                         struct gw_error *err)
 {

@@ -366,7 +366,7 @@ static int dest_request_locked(struct rdma_link *link, const struct rdma_msg *ms
         free(reply);
         return down_error(link, err);
     }
-    rc = rdma_dest_handle(link->dest, link, msg, &reply_type, reply, &reply_len, err);
+    rc = rdma_dest_handle(link->dest, link->conn, msg, &reply_type, reply, &reply_len, err);
     if (rc < 0) {
         /* The source hears why (its stream then fails too), and so does
          * this side's record loop, through the broken link. */
@@ -515,7 +515,7 @@ static void link_free(struct rdma_link *link)
         pthread_join(link->thread, NULL);
     }
     if (link->dest)
-        rdma_dest_free(link->dest, link);
+        rdma_dest_free(link->dest);
     if (link->conn)
         rdma_conn_close(link->conn);   /* deregisters the buffers too */
     while (link->data) {
@@ -823,8 +823,7 @@ int rdma_channel_connect(const struct uri *uri, const struct rdma_options *optio
     struct rdma_link *link;
     int rc;
 
-    channel_init_closed(channel);
-    channel->kind = URI_RDMA;
+    *channel = (struct channel){ .fd = -1, .kind = URI_RDMA };
     uri_format(uri, channel->description, sizeof(channel->description));
     rc = rdma_provider_resolve((enum rdma_provider)options->provider, &provider, err);
     if (rc < 0)
@@ -875,6 +874,10 @@ struct rdma_listening {
     struct rdma_options options;
 };
 
+static int listener_accept(struct channel_listener *listener, int cancel_fd,
+                           struct channel *channel, struct gw_error *err);
+static void listener_close(struct channel_listener *listener);
+
 int rdma_channel_listen(const struct uri *uri, const struct rdma_options *options,
                         struct channel_listener *listener, struct gw_error *err)
 {
@@ -893,10 +896,12 @@ int rdma_channel_listen(const struct uri *uri, const struct rdma_options *option
         return rc;
     }
     listener->impl = listening;
+    listener->impl_accept = listener_accept;
+    listener->impl_close = listener_close;
     return 0;
 }
 
-void rdma_channel_listener_close(struct channel_listener *listener)
+static void listener_close(struct channel_listener *listener)
 {
     struct rdma_listening *listening = listener->impl;
 
@@ -905,6 +910,8 @@ void rdma_channel_listener_close(struct channel_listener *listener)
     rdma_listener_close(listening->listener);
     free(listening);
     listener->impl = NULL;
+    listener->impl_accept = NULL;
+    listener->impl_close = NULL;
 }
 
 /* Checks a source's offer; fills the reason to refuse it, and a sentence
@@ -961,8 +968,8 @@ static int answer_barrier(struct rdma_listening *listening, int cancel_fd, struc
     }
 }
 
-int rdma_channel_accept(struct channel_listener *listener, int cancel_fd,
-                        struct channel *channel, struct gw_error *err)
+static int listener_accept(struct channel_listener *listener, int cancel_fd,
+                           struct channel *channel, struct gw_error *err)
 {
     struct rdma_listening *listening = listener->impl;
     struct rdma_request *request;
@@ -1014,7 +1021,8 @@ int rdma_channel_attach_ram(struct channel *channel, const struct ram_block *blo
                             struct ram_load_counts *counts, struct gw_error *err)
 {
     struct rdma_link *link = channel->impl;
-    struct rdma_dest *dest = rdma_dest_new(blocks, nr_blocks, landing, counts, err);
+    struct rdma_dest *dest = rdma_dest_new(blocks, nr_blocks, landing, counts,
+                                           link->options.chunk_size, link->options.stats, err);
 
     if (!dest)
         return -ENOMEM;

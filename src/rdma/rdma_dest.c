@@ -21,13 +21,14 @@ struct rdma_dest {
     unsigned nr_blocks;
     struct page_landing landing;
     struct ram_load_counts *counts;
+    uint64_t chunk_size;
+    struct rdma_stats *stats;
     uint64_t zeroed_this_pass;
     struct dest_block *state;
 };
 
-void rdma_dest_free(struct rdma_dest *dest, struct rdma_link *link)
+void rdma_dest_free(struct rdma_dest *dest)
 {
-    (void)link;   /* closing the connection deregisters the regions */
     if (!dest)
         return;
     for (unsigned b = 0; dest->state && b < dest->nr_blocks; b++)
@@ -38,17 +39,19 @@ void rdma_dest_free(struct rdma_dest *dest, struct rdma_link *link)
 
 struct rdma_dest *rdma_dest_new(const struct ram_block *blocks, unsigned nr_blocks,
                                 const struct page_landing *landing,
-                                struct ram_load_counts *counts, struct gw_error *err)
+                                struct ram_load_counts *counts, uint64_t chunk_size,
+                                struct rdma_stats *stats, struct gw_error *err)
 {
     struct rdma_dest *dest = calloc(1, sizeof(*dest));
 
     if (dest) {
         *dest = (struct rdma_dest){ .blocks = blocks, .nr_blocks = nr_blocks,
-                                    .landing = *landing, .counts = counts };
+                                    .landing = *landing, .counts = counts,
+                                    .chunk_size = chunk_size, .stats = stats };
         dest->state = calloc(nr_blocks ? nr_blocks : 1, sizeof(*dest->state));
     }
     if (!dest || !dest->state) {
-        rdma_dest_free(dest, NULL);
+        rdma_dest_free(dest);
         gw_error_set(err, -ENOMEM, "out of memory for the RDMA destination's chunks");
         return NULL;
     }
@@ -83,7 +86,7 @@ static int check_block(const struct rdma_dest *dest, uint32_t block, struct gw_e
     return 0;
 }
 
-static int register_range(struct rdma_dest *dest, struct rdma_link *link, uint32_t block,
+static int register_range(struct rdma_dest *dest, struct rdma_conn *conn, uint32_t block,
                           uint64_t offset, uint64_t len, struct rdma_mr **mr,
                           struct gw_error *err)
 {
@@ -91,18 +94,22 @@ static int register_range(struct rdma_dest *dest, struct rdma_link *link, uint32
     uint8_t *addr = NULL;
     int rc = landing_range(dest, block, offset / page_size, len / page_size, &addr, err);
 
+    if (rc == 0 && !conn)
+        rc = gw_error_set(err, -ENOTCONN, "no RDMA connection to register chunks on");
     if (rc == 0)
-        rc = rdma_link_register(link, addr, len,
-                                RDMA_ACCESS_LOCAL_WRITE | RDMA_ACCESS_REMOTE_WRITE, mr, err);
+        rc = rdma_mr_register(conn, addr, len,
+                              RDMA_ACCESS_LOCAL_WRITE | RDMA_ACCESS_REMOTE_WRITE, mr, err);
+    if (rc == 0 && dest->stats)
+        atomic_fetch_add(&dest->stats->registrations, 1);
     return rc;
 }
 
-static int register_entry(struct rdma_dest *dest, struct rdma_link *link,
+static int register_entry(struct rdma_dest *dest, struct rdma_conn *conn,
                           const struct rdma_reg_entry *entry, uint8_t *result,
                           struct gw_error *err)
 {
-    uint64_t chunk_size = rdma_link_options(link)->chunk_size, size, offset;
-    struct rdma_stats *stats = rdma_link_options(link)->stats;
+    uint64_t chunk_size = dest->chunk_size, size, offset;
+    struct rdma_stats *stats = dest->stats;
     struct dest_block *state;
     struct rdma_mr **slot;
     int rc = check_block(dest, entry->block, err);
@@ -134,7 +141,7 @@ static int register_entry(struct rdma_dest *dest, struct rdma_link *link,
         size = size - offset < chunk_size ? size - offset : chunk_size;
     }
     if (!*slot) {
-        rc = register_range(dest, link, entry->block, offset, size, slot, err);
+        rc = register_range(dest, conn, entry->block, offset, size, slot, err);
         if (rc < 0)
             return rc;
         /* A whole block counts as the chunks it is made of. */
@@ -187,7 +194,7 @@ static int finished(struct rdma_dest *dest, const struct rdma_msg *msg, uint8_t 
     return 0;
 }
 
-int rdma_dest_handle(struct rdma_dest *dest, struct rdma_link *link, const struct rdma_msg *msg,
+int rdma_dest_handle(struct rdma_dest *dest, struct rdma_conn *conn, const struct rdma_msg *msg,
                      uint32_t *reply_type, uint8_t *reply, uint32_t *reply_len,
                      struct gw_error *err)
 {
@@ -200,7 +207,7 @@ int rdma_dest_handle(struct rdma_dest *dest, struct rdma_link *link, const struc
         for (uint32_t i = 0; rc == 0 && i < count; i++) {
             struct rdma_reg_entry entry;
             rdma_msg_reg_entry(msg, i, &entry);
-            rc = register_entry(dest, link, &entry, reply + 4 + i * RDMA_ENTRY_SIZE, err);
+            rc = register_entry(dest, conn, &entry, reply + 4 + i * RDMA_ENTRY_SIZE, err);
         }
         *reply_type = RDMA_MSG_REGISTER_RESULT;
         *reply_len = 4 + count * RDMA_ENTRY_SIZE;

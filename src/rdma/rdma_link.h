@@ -42,11 +42,13 @@ int rdma_link_register(struct rdma_link *link, void *addr, size_t len, unsigned 
  * and fills the reply (type and payload; type 0: none). */
 struct rdma_dest *rdma_dest_new(const struct ram_block *blocks, unsigned nr_blocks,
                                 const struct page_landing *landing,
-                                struct ram_load_counts *counts, struct gw_error *err);
-int rdma_dest_handle(struct rdma_dest *dest, struct rdma_link *link, const struct rdma_msg *msg,
+                                struct ram_load_counts *counts, uint64_t chunk_size,
+                                struct rdma_stats *stats, struct gw_error *err);
+/* conn: where chunks are registered (NULL for what needs none). */
+int rdma_dest_handle(struct rdma_dest *dest, struct rdma_conn *conn, const struct rdma_msg *msg,
                      uint32_t *reply_type, uint8_t *reply, uint32_t *reply_len,
                      struct gw_error *err);
-/* Deregisters what it registered (the connection is down). */
-void rdma_dest_free(struct rdma_dest *dest, struct rdma_link *link);
+/* Frees its tables; closing the connection deregisters its regions. */
+void rdma_dest_free(struct rdma_dest *dest);
 
 #endif

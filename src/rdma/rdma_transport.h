@@ -48,12 +48,10 @@ int rdma_chunk_size_check(int64_t value, struct gw_error *err);
  * destination refuses a different chunk size with both values named. */
 int rdma_channel_connect(const struct uri *uri, const struct rdma_options *options,
                          int cancel_fd, struct channel *channel, struct gw_error *err);
-/* Destination: listen, then accept one source. */
+/* Destination: listens; channel_accept then takes one source, and
+ * channel_listener_close closes. */
 int rdma_channel_listen(const struct uri *uri, const struct rdma_options *options,
                         struct channel_listener *listener, struct gw_error *err);
-int rdma_channel_accept(struct channel_listener *listener, int cancel_fd,
-                        struct channel *channel, struct gw_error *err);
-void rdma_channel_listener_close(struct channel_listener *listener);
 bool rdma_channel_is(const struct channel *channel);
 
 /* Source: the page sink over an rdma: channel. counts: the migration's

@@ -54,7 +54,7 @@ static void fuzz_message(const uint8_t *data, size_t size)
     struct page_landing landing = { .ops = &landing_ops };
     struct ram_load_counts counts = { 0 };
     uint8_t *reply = malloc(RDMA_MSG_PAYLOAD_MAX);
-    struct rdma_dest *dest = rdma_dest_new(blocks, 2, &landing, &counts, NULL);
+    struct rdma_dest *dest = rdma_dest_new(blocks, 2, &landing, &counts, 1 << 20, NULL, NULL);
     uint32_t reply_type, reply_len;
     struct rdma_msg msg;
 
@@ -75,7 +75,7 @@ static void fuzz_message(const uint8_t *data, size_t size)
         }
         at += len;
     }
-    rdma_dest_free(dest, NULL);
+    rdma_dest_free(dest);
     free(reply);
 }
 
