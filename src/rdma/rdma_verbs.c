@@ -120,9 +120,11 @@ int rdma_request_reject(struct rdma_request *request, const struct rdma_private_
 {
     int rc = check_private_data(reply, err);
 
-    if (rc < 0)
-        reply = NULL;
-    return request->ops->reject(request, reply, rc < 0 ? NULL : err) < 0 ? -EIO : rc;
+    if (rc < 0) {   /* still refused, with no bytes: the request is consumed */
+        request->ops->reject(request, NULL, NULL);
+        return rc;
+    }
+    return request->ops->reject(request, reply, err);
 }
 
 int rdma_conn_open(enum rdma_provider provider, const char *host, uint16_t port,

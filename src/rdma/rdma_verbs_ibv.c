@@ -89,7 +89,10 @@ static void start_drain(struct ibv_conn *conn)
 
     if (conn->draining)
         return;
-    conn->draining = conn->broken = true;
+    conn->draining = true;
+    pthread_mutex_lock(&conn->post_lock);
+    conn->broken = true;        /* no post after the markers */
+    pthread_mutex_unlock(&conn->post_lock);
     ibv_modify_qp(conn->id->qp, &attr, IBV_QP_STATE);
     conn->drain_left = (ibv_post_send(conn->id->qp, &send, &bad_send) == 0) +
                        (ibv_post_recv(conn->id->qp, &recv, &bad_recv) == 0);
@@ -98,31 +101,32 @@ static void start_drain(struct ibv_conn *conn)
 /* One ibv completion as the interface's; false for a drain marker. */
 static bool translate(struct ibv_conn *conn, const struct ibv_wc *wc, struct rdma_completion *out)
 {
-    struct ibv_slot *slot;
+    enum rdma_wc_status status = status_of(wc->status);
+    struct ibv_slot slot;
 
     if (wc->wr_id == WR_DRAIN_SEND || wc->wr_id == WR_DRAIN_RECV) {
         conn->drain_left--;
         return false;
     }
+    /* The slot is copied before it is freed: a post may reuse it at once. */
     pthread_mutex_lock(&conn->post_lock);
     if (wc->wr_id & WR_RECV_BIT) {
-        slot = &conn->rq[(wc->wr_id & ~WR_RECV_BIT) % RDMA_RECV_QUEUE_DEPTH];
+        slot = conn->rq[(wc->wr_id & ~WR_RECV_BIT) % RDMA_RECV_QUEUE_DEPTH];
         conn->rq_done++;
     } else {
-        slot = &conn->sq[wc->wr_id % RDMA_SEND_QUEUE_DEPTH];
+        slot = conn->sq[wc->wr_id % RDMA_SEND_QUEUE_DEPTH];
         conn->sq_done = wc->wr_id + 1;     /* it retires every earlier one too */
     }
-    pthread_mutex_unlock(&conn->post_lock);
-    *out = (struct rdma_completion){ .wr_id = slot->wr_id, .opcode = slot->opcode,
-                                     .status = status_of(wc->status), .byte_len = wc->byte_len,
-                                     .vendor_err = wc->vendor_err };
-    if (out->status != RDMA_WC_SUCCESS && out->status != RDMA_WC_FLUSHED && !conn->broken) {
+    if (status != RDMA_WC_SUCCESS && status != RDMA_WC_FLUSHED && !conn->broken) {
         /* An RC queue pair in error stays so: tell the peer, end here. */
         conn->broken = true;
-        conn->end_status = out->status == RDMA_WC_CONNECTION_LOST ? out->status
-                                                                   : RDMA_WC_DISCONNECTED;
+        conn->end_status = status == RDMA_WC_CONNECTION_LOST ? status : RDMA_WC_DISCONNECTED;
         rdma_disconnect(conn->id);
     }
+    pthread_mutex_unlock(&conn->post_lock);
+    *out = (struct rdma_completion){ .wr_id = slot.wr_id, .opcode = slot.opcode,
+                                     .status = status, .byte_len = wc->byte_len,
+                                     .vendor_err = wc->vendor_err };
     return true;
 }
 
@@ -155,9 +159,11 @@ static void handle_cm_event(struct ibv_conn *conn)
         return;
     if (event->event == RDMA_CM_EVENT_DISCONNECTED || event->event == RDMA_CM_EVENT_DEVICE_REMOVAL
         || event->event == RDMA_CM_EVENT_TIMEWAIT_EXIT) {
+        pthread_mutex_lock(&conn->post_lock);
         if (!conn->broken)
             conn->end_status = event->event == RDMA_CM_EVENT_DISCONNECTED
                                    ? RDMA_WC_DISCONNECTED : RDMA_WC_CONNECTION_LOST;
+        pthread_mutex_unlock(&conn->post_lock);
         start_drain(conn);
     }
     rdma_ack_cm_event(event);
