@@ -1,6 +1,7 @@
-/* The software provider's wire format over TCP (docs/rdma.md, "software
- * provider"): a fixed hello each way at connect time, then 32-byte message
- * headers, each followed by its payload (WRITE, SEND). Little-endian.
+/* The software provider's wire format over TCP (docs/rdma-verbs.md, "The
+ * software provider"): a fixed hello each way at connect time, then
+ * 32-byte message headers, each followed by its payload (WRITE, SEND).
+ * Little-endian.
  * Decoding checks every field a peer controls before anyone acts on it. */
 #ifndef GODWIT_RDMA_SOFT_WIRE_H
 #define GODWIT_RDMA_SOFT_WIRE_H

@@ -4,7 +4,7 @@
  * completion queue for both of its queues.
  *
  * Nothing here but rdma_ibv_device_count and the no-device path has run on
- * this project's machines, which have no RDMA device (docs/rdma.md lists
+ * this project's machines, which have no RDMA device (docs/rdma-verbs.md lists
  * the functions). Keep it short and literal. */
 #include "rdma/rdma_verbs_ibv.h"
 
