@@ -503,6 +503,84 @@ static void test_peer_death_is_connection_lost(void **state)
     free(buf);
 }
 
+/* The peer is killed while WRITEs are in flight: completions are successes,
+ * then one CONNECTION_LOST, then flushes, then the event; never a hang. */
+static void test_peer_death_mid_write(void **state)
+{
+    const size_t big = 256u << 20, piece = 16u << 20;
+    struct rdma_listener *listener;
+    struct rdma_request *request;
+    struct rdma_conn *conn;
+    struct rdma_mr *mr;
+    struct gw_error err;
+    uint64_t target[2];
+    unsigned char *buf;
+    int pipefd[2];
+    pid_t child;
+    bool lost = false;
+
+    (void)state;
+    assert_int_equal(pipe(pipefd), 0);
+    assert_int_equal(rdma_listener_open(RDMA_PROVIDER_SOFT, "127.0.0.1", 0, &listener, &err), 0);
+    child = fork();
+    if (child == 0) {
+        struct rdma_private_data none = { 0 }, reply;
+        struct rdma_conn *peer;
+        struct rdma_mr *peer_mr;
+        void *region = calloc(1, big);
+
+        if (region && rdma_conn_open(RDMA_PROVIDER_SOFT, "127.0.0.1",
+                                     rdma_listener_port(listener), &none, &reply, -1, WAIT_MS,
+                                     &peer, NULL) == 0 &&
+            rdma_mr_register(peer, region, big, full_access, &peer_mr, NULL) == 0) {
+            uint64_t where[2] = { (uintptr_t)region, peer_mr->rkey };
+
+            if (write(pipefd[1], where, sizeof(where)) == sizeof(where))
+                pause();
+        }
+        _exit(1);
+    }
+    assert_int_equal(rdma_listener_wait(listener, -1, WAIT_MS, &request, &err), 0);
+    assert_int_equal(rdma_request_accept(request, NULL, &conn, &err), 0);
+    assert_int_equal(read(pipefd[0], target, sizeof(target)), sizeof(target));
+    buf = calloc(1, big);
+    assert_non_null(buf);
+    assert_int_equal(rdma_mr_register(conn, buf, big, 0, &mr, &err), 0);
+    for (size_t at = 0; at < big; at += piece) {
+        struct rdma_write write = { .wr_id = at / piece, .local = buf + at, .len = piece,
+                                    .lkey = mr->lkey, .remote_addr = target[0] + at,
+                                    .rkey = (uint32_t)target[1], .signaled = true };
+
+        assert_int_equal(rdma_conn_post_write(conn, &write, &err), 0);
+    }
+    kill(child, SIGKILL);
+    waitpid(child, NULL, 0);
+    for (uint64_t expected = 0;; expected++) {
+        struct rdma_completion wc = poll_one(conn);
+
+        if (wc.wr_id == RDMA_WR_ID_EVENT) {
+            assert_int_equal(wc.status, RDMA_WC_CONNECTION_LOST);
+            assert_true(expected == big / piece || lost);
+            break;
+        }
+        assert_int_equal(wc.wr_id, expected);
+        if (wc.status == RDMA_WC_CONNECTION_LOST) {
+            assert_false(lost);
+            lost = true;
+        } else if (lost) {
+            assert_int_equal(wc.status, RDMA_WC_FLUSHED);
+        } else {
+            assert_int_equal(wc.status, RDMA_WC_SUCCESS);
+        }
+    }
+    fprintf(stderr, "# the peer died %s the WRITEs\n", lost ? "during" : "after");
+    rdma_conn_close(conn);
+    rdma_listener_close(listener);
+    close(pipefd[0]);
+    close(pipefd[1]);
+    free(buf);
+}
+
 static void test_private_data_and_reject(void **state)
 {
     struct pair pair = { .offer = { .len = 5, .bytes = "hello" } };
@@ -672,6 +750,7 @@ int main(void)
         cmocka_unit_test(test_send_queue_depth),
         cmocka_unit_test(test_disconnect_flushes_and_reports),
         cmocka_unit_test(test_peer_death_is_connection_lost),
+        cmocka_unit_test(test_peer_death_mid_write),
         cmocka_unit_test(test_private_data_and_reject),
         cmocka_unit_test(test_nobody_listening_is_refused),
         cmocka_unit_test(test_poll_times_out_and_cancels),
