@@ -152,6 +152,12 @@ def run_once(config, rate, limit_ms, args):
             # godwit's prediction at the stop (ours); QEMU 7.2 has none, so
             # its last expected-downtime sampled while active (100 ms apart).
             record["predicted_ms"] = info.get("expected-downtime-at-switchover", last_expected)
+            # godwit's switchover in us (ours): whole-ms figures cannot
+            # compare downtimes of a few ms.
+            detail = info.get("downtime-detail")
+            if detail:
+                record.update(downtime_us=detail["total"], predicted_us=detail["expected"],
+                              detail=detail)
             # Passes the guest made while the source ran it (up to switchover).
             record["progress"] = passes / max(elapsed, 1e-3)
             check_guest(destination, earlier=(source,))

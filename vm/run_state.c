@@ -139,6 +139,27 @@ bool vm_stop_for_switchover(struct vm *vm)
     return old == RUN_STATE_RUNNING;
 }
 
+uint64_t vm_time_stop(struct vm *vm)
+{
+    struct timespec before, after;
+    uint64_t us = 0;
+
+    pthread_mutex_lock(&vm->state_lock);
+    if (vm->run_state == RUN_STATE_RUNNING) {
+        clock_gettime(CLOCK_MONOTONIC, &before);
+        stop_vcpus_locked(vm);
+        clock_gettime(CLOCK_MONOTONIC, &after);
+        for (unsigned i = 0; i < vm->nr_vcpus; i++)
+            vcpu_resume(&vm->vcpus[i]);
+        if (vm->config.accel_none)
+            soft_cpu_resume(&vm->soft_cpu);
+        us = (uint64_t)(after.tv_sec - before.tv_sec) * 1000000 +
+             (uint64_t)(after.tv_nsec - before.tv_nsec) / 1000;
+    }
+    pthread_mutex_unlock(&vm->state_lock);
+    return us;
+}
+
 void vm_rollback_switchover(struct vm *vm)
 {
     bool started = false;

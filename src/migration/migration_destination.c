@@ -19,6 +19,11 @@ static int send_answer(struct stream_writer *writer, uint32_t type, const void *
     return stream_write_record(writer, type, &part, len ? 1 : 0, err);
 }
 
+static void answer_pass_end(void *opaque, uint64_t pass)
+{
+    migration_send_rp_pass_ack(opaque, pass);
+}
+
 /* Closing a socket with unread data sends a reset, and a reset makes the
  * source drop the RP_ERROR it has not read yet. So: stop writing, and read
  * until the source closes (it does once it has the error), for at most 2 s. */
@@ -158,6 +163,10 @@ static int receive(struct migration *migration, struct incoming *incoming, struc
     state.config = migration->config;
     state.after_config = start_multifd;
     state.after_config_opaque = incoming;
+    if (migration->channel.has_return_path) {
+        state.on_pass_end = answer_pass_end;
+        state.on_pass_end_opaque = migration;
+    }
     if (rc == 0 && migration->host.ram_zero_at_start) {
         rc = ram_bitmaps_alloc(migration->bitmaps, migration->host.blocks,
                                migration->host.nr_blocks, false, err);
@@ -172,9 +181,6 @@ static int receive(struct migration *migration, struct incoming *incoming, struc
         device_loader_error(state.devices, err);
     multifd_recv_stop(state.multifd);   /* the receivers' byte counts are theirs till then */
     atomic_store(&migration->stats.multifd_bytes, multifd_recv_bytes(state.multifd));
-    multifd_recv_free(state.multifd);
-    load_state_free(&state);
-
     atomic_store(&migration->stats.normal_pages, state.counts.normal_pages);
     atomic_store(&migration->stats.zero_pages, state.counts.zero_pages);
     atomic_store(&migration->stats.transferred,
@@ -190,6 +196,10 @@ static int receive(struct migration *migration, struct incoming *incoming, struc
         migration_send_rp_error(migration, err);
         drain_until_closed(&migration->channel);
     }
+    /* Freed once the guest runs: joining the receivers and unmapping the
+     * load's buffers are no part of the downtime. */
+    multifd_recv_free(state.multifd);
+    load_state_free(&state);
     stream_reader_free(&reader);
     return rc;
 }

@@ -61,6 +61,29 @@ static json_t *last_sync_info(struct migration_stats *stats)
         "device", (json_int_t)atomic_load(&stats->last_sync_device_us));
 }
 
+/* The switchover in us (ours): what was expected, what it took, and its
+ * parts in the order they happened; they add up to the total. */
+static json_t *downtime_detail(struct migration_stats *stats)
+{
+    static const char *const names[DOWNTIME_PARTS] = {
+        [DOWNTIME_STOP] = "stop", [DOWNTIME_SYNC] = "sync", [DOWNTIME_RAM] = "ram",
+        [DOWNTIME_DEVICE] = "device", [DOWNTIME_FLUSH] = "flush", [DOWNTIME_LOAD] = "load",
+        [DOWNTIME_RESUME] = "resume",
+    };
+    json_t *detail = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I}",
+        "total", (json_int_t)atomic_load(&stats->downtime_us),
+        "expected", (json_int_t)atomic_load(&stats->expected_downtime_at_switchover_us),
+        "expected-bytes", (json_int_t)atomic_load(&stats->expected_bytes),
+        "expected-bandwidth", (json_int_t)atomic_load(&stats->expected_bandwidth),
+        "answer", (json_int_t)atomic_load(&stats->pass_end_answer_us),
+        "bytes", (json_int_t)atomic_load(&stats->downtime_bytes));
+
+    for (int part = 0; part < DOWNTIME_PARTS; part++)
+        json_object_set_new(detail, names[part],
+                            json_integer((json_int_t)atomic_load(&stats->downtime_parts_us[part])));
+    return detail;
+}
+
 json_t *migration_info(struct migration *migration)
 {
     struct migration_stats *stats = &migration->stats;
@@ -92,6 +115,7 @@ json_t *migration_info(struct migration *migration)
         json_object_set_new(info, "expected-downtime-at-switchover",
                             json_integer((json_int_t)atomic_load(
                                 &stats->expected_downtime_at_switchover_ms)));
+        json_object_set_new(info, "downtime-detail", downtime_detail(stats));
     }
     if (status != MIGRATION_SETUP) {
         uint64_t precopy = atomic_load(&stats->device_precopy_pending);
@@ -171,6 +195,14 @@ int migration_hmp_info(const char *args, struct hmp_output *out, struct gw_error
         hmp_printf(out, ", down=%" PRIu64 " (predicted %" PRIu64 ")", field(info, "downtime"),
                    field(info, "expected-downtime-at-switchover"));
     hmp_printf(out, "\r\n");
+    json_t *detail = json_object_get(info, "downtime-detail");
+    if (detail)
+        hmp_printf(out, "Downtime (us):          total=%" PRIu64 " (predicted %" PRIu64 "): stop=%"
+                   PRIu64 ", sync=%" PRIu64 ", ram=%" PRIu64 ", device=%" PRIu64 ", flush=%"
+                   PRIu64 ", load=%" PRIu64 ", resume=%" PRIu64 "\r\n",
+                   field(detail, "total"), field(detail, "expected"), field(detail, "stop"),
+                   field(detail, "sync"), field(detail, "ram"), field(detail, "device"),
+                   field(detail, "flush"), field(detail, "load"), field(detail, "resume"));
     if (json_object_get(info, "cpu-throttle-percentage"))
         hmp_printf(out, "CPU throttle (%%):       %" PRIu64 "\r\n",
                    field(info, "cpu-throttle-percentage"));

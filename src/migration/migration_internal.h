@@ -73,6 +73,19 @@ void migration_snapshot_config(struct migration *migration, struct migration_con
 /* A fresh random migration id, for the channel headers and CONFIG. */
 int migration_new_id(struct migration_config *config, struct gw_error *err);
 
+/* The switchover's parts, in order (query-migrate's downtime-detail). */
+enum downtime_part {
+    DOWNTIME_STOP,     /* asking the VMM to stop until it has (and
+                        * pause-before-switchover's wait for migrate-continue) */
+    DOWNTIME_SYNC,     /* the final dirty sync */
+    DOWNTIME_RAM,      /* the last dirty pages queued to the channels */
+    DOWNTIME_DEVICE,   /* device state saved and queued */
+    DOWNTIME_FLUSH,    /* the channels drained, END written */
+    DOWNTIME_LOAD,     /* END to the destination's READY */
+    DOWNTIME_RESUME,   /* GO to the destination's RUNNING */
+    DOWNTIME_PARTS
+};
+
 struct migration_stats {
     _Atomic uint64_t start_ms, setup_ms, total_ms, downtime_ms, expected_downtime_ms;
     _Atomic uint64_t expected_downtime_at_switchover_ms;
@@ -83,11 +96,26 @@ struct migration_stats {
      * into the engine's bitmaps, the devices' pending query. */
     _Atomic uint64_t last_sync_us, last_sync_fetch_us, last_sync_merge_us, last_sync_device_us;
     _Atomic uint64_t bandwidth;          /* bytes/s over transfer time, last pass */
+    /* bytes/s over the part of the last pass that max-bandwidth's pacing
+     * did not hold back: what the unpaced stop-copy phase can expect. */
+    _Atomic uint64_t link_bandwidth;
+    _Atomic uint64_t paced_us;           /* wall time lanes slept for max-bandwidth */
     _Atomic uint64_t transfer_time_us;   /* total of finished passes, sync time excluded */
     _Atomic uint64_t pass_started_us;    /* 0 outside a pass: for live figures */
     _Atomic uint64_t device_transferred; /* bytes of DEVICE records */
     _Atomic uint64_t device_precopy_pending, device_stopcopy_pending;  /* last asked */
     _Atomic uint64_t multifd_bytes;      /* of transferred, on multifd channels */
+    /* The switchover, in us (ours): the whole downtime, the estimate at
+     * switchover, and the parts in the order they happen. */
+    _Atomic uint64_t downtime_us, expected_downtime_at_switchover_us;
+    _Atomic uint64_t downtime_parts_us[DOWNTIME_PARTS];
+    /* The last PASS_END sent and how long the destination took to answer
+     * it: catching up with the channel and a round trip, as it will after
+     * END and after GO. */
+    _Atomic uint64_t pass_end_pass, pass_end_sent_us, pass_end_answer_us;
+    /* What the estimate at switchover rested on: the bytes left and the
+     * bandwidth it expected for them. */
+    _Atomic uint64_t expected_bytes, expected_bandwidth;
     struct convergence convergence;      /* what is left, the rates, the verdict */
     _Atomic uint64_t cpu_throttle_percentage;  /* what the VMM was last asked; 0 = none */
     _Atomic bool dirty_limit_on;         /* the host's dirty limit, started by this migration */
@@ -167,6 +195,8 @@ void migration_send_error(struct channel *channel, const struct gw_error *failur
 /* Destination: the same on the main channel, once per migration, from any
  * thread (a multifd receiver's failure or the main thread's). */
 void migration_send_rp_error(struct migration *migration, const struct gw_error *failure);
+/* Destination: RP_PASS_ACK for a PASS_END, unless an RP_ERROR went out. */
+void migration_send_rp_pass_ack(struct migration *migration, uint64_t pass);
 
 /* Waits, holding the migration lock, for a change or 20 ms at most. */
 void migration_wait_changed(struct migration *migration);

@@ -47,9 +47,28 @@ class MarkerMigration(MigrationTestCase):
         self.assertEqual(source.qmp.command("query-status")["status"], "postmigrate")
         self.assertGreaterEqual(info["ram"]["dirty-sync-count"], 2)
         self.assertGreaterEqual(info["downtime"], 0)
+        self.check_downtime_detail(info)
         self.assertEqual(destination.qmp.command("query-status")["status"], "running")
         self.assertLessEqual(self.check_running_guest(destination, earlier=(source,)), 1)
         self.assertEqual(destination.read_memory(MARKER_ADDRESS, len(MARKER)), MARKER)
+
+
+    def check_downtime_detail(self, info):
+        """The switchover in us (ours): its parts add up to the downtime,
+        which rounds up to `downtime`; the prediction is there and rests on
+        the destination's answers to PASS_END (every pass sent one)."""
+        detail = info["downtime-detail"]
+        parts = ("stop", "sync", "ram", "device", "flush", "load", "resume")
+        self.assertLessEqual(sum(detail[p] for p in parts), detail["total"], detail)
+        self.assertGreaterEqual(sum(detail[p] for p in parts) + len(parts), detail["total"],
+                                detail)
+        self.assertEqual(info["downtime"], (detail["total"] + 999) // 1000, detail)
+        self.assertGreater(detail["load"], 0, detail)
+        self.assertGreater(detail["expected"], 0, detail)
+        self.assertGreater(detail["answer"], 0, detail)
+        self.assertEqual(detail["bytes"], info["ram"]["downtime-bytes"], detail)
+        self.assertEqual(detail["expected"] // 1000 + (detail["expected"] % 1000 > 0),
+                         info["expected-downtime-at-switchover"], detail)
 
 
 class Transports(MarkerMigration):
