@@ -11,6 +11,9 @@
 #include <time.h>
 #include <unistd.h>
 
+/* How long closing a connection waits for its BYE to go out. */
+#define BYE_WAIT_MS 1000
+
 static struct soft_conn *soft_of(struct rdma_conn *conn)
 {
     return (struct soft_conn *)conn;
@@ -175,7 +178,16 @@ static void soft_destroy(struct rdma_conn *conn)
 {
     struct soft_conn *soft = soft_of(conn);
 
-    /* Whatever the peer does, both threads return now. */
+    struct timespec deadline;
+
+    /* The BYE goes first if it can (the peer then sees a disconnect, not a
+     * loss), but whatever the peer does, both threads return within 1 s. */
+    deadline_after(&deadline, BYE_WAIT_MS);
+    pthread_mutex_lock(&soft->lock);
+    while (!soft->writer_done &&
+           pthread_cond_timedwait(&soft->writer_idle, &soft->lock, &deadline) != ETIMEDOUT)
+        ;
+    pthread_mutex_unlock(&soft->lock);
     shutdown(soft->fd, SHUT_RDWR);
     pthread_join(soft->reader, NULL);
     pthread_join(soft->writer, NULL);
@@ -230,9 +242,9 @@ static void init_locks(struct soft_conn *soft)
 
     pthread_mutex_init(&soft->lock, NULL);
     pthread_cond_init(&soft->writer_wake, NULL);
-    pthread_cond_init(&soft->writer_idle, NULL);
     pthread_condattr_init(&monotonic);
     pthread_condattr_setclock(&monotonic, CLOCK_MONOTONIC);
+    pthread_cond_init(&soft->writer_idle, &monotonic);
     pthread_cond_init(&soft->cq_wake, &monotonic);
     pthread_condattr_destroy(&monotonic);
 }

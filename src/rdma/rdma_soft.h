@@ -46,8 +46,9 @@ struct soft_conn {
     pthread_mutex_t lock;
     pthread_cond_t writer_wake;
     pthread_cond_t cq_wake;
-    pthread_cond_t writer_idle;     /* writer_in_payload fell to false */
+    pthread_cond_t writer_idle;     /* writer_in_payload fell, or writer_done rose */
     bool writer_in_payload;         /* the writer reads a caller's buffer now */
+    bool writer_done;               /* it has said all (a BYE too) and closed its side */
 
     enum soft_state state;
     enum rdma_wc_status end_status;

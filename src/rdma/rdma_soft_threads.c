@@ -381,5 +381,9 @@ void *rdma_soft_writer_main(void *arg)
         send_all(soft->fd, raw, sizeof(raw), NULL, 0);
     }
     shutdown(soft->fd, SHUT_WR);
+    pthread_mutex_lock(&soft->lock);
+    soft->writer_done = true;
+    pthread_cond_broadcast(&soft->writer_idle);
+    pthread_mutex_unlock(&soft->lock);
     return NULL;
 }

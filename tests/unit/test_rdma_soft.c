@@ -465,6 +465,20 @@ static void test_disconnect_flushes_and_reports(void **state)
     free_regions(&r);
 }
 
+/* Closing without a disconnect first still says goodbye: the peer sees a
+ * disconnect, not a loss. */
+static void test_close_is_a_disconnect_for_the_peer(void **state)
+{
+    struct pair pair;
+
+    (void)state;
+    connect_pair(&pair);
+    rdma_conn_close(pair.client);
+    pair.client = NULL;
+    assert_int_equal(poll_to_event(pair.server), RDMA_WC_DISCONNECTED);
+    close_pair(&pair);
+}
+
 /* A peer that dies (its process killed: the kernel closes its socket) ends
  * the connection here with CONNECTION_LOST, outstanding work first. */
 static void test_peer_death_is_connection_lost(void **state)
@@ -749,6 +763,7 @@ int main(void)
         cmocka_unit_test(test_completions_in_order_and_send_is_a_barrier),
         cmocka_unit_test(test_send_queue_depth),
         cmocka_unit_test(test_disconnect_flushes_and_reports),
+        cmocka_unit_test(test_close_is_a_disconnect_for_the_peer),
         cmocka_unit_test(test_peer_death_is_connection_lost),
         cmocka_unit_test(test_peer_death_mid_write),
         cmocka_unit_test(test_private_data_and_reject),
