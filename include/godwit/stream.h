@@ -42,7 +42,6 @@ enum stream_record_type {
     REC_RP_READY = 0x101,  /* all loaded and checked */
     REC_RP_RUNNING = 0x102,/* the destination took the guest over (running or paused) */
     REC_RP_ERROR = 0x103,  /* the load failed: errno and a sentence */
-    REC_RP_PASS_ACK = 0x104 | STREAM_OPTIONAL,   /* PASS_END read: times the answer */
 };
 
 /* Bounds, checked before anything is read into memory. */

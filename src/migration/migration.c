@@ -137,17 +137,6 @@ void migration_send_rp_error(struct migration *migration, const struct gw_error 
     pthread_mutex_unlock(&migration->rp_write_lock);
 }
 
-void migration_send_rp_pass_ack(struct migration *migration, uint64_t pass)
-{
-    struct stream_writer writer = { .io = channel_stream_io(&migration->channel) };
-    struct iovec part = { &pass, sizeof(pass) };
-
-    pthread_mutex_lock(&migration->rp_write_lock);
-    if (!migration->rp_error_sent && migration->channel.has_return_path)
-        stream_write_record(&writer, REC_RP_PASS_ACK, &part, 1, NULL);   /* best effort */
-    pthread_mutex_unlock(&migration->rp_write_lock);
-}
-
 /* Waits, holding the migration lock, for a change or 20 ms at most. */
 void migration_wait_changed(struct migration *migration)
 {

@@ -19,11 +19,6 @@ static int send_answer(struct stream_writer *writer, uint32_t type, const void *
     return stream_write_record(writer, type, &part, len ? 1 : 0, err);
 }
 
-static void answer_pass_end(void *opaque, uint64_t pass)
-{
-    migration_send_rp_pass_ack(opaque, pass);
-}
-
 /* Closing a socket with unread data sends a reset, and a reset makes the
  * source drop the RP_ERROR it has not read yet. So: stop writing, and read
  * until the source closes (it does once it has the error), for at most 2 s. */
@@ -163,10 +158,6 @@ static int receive(struct migration *migration, struct incoming *incoming, struc
     state.config = migration->config;
     state.after_config = start_multifd;
     state.after_config_opaque = incoming;
-    if (migration->channel.has_return_path) {
-        state.on_pass_end = answer_pass_end;
-        state.on_pass_end_opaque = migration;
-    }
     if (rc == 0 && migration->host.ram_zero_at_start) {
         rc = ram_bitmaps_alloc(migration->bitmaps, migration->host.blocks,
                                migration->host.nr_blocks, false, err);

@@ -86,6 +86,22 @@ enum downtime_part {
     DOWNTIME_PARTS
 };
 
+/* The downtime estimate's parts (query-migrate's downtime-detail.expected). */
+enum estimate_part {
+    ESTIMATE_STOP,       /* the VMM's stop, timed at setup */
+    ESTIMATE_SYNC,       /* the final sync, as long as the last */
+    ESTIMATE_TRANSFER,   /* bytes left / switchover bandwidth */
+    ESTIMATE_DEVICE,     /* the devices' own save and load time */
+    ESTIMATE_READY,      /* END to READY: the last PASS_END's answer */
+    ESTIMATE_RUNNING,    /* GO to RUNNING: the quickest PASS_END answer */
+    ESTIMATE_PARTS
+};
+
+struct downtime_estimate {
+    uint64_t bytes, bandwidth;        /* RAM and device state left; bytes/s expected */
+    uint64_t parts[ESTIMATE_PARTS];   /* us */
+};
+
 struct migration_stats {
     _Atomic uint64_t start_ms, setup_ms, total_ms, downtime_ms, expected_downtime_ms;
     _Atomic uint64_t expected_downtime_at_switchover_ms;
@@ -109,13 +125,7 @@ struct migration_stats {
      * switchover, and the parts in the order they happen. */
     _Atomic uint64_t downtime_us, expected_downtime_at_switchover_us;
     _Atomic uint64_t downtime_parts_us[DOWNTIME_PARTS];
-    /* The last PASS_END sent and how long the destination took to answer
-     * it: catching up with the channel and a round trip, as it will after
-     * END and after GO. */
-    _Atomic uint64_t pass_end_pass, pass_end_sent_us, pass_end_answer_us;
-    /* What the estimate at switchover rested on: the bytes left and the
-     * bandwidth it expected for them. */
-    _Atomic uint64_t expected_bytes, expected_bandwidth;
+    struct downtime_estimate estimate_at_switchover;   /* under the migration's lock */
     struct convergence convergence;      /* what is left, the rates, the verdict */
     _Atomic uint64_t cpu_throttle_percentage;  /* what the VMM was last asked; 0 = none */
     _Atomic bool dirty_limit_on;         /* the host's dirty limit, started by this migration */
@@ -195,8 +205,6 @@ void migration_send_error(struct channel *channel, const struct gw_error *failur
 /* Destination: the same on the main channel, once per migration, from any
  * thread (a multifd receiver's failure or the main thread's). */
 void migration_send_rp_error(struct migration *migration, const struct gw_error *failure);
-/* Destination: RP_PASS_ACK for a PASS_END, unless an RP_ERROR went out. */
-void migration_send_rp_pass_ack(struct migration *migration, uint64_t pass);
 
 /* Waits, holding the migration lock, for a change or 20 ms at most. */
 void migration_wait_changed(struct migration *migration);

@@ -90,11 +90,6 @@ static int load_record(struct stream_reader *reader, struct load_state *state,
     case REC_DEVICE:
         return device_loader_feed(state->devices, reader, record, false, err);
     case REC_PASS_END:
-        if (state->on_pass_end && record->length == 8) {
-            uint64_t pass;
-            memcpy(&pass, record->body, 8);
-            state->on_pass_end(state->on_pass_end_opaque, pass);
-        }
         return 0;
     case REC_SWITCHOVER:
         device_loader_precopy_done(state->devices);

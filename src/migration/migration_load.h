@@ -22,9 +22,6 @@ struct load_state {
     int (*after_config)(void *opaque, struct load_state *state, struct gw_error *err);
     void *after_config_opaque;
     struct multifd_recv *multifd;
-    /* PASS_END read (the destination answers it; NULL: nobody to answer). */
-    void (*on_pass_end)(void *opaque, uint64_t pass);
-    void *on_pass_end_opaque;
 };
 
 /* on_failure: see device_loader_new. */

@@ -8,19 +8,6 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
-#include <string.h>
-
-/* An answer to the last PASS_END sent times it; one to an earlier one,
- * late, says nothing about now. */
-static void time_pass_end_answer(struct migration_stats *stats, const uint8_t *body)
-{
-    uint64_t pass;
-
-    memcpy(&pass, body, sizeof(pass));
-    if (pass == atomic_load(&stats->pass_end_pass))
-        atomic_store(&stats->pass_end_answer_us,
-                     migration_now_us() - atomic_load(&stats->pass_end_sent_us));
-}
 
 void *migration_return_path_thread(void *opaque)
 {
@@ -37,8 +24,6 @@ void *migration_return_path_thread(void *opaque)
             migration->rp_ready = true;
         } else if (record.type == REC_RP_RUNNING) {
             migration->rp_running_seen = true;
-        } else if (record.type == REC_RP_PASS_ACK && record.length == 8) {
-            time_pass_end_answer(&migration->stats, record.body);
         } else if (record.type == REC_RP_ERROR && record.length >= 4) {
             migration->rp_refused = true;
             snprintf(migration->rp_error, sizeof(migration->rp_error), "%.*s",

@@ -41,7 +41,7 @@ struct source {
     bool vm_stopped;           /* by us, so ours to put back on failure */
     uint64_t stop_us;          /* when the guest stopped; 0 while it runs */
     uint64_t expected_downtime_us;
-    uint64_t expected_bytes;   /* RAM and device state the estimate expects */
+    struct downtime_estimate estimate;   /* the last pass's, and its parts */
     uint64_t pass;             /* the dirty pass being sent, from 1 */
     uint64_t device_stopcopy;  /* the devices' stop-copy bytes at the last sync */
     uint64_t device_us;        /* and their own time on them (vmstate_pending) */
@@ -143,6 +143,20 @@ static uint64_t device_stopcopy_bytes(struct migration *migration, uint64_t *dev
     atomic_store(&migration->stats.device_precopy_pending, precopy);
     atomic_store(&migration->stats.device_stopcopy_pending, stopcopy);
     return stopcopy;
+}
+
+/* What the channels hold that the destination has not taken yet: the
+ * switchover must wait for it to cross before the destination can answer. */
+static uint64_t in_flight_bytes(struct migration *migration)
+{
+    uint64_t bytes;
+
+    pthread_mutex_lock(&migration->lock);
+    bytes = channel_unsent_bytes(&migration->channel);
+    for (unsigned i = 0; migration->multifd_channels && i < migration->nr_multifd_channels; i++)
+        bytes += channel_unsent_bytes(&migration->multifd_channels[i]);
+    pthread_mutex_unlock(&migration->lock);
+    return bytes;
 }
 
 static int setup(struct source *source, struct gw_error *err)
@@ -256,6 +270,22 @@ static int sync_dirty(struct source *source, bool query_devices, struct gw_error
     return 0;
 }
 
+/* The switchover's bandwidth, from a pass: what crossed the link (the
+ * bytes written, less what the socket buffers and a slow link's queue
+ * still held at the end beyond what they held at the start: a pass that
+ * fits in them would read as memory speed) over the time max-bandwidth's
+ * pacing did not hold the lanes back. Below 1 MiB crossed, the rate says
+ * more about latency and only stands in for none. */
+static void measure_link(struct migration_stats *stats, uint64_t written, uint64_t in_flight_after,
+                         uint64_t paced_us, uint64_t sent_us)
+{
+    uint64_t crossed = written > in_flight_after ? written - in_flight_after : 0;
+    uint64_t unpaced_us = paced_us < sent_us ? sent_us - paced_us : 1;
+
+    if (crossed >= (1u << 20) || (crossed && !atomic_load(&stats->link_bandwidth)))
+        atomic_store(&stats->link_bandwidth, crossed * 1000000 / unpaced_us);
+}
+
 /* Sends one pass and updates the estimates; fills what the pass did (the
  * dirty pages left, the bytes sent, its time). */
 static int run_pass(struct source *source, uint64_t pass, struct pass_figures *figures,
@@ -267,6 +297,7 @@ static int run_pass(struct source *source, uint64_t pass, struct pass_figures *f
     uint64_t started = migration_now_us(), sent_us, bytes;
     uint64_t paced_before = atomic_load(&stats->paced_us);
     struct iovec part = { &pass, sizeof(pass) };
+    uint64_t in_flight_before = in_flight_bytes(migration);
     bool fired;
     int rc;
 
@@ -278,11 +309,8 @@ static int run_pass(struct source *source, uint64_t pass, struct pass_figures *f
     if (rc == 0 && !atomic_load(&migration->switchover_requested))
         rc = vmstate_save_precopy(source->saver, DEVICE_PASS_BUDGET, err);
     atomic_store(&stats->pass_started_us, 0);
-    if (rc == 0) {
-        atomic_store(&stats->pass_end_sent_us, migration_now_us());
-        atomic_store(&stats->pass_end_pass, pass);
+    if (rc == 0)
         rc = write_record(source, REC_PASS_END, &part, 1, err);
-    }
     if (rc < 0)
         return rc;
     sent_us = migration_now_us() - started;
@@ -295,10 +323,9 @@ static int run_pass(struct source *source, uint64_t pass, struct pass_figures *f
     if (bytes > 0 && (bytes >= (1u << 20) || !atomic_load(&stats->bandwidth))) {
         atomic_store(&stats->bandwidth, bytes * 1000000 / sent_us);
         atomic_store(&stats->pages_per_second, (bytes / source->page_size) * 1000000 / sent_us);
-        uint64_t paced_us = atomic_load(&stats->paced_us) - paced_before;
-        uint64_t unpaced_us = paced_us < sent_us ? sent_us - paced_us : 1;
-        atomic_store(&stats->link_bandwidth, bytes * 1000000 / unpaced_us);
     }
+    measure_link(stats, bytes + in_flight_before, in_flight_bytes(migration),
+                 atomic_load(&stats->paced_us) - paced_before, sent_us);
     uint64_t left_dirty = count_dirty(migration);   /* 0 unless the pass was cut short */
     rc = sync_dirty(source, true, err);
     if (rc < 0)
@@ -366,26 +393,46 @@ static uint64_t switchover_bandwidth(struct migration *migration)
  * bytes, device state included (seed 004): taken as it is.
  * The switchover's steps that move no bytes cost time too, and at small
  * downtimes they are most of it: the final sync (as long as the last one),
- * and two waits for the destination, for READY after END and for RUNNING
- * after GO, each about what it took to answer the last PASS_END (catching
- * up with the channel, and a round trip); and the VMM's time to stop the
- * guest, which it timed at setup. */
+ * the VMM's time to stop the guest, which it timed at setup, and two waits
+ * for the destination: for READY after END, what the channels still hold
+ * (on a slow link megabytes queued) at the switchover bandwidth and a
+ * round trip; for RUNNING after GO, a round trip: the main channel's
+ * shortest, as TCP measured it (queues make the others longer). */
 static uint64_t expected_downtime_us(struct source *source, uint64_t remaining)
 {
     struct migration *migration = source->migration;
     struct migration_stats *stats = &migration->stats;
+    struct downtime_estimate *estimate = &source->estimate;
     uint64_t avail;
 
     pthread_mutex_lock(&migration->lock);
     avail = migration->params.avail_switchover_bandwidth;
     pthread_mutex_unlock(&migration->lock);
-    double us = (double)remaining * 1e6 / (double)switchover_bandwidth(migration) +
-                (avail ? 0 : (double)source->device_us) +
-                (double)atomic_load(&stats->last_sync_us) + (double)source->stop_cost_us +
-                2.0 * (double)atomic_load(&stats->pass_end_answer_us);
+    estimate->bytes = remaining;
+    estimate->bandwidth = switchover_bandwidth(migration);
+    double transfer = (double)remaining * 1e6 / (double)estimate->bandwidth;
     /* Past 2^62 us (146000 years) it is "never"; a cast beyond 2^64 would be
      * undefined and the ms rounding after it would wrap. */
-    return us >= 0x1p62 ? 1ULL << 62 : (uint64_t)us;
+    estimate->parts[ESTIMATE_TRANSFER] = transfer >= 0x1p62 ? 1ULL << 62 : (uint64_t)transfer;
+    estimate->parts[ESTIMATE_DEVICE] = avail ? 0 : source->device_us;
+    estimate->parts[ESTIMATE_SYNC] = atomic_load(&stats->last_sync_us);
+    estimate->parts[ESTIMATE_STOP] = source->stop_cost_us;
+    uint64_t round_trip = channel_round_trip_us(&migration->channel);
+    double drain = (double)in_flight_bytes(migration) * 1e6 / (double)estimate->bandwidth;
+    estimate->parts[ESTIMATE_READY] = (drain >= 0x1p61 ? 1ULL << 61 : (uint64_t)drain) + round_trip;
+    estimate->parts[ESTIMATE_RUNNING] = round_trip;
+    uint64_t us = 0;
+    for (int part = 0; part < ESTIMATE_PARTS; part++)
+        us = us + estimate->parts[part] < us ? UINT64_MAX : us + estimate->parts[part];
+    return us > 1ULL << 62 ? 1ULL << 62 : us;
+}
+
+/* The part of the estimate that more passes can shrink: the bytes left
+ * and the devices' time on theirs. The rest (a stop, a sync, round trips,
+ * what the link still holds) every switchover pays. */
+static uint64_t left_to_send_us(const struct downtime_estimate *estimate)
+{
+    return estimate->parts[ESTIMATE_TRANSFER] + estimate->parts[ESTIMATE_DEVICE];
 }
 
 static int precopy(struct source *source, struct gw_error *err)
@@ -401,7 +448,6 @@ static int precopy(struct source *source, struct gw_error *err)
             return rc;
         remaining = stopcopy_bytes(source, figures.dirty_pages);
         source->expected_downtime_us = expected_downtime_us(source, remaining);
-        source->expected_bytes = remaining;
         atomic_store(&migration->stats.expected_downtime_ms,
                      (source->expected_downtime_us + 999) / 1000);
         pthread_mutex_lock(&migration->lock);
@@ -420,7 +466,8 @@ static int precopy(struct source *source, struct gw_error *err)
         bool shrinking = previous == UINT64_MAX ||
                          remaining * 100 < previous * CONVERGENCE_SHRINK_PERCENT;
         if (source->expected_downtime_us <= limit_us &&
-            (source->expected_downtime_us <= CONVERGENCE_SMALL_DOWNTIME_US || !shrinking))
+            (left_to_send_us(&source->estimate) <= CONVERGENCE_SMALL_DOWNTIME_US ||
+             !shrinking))
             return 0;
         if (shrinking)
             previous = remaining;
@@ -519,8 +566,9 @@ static int switchover(struct source *source, struct gw_error *err)
     atomic_store(&stats->expected_downtime_at_switchover_ms,
                  (source->expected_downtime_us + 999) / 1000);
     atomic_store(&stats->expected_downtime_at_switchover_us, source->expected_downtime_us);
-    atomic_store(&stats->expected_bytes, source->expected_bytes);
-    atomic_store(&stats->expected_bandwidth, switchover_bandwidth(migration));
+    pthread_mutex_lock(&migration->lock);
+    stats->estimate_at_switchover = source->estimate;
+    pthread_mutex_unlock(&migration->lock);
     /* Tells the destination that precopy data is over, so it may load
      * device state from the multifd channels as soon as it arrives. */
     if ((rc = write_record(source, REC_SWITCHOVER, NULL, 0, err)) < 0 ||

@@ -44,7 +44,6 @@ const char *stream_record_name(uint32_t type)
     case REC_RUN_STATE: return "RUN_STATE";
     case REC_RP_READY: return "RP_READY";
     case REC_RP_RUNNING: return "RP_RUNNING";
-    case REC_RP_PASS_ACK: return "RP_PASS_ACK";
     case REC_RP_ERROR: return "RP_ERROR";
     default: return "unknown";
     }
@@ -75,7 +74,6 @@ uint32_t stream_record_max(uint32_t type, uint32_t page_size)
     case REC_RUN_STATE: return 8;
     case REC_RP_READY: return 0;
     case REC_RP_RUNNING: return 0;
-    case REC_RP_PASS_ACK: return 8;
     case REC_RP_ERROR: return 4 + STREAM_ERROR_TEXT_MAX;
     default: return 0;
     }
