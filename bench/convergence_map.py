@@ -29,7 +29,9 @@ import argparse
 import os
 import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -41,7 +43,8 @@ from godwit_vm import (QemuVm, Vm, check_increment_pattern, check_pass_count,  #
 MiB = 1 << 20
 MEMORY_MIB = 256
 WINDOW = (1 * MiB, 129 * MiB)
-BANDWIDTH = 256 * MiB            # B, bytes/s (max-bandwidth)
+BANDWIDTH = 256 * MiB            # B, bytes/s: the link's rate (tbf)
+NO_CAP = 4096 * MiB              # max-bandwidth, far above the link
 DOWNTIME_LIMITS = (50, 300)      # y, ms
 RATES = (16, 64, 128, 192, 256, 384, 512)   # D, MiB/s
 QUICK_RATES = (32, 128, 256, 512)
@@ -58,6 +61,56 @@ class RunFailed(Exception):
     pass
 
 
+class Link:
+    """Seed 001's link of bandwidth B, for real: the destination runs in a
+    network namespace of its own, joined to this one by a veth pair whose
+    source end a tbf qdisc holds to B. Both phases of a migration, precopy
+    and the stop-copy that no VMM paces, then cross at B, as between two
+    hosts; loopback with max-bandwidth would pace precopy only. Needs root
+    (CAP_NET_ADMIN)."""
+    SOURCE_ADDRESS, DESTINATION_ADDRESS = "10.77.0.1", "10.77.0.2"
+
+    def __init__(self, bandwidth):
+        tag = f"{os.getpid() % 100000}"
+        self.netns, self.veth = f"gwmap{tag}", f"gwm{tag}"
+        self.wrappers = tempfile.mkdtemp(prefix="godwit-map-")
+        try:
+            for command in (
+                    ["ip", "netns", "add", self.netns],
+                    ["ip", "link", "add", self.veth, "type", "veth", "peer", "name", "gwpeer",
+                     "netns", self.netns],
+                    ["ip", "addr", "add", f"{self.SOURCE_ADDRESS}/24", "dev", self.veth],
+                    ["ip", "link", "set", self.veth, "up"],
+                    ["ip", "-n", self.netns, "addr", "add", f"{self.DESTINATION_ADDRESS}/24",
+                     "dev", "gwpeer"],
+                    ["ip", "-n", self.netns, "link", "set", "gwpeer", "up"],
+                    ["ip", "-n", self.netns, "link", "set", "lo", "up"],
+                    # rate in bits/s; a burst of 4 MiB lets a 20 ms latency
+                    # bound hold at this rate.
+                    ["tc", "qdisc", "add", "dev", self.veth, "root", "tbf",
+                     "rate", f"{bandwidth * 8}bit", "burst", "4mb", "latency", "20ms"]):
+                subprocess.run(command, check=True, capture_output=True, text=True)
+        except (OSError, subprocess.CalledProcessError) as e:
+            self.close()
+            detail = getattr(e, "stderr", "") or str(e)
+            raise RuntimeError(f"cannot make the {bandwidth // MiB} MiB/s link "
+                               f"(netns, veth, tbf; needs root): {detail.strip()}") from e
+
+    def inside(self, binary):
+        """A wrapper that execs binary in the destination's namespace: the
+        VM keeps the wrapper's pid, so killing it kills the VM."""
+        path = os.path.join(self.wrappers, os.path.basename(binary))
+        with open(path, "w") as f:
+            f.write(f'#!/bin/sh\nexec ip netns exec {self.netns} {os.path.abspath(binary)} "$@"\n')
+        os.chmod(path, 0o755)
+        return path
+
+    def close(self):
+        subprocess.run(["ip", "netns", "del", self.netns], capture_output=True)
+        subprocess.run(["ip", "link", "del", self.veth], capture_output=True)
+        shutil.rmtree(self.wrappers, ignore_errors=True)
+
+
 def append(rate):
     return f"mode=dirty start={WINDOW[0] // MiB}M end={WINDOW[1] // MiB}M rate={rate}"
 
@@ -67,17 +120,22 @@ def ring_options(config):
 
 
 def start_vm(config, rate, args, incoming=None):
+    """The source here; the destination (incoming) behind the link."""
     if config.startswith("godwit"):
         extra = ring_options(config) + (("--incoming", incoming) if incoming else ())
-        return Vm(memory=f"{MEMORY_MIB}M", append=append(rate), binary=args.vm,
+        return Vm(memory=f"{MEMORY_MIB}M", append=append(rate),
+                  binary=args.link.inside(args.vm) if incoming else args.vm,
                   kernel=args.guest, extra=extra)
     extra = ("-incoming", incoming) if incoming else ()
-    return QemuVm(memory=f"{MEMORY_MIB}M", append=append(rate), binary=args.qemu,
+    return QemuVm(memory=f"{MEMORY_MIB}M", append=append(rate),
+                  binary=args.link.inside(args.qemu) if incoming else args.qemu,
                   kernel=args.guest, bios=QEMU_BIOS, extra=extra)
 
 
 def configure(config, source, limit_ms):
-    params = {"max-bandwidth": BANDWIDTH, "downtime-limit": limit_ms}
+    # The link is B; max-bandwidth above it holds nothing back (QEMU 7.2's
+    # default, 128 MiB/s, would).
+    params = {"max-bandwidth": NO_CAP, "downtime-limit": limit_ms}
     source.qmp.command("migrate-set-parameters", **params)
     capability = {"godwit-ac": "auto-converge", "qemu-ac": "auto-converge",
                   "godwit-dl": "dirty-limit"}.get(config)
@@ -112,7 +170,7 @@ def run_once(config, rate, limit_ms, args):
         source.serial.wait_count("A", 1, timeout=60, process=source.process)
         # Let the guest settle at its rate before measuring it.
         source.serial.wait_count("B", 1, timeout=60, process=source.process)
-        uri = f"tcp:127.0.0.1:{free_tcp_port()}"
+        uri = f"tcp:{Link.DESTINATION_ADDRESS}:{free_tcp_port()}"
         destination = start_vm(config, rate, args, incoming=uri)
         destination.connect()
         configure(config, source, limit_ms)
@@ -152,6 +210,12 @@ def run_once(config, rate, limit_ms, args):
             # godwit's prediction at the stop (ours); QEMU 7.2 has none, so
             # its last expected-downtime sampled while active (100 ms apart).
             record["predicted_ms"] = info.get("expected-downtime-at-switchover", last_expected)
+            # godwit's switchover in us (ours): whole-ms figures cannot
+            # compare downtimes of a few ms.
+            detail = info.get("downtime-detail")
+            if detail:
+                record.update(downtime_us=detail["total"],
+                              predicted_us=detail["expected"]["total"], detail=detail)
             # Passes the guest made while the source ran it (up to switchover).
             record["progress"] = passes / max(elapsed, 1e-3)
             check_guest(destination, earlier=(source,))
@@ -335,6 +399,14 @@ def plot(results, args, data_dir, png_dir):
 
 
 def measure(args, log=print):
+    args.link = Link(BANDWIDTH)
+    try:
+        return measure_on_link(args, log)
+    finally:
+        args.link.close()
+
+
+def measure_on_link(args, log):
     results = {}
     for limit in args.limits:
         for rate in args.rates:

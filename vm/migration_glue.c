@@ -44,6 +44,11 @@ static void rollback(void *opaque)
     vm_rollback_switchover(opaque);
 }
 
+static uint64_t time_stop(void *opaque)
+{
+    return vm_time_stop(opaque);
+}
+
 static void incoming_completed(void *opaque, bool source_running)
 {
     vm_incoming_completed(opaque, source_running);
@@ -103,6 +108,7 @@ int vm_migration_init(struct vm *vm, struct gw_error *err)
         .source_completed = source_completed,
         .rollback = rollback,
         .incoming_completed = incoming_completed,
+        .time_stop = time_stop,
         .incoming_failed = incoming_failed,
         .go_timeout_ms = vm->config.go_timeout_ms,
     };

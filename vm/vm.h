@@ -101,6 +101,9 @@ bool vm_stop_for_switchover(struct vm *vm);
 void vm_rollback_switchover(struct vm *vm);
 void vm_source_completed(struct vm *vm);
 void vm_incoming_completed(struct vm *vm, bool source_running);
+/* Stops a running guest's vCPUs and starts them again at once, no event;
+ * returns how long the stop took in us (0: it was not running). */
+uint64_t vm_time_stop(struct vm *vm);
 
 /* The engine's view of this VMM (migration_glue.c). */
 int vm_migration_init(struct vm *vm, struct gw_error *err);

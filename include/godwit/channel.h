@@ -96,6 +96,12 @@ void channel_shutdown_write(struct channel *channel);
 void channel_close(struct channel *channel);
 ssize_t channel_peek(struct channel *channel, void *buf, size_t len);
 ssize_t channel_read_some(struct channel *channel, void *buf, size_t len);
+/* Bytes written to a socket that its peer has not acknowledged yet: still
+ * queued here or on the way (SIOCOUTQ). 0 for what is not a socket. */
+uint64_t channel_unsent_bytes(const struct channel *channel);
+/* The shortest round trip TCP has seen on the channel, in us (its
+ * tcpi_min_rtt: queues left out); 0 for what is not TCP. */
+uint64_t channel_round_trip_us(const struct channel *channel);
 
 /* Stream I/O callbacks over the channel. */
 struct stream_io channel_stream_io(struct channel *channel);

@@ -36,6 +36,12 @@ struct migration_host {
      * Returns whether the guest was running: the destination is told
      * (RUN_STATE) and runs it only if it ran here, as QEMU does. */
     bool (*stop_for_switchover)(void *opaque);
+    /* Source, optional: how long stop_for_switchover takes to stop a
+     * running guest, in us, timed now (the VMM may stop its vCPUs and start
+     * them again at once: the guest loses that long and sees nothing else;
+     * no STOP or RESUME event). 0 when it cannot tell. Asked once, at
+     * setup: the downtime estimate includes it. */
+    uint64_t (*time_stop)(void *opaque);
     /* Source, optional (the auto-converge capability needs it): slow every
      * vCPU down so that it runs only (100 - percent) % of the time, as
      * QEMU's cpu throttle (each vCPU sleeps percent % of every period);

@@ -3,7 +3,13 @@
 #include "channel_internal.h"
 
 #include <errno.h>
+#include <linux/sockios.h>
+#include <linux/tcp.h>
+#include <netinet/in.h>
+#include <stddef.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 static void describe(struct channel *channel, const struct uri *uri)
@@ -117,6 +123,27 @@ ssize_t channel_peek(struct channel *channel, void *buf, size_t len)
 ssize_t channel_read_some(struct channel *channel, void *buf, size_t len)
 {
     return channel->fd >= 0 ? channel->ops->read_some(channel, buf, len) : -EBADF;
+}
+
+uint64_t channel_round_trip_us(const struct channel *channel)
+{
+    struct tcp_info info;
+    socklen_t len = sizeof(info);
+
+    if (channel->fd < 0 || channel->kind != URI_TCP ||
+        getsockopt(channel->fd, IPPROTO_TCP, TCP_INFO, &info, &len) < 0 ||
+        len < offsetof(struct tcp_info, tcpi_min_rtt) + sizeof(info.tcpi_min_rtt))
+        return 0;
+    return info.tcpi_min_rtt == UINT32_MAX ? 0 : info.tcpi_min_rtt;
+}
+
+uint64_t channel_unsent_bytes(const struct channel *channel)
+{
+    int bytes = 0;
+
+    if (channel->fd < 0 || ioctl(channel->fd, SIOCOUTQ, &bytes) < 0 || bytes < 0)
+        return 0;
+    return (uint64_t)bytes;
 }
 
 static int stream_read(void *opaque, void *buf, size_t len, struct gw_error *err)

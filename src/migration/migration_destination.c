@@ -177,9 +177,6 @@ static int receive(struct migration *migration, struct incoming *incoming, struc
         device_loader_error(state.devices, err);
     multifd_recv_stop(state.multifd);   /* the receivers' byte counts are theirs till then */
     atomic_store(&migration->stats.multifd_bytes, multifd_recv_bytes(state.multifd));
-    multifd_recv_free(state.multifd);
-    load_state_free(&state);
-
     atomic_store(&migration->stats.normal_pages, state.counts.normal_pages);
     atomic_store(&migration->stats.zero_pages, state.counts.zero_pages);
     atomic_store(&migration->stats.transferred,
@@ -195,6 +192,10 @@ static int receive(struct migration *migration, struct incoming *incoming, struc
         migration_send_rp_error(migration, err);
         drain_until_closed(&migration->channel);
     }
+    /* Freed once the guest runs: joining the receivers and unmapping the
+     * load's buffers are no part of the downtime. */
+    multifd_recv_free(state.multifd);
+    load_state_free(&state);
     stream_reader_free(&reader);
     return rc;
 }

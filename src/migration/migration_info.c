@@ -75,6 +75,47 @@ static json_t *rdma_info(struct rdma_stats *stats)
         "zero-chunks-skipped", (json_int_t)atomic_load(&stats->zero_chunks_skipped));
 }
 
+/* The switchover in us (ours): what was expected, what it took, and its
+ * parts in the order they happened; they add up to the total. */
+static json_t *expected_detail(struct migration *migration)
+{
+    static const char *const names[ESTIMATE_PARTS] = {
+        [ESTIMATE_STOP] = "stop", [ESTIMATE_SYNC] = "sync", [ESTIMATE_TRANSFER] = "transfer",
+        [ESTIMATE_DEVICE] = "device", [ESTIMATE_READY] = "ready",
+        [ESTIMATE_RUNNING] = "running",
+    };
+    struct downtime_estimate estimate;
+
+    pthread_mutex_lock(&migration->lock);
+    estimate = migration->stats.estimate_at_switchover;
+    pthread_mutex_unlock(&migration->lock);
+    json_t *expected = json_pack("{s:I,s:I,s:I}",
+        "total", (json_int_t)atomic_load(&migration->stats.expected_downtime_at_switchover_us),
+        "bytes", (json_int_t)estimate.bytes, "bandwidth", (json_int_t)estimate.bandwidth);
+    for (int part = 0; part < ESTIMATE_PARTS; part++)
+        json_object_set_new(expected, names[part], json_integer((json_int_t)estimate.parts[part]));
+    return expected;
+}
+
+static json_t *downtime_detail(struct migration *migration)
+{
+    struct migration_stats *stats = &migration->stats;
+    static const char *const names[DOWNTIME_PARTS] = {
+        [DOWNTIME_STOP] = "stop", [DOWNTIME_SYNC] = "sync", [DOWNTIME_RAM] = "ram",
+        [DOWNTIME_DEVICE] = "device", [DOWNTIME_FLUSH] = "flush", [DOWNTIME_LOAD] = "load",
+        [DOWNTIME_RESUME] = "resume",
+    };
+    json_t *detail = json_pack("{s:I,s:I,s:o}",
+        "total", (json_int_t)atomic_load(&stats->downtime_us),
+        "bytes", (json_int_t)atomic_load(&stats->downtime_bytes),
+        "expected", expected_detail(migration));
+
+    for (int part = 0; part < DOWNTIME_PARTS; part++)
+        json_object_set_new(detail, names[part],
+                            json_integer((json_int_t)atomic_load(&stats->downtime_parts_us[part])));
+    return detail;
+}
+
 json_t *migration_info(struct migration *migration)
 {
     struct migration_stats *stats = &migration->stats;
@@ -106,6 +147,7 @@ json_t *migration_info(struct migration *migration)
         json_object_set_new(info, "expected-downtime-at-switchover",
                             json_integer((json_int_t)atomic_load(
                                 &stats->expected_downtime_at_switchover_ms)));
+        json_object_set_new(info, "downtime-detail", downtime_detail(migration));
     }
     if (status != MIGRATION_SETUP) {
         uint64_t precopy = atomic_load(&stats->device_precopy_pending);
@@ -187,6 +229,23 @@ int migration_hmp_info(const char *args, struct hmp_output *out, struct gw_error
         hmp_printf(out, ", down=%" PRIu64 " (predicted %" PRIu64 ")", field(info, "downtime"),
                    field(info, "expected-downtime-at-switchover"));
     hmp_printf(out, "\r\n");
+    json_t *detail = json_object_get(info, "downtime-detail");
+    if (detail)
+        hmp_printf(out, "Downtime (us):          total=%" PRIu64 " (predicted %" PRIu64 "): stop=%"
+                   PRIu64 ", sync=%" PRIu64 ", ram=%" PRIu64 ", device=%" PRIu64 ", flush=%"
+                   PRIu64 ", load=%" PRIu64 ", resume=%" PRIu64 "\r\n",
+                   field(detail, "total"), field(json_object_get(detail, "expected"), "total"),
+                   field(detail, "stop"),
+                   field(detail, "sync"), field(detail, "ram"), field(detail, "device"),
+                   field(detail, "flush"), field(detail, "load"), field(detail, "resume"));
+    json_t *expected = detail ? json_object_get(detail, "expected") : NULL;
+    if (expected)
+        hmp_printf(out, "Predicted (us):         stop=%" PRIu64 ", sync=%" PRIu64 ", transfer=%"
+                   PRIu64 " (%s at %s/s), device=%" PRIu64 ", ready=%" PRIu64 ", running=%"
+                   PRIu64 "\r\n", field(expected, "stop"), field(expected, "sync"),
+                   field(expected, "transfer"), human(field(expected, "bytes"), a, sizeof(a)),
+                   human(field(expected, "bandwidth"), b, sizeof(b)), field(expected, "device"),
+                   field(expected, "ready"), field(expected, "running"));
     if (json_object_get(info, "cpu-throttle-percentage"))
         hmp_printf(out, "CPU throttle (%%):       %" PRIu64 "\r\n",
                    field(info, "cpu-throttle-percentage"));

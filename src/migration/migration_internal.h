@@ -76,6 +76,35 @@ void migration_snapshot_config(struct migration *migration, struct migration_con
 /* A fresh random migration id, for the channel headers and CONFIG. */
 int migration_new_id(struct migration_config *config, struct gw_error *err);
 
+/* The switchover's parts, in order (query-migrate's downtime-detail). */
+enum downtime_part {
+    DOWNTIME_STOP,     /* asking the VMM to stop until it has (and
+                        * pause-before-switchover's wait for migrate-continue) */
+    DOWNTIME_SYNC,     /* the final dirty sync */
+    DOWNTIME_RAM,      /* the last dirty pages queued to the channels */
+    DOWNTIME_DEVICE,   /* device state saved and queued */
+    DOWNTIME_FLUSH,    /* the channels drained, END written */
+    DOWNTIME_LOAD,     /* END to the destination's READY */
+    DOWNTIME_RESUME,   /* GO to the destination's RUNNING */
+    DOWNTIME_PARTS
+};
+
+/* The downtime estimate's parts (query-migrate's downtime-detail.expected). */
+enum estimate_part {
+    ESTIMATE_STOP,       /* the VMM's stop, timed at setup */
+    ESTIMATE_SYNC,       /* the final sync, as long as the last */
+    ESTIMATE_TRANSFER,   /* bytes left / switchover bandwidth */
+    ESTIMATE_DEVICE,     /* the devices' own save and load time */
+    ESTIMATE_READY,      /* END to READY: the last PASS_END's answer */
+    ESTIMATE_RUNNING,    /* GO to RUNNING: the quickest PASS_END answer */
+    ESTIMATE_PARTS
+};
+
+struct downtime_estimate {
+    uint64_t bytes, bandwidth;        /* RAM and device state left; bytes/s expected */
+    uint64_t parts[ESTIMATE_PARTS];   /* us */
+};
+
 struct migration_stats {
     _Atomic uint64_t start_ms, setup_ms, total_ms, downtime_ms, expected_downtime_ms;
     _Atomic uint64_t expected_downtime_at_switchover_ms;
@@ -86,11 +115,20 @@ struct migration_stats {
      * into the engine's bitmaps, the devices' pending query. */
     _Atomic uint64_t last_sync_us, last_sync_fetch_us, last_sync_merge_us, last_sync_device_us;
     _Atomic uint64_t bandwidth;          /* bytes/s over transfer time, last pass */
+    /* bytes/s over the part of the last pass that max-bandwidth's pacing
+     * did not hold back: what the unpaced stop-copy phase can expect. */
+    _Atomic uint64_t link_bandwidth;
+    _Atomic uint64_t paced_us;           /* wall time lanes slept for max-bandwidth */
     _Atomic uint64_t transfer_time_us;   /* total of finished passes, sync time excluded */
     _Atomic uint64_t pass_started_us;    /* 0 outside a pass: for live figures */
     _Atomic uint64_t device_transferred; /* bytes of DEVICE records */
     _Atomic uint64_t device_precopy_pending, device_stopcopy_pending;  /* last asked */
     _Atomic uint64_t multifd_bytes;      /* of transferred, on multifd channels */
+    /* The switchover, in us (ours): the whole downtime, the estimate at
+     * switchover, and the parts in the order they happen. */
+    _Atomic uint64_t downtime_us, expected_downtime_at_switchover_us;
+    _Atomic uint64_t downtime_parts_us[DOWNTIME_PARTS];
+    struct downtime_estimate estimate_at_switchover;   /* under the migration's lock */
     struct convergence convergence;      /* what is left, the rates, the verdict */
     _Atomic uint64_t cpu_throttle_percentage;  /* what the VMM was last asked; 0 = none */
     _Atomic bool dirty_limit_on;         /* the host's dirty limit, started by this migration */

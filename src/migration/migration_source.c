@@ -42,9 +42,11 @@ struct source {
     bool vm_stopped;           /* by us, so ours to put back on failure */
     uint64_t stop_us;          /* when the guest stopped; 0 while it runs */
     uint64_t expected_downtime_us;
+    struct downtime_estimate estimate;   /* the last pass's, and its parts */
     uint64_t pass;             /* the dirty pass being sent, from 1 */
     uint64_t device_stopcopy;  /* the devices' stop-copy bytes at the last sync */
     uint64_t device_us;        /* and their own time on them (vmstate_pending) */
+    uint64_t stop_cost_us;     /* the VMM's time to stop the guest, timed at setup */
     struct dirty_sampler sampler;
     struct throttle_trigger trigger;   /* auto-converge's and dirty-limit's */
     struct dirty_limit_control dirty_limit;   /* dirty-limit's, fired by the same trigger */
@@ -195,6 +197,20 @@ static uint64_t device_stopcopy_bytes(struct migration *migration, uint64_t *dev
     return stopcopy;
 }
 
+/* What the channels hold that the destination has not taken yet: the
+ * switchover must wait for it to cross before the destination can answer. */
+static uint64_t in_flight_bytes(struct migration *migration)
+{
+    uint64_t bytes;
+
+    pthread_mutex_lock(&migration->lock);
+    bytes = channel_unsent_bytes(&migration->channel);
+    for (unsigned i = 0; migration->multifd_channels && i < migration->nr_multifd_channels; i++)
+        bytes += channel_unsent_bytes(&migration->multifd_channels[i]);
+    pthread_mutex_unlock(&migration->lock);
+    return bytes;
+}
+
 static int setup(struct source *source, struct gw_error *err)
 {
     struct migration *migration = source->migration;
@@ -258,6 +274,8 @@ static int setup(struct source *source, struct gw_error *err)
     convergence_pass_begin(migration, count_dirty(migration), false);
     /* remaining counts device state from the start */
     device_stopcopy_bytes(migration, &source->device_us);
+    if (migration->host.time_stop)
+        source->stop_cost_us = migration->host.time_stop(migration->host.opaque);
     rc = migration->host.dirty->start(migration->host.dirty_opaque, err);
     if (rc < 0)
         return rc;
@@ -311,6 +329,22 @@ static int sync_dirty(struct source *source, bool query_devices, struct gw_error
     return 0;
 }
 
+/* The switchover's bandwidth, from a pass: what crossed the link (the
+ * bytes written, less what the socket buffers and a slow link's queue
+ * still held at the end beyond what they held at the start: a pass that
+ * fits in them would read as memory speed) over the time max-bandwidth's
+ * pacing did not hold the lanes back. Below 1 MiB crossed, the rate says
+ * more about latency and only stands in for none. */
+static void measure_link(struct migration_stats *stats, uint64_t written, uint64_t in_flight_after,
+                         uint64_t paced_us, uint64_t sent_us)
+{
+    uint64_t crossed = written > in_flight_after ? written - in_flight_after : 0;
+    uint64_t unpaced_us = paced_us < sent_us ? sent_us - paced_us : 1;
+
+    if (crossed >= (1u << 20) || (crossed && !atomic_load(&stats->link_bandwidth)))
+        atomic_store(&stats->link_bandwidth, crossed * 1000000 / unpaced_us);
+}
+
 /* Sends one pass and updates the estimates; fills what the pass did (the
  * dirty pages left, the bytes sent, its time). */
 static int run_pass(struct source *source, uint64_t pass, struct pass_figures *figures,
@@ -320,7 +354,9 @@ static int run_pass(struct source *source, uint64_t pass, struct pass_figures *f
     struct migration_stats *stats = &migration->stats;
     uint64_t bytes_before = atomic_load(&stats->transferred);
     uint64_t started = migration_now_us(), sent_us, bytes;
+    uint64_t paced_before = atomic_load(&stats->paced_us);
     struct iovec part = { &pass, sizeof(pass) };
+    uint64_t in_flight_before = in_flight_bytes(migration);
     bool fired;
     int rc;
 
@@ -347,6 +383,8 @@ static int run_pass(struct source *source, uint64_t pass, struct pass_figures *f
         atomic_store(&stats->bandwidth, bytes * 1000000 / sent_us);
         atomic_store(&stats->pages_per_second, (bytes / source->page_size) * 1000000 / sent_us);
     }
+    measure_link(stats, bytes + in_flight_before, in_flight_bytes(migration),
+                 atomic_load(&stats->paced_us) - paced_before, sent_us);
     uint64_t left_dirty = count_dirty(migration);   /* 0 unless the pass was cut short */
     rc = sync_dirty(source, true, err);
     if (rc < 0)
@@ -386,7 +424,11 @@ static uint64_t stopcopy_bytes(struct source *source, uint64_t dirty_pages)
     return dirty_pages * source->page_size + source->device_stopcopy;
 }
 
-/* avail-switchover-bandwidth, or the bandwidth the last pass measured. */
+/* avail-switchover-bandwidth, or the rate the last pass moved its bytes
+ * at when max-bandwidth's pacing did not hold it back: the stop-copy phase
+ * is never paced, so the paced rate would foretell a downtime several
+ * times too long (seed 001's formula assumes it; QEMU added
+ * avail-switchover-bandwidth for users to correct it by hand). */
 static uint64_t switchover_bandwidth(struct migration *migration)
 {
     uint64_t bandwidth;
@@ -395,7 +437,7 @@ static uint64_t switchover_bandwidth(struct migration *migration)
     bandwidth = migration->params.avail_switchover_bandwidth;
     pthread_mutex_unlock(&migration->lock);
     if (!bandwidth)
-        bandwidth = atomic_load(&migration->stats.bandwidth);
+        bandwidth = atomic_load(&migration->stats.link_bandwidth);
     return bandwidth ? bandwidth : 1;   /* nothing measured yet: expect the worst */
 }
 
@@ -407,20 +449,49 @@ static uint64_t switchover_bandwidth(struct migration *migration)
  * their own that RAM's bandwidth says nothing about (issue 11: 400 MiB of
  * accel state took twice what RAM's rate foretold). avail-switchover-
  * bandwidth is the user's word for how fast the switchover moves its
- * bytes, device state included (seed 004): taken as it is. */
+ * bytes, device state included (seed 004): taken as it is.
+ * The switchover's steps that move no bytes cost time too, and at small
+ * downtimes they are most of it: the final sync (as long as the last one),
+ * the VMM's time to stop the guest, which it timed at setup, and two waits
+ * for the destination: for READY after END, what the channels still hold
+ * (on a slow link megabytes queued) at the switchover bandwidth and a
+ * round trip; for RUNNING after GO, a round trip: the main channel's
+ * shortest, as TCP measured it (queues make the others longer). */
 static uint64_t expected_downtime_us(struct source *source, uint64_t remaining)
 {
     struct migration *migration = source->migration;
+    struct migration_stats *stats = &migration->stats;
+    struct downtime_estimate *estimate = &source->estimate;
     uint64_t avail;
 
     pthread_mutex_lock(&migration->lock);
     avail = migration->params.avail_switchover_bandwidth;
     pthread_mutex_unlock(&migration->lock);
-    double us = (double)remaining * 1e6 / (double)switchover_bandwidth(migration) +
-                (avail ? 0 : (double)source->device_us);
+    estimate->bytes = remaining;
+    estimate->bandwidth = switchover_bandwidth(migration);
+    double transfer = (double)remaining * 1e6 / (double)estimate->bandwidth;
     /* Past 2^62 us (146000 years) it is "never"; a cast beyond 2^64 would be
      * undefined and the ms rounding after it would wrap. */
-    return us >= 0x1p62 ? 1ULL << 62 : (uint64_t)us;
+    estimate->parts[ESTIMATE_TRANSFER] = transfer >= 0x1p62 ? 1ULL << 62 : (uint64_t)transfer;
+    estimate->parts[ESTIMATE_DEVICE] = avail ? 0 : source->device_us;
+    estimate->parts[ESTIMATE_SYNC] = atomic_load(&stats->last_sync_us);
+    estimate->parts[ESTIMATE_STOP] = source->stop_cost_us;
+    uint64_t round_trip = channel_round_trip_us(&migration->channel);
+    double drain = (double)in_flight_bytes(migration) * 1e6 / (double)estimate->bandwidth;
+    estimate->parts[ESTIMATE_READY] = (drain >= 0x1p61 ? 1ULL << 61 : (uint64_t)drain) + round_trip;
+    estimate->parts[ESTIMATE_RUNNING] = round_trip;
+    uint64_t us = 0;
+    for (int part = 0; part < ESTIMATE_PARTS; part++)
+        us = us + estimate->parts[part] < us ? UINT64_MAX : us + estimate->parts[part];
+    return us > 1ULL << 62 ? 1ULL << 62 : us;
+}
+
+/* The part of the estimate that more passes can shrink: the bytes left
+ * and the devices' time on theirs. The rest (a stop, a sync, round trips,
+ * what the link still holds) every switchover pays. */
+static uint64_t left_to_send_us(const struct downtime_estimate *estimate)
+{
+    return estimate->parts[ESTIMATE_TRANSFER] + estimate->parts[ESTIMATE_DEVICE];
 }
 
 static int precopy(struct source *source, struct gw_error *err)
@@ -454,7 +525,8 @@ static int precopy(struct source *source, struct gw_error *err)
         bool shrinking = previous == UINT64_MAX ||
                          remaining * 100 < previous * CONVERGENCE_SHRINK_PERCENT;
         if (source->expected_downtime_us <= limit_us &&
-            (source->expected_downtime_us <= CONVERGENCE_SMALL_DOWNTIME_US || !shrinking))
+            (left_to_send_us(&source->estimate) <= CONVERGENCE_SMALL_DOWNTIME_US ||
+             !shrinking))
             return 0;
         if (shrinking)
             previous = remaining;
@@ -510,6 +582,23 @@ static int pause_before_switchover(struct migration *migration, struct gw_error 
     return rc;
 }
 
+/* Records the part of the downtime that ends now. */
+static void downtime_mark(struct migration_stats *stats, enum downtime_part part, uint64_t *mark)
+{
+    uint64_t now = migration_now_us();
+
+    atomic_store(&stats->downtime_parts_us[part], now - *mark);
+    *mark = now;
+}
+
+static void downtime_end(struct migration_stats *stats, uint64_t stop_us, bool round_up)
+{
+    uint64_t us = migration_now_us() - stop_us;
+
+    atomic_store(&stats->downtime_us, us);
+    atomic_store(&stats->downtime_ms, (us + (round_up ? 999 : 0)) / 1000);
+}
+
 static int switchover(struct source *source, struct gw_error *err)
 {
     struct migration *migration = source->migration;
@@ -523,15 +612,22 @@ static int switchover(struct source *source, struct gw_error *err)
     pthread_mutex_unlock(&migration->lock);
     if (!pause)
         migration_set_status(migration, MIGRATION_DEVICE);
+    /* Downtime starts when the guest is asked to stop, as QEMU counts it. */
+    source->stop_us = migration_now_us();
+    uint64_t mark = source->stop_us;
     /* QEMU's global state: a guest paused here arrives paused. */
     uint32_t run_state[2] = { migration->host.stop_for_switchover(migration->host.opaque), 0 };
     struct iovec run_state_part = { run_state, sizeof(run_state) };
     source->vm_stopped = true;
-    source->stop_us = migration_now_us();
     if (pause && (rc = pause_before_switchover(migration, err)) < 0)
         return rc;
+    downtime_mark(stats, DOWNTIME_STOP, &mark);
     atomic_store(&stats->expected_downtime_at_switchover_ms,
                  (source->expected_downtime_us + 999) / 1000);
+    atomic_store(&stats->expected_downtime_at_switchover_us, source->expected_downtime_us);
+    pthread_mutex_lock(&migration->lock);
+    stats->estimate_at_switchover = source->estimate;
+    pthread_mutex_unlock(&migration->lock);
     /* Tells the destination that precopy data is over, so it may load
      * device state from the multifd channels as soon as it arrives. */
     if ((rc = write_record(source, REC_SWITCHOVER, NULL, 0, err)) < 0 ||
@@ -539,22 +635,29 @@ static int switchover(struct source *source, struct gw_error *err)
         return rc;
     if ((rc = sync_dirty(source, false, err)) < 0)
         return rc;
+    downtime_mark(stats, DOWNTIME_SYNC, &mark);
     convergence_pass_begin(migration, count_dirty(migration), false);
     if ((rc = ram_send_dirty(&source->walker, &source->sink, false, true, source->pass + 1,
-                             err)) < 0 ||
-        (rc = vmstate_save_stopcopy(source->saver, err)) < 0 ||
-        (migration->config.multifd && (rc = multifd_sender_finish(source->sender, err)) < 0) ||
+                             err)) < 0)
+        return rc;
+    downtime_mark(stats, DOWNTIME_RAM, &mark);
+    if ((rc = vmstate_save_stopcopy(source->saver, err)) < 0)
+        return rc;
+    downtime_mark(stats, DOWNTIME_DEVICE, &mark);
+    if ((migration->config.multifd && (rc = multifd_sender_finish(source->sender, err)) < 0) ||
         (rc = send_end(source, err)) < 0)
         return rc;
+    downtime_mark(stats, DOWNTIME_FLUSH, &mark);
     if (!migration->channel.has_return_path) {
         /* A file or a pipe: nobody answers. The stream is whole; done. */
-        atomic_store(&stats->downtime_ms, (migration_now_us() - source->stop_us) / 1000);
+        downtime_end(stats, source->stop_us, false);
         return 0;
     }
     rc = migration_wait_for_destination(migration, &migration->rp_ready, READY_TIMEOUT_US,
                               "it loaded everything", err);
     if (rc < 0)
         return rc;
+    downtime_mark(stats, DOWNTIME_LOAD, &mark);
     /* The point of no return: after GO the destination owns the guest,
      * unless it says it gave up first (below). */
     rc = write_record(source, REC_GO, NULL, 0, err);
@@ -576,7 +679,8 @@ static int switchover(struct source *source, struct gw_error *err)
             return rc;
         gw_error_clear(err);
     }
-    atomic_store(&stats->downtime_ms, (migration_now_us() - source->stop_us + 999) / 1000);
+    downtime_mark(stats, DOWNTIME_RESUME, &mark);
+    downtime_end(stats, source->stop_us, true);
     return 0;
 }
 

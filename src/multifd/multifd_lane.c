@@ -18,6 +18,21 @@ static uint64_t pace_due_us(uint64_t start_us, uint64_t bytes, uint64_t limit)
     return us > UINT64_MAX - start_us ? UINT64_MAX : start_us + (uint64_t)us;
 }
 
+/* Adds a lane's sleep to the time the pacing held the link back, counting
+ * only what no other lane's sleep has counted: lanes that sleep together
+ * leave the link idle once, not once each. */
+static void count_paced(struct multifd_sender *sender, uint64_t from_us, uint64_t to_us)
+{
+    pthread_mutex_lock(&sender->pace_lock);
+    if (from_us < sender->paced_until_us)
+        from_us = sender->paced_until_us;
+    if (to_us > from_us) {
+        atomic_fetch_add(&sender->migration->stats.paced_us, to_us - from_us);
+        sender->paced_until_us = to_us;
+    }
+    pthread_mutex_unlock(&sender->pace_lock);
+}
+
 /* Sleeps as needed to keep all lanes together to max-bandwidth, in slices
  * that notice cancel. */
 static void pace(struct multifd_sender *sender, uint64_t bytes, bool vm_stopped)
@@ -38,12 +53,15 @@ static void pace(struct multifd_sender *sender, uint64_t bytes, bool vm_stopped)
     sender->window_bytes += bytes;
     due_us = pace_due_us(sender->window_start_us, sender->window_bytes, limit);
     pthread_mutex_unlock(&sender->pace_lock);
+    uint64_t slept_from = now;
     while (now < due_us && !migration_cancelled(migration)) {
         uint64_t nap = due_us - now > 20000 ? 20000 : due_us - now;
         struct timespec ts = { 0, (long)(nap * 1000) };
         nanosleep(&ts, NULL);
         now = migration_now_us();
     }
+    if (now > slept_from)
+        count_paced(sender, slept_from, now);
 }
 
 /* Writes one record on the lane and counts it. */

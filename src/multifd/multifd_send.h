@@ -76,6 +76,7 @@ struct multifd_sender {
 
     pthread_mutex_t pace_lock;
     uint64_t window_start_us, window_bytes;   /* max-bandwidth pacing, all lanes */
+    uint64_t paced_until_us;  /* end of the last sleep counted in paced_us */
 
     /* `lock` guards every lane's queue, stopping and the first error;
      * `changed` wakes both sides. */

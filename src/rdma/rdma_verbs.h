@@ -43,7 +43,10 @@ int rdma_provider_resolve(enum rdma_provider asked, enum rdma_provider *chosen,
 
 /* Private data travels with the connect request, the accept and the reject,
  * carried as opaque bytes (the protocol defines them: version, capabilities,
- * chunk size). 56 bytes is what rdma_cm lets an InfiniBand connect carry. */
+ * chunk size). 56 bytes is what rdma_cm lets an InfiniBand connect carry.
+ * The soft provider delivers exactly the bytes sent; verbs may deliver
+ * more (an InfiniBand CM pads with zeros to its field's size, and len is
+ * then up to 56): the protocol's encoding must tolerate trailing zeros. */
 #define RDMA_PRIVATE_DATA_MAX 56
 
 struct rdma_private_data {
@@ -90,7 +93,7 @@ int rdma_request_reject(struct rdma_request *request, const struct rdma_private_
 void rdma_listener_close(struct rdma_listener *listener);
 
 /* Connects to HOST:PORT with offer as the connect request's private data.
- * On accept: 0, *conn, and the server's reply in *reply. On reject:
+ * On accept: 0, *conn, and the server's reply in *reply (never NULL). On reject:
  * -ECONNREFUSED, the server's reject bytes in *reply (len 0 when the server
  * sent none or nobody listens), and a sentence. -ECANCELED when cancel_fd
  * (may be -1) becomes readable, -ETIMEDOUT after timeout_ms (-1: none). */

@@ -140,6 +140,7 @@ class Convergence(MigrationTestCase):
     def test_not_converging_within_three_passes_then_timeout_cancel_keeps_the_source(self):
         source, destination = self.start_pair("512M", RACING)
         result, poller, _ = self.godwit(source, destination, "--max-bandwidth", "40M",
+                                        "--avail-switchover-bandwidth", "40M",
                                         "--timeout", "8")
         self.assertEqual(result.returncode, 1, result.stdout + result.stderr)
         self.assert_plain(result.stdout)
@@ -185,6 +186,7 @@ class Convergence(MigrationTestCase):
     def test_switchover_at_the_timeout_completes_byte_exact_and_json_is_query_migrate(self):
         source, destination = self.start_pair("512M", RACING)
         result, _, _ = self.godwit(source, destination, "--max-bandwidth", "40M",
+                                        "--avail-switchover-bandwidth", "40M",
                                    "--timeout", "3", "--on-timeout", "switchover", "--json")
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
         self.assertEqual(result.stdout.count("\n"), 1, result.stdout)
@@ -204,7 +206,8 @@ class Convergence(MigrationTestCase):
 
     def test_a_converging_guest_shows_converging_and_an_eta_that_holds(self):
         source, destination = self.start_pair("256M", PACED)
-        result, poller, started = self.godwit(source, destination, "--max-bandwidth", "20M")
+        result, poller, started = self.godwit(source, destination, "--max-bandwidth", "20M",
+                                              "--avail-switchover-bandwidth", "20M")
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
         self.assert_plain(result.stdout)
         end = poller.finished_at()

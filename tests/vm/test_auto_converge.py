@@ -36,7 +36,10 @@ class AutoConverge(MigrationTestCase):
         source = self.start_source()
         uri = f"unix:{source.path('migrate.sock')}"
         destination = self.start_destination(uri)
-        source.qmp.command("migrate-set-parameters", **{"max-bandwidth": MAX_BANDWIDTH})
+        # A slow link: the stop-copy phase, never paced, would otherwise move
+        # the range at this host's memory speed and converge at once.
+        source.qmp.command("migrate-set-parameters", **{"max-bandwidth": MAX_BANDWIDTH,
+                                                        "avail-switchover-bandwidth": MAX_BANDWIDTH})
         return source, destination, uri
 
     def auto_converge(self, source, **parameters):

@@ -125,7 +125,9 @@ class Migration(MigrationTestCase):
         source = self.start_source(memory="64M", append=FAST_GUEST, extra=RING)
         uri = f"unix:{source.path(name + '.sock')}"
         destination = self.start_destination(uri, memory="64M", extra=RING)
-        source.qmp.command("migrate-set-parameters", **{"max-bandwidth": SLOW_LINK})
+        # A slow link, the switchover's too (it is never paced).
+        source.qmp.command("migrate-set-parameters", **{"max-bandwidth": SLOW_LINK,
+                                                        "avail-switchover-bandwidth": SLOW_LINK})
         return source, destination, uri
 
     def enable_dirty_limit(self, source):

@@ -47,9 +47,35 @@ class MarkerMigration(MigrationTestCase):
         self.assertEqual(source.qmp.command("query-status")["status"], "postmigrate")
         self.assertGreaterEqual(info["ram"]["dirty-sync-count"], 2)
         self.assertGreaterEqual(info["downtime"], 0)
+        self.check_downtime_detail(info)
         self.assertEqual(destination.qmp.command("query-status")["status"], "running")
         self.assertLessEqual(self.check_running_guest(destination, earlier=(source,)), 1)
         self.assertEqual(destination.read_memory(MARKER_ADDRESS, len(MARKER)), MARKER)
+
+
+    def check_downtime_detail(self, info):
+        """The switchover in us (ours): its parts add up to the downtime,
+        which rounds up to `downtime`; so do the prediction's to its total,
+        which rounds up to expected-downtime-at-switchover."""
+        detail = info["downtime-detail"]
+        parts = ("stop", "sync", "ram", "device", "flush", "load", "resume")
+        self.assertLessEqual(sum(detail[p] for p in parts), detail["total"], detail)
+        self.assertGreaterEqual(sum(detail[p] for p in parts) + len(parts), detail["total"],
+                                detail)
+        self.assertEqual(info["downtime"], (detail["total"] + 999) // 1000, detail)
+        self.assertGreater(detail["load"], 0, detail)
+        self.assertEqual(detail["bytes"], info["ram"]["downtime-bytes"], detail)
+        expected = detail["expected"]
+        estimate = ("stop", "sync", "transfer", "device", "ready", "running")
+        self.assertEqual(sum(expected[p] for p in estimate), expected["total"], expected)
+        self.assertEqual((expected["total"] + 999) // 1000,
+                         info["expected-downtime-at-switchover"], expected)
+        # The guest ran (a stop was timed) and had bytes left.
+        for part in ("stop", "transfer"):
+            self.assertGreater(expected[part], 0, expected)
+        # READY: what was in flight, and the round trip RUNNING waits.
+        self.assertLessEqual(expected["running"], expected["ready"], expected)
+        self.assertGreater(expected["bandwidth"], 0, expected)
 
 
 class Transports(MarkerMigration):
