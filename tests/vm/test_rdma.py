@@ -31,6 +31,26 @@ print("# every RDMA migration here runs through the software provider "
       "(x-rdma-provider soft, over TCP): this machine has no RDMA device", flush=True)
 
 
+def stop_process(pid, timeout=10.0):
+    """SIGSTOP, and wait until every thread has stopped: a group stop is
+    not done when kill() returns, and a thread still running could answer
+    the source in the meantime."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = []
+        for task in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{task}/stat") as f:
+                    states.append(f.read().rsplit(")", 1)[1].split()[0])
+            except OSError:
+                continue
+        if states and all(state in "tT" for state in states):
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"process {pid} did not stop within {timeout}s")
+
+
 def rdma_uri(host="127.0.0.1"):
     port = free_tcp_port(host)
     return f"rdma:[{host}]:{port}" if ":" in host else f"rdma:{host}:{port}"
@@ -359,7 +379,7 @@ class Kills(RdmaCase):
 
     def test_destination_killed_in_send_phase(self):
         source, destination = self.at_pause()
-        os.kill(destination.process.pid, signal.SIGSTOP)
+        stop_process(destination.process.pid)
         source.qmp.command("migrate-continue", state="pre-switchover")
         wait_migration(source.qmp, ("device",), timeout=20)
         destination.process.kill()
@@ -412,7 +432,7 @@ class Cancel(RdmaCase):
             {"capability": "pause-before-switchover", "state": True}])
         source.qmp.command("migrate", uri=uri)
         wait_migration(source.qmp, ("pre-switchover",), timeout=30)
-        os.kill(destination.process.pid, signal.SIGSTOP)
+        stop_process(destination.process.pid)
         source.qmp.command("migrate-continue", state="pre-switchover")
         wait_migration(source.qmp, ("device",), timeout=20)
         source.qmp.command("migrate_cancel")
