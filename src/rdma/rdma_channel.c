@@ -511,6 +511,12 @@ static void link_free(struct rdma_link *link)
     if (!link)
         return;
     if (link->thread_running) {
+        /* The service thread may wait for the RAM to be attached, not in
+         * poll, where the cancel would reach it. */
+        pthread_mutex_lock(&link->lock);
+        link->shut = true;
+        pthread_cond_broadcast(&link->changed);
+        pthread_mutex_unlock(&link->lock);
         rdma_conn_cancel(link->conn);
         pthread_join(link->thread, NULL);
     }
