@@ -172,6 +172,19 @@ static int post_send_locked(struct rdma_link *link, uint32_t type, const void *p
     return 0;
 }
 
+/* A post the provider refused because the connection broke: the reason is
+ * the failed work request, which the service thread is about to report;
+ * wait for it rather than say "closed" (caller holds the lock, and is not
+ * the service thread). */
+static int post_failed_locked(struct rdma_link *link, int rc, struct gw_error *err)
+{
+    if (rc != -ENOTCONN)
+        return rc;
+    while (!link_down(link))
+        pthread_cond_wait(&link->changed, &link->lock);
+    return down_error(link, err);
+}
+
 static bool can_post(const struct rdma_link *link, uint32_t keep_credits)
 {
     return link->credits > keep_credits && link->send_free &&
@@ -223,6 +236,8 @@ int rdma_link_send(struct rdma_link *link, uint32_t type, const void *payload, u
     while (!link_down(link) && (link->backlog || !can_post(link, LINK_DATA_RESERVE)))
         pthread_cond_wait(&link->changed, &link->lock);
     rc = link_down(link) ? down_error(link, err) : post_send_locked(link, type, payload, len, err);
+    if (rc < 0)
+        rc = post_failed_locked(link, rc, err);
     pthread_mutex_unlock(&link->lock);
     return rc;
 }
@@ -280,6 +295,8 @@ int rdma_link_post_write(struct rdma_link *link, struct rdma_write *write, uint6
     } else {
         write->wr_id = WR_ID(WR_WRITE, 0, link->posted_seq + 1);
         rc = rdma_conn_post_write(link->conn, write, err);
+        if (rc < 0)
+            rc = post_failed_locked(link, rc, err);
         if (rc == 0) {
             *seq = ++link->posted_seq;
             if (write->signaled)
