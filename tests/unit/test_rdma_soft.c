@@ -748,6 +748,25 @@ static void test_provider_selection(void **state)
     assert_non_null(strstr(err.msg, "x-rdma-provider soft"));
 }
 
+/* Without a device, the rdma-core provider's listen and connect fail with
+ * a sentence (their only paths that can run on this host). */
+static void test_verbs_without_device_fails_cleanly(void **state)
+{
+    struct rdma_private_data offer = { 0 }, reply;
+    struct rdma_listener *listener;
+    struct rdma_conn *conn;
+    struct gw_error err = { 0 };
+
+    (void)state;
+    if (rdma_device_count(&err) > 0)
+        skip();
+    assert_true(rdma_listener_open(RDMA_PROVIDER_VERBS, "127.0.0.1", 0, &listener, &err) < 0);
+    assert_non_null(strstr(err.msg, "cannot listen for RDMA on 127.0.0.1"));
+    assert_true(rdma_conn_open(RDMA_PROVIDER_VERBS, "127.0.0.1", 4444, &offer, &reply, -1, 1000,
+                               &conn, &err) < 0);
+    assert_non_null(strstr(err.msg, "rdma:127.0.0.1:4444"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -771,6 +790,7 @@ int main(void)
         cmocka_unit_test(test_poll_times_out_and_cancels),
         cmocka_unit_test(test_pin_over_memlock_limit_names_ulimit),
         cmocka_unit_test(test_provider_selection),
+        cmocka_unit_test(test_verbs_without_device_fails_cleanly),
     };
 
     /* Every case runs the software provider over loopback TCP. */
