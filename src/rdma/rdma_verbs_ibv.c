@@ -380,25 +380,26 @@ static const struct rdma_conn_ops ibv_conn_ops = {
     .destroy = ibv_conn_destroy,
 };
 
-struct ibv_conn *rdma_ibv_conn_new(struct gw_error *err)
+int rdma_ibv_conn_new(struct ibv_conn **out, struct gw_error *err)
 {
     struct ibv_conn *conn = calloc(1, sizeof(*conn));
+    int rc;
 
-    if (!conn) {
-        gw_error_set(err, -ENOMEM, "out of memory for an RDMA connection");
-        return NULL;
-    }
+    if (!conn)
+        return gw_error_set(err, -ENOMEM, "out of memory for an RDMA connection");
     rdma_conn_init(&conn->base, &ibv_conn_ops, RDMA_PROVIDER_VERBS);
     pthread_mutex_init(&conn->post_lock, NULL);
     conn->cancel_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     conn->events = rdma_create_event_channel();
     if (conn->cancel_fd < 0 || !conn->events) {
-        gw_error_set(err, -errno, "cannot create an rdma_cm event channel: %s", strerror(errno));
+        rc = gw_error_set(err, errno ? -errno : -ENODEV, "cannot create an rdma_cm event "
+                          "channel: %s", strerror(errno));
         rdma_conn_fini(&conn->base);
         free_conn(conn);
-        return NULL;
+        return rc;
     }
-    return conn;
+    *out = conn;
+    return 0;
 }
 
 void rdma_ibv_conn_drop(struct ibv_conn *conn)

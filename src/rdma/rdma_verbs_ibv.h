@@ -39,8 +39,8 @@ struct ibv_conn {
 };
 
 /* A connection with its cancel eventfd and rdma_cm event channel, no id
- * yet; NULL and a sentence when out of resources. */
-struct ibv_conn *rdma_ibv_conn_new(struct gw_error *err);
+ * yet (-ENODEV without rdma_cm's device, /dev/infiniband/rdma_cm). */
+int rdma_ibv_conn_new(struct ibv_conn **conn, struct gw_error *err);
 /* Frees a connection that never reached the caller. */
 void rdma_ibv_conn_drop(struct ibv_conn *conn);
 /* Protection domain, completion channel and queue, queue pair on conn->id. */

@@ -103,14 +103,12 @@ static int request_accept(struct rdma_request *base, const struct rdma_private_d
                           struct rdma_conn **out, struct gw_error *err)
 {
     struct ibv_request *request = (struct ibv_request *)base;
-    struct ibv_conn *conn = rdma_ibv_conn_new(err);
     struct rdma_conn_param param = conn_param(reply);
-    int rc = -ENOMEM;
+    struct ibv_conn *conn = NULL;
+    int rc = rdma_ibv_conn_new(&conn, err);
 
-    if (conn && rdma_migrate_id(request->id, conn->events) < 0)
+    if (rc == 0 && rdma_migrate_id(request->id, conn->events) < 0)
         rc = gw_error_set(err, -errno, "rdma_migrate_id: %s", strerror(errno));
-    else if (conn)
-        rc = 0;
     if (rc == 0) {
         conn->id = request->id;
         request->id = NULL;
@@ -279,11 +277,13 @@ int rdma_ibv_connect(const char *host, uint16_t port, const struct rdma_private_
 {
     int64_t deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
     struct rdma_conn_param param = conn_param(offer);
-    struct ibv_conn *conn = rdma_ibv_conn_new(err);
-    int rc;
+    struct ibv_conn *conn = NULL;
+    int rc = rdma_ibv_conn_new(&conn, err);
 
-    if (!conn)
-        return -ENOMEM;
+    if (rc < 0) {
+        gw_error_prefix(err, "rdma:%s:%u", host, port);
+        return rc;
+    }
     rc = rdma_create_id(conn->events, &conn->id, NULL, RDMA_PS_TCP) < 0
              ? gw_error_set(err, -errno, "rdma_create_id: %s", strerror(errno)) : 0;
     if (rc == 0)

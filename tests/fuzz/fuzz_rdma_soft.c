@@ -19,18 +19,6 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static void put_le32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put_le64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
 /* Walks the stream as the reader will and aims fuzz-keyed WRITEs at mr. */
 static void aim_writes(uint8_t *stream, size_t size, const struct rdma_mr *mr)
 {
@@ -39,9 +27,10 @@ static void aim_writes(uint8_t *stream, size_t size, const struct rdma_mr *mr)
 
     while (at + SOFT_HEADER_SIZE <= size && soft_header_decode(stream + at, &h, NULL) == 0) {
         if (h.op == SOFT_OP_WRITE && h.key == FUZZ_KEY) {
-            put_le32(stream + at + 4, mr->rkey);
+            h.key = mr->rkey;
             if (h.addr < 2 * REGION)
-                put_le64(stream + at + 16, (uintptr_t)mr->addr + h.addr);
+                h.addr += (uintptr_t)mr->addr;
+            soft_header_encode(&h, stream + at);    /* a decoded header re-encodes as it was */
         }
         at += SOFT_HEADER_SIZE + h.len;
     }

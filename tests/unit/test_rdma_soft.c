@@ -204,102 +204,69 @@ static void test_write_lands_and_only_there(void **state)
     free_regions(&r);
 }
 
-/* The peer refuses: an error completion here, no byte changed there, the
- * connection ends on both sides. */
-static void expect_refused(struct pair *pair, struct regions *r, struct rdma_write *write,
-                           enum rdma_wc_status status)
+/* How a 4 KiB WRITE to the peer's region is spoiled. */
+enum spoil { SPOIL_RKEY, SPOIL_PAST_END, SPOIL_BELOW, SPOIL_DEREGISTERED, SPOIL_NOTHING };
+
+/* The peer refuses the spoiled WRITE: an error completion with status here,
+ * no byte changed there, the connection ended on both sides. */
+static void check_refused(unsigned dst_access, enum spoil spoil, enum rdma_wc_status status)
 {
+    struct pair pair;
+    struct regions r;
+    struct rdma_write write;
     struct rdma_completion wc;
     struct gw_error err;
 
-    assert_int_equal(rdma_conn_post_write(pair->client, write, &err), 0);
-    wc = poll_one(pair->client);
-    assert_int_equal(wc.wr_id, write->wr_id);
+    connect_pair(&pair);
+    make_regions(&pair, &r, dst_access);
+    /* Past the end by one byte: nothing of it lands, not even the part inside. */
+    write = write_to(&r, spoil == SPOIL_PAST_END ? REGION - 4096 + 1 : 0, 4096, 1);
+    if (spoil == SPOIL_RKEY)
+        write.rkey ^= 0x5a5a;
+    if (spoil == SPOIL_BELOW)
+        write.remote_addr -= 1;
+    if (spoil == SPOIL_DEREGISTERED)
+        assert_int_equal(rdma_mr_deregister(pair.server, r.dst_mr, &err), 0);
+    assert_int_equal(rdma_conn_post_write(pair.client, &write, &err), 0);
+    wc = poll_one(pair.client);
+    assert_int_equal(wc.wr_id, write.wr_id);
     assert_int_equal(wc.status, status);
-    assert_int_equal(poll_to_event(pair->client), RDMA_WC_DISCONNECTED);
-    assert_int_equal(poll_to_event(pair->server), RDMA_WC_DISCONNECTED);
-    assert_true(all_bytes(r->dst, REGION, 0));
-    assert_int_equal(rdma_conn_post_write(pair->client, write, &err), -ENOTCONN);
+    assert_int_equal(poll_to_event(pair.client), RDMA_WC_DISCONNECTED);
+    assert_int_equal(poll_to_event(pair.server), RDMA_WC_DISCONNECTED);
+    assert_true(all_bytes(r.dst, REGION, 0));
+    assert_int_equal(rdma_conn_post_write(pair.client, &write, &err), -ENOTCONN);
+    close_pair(&pair);
+    free_regions(&r);
 }
 
 static void test_wrong_rkey_fails(void **state)
 {
-    struct pair pair;
-    struct regions r;
-    struct rdma_write write;
-
     (void)state;
-    connect_pair(&pair);
-    make_regions(&pair, &r, full_access);
-    write = write_to(&r, 0, 4096, 1);
-    write.rkey ^= 0x5a5a;
-    expect_refused(&pair, &r, &write, RDMA_WC_REMOTE_BAD_KEY);
-    close_pair(&pair);
-    free_regions(&r);
+    check_refused(full_access, SPOIL_RKEY, RDMA_WC_REMOTE_BAD_KEY);
 }
 
 static void test_out_of_bounds_fails(void **state)
 {
-    struct pair pair;
-    struct regions r;
-    struct rdma_write write;
-
     (void)state;
-    connect_pair(&pair);
-    make_regions(&pair, &r, full_access);
-    /* One byte past the end: nothing of it lands, not even the part inside. */
-    write = write_to(&r, REGION - 4096 + 1, 4096, 2);
-    expect_refused(&pair, &r, &write, RDMA_WC_REMOTE_RANGE);
-    close_pair(&pair);
-    free_regions(&r);
+    check_refused(full_access, SPOIL_PAST_END, RDMA_WC_REMOTE_RANGE);
 }
 
 static void test_below_region_fails(void **state)
 {
-    struct pair pair;
-    struct regions r;
-    struct rdma_write write;
-
     (void)state;
-    connect_pair(&pair);
-    make_regions(&pair, &r, full_access);
-    write = write_to(&r, 0, 4096, 3);
-    write.remote_addr -= 1;
-    expect_refused(&pair, &r, &write, RDMA_WC_REMOTE_RANGE);
-    close_pair(&pair);
-    free_regions(&r);
+    check_refused(full_access, SPOIL_BELOW, RDMA_WC_REMOTE_RANGE);
 }
 
 static void test_deregistered_region_fails(void **state)
 {
-    struct pair pair;
-    struct regions r;
-    struct rdma_write write;
-    struct gw_error err;
-
     (void)state;
-    connect_pair(&pair);
-    make_regions(&pair, &r, full_access);
-    write = write_to(&r, 0, 4096, 4);
-    assert_int_equal(rdma_mr_deregister(pair.server, r.dst_mr, &err), 0);
-    expect_refused(&pair, &r, &write, RDMA_WC_REMOTE_BAD_KEY);
-    close_pair(&pair);
-    free_regions(&r);
+    check_refused(full_access, SPOIL_DEREGISTERED, RDMA_WC_REMOTE_BAD_KEY);
 }
 
 static void test_missing_remote_write_access_fails(void **state)
 {
-    struct pair pair;
-    struct regions r;
-    struct rdma_write write;
-
     (void)state;
-    connect_pair(&pair);
-    make_regions(&pair, &r, RDMA_ACCESS_LOCAL_WRITE);
-    write = write_to(&r, 0, 4096, 5);
-    expect_refused(&pair, &r, &write, RDMA_WC_REMOTE_NO_WRITE);
-    close_pair(&pair);
-    free_regions(&r);
+    check_refused(RDMA_ACCESS_LOCAL_WRITE, SPOIL_NOTHING, RDMA_WC_REMOTE_NO_WRITE);
 }
 
 static void test_bad_local_key_is_refused_at_post(void **state)
@@ -748,6 +715,25 @@ static void test_provider_selection(void **state)
     assert_non_null(strstr(err.msg, "x-rdma-provider soft"));
 }
 
+/* Without a device, the rdma-core provider's listen and connect fail with
+ * a sentence (their only paths that can run on this host). */
+static void test_verbs_without_device_fails_cleanly(void **state)
+{
+    struct rdma_private_data offer = { 0 }, reply;
+    struct rdma_listener *listener;
+    struct rdma_conn *conn;
+    struct gw_error err = { 0 };
+
+    (void)state;
+    if (rdma_device_count(&err) > 0)
+        skip();
+    assert_true(rdma_listener_open(RDMA_PROVIDER_VERBS, "127.0.0.1", 0, &listener, &err) < 0);
+    assert_non_null(strstr(err.msg, "cannot listen for RDMA on 127.0.0.1"));
+    assert_true(rdma_conn_open(RDMA_PROVIDER_VERBS, "127.0.0.1", 4444, &offer, &reply, -1, 1000,
+                               &conn, &err) < 0);
+    assert_non_null(strstr(err.msg, "rdma:127.0.0.1:4444"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -771,6 +757,7 @@ int main(void)
         cmocka_unit_test(test_poll_times_out_and_cancels),
         cmocka_unit_test(test_pin_over_memlock_limit_names_ulimit),
         cmocka_unit_test(test_provider_selection),
+        cmocka_unit_test(test_verbs_without_device_fails_cleanly),
     };
 
     /* Every case runs the software provider over loopback TCP. */
