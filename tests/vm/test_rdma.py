@@ -217,6 +217,17 @@ class ZeroChunks(RdmaCase):
         destination.serial.wait_count("N", 1, process=destination.process)
         self.assertEqual(destination.read_memory(64 * MiB, MiB), bytes(MiB))
 
+    def test_incoming_option_with_the_defaults(self):
+        """--incoming rdma:HOST:PORT on the command line, both sides with the
+        default chunk size and x-rdma-provider auto (the software provider
+        here: no device)."""
+        source = self.start_source(memory="64M", append=GUEST)
+        uri = rdma_uri()
+        destination = self.start_destination(uri, memory="64M")
+        info = self.migrate_dirty(source, uri, passes=2)
+        self.check_dirty_guest_moved(source, destination, info)
+        self.assertEqual(info["rdma"]["chunk-size"], MiB)
+
     def test_ipv6(self):
         try:
             free_tcp_port("::1")
