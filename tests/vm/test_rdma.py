@@ -406,6 +406,19 @@ class Kills(RdmaCase):
 
 
 class Cancel(RdmaCase):
+    def test_cancel_in_setup(self):
+        """The destination is stopped before it answers the connect: the
+        source waits in setup, and migrate_cancel ends the wait."""
+        source, destination, uri = self.pair()
+        stop_process(destination.process.pid)
+        source.qmp.command("migrate", uri=uri)
+        time.sleep(0.3)
+        self.assertEqual(source.qmp.command("query-migrate")["status"], "setup")
+        source.qmp.command("migrate_cancel")
+        wait_migration(source.qmp, ("cancelled",), timeout=20)
+        self.check_source_intact(source)
+        os.kill(destination.process.pid, signal.SIGCONT)
+
     def test_cancel_mid_pass_then_migrate_again(self):
         source, destination, uri = self.pair(memory="128M", append="mode=dirty start=1M end=100M")
         source.qmp.command("migrate-set-parameters", **{"max-bandwidth": 20 * 1000 * 1000})
