@@ -363,7 +363,8 @@ def main():
     elif not args.no_sync_time:
         sync_lines = ["### Dirty-bitmap sync time (bench/sync_time.py)", "",
                       f"Not measured: {kvm_skip_reason()}.", ""]
-    map_on = not args.no_convergence_map and not kvm_skip_reason()
+    map_skip = None if args.no_convergence_map else convergence_map.link_skip_reason()
+    map_on = not args.no_convergence_map and not map_skip
     map_lines = []
     if map_on:
         map_args = argparse.Namespace(
@@ -374,7 +375,7 @@ def main():
         map_results = convergence_map.measure(map_args, log)
     elif not args.no_convergence_map:
         map_lines = ["### The convergence map (bench/convergence_map.py)", "",
-                     f"Not measured: {kvm_skip_reason()}.", ""]
+                     f"Not measured: {map_skip}.", ""]
     extra["findings"] = findings(scenarios, results)
     extra["reading"] = READING
     png_dir = os.path.join(os.path.dirname(args.docs) if args.docs else run_dir, "benchmarks")

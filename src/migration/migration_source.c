@@ -26,6 +26,8 @@
 /* Device precopy data sent per device per pass, at most (each buffer asks
  * the device for no more than what is left of it). */
 #define DEVICE_PASS_BUDGET (64ULL << 20)
+/* The least a pass must move across the link to measure its rate. */
+#define LINK_MEASURE_MIN (8ULL << 20)
 /* Between passes that found nothing dirty. */
 #define IDLE_PASS_PAUSE_NS (5 * 1000000)
 
@@ -274,15 +276,16 @@ static int sync_dirty(struct source *source, bool query_devices, struct gw_error
  * bytes written, less what the socket buffers and a slow link's queue
  * still held at the end beyond what they held at the start: a pass that
  * fits in them would read as memory speed) over the time max-bandwidth's
- * pacing did not hold the lanes back. Below 1 MiB crossed, the rate says
- * more about latency and only stands in for none. */
+ * pacing did not hold the lanes back. Below 8 MiB crossed, the rate says
+ * more about latency, or about a burst a link's buffers let through at
+ * once after a pause, and only stands in for none. */
 static void measure_link(struct migration_stats *stats, uint64_t written, uint64_t in_flight_after,
                          uint64_t paced_us, uint64_t sent_us)
 {
     uint64_t crossed = written > in_flight_after ? written - in_flight_after : 0;
     uint64_t unpaced_us = paced_us < sent_us ? sent_us - paced_us : 1;
 
-    if (crossed >= (1u << 20) || (crossed && !atomic_load(&stats->link_bandwidth)))
+    if (crossed >= LINK_MEASURE_MIN || (crossed && !atomic_load(&stats->link_bandwidth)))
         atomic_store(&stats->link_bandwidth, crossed * 1000000 / unpaced_us);
 }
 
