@@ -111,7 +111,8 @@ void rdma_conn_disconnect(struct rdma_conn *conn);
 /* Makes a blocked or later rdma_conn_poll return -ECANCELED at once, from any
  * thread (it stays cancelled). Does not disconnect. */
 void rdma_conn_cancel(struct rdma_conn *conn);
-/* Disconnects if needed, deregisters what is still registered, frees. */
+/* Disconnects if needed (soft waits up to 1 s for its goodbye to leave, so
+ * the peer sees a disconnect), deregisters what is still registered, frees. */
 void rdma_conn_close(struct rdma_conn *conn);
 
 /* ---- Memory regions -------------------------------------------------- */
@@ -122,9 +123,9 @@ enum rdma_access {
                                          * (as verbs): register refuses it alone */
 };
 
-/* A registered range of this process's memory. Keys are 32-bit and
- * unguessable within a connection; a deregistered region's keys never
- * become valid again on that connection. */
+/* A registered range of this process's memory. Keys are 32-bit; soft's
+ * count up from a random start per connection, so a deregistered region's
+ * keys never become valid again on that connection (verbs: the NIC's). */
 struct rdma_mr {
     void *addr;
     size_t len;
