@@ -20,9 +20,12 @@ bench/guest_rates.py, bench/sync_time.py (dirty-bitmap sync time of sparse
 1, 4 and 16 GiB guests, beside QEMU's) and bench/convergence_map.py (which
 dirty rates converge at 256 MiB/s, with and without auto-converge and
 dirty-limit, beside QEMU's and seed 001's formula; 4 rates, 7 in the full
-set), and bench/tls.py (the 1 GiB filled guest in plaintext and over TLS on
-1, 2 and 4 channels, godwit beside QEMU; --no-tls leaves it out). Full set
-(make bench-full): also 2 GiB and 4 GiB filled guests.
+set), bench/tls.py (the 1 GiB filled guest in plaintext and over TLS on
+1, 2 and 4 channels, godwit beside QEMU; --no-tls leaves it out) and
+bench/rdma.py (seed 000's table in shape: a 4 GiB filled guest over rdma: at
+three chunk sizes, pin-all off and on, beside tcp: on one connection;
+software-provider figures; --no-rdma leaves it out). Full set (make
+bench-full): also 2 GiB and 4 GiB filled guests.
 
 Writes docs/benchmarks.md and its PNGs (docs/benchmarks/), prints the
 tables, and keeps every run as a JSON line in bench/results/RUN/runs.jsonl."""
@@ -41,6 +44,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests", "lib"))
 import limits as limits_mod  # noqa: E402
 import multifd  # noqa: E402
+import rdma as rdma_bench  # noqa: E402
 import convergence_map  # noqa: E402
 import report  # noqa: E402
 import sync_time  # noqa: E402
@@ -300,6 +304,8 @@ def main():
                         help="leave out seed 002's device-state experiment (bench/multifd.py)")
     parser.add_argument("--no-tls", action="store_true",
                         help="leave out the TLS section (bench/tls.py)")
+    parser.add_argument("--no-rdma", action="store_true",
+                        help="leave out the RDMA table (bench/rdma.py)")
     parser.add_argument("--results", default=os.path.join(HERE, "results"))
     parser.add_argument("--docs", help="the markdown to write ('' for none; default "
                         "docs/benchmarks.md, or none with --only or a --repeat other than 3, "
@@ -388,6 +394,10 @@ def main():
     elif not args.no_convergence_map:
         map_lines = ["### The convergence map (bench/convergence_map.py)", "",
                      f"Not measured: {map_skip}.", ""]
+    rdma_lines = []
+    if not args.no_rdma:
+        rdma_args = argparse.Namespace(vm=args.vm, guest=args.guest, repeat=1)
+        rdma_lines = rdma_bench.section(rdma_bench.measure(rdma_args, log), 1)
     extra["findings"] = findings(scenarios, results)
     extra["reading"] = READING
     png_dir = os.path.join(os.path.dirname(args.docs) if args.docs else run_dir, "benchmarks")
@@ -408,6 +418,7 @@ def main():
     sync_lines += map_lines
     if sync_lines:
         extra["sections"] += ["## Convergence (issue 11)", ""] + sync_lines
+    extra["sections"] += rdma_lines
     duration = time.monotonic() - started
     # Tables to the terminal (markdown reads fine as text).
     print()
@@ -432,7 +443,7 @@ def main():
             print(line)
     if extra.get("guest_rates"):
         print(extra["guest_rates"])
-    for line in sync_lines:
+    for line in sync_lines + rdma_lines:
         print(line)
     if args.docs and made:
         command = "make bench-full" if args.full else "make bench"

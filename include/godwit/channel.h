@@ -6,8 +6,8 @@
  * closes through them and never touches a descriptor, so a transport that
  * wraps another (TLS) or is not a byte stream underneath (RDMA's control
  * path) is one more set of ops. Today's sets: a socket and a file
- * (src/channel/channel_fd.c), and TLS over a socket
- * (src/channel/channel_tls.c). */
+ * (src/channel/channel_fd.c), TLS over a socket (src/channel/channel_tls.c)
+ * and RDMA's (src/rdma/rdma_channel.c). */
 #ifndef GODWIT_CHANNEL_H
 #define GODWIT_CHANNEL_H
 
@@ -62,6 +62,7 @@ struct channel {
     bool has_return_path;   /* false for file: and for an fd: that is not a socket */
     char description[300];  /* the URI, for messages */
     void *priv;             /* a wrapping transport's state (TLS) */
+    void *impl;             /* a transport's own state (RDMA's connection), or NULL */
 };
 
 /* Source side: connects (tcp, unix), adopts (fd) or creates (file). A
@@ -77,6 +78,12 @@ struct channel_listener {
     int fd;
     struct uri uri;
     bool unlink_path;       /* unix: remove the socket file when done */
+    /* A transport that listens on its own (rdma): its state, and how it
+     * accepts and closes; NULL for the sockets. */
+    void *impl;
+    int (*impl_accept)(struct channel_listener *listener, int cancel_fd,
+                       struct channel *channel, struct gw_error *err);
+    void (*impl_close)(struct channel_listener *listener);
 };
 int channel_listen(const struct uri *uri, struct channel_listener *listener,
                    struct gw_error *err);

@@ -23,10 +23,12 @@ void channel_init_closed(struct channel *channel)
     *channel = (struct channel){ .fd = -1 };
 }
 
+/* An rdma: channel needs the migration's x-rdma-* settings, which the
+ * migration passes to rdma_channel_connect and rdma_channel_listen. */
 static int no_rdma(const char *text, struct gw_error *err)
 {
-    return gw_error_set(err, -ENOTSUP, "%s: RDMA migration is not available in this build (no "
-                        "RDMA support); use tcp:, unix:, fd: or file:", text);
+    return gw_error_set(err, -ENOTSUP, "%s: an rdma: channel is opened by a migration, with "
+                        "its x-rdma-* settings; it carries no other traffic", text);
 }
 
 int channel_connect(const struct uri *uri, int cancel_fd, struct channel *channel,
@@ -73,6 +75,8 @@ int channel_accept(struct channel_listener *listener, int cancel_fd, struct chan
 {
     channel_init_closed(channel);
     describe(channel, &listener->uri);
+    if (listener->impl_accept)
+        return listener->impl_accept(listener, cancel_fd, channel, err);
     if (listener->uri.kind == URI_FD)
         return channel_fd_adopt(&listener->uri, channel, err);
     if (listener->uri.kind == URI_FILE)
@@ -82,6 +86,8 @@ int channel_accept(struct channel_listener *listener, int cancel_fd, struct chan
 
 void channel_listener_close(struct channel_listener *listener)
 {
+    if (listener->impl_close)
+        listener->impl_close(listener);
     if (listener->fd >= 0)
         close(listener->fd);
     if (listener->unlink_path)

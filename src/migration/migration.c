@@ -150,3 +150,13 @@ void migration_wait_changed(struct migration *migration)
     }
     pthread_cond_timedwait(&migration->changed, &migration->lock, &until);
 }
+
+void migration_rdma_options(struct migration *migration, struct rdma_options *options)
+{
+    pthread_mutex_lock(&migration->lock);
+    *options = (struct rdma_options){ .chunk_size = migration->params.rdma_chunk_size,
+                                      .pin_all = migration->cap_rdma_pin_all,
+                                      .provider = (unsigned)migration->params.rdma_provider,
+                                      .stats = &migration->stats.rdma };
+    pthread_mutex_unlock(&migration->lock);
+}

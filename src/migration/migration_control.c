@@ -56,6 +56,7 @@ struct migration *migration_new(const struct migration_host *host, struct qmp_se
     migration->params.throttle_trigger_threshold = 50;
     migration->params.vcpu_dirty_limit = VCPU_DIRTY_LIMIT_DEFAULT;
     migration->params.vcpu_dirty_limit_period = VCPU_DIRTY_LIMIT_PERIOD_DEFAULT_MS;
+    migration->params.rdma_chunk_size = RDMA_CHUNK_DEFAULT;
     migration->channel.fd = -1;
     migration->cancel_pipe[0] = migration->cancel_pipe[1] = -1;
     pthread_mutex_init(&migration->lock, NULL);
@@ -237,7 +238,14 @@ int migration_incoming(struct migration *migration, const char *uri_text, struct
         return rc;
     /* Listen now, so the socket exists and its errors reach the caller
      * before anyone tries to connect. */
-    rc = channel_listen(&uri, &migration->listener, err);
+    if (uri.kind == URI_RDMA) {
+        struct rdma_options options;
+        migration_rdma_options(migration, &options);
+        migration->listener = (struct channel_listener){ .fd = -1, .uri = uri };
+        rc = rdma_channel_listen(&uri, &options, &migration->listener, err);
+    } else {
+        rc = channel_listen(&uri, &migration->listener, err);
+    }
     if (rc == 0) {
         migration->incoming_expected = false;
         rc = migration_launch(migration, &uri, true, err);
@@ -261,6 +269,10 @@ static int check_uri(struct migration *migration, const struct uri *uri, struct 
     header = migration->cap_channel_header;
     device_channels = migration->params.device_channels;
     pthread_mutex_unlock(&migration->lock);
+    if (multifd && uri->kind == URI_RDMA)
+        return gw_error_set(err, -EINVAL, "multifd does not apply to rdma: (RAM goes by RDMA "
+                            "WRITE, not by stream channels): turn the multifd capability off "
+                            "or use a tcp: or unix: URI");
     if (multifd && uri->kind != URI_TCP && uri->kind != URI_UNIX)
         return gw_error_set(err, -EINVAL, "multifd needs a tcp: or unix: URI, which can carry "
                             "several connections; file: and fd: carry one: turn the multifd "

@@ -166,6 +166,11 @@ static int receive(struct migration *migration, struct incoming *incoming, struc
     }
     if (rc == 0)
         rc = prepare_main_reader(migration, &reader, err);
+    /* rdma: RAM lands by WRITE, outside the stream; the pages the source
+     * says it wrote or zeroed count with the stream's at END. */
+    if (rc == 0 && rdma_channel_is(&migration->channel))
+        rc = rdma_channel_attach_ram(&migration->channel, migration->host.blocks,
+                                     migration->host.nr_blocks, &landing, &state.counts, err);
     if (rc == 0)
         rc = migration_load_stream(&reader, &state, err);
     /* The cause, not the shut channel it led to. */

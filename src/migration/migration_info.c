@@ -61,6 +61,20 @@ static json_t *last_sync_info(struct migration_stats *stats)
         "device", (json_int_t)atomic_load(&stats->last_sync_device_us));
 }
 
+/* Ours: an rdma: migration's figures (docs/rdma.md), on either side. */
+static json_t *rdma_info(struct rdma_stats *stats)
+{
+    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
+        "chunk-size", (json_int_t)atomic_load(&stats->chunk_size),
+        "chunks-registered", (json_int_t)atomic_load(&stats->chunks_registered),
+        "registrations", (json_int_t)atomic_load(&stats->registrations),
+        "writes-posted", (json_int_t)atomic_load(&stats->writes_posted),
+        "completions-waited", (json_int_t)atomic_load(&stats->completions_waited),
+        "bytes-write", (json_int_t)atomic_load(&stats->bytes_write),
+        "bytes-send", (json_int_t)atomic_load(&stats->bytes_send),
+        "zero-chunks-skipped", (json_int_t)atomic_load(&stats->zero_chunks_skipped));
+}
+
 /* The switchover in us (ours): what was expected, what it took, and its
  * parts in the order they happened; they add up to the total. */
 static json_t *expected_detail(struct migration *migration)
@@ -172,6 +186,8 @@ json_t *migration_info(struct migration *migration)
                             json_integer((json_int_t)ring_full));
     }
     migration_tls_info(migration, info);
+    if (migration->uri.kind == URI_RDMA && status != MIGRATION_SETUP)
+        json_object_set_new(info, "rdma", rdma_info(&stats->rdma));
     if ((status == MIGRATION_FAILED || status == MIGRATION_CANCELLED) && error[0])
         json_object_set_new(info, "error-desc", json_string(error));
     return info;
@@ -271,6 +287,13 @@ int migration_hmp_info(const char *args, struct hmp_output *out, struct gw_error
                    human(field(device, "transferred"), a, sizeof(a)),
                    human(field(device, "precopy-pending"), b, sizeof(b)),
                    human(field(device, "stopcopy-pending"), c, sizeof(c)));
+    json_t *rdma = json_object_get(info, "rdma");
+    if (rdma)
+        hmp_printf(out, "RDMA:                   chunk=%s, registrations=%" PRIu64 ", writes=%"
+                   PRIu64 ", completions waited=%" PRIu64 ", zero chunks=%" PRIu64 "\r\n",
+                   human(field(rdma, "chunk-size"), a, sizeof(a)), field(rdma, "registrations"),
+                   field(rdma, "writes-posted"), field(rdma, "completions-waited"),
+                   field(rdma, "zero-chunks-skipped"));
     if (json_object_get(info, "dirty-limit-throttle-time-per-round"))
         hmp_printf(out, "Dirty-limit:            throttle per round=%" PRIu64 " us, ring full "
                    "time=%" PRIu64 " us\r\n", field(info, "dirty-limit-throttle-time-per-round"),

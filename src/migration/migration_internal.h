@@ -21,6 +21,7 @@
 
 #include "migration/migration_convergence.h"
 #include "ram/ram_internal.h"
+#include "rdma/rdma_transport.h"
 
 #define DOWNTIME_LIMIT_MAX_MS 2000000ULL
 
@@ -55,6 +56,8 @@ struct migration_params {
     char tls_creds[TLS_ID_MAX];
     char tls_hostname[256];
     char tls_authz[TLS_ID_MAX];
+    uint64_t rdma_chunk_size;            /* x-rdma-chunk-size, bytes, default 1 MiB */
+    uint64_t rdma_provider;              /* x-rdma-provider (ours), enum rdma_provider */
 };
 
 /* QEMU's limits for dirty-limit's parameters. */
@@ -135,6 +138,7 @@ struct migration_stats {
     struct convergence convergence;      /* what is left, the rates, the verdict */
     _Atomic uint64_t cpu_throttle_percentage;  /* what the VMM was last asked; 0 = none */
     _Atomic bool dirty_limit_on;         /* the host's dirty limit, started by this migration */
+    struct rdma_stats rdma;              /* an rdma: migration's (ours) */
 };
 
 struct migration {
@@ -150,6 +154,7 @@ struct migration {
     bool cap_pause_before_switchover;
     bool cap_auto_converge;
     bool cap_dirty_limit;
+    bool cap_rdma_pin_all;
     bool continue_requested;         /* migrate-continue in pre-switchover */
     struct migration_config config;  /* of the migration in progress: its thread's */
     bool incoming_expected;          /* started with --incoming defer */
@@ -197,6 +202,8 @@ uint64_t migration_now_us(void);
 /* Every byte written to the channel goes through here: transferred, and
  * precopy-bytes or downtime-bytes by whether the guest was stopped. */
 void migration_count_sent(struct migration *migration, uint64_t bytes, bool vm_stopped);
+/* An rdma: channel's settings, from the parameters and capabilities. */
+void migration_rdma_options(struct migration *migration, struct rdma_options *options);
 
 /* Status changes go through here: event, wake-ups. Takes the lock. */
 void migration_set_status(struct migration *migration, enum migration_status status);

@@ -19,6 +19,14 @@ struct parameter {
     const char *const *choices;   /* a string parameter: its values, stored as an index */
 };
 
+/* Rules beyond a range, each with its own sentence. */
+static const struct {
+    const char *name;
+    int (*check)(int64_t value, struct gw_error *err);
+} parameter_rules[] = {
+    { "x-rdma-chunk-size", rdma_chunk_size_check },   /* a power of 2 */
+};
+
 #define PARAM_BOOLEAN "boolean"
 /* A free string, stored as a char array of max bytes, the NUL included. */
 #define PARAM_STRING "string"
@@ -35,6 +43,8 @@ static bool is_string(const struct parameter *p)
 
 static const char *const compression_choices[] = { "none", "zstd", NULL };
 static const char *const zero_detection_choices[] = { "none", "legacy", "multifd", NULL };
+/* enum rdma_provider's order */
+static const char *const rdma_provider_choices[] = { "auto", "verbs", "soft", NULL };
 
 #define PARAM_FIELD(field) offsetof(struct migration_params, field)
 static const struct parameter parameters[] = {
@@ -69,6 +79,10 @@ static const struct parameter parameters[] = {
     { "tls-creds", 0, TLS_ID_MAX, PARAM_FIELD(tls_creds), PARAM_STRING, NULL },
     { "tls-hostname", 0, 256, PARAM_FIELD(tls_hostname), PARAM_STRING, NULL },
     { "tls-authz", 0, TLS_ID_MAX, PARAM_FIELD(tls_authz), PARAM_STRING, NULL },
+    /* RDMA: QEMU's chunk size, and ours, the provider (docs/rdma.md) */
+    { "x-rdma-chunk-size", RDMA_CHUNK_MIN, RDMA_CHUNK_MAX, PARAM_FIELD(rdma_chunk_size), "bytes",
+      NULL },
+    { "x-rdma-provider", 0, 2, PARAM_FIELD(rdma_provider), "", rdma_provider_choices },
 };
 #define NR_PARAMETERS (sizeof(parameters) / sizeof(parameters[0]))
 
@@ -138,6 +152,14 @@ static int parse_parameter(const struct parameter *p, json_t *value, uint64_t *o
         }
         list_choices(p->choices, allowed, sizeof(allowed));
         return gw_error_set(err, -EINVAL, "Parameter '%s' expects one of %s", p->name, allowed);
+    }
+    for (size_t i = 0; i < sizeof(parameter_rules) / sizeof(parameter_rules[0]); i++) {
+        if (strcmp(parameter_rules[i].name, p->name) || !json_is_integer(value))
+            continue;
+        if (parameter_rules[i].check(json_integer_value(value), err) < 0)
+            return -EINVAL;
+        *out = (uint64_t)json_integer_value(value);
+        return 0;
     }
     if (!json_is_integer(value) || json_integer_value(value) < (json_int_t)p->min ||
         (uint64_t)json_integer_value(value) > p->max)

@@ -144,6 +144,7 @@ static const struct capability capabilities[] = {
     { "pause-before-switchover", CAP_FIELD(cap_pause_before_switchover) },
     { "auto-converge", CAP_FIELD(cap_auto_converge) },
     { "dirty-limit", CAP_FIELD(cap_dirty_limit) },
+    { "rdma-pin-all", CAP_FIELD(cap_rdma_pin_all) },
 };
 #define NR_CAPABILITIES (sizeof(capabilities) / sizeof(capabilities[0]))
 
@@ -329,6 +330,7 @@ static const struct qmp_arg parameter_args[] = {
     { "vcpu-dirty-limit", QMP_ARG_ANY, true }, { "x-vcpu-dirty-limit-period", QMP_ARG_ANY, true },
     { "tls-creds", QMP_ARG_ANY, true }, { "tls-hostname", QMP_ARG_ANY, true },
     { "tls-authz", QMP_ARG_ANY, true },
+    { "x-rdma-chunk-size", QMP_ARG_ANY, true }, { "x-rdma-provider", QMP_ARG_ANY, true },
     { NULL, 0, false },
 };
 /* The properties of the types godwit makes (include/godwit/objects.h). */

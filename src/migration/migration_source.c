@@ -36,6 +36,7 @@ struct source {
     struct stream_writer writer;
     struct ram_walker walker;
     struct multifd_sender *sender;
+    struct rdma_sink *rdma_sink;   /* an rdma: channel's, instead of the stream's */
     struct page_sink sink;
     struct vmstate_saver *saver;
     uint32_t page_size;
@@ -51,6 +52,7 @@ struct source {
     struct dirty_sampler sampler;
     struct throttle_trigger trigger;   /* auto-converge's and dirty-limit's */
     struct dirty_limit_control dirty_limit;   /* dirty-limit's, fired by the same trigger */
+    uint64_t pace_start_us, pace_bytes;       /* the rdma sink's max-bandwidth window */
 };
 
 static uint64_t count_dirty(struct migration *migration)
@@ -108,6 +110,47 @@ static int wait_device_sent(void *opaque, atomic_bool *sent, struct gw_error *er
     return multifd_sender_wait_sent(source->sender, sent, err);
 }
 
+/* The rdma sink's counts, as the stream's lanes count theirs. */
+static void rdma_count_sent(void *opaque, uint64_t bytes, bool vm_stopped)
+{
+    struct source *source = opaque;
+
+    migration_count_sent(source->migration, bytes, vm_stopped);
+}
+
+static void rdma_count_pages(void *opaque, uint64_t normal, uint64_t zero)
+{
+    struct source *source = opaque;
+
+    atomic_fetch_add(&source->migration->stats.normal_pages, normal);
+    atomic_fetch_add(&source->migration->stats.zero_pages, zero);
+}
+
+/* max-bandwidth over the pass: sleeps once the WRITEs are ahead of it. */
+static void rdma_pace(void *opaque, uint64_t bytes)
+{
+    struct source *source = opaque;
+    struct migration *migration = source->migration;
+    uint64_t limit, now = migration_now_us();
+
+    pthread_mutex_lock(&migration->lock);
+    limit = migration->params.max_bandwidth;
+    pthread_mutex_unlock(&migration->lock);
+    if (!limit || !source->pace_start_us || now - source->pace_start_us > 1000000) {
+        source->pace_start_us = now;
+        source->pace_bytes = 0;
+    }
+    source->pace_bytes += bytes;
+    if (!limit)
+        return;
+    uint64_t due = source->pace_start_us + source->pace_bytes * 1000000 / limit;
+    if (due > now) {
+        struct timespec pause = { (time_t)((due - now) / 1000000),
+                                  (long)((due - now) % 1000000) * 1000 };
+        nanosleep(&pause, NULL);
+    }
+}
+
 static int setup_sending(struct source *source, struct gw_error *err)
 {
     struct migration *migration = source->migration;
@@ -128,6 +171,15 @@ static int setup_sending(struct source *source, struct gw_error *err)
     if (!source->sender)
         return -ENOMEM;
     source->sink = multifd_sender_sink(source->sender);
+    if (rdma_channel_is(&migration->channel)) {
+        struct rdma_sink_counts counts = { .sent = rdma_count_sent, .pages = rdma_count_pages,
+                                           .pace = rdma_pace, .opaque = source };
+        source->rdma_sink = rdma_sink_new(&migration->channel, migration->host.blocks,
+                                          migration->host.nr_blocks, &counts, err);
+        if (!source->rdma_sink)
+            return -ENOMEM;
+        source->sink = rdma_sink_page_sink(source->rdma_sink);
+    }
     /* Seed 002: device state on multifd channels needs their headers. */
     if (config->multifd && config->channel_header)
         device_sink.queue_multifd = queue_device_record;
@@ -175,7 +227,14 @@ static int setup(struct source *source, struct gw_error *err)
     if ((rc = migration_new_id(&migration->config, err)) < 0)
         return rc;
     config_encode(&migration->config, config_body);
-    rc = channel_connect(&migration->uri, migration->cancel_pipe[0], &channel, err);
+    if (migration->uri.kind == URI_RDMA) {
+        struct rdma_options options;
+        migration_rdma_options(migration, &options);
+        rc = rdma_channel_connect(&migration->uri, &options, migration->cancel_pipe[0], &channel,
+                                  err);
+    } else {
+        rc = channel_connect(&migration->uri, migration->cancel_pipe[0], &channel, err);
+    }
     if (rc < 0)
         return rc;
     if ((rc = migration_tls_start(migration, &channel, false, err)) < 0) {
@@ -652,6 +711,8 @@ static void finish(struct source *source, int rc, struct gw_error *err)
     pthread_mutex_unlock(&migration->lock);
     multifd_sender_free(source->sender);
     source->sender = NULL;
+    rdma_sink_free(source->rdma_sink);   /* before the channel's connection closes */
+    source->rdma_sink = NULL;
     multifd_close_channels(migration);
     vmstate_saver_free(source->saver);   /* no channel holds its buffers now */
     dirty_sampler_free(&source->sampler);

@@ -241,7 +241,8 @@ class BadRequests(MarkerMigration):
         source = self.start_source(memory="16M", append="mode=idle")
         qmp = source.qmp
         for uri, phrase in (("ftp:host:1", "accepted forms"), ("tcp:host", "no port"),
-                            ("unix:", "path is empty"), ("rdma:host:1", "RDMA")):
+                            ("unix:", "path is empty"),
+                            ("rdma:host:1", "rdma:host:1")):
             if uri.startswith("rdma"):
                 qmp.command("migrate", uri=uri)
                 info = wait_migration(qmp, ("failed",))
