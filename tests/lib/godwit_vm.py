@@ -258,6 +258,26 @@ class Vm:
         return data
 
 
+def stop_process(pid, timeout=10.0):
+    """SIGSTOP, and wait until every thread of pid has stopped: a group stop
+    is not done when kill() returns (each thread takes the signal in its own
+    time), and a thread still running could answer a peer meanwhile."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = []
+        for task in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{task}/stat") as f:
+                    states.append(f.read().rsplit(")", 1)[1].split()[0])
+            except OSError:
+                continue
+        if states and all(state in "tT" for state in states):
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"process {pid} did not stop within {timeout} s")
+
+
 def free_tcp_port(host="127.0.0.1"):
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:

@@ -16,7 +16,8 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 sys.path.insert(0, os.path.dirname(__file__))
 import tap  # noqa: E402
-from godwit_vm import QmpError, free_tcp_port, wait_migration  # noqa: E402
+from godwit_vm import (QmpError, free_tcp_port, stop_process,  # noqa: E402
+                       wait_migration)
 from test_migration_faults import FaultTestCase  # noqa: E402
 
 MiB = 1 << 20
@@ -29,26 +30,6 @@ HOLD, RELEASE = 1, 0
 
 print("# every RDMA migration here runs through the software provider "
       "(x-rdma-provider soft, over TCP): this machine has no RDMA device", flush=True)
-
-
-def stop_process(pid, timeout=10.0):
-    """SIGSTOP, and wait until every thread has stopped: a group stop is
-    not done when kill() returns, and a thread still running could answer
-    the source in the meantime."""
-    os.kill(pid, signal.SIGSTOP)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        states = []
-        for task in os.listdir(f"/proc/{pid}/task"):
-            try:
-                with open(f"/proc/{pid}/task/{task}/stat") as f:
-                    states.append(f.read().rsplit(")", 1)[1].split()[0])
-            except OSError:
-                continue
-        if states and all(state in "tT" for state in states):
-            return
-        time.sleep(0.005)
-    raise AssertionError(f"process {pid} did not stop within {timeout}s")
 
 
 def rdma_uri(host="127.0.0.1"):

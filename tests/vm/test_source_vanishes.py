@@ -24,8 +24,8 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 import tap  # noqa: E402
 from godwit_vm import (RECORD_HEADER_SIZE, REC_RP_ERROR, REC_RP_READY,  # noqa: E402
-                       MigrationTestCase, free_tcp_port, recv_exact, wait_migration,
-                       watch_until_exit)
+                       MigrationTestCase, free_tcp_port, recv_exact, stop_process,
+                       wait_migration, watch_until_exit)
 
 MiB = 1 << 20
 HIGH = 24 * MiB
@@ -34,24 +34,6 @@ GO_TIMEOUT_MS = 1500
 DRAIN_S = 2        # a destination that failed waits this long for the source to read its error
 SLACK_S = 6        # a loaded 2-core machine
 INCOMING_FAILED = "incoming migration failed"
-
-
-def wait_stopped(pid, timeout=5.0):
-    """Until every thread of pid is stopped (SIGSTOP is delivered to each
-    thread in its own time)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        states = []
-        for task in os.listdir(f"/proc/{pid}/task"):
-            try:
-                with open(f"/proc/{pid}/task/{task}/stat") as f:
-                    states.append(f.read().rsplit(")", 1)[1].split()[0])
-            except FileNotFoundError:
-                continue
-        if states and all(state in ("T", "t") for state in states):
-            return
-        time.sleep(0.005)
-    raise TimeoutError(f"process {pid} did not stop")
 
 
 def _shutdown(sock, how):
@@ -168,8 +150,7 @@ class VanishingSource(MigrationTestCase):
 
     def stop_source(self, source):
         def stop():
-            os.kill(source.process.pid, signal.SIGSTOP)
-            wait_stopped(source.process.pid)
+            stop_process(source.process.pid, timeout=5.0)
         return stop
 
     def check_gave_up(self, destination, phrases=(), within=None, since=None):
