@@ -5,6 +5,7 @@
  * destination has said RP_READY and GO has been sent, or if it answers GO
  * with RP_ERROR, the source still owns the guest. */
 #include "migration_internal.h"
+#include "migration_estimate.h"
 #include "migration_throttle.h"
 
 #include "channel/channel_header.h"
@@ -26,8 +27,6 @@
 /* Device precopy data sent per device per pass, at most (each buffer asks
  * the device for no more than what is left of it). */
 #define DEVICE_PASS_BUDGET (64ULL << 20)
-/* The least a pass must move across the link to measure its rate. */
-#define LINK_MEASURE_MIN (8ULL << 20)
 /* Between passes that found nothing dirty. */
 #define IDLE_PASS_PAUSE_NS (5 * 1000000)
 
@@ -201,20 +200,6 @@ static uint64_t device_stopcopy_bytes(struct migration *migration, uint64_t *dev
     return stopcopy;
 }
 
-/* What the channels hold that the destination has not taken yet: the
- * switchover must wait for it to cross before the destination can answer. */
-static uint64_t in_flight_bytes(struct migration *migration)
-{
-    uint64_t bytes;
-
-    pthread_mutex_lock(&migration->lock);
-    bytes = channel_unsent_bytes(&migration->channel);
-    for (unsigned i = 0; migration->multifd_channels && i < migration->nr_multifd_channels; i++)
-        bytes += channel_unsent_bytes(&migration->multifd_channels[i]);
-    pthread_mutex_unlock(&migration->lock);
-    return bytes;
-}
-
 static int setup(struct source *source, struct gw_error *err)
 {
     struct migration *migration = source->migration;
@@ -337,23 +322,6 @@ static int sync_dirty(struct source *source, bool query_devices, struct gw_error
     return 0;
 }
 
-/* The switchover's bandwidth, from a pass: what crossed the link (the
- * bytes written, less what the socket buffers and a slow link's queue
- * still held at the end beyond what they held at the start: a pass that
- * fits in them would read as memory speed) over the time max-bandwidth's
- * pacing did not hold the lanes back. Below 8 MiB crossed, the rate says
- * more about latency, or about a burst a link's buffers let through at
- * once after a pause, and only stands in for none. */
-static void measure_link(struct migration_stats *stats, uint64_t written, uint64_t in_flight_after,
-                         uint64_t paced_us, uint64_t sent_us)
-{
-    uint64_t crossed = written > in_flight_after ? written - in_flight_after : 0;
-    uint64_t unpaced_us = paced_us < sent_us ? sent_us - paced_us : 1;
-
-    if (crossed >= LINK_MEASURE_MIN || (crossed && !atomic_load(&stats->link_bandwidth)))
-        atomic_store(&stats->link_bandwidth, crossed * 1000000 / unpaced_us);
-}
-
 /* Sends one pass and updates the estimates; fills what the pass did (the
  * dirty pages left, the bytes sent, its time). */
 static int run_pass(struct source *source, uint64_t pass, struct pass_figures *figures,
@@ -365,7 +333,7 @@ static int run_pass(struct source *source, uint64_t pass, struct pass_figures *f
     uint64_t started = migration_now_us(), sent_us, bytes;
     uint64_t paced_before = atomic_load(&stats->paced_us);
     struct iovec part = { &pass, sizeof(pass) };
-    uint64_t in_flight_before = in_flight_bytes(migration);
+    uint64_t in_flight_before = migration_in_flight_bytes(migration);
     bool fired;
     int rc;
 
@@ -392,7 +360,7 @@ static int run_pass(struct source *source, uint64_t pass, struct pass_figures *f
         atomic_store(&stats->bandwidth, bytes * 1000000 / sent_us);
         atomic_store(&stats->pages_per_second, (bytes / source->page_size) * 1000000 / sent_us);
     }
-    measure_link(stats, bytes + in_flight_before, in_flight_bytes(migration),
+    migration_measure_link(stats, bytes + in_flight_before, migration_in_flight_bytes(migration),
                  atomic_load(&stats->paced_us) - paced_before, sent_us);
     uint64_t left_dirty = count_dirty(migration);   /* 0 unless the pass was cut short */
     rc = sync_dirty(source, true, err);
@@ -433,76 +401,6 @@ static uint64_t stopcopy_bytes(struct source *source, uint64_t dirty_pages)
     return dirty_pages * source->page_size + source->device_stopcopy;
 }
 
-/* avail-switchover-bandwidth, or the rate the last pass moved its bytes
- * at when max-bandwidth's pacing did not hold it back: the stop-copy phase
- * is never paced, so the paced rate would foretell a downtime several
- * times too long (seed 001's formula assumes it; QEMU added
- * avail-switchover-bandwidth for users to correct it by hand). */
-static uint64_t switchover_bandwidth(struct migration *migration)
-{
-    uint64_t bandwidth;
-
-    pthread_mutex_lock(&migration->lock);
-    bandwidth = migration->params.avail_switchover_bandwidth;
-    pthread_mutex_unlock(&migration->lock);
-    if (!bandwidth)
-        bandwidth = atomic_load(&migration->stats.link_bandwidth);
-    return bandwidth ? bandwidth : 1;   /* nothing measured yet: expect the worst */
-}
-
-/* Seed 004's estimate, (dirty RAM + device stop-copy bytes) over the
- * switchover bandwidth. A bandwidth measured on RAM passes gets the
- * devices' own time on their state added: a device saves it while the
- * guest is stopped (a copy out of the device, a read from a driver), each
- * piece before it goes out, and the destination loads it, at rates of
- * their own that RAM's bandwidth says nothing about (issue 11: 400 MiB of
- * accel state took twice what RAM's rate foretold). avail-switchover-
- * bandwidth is the user's word for how fast the switchover moves its
- * bytes, device state included (seed 004): taken as it is.
- * The switchover's steps that move no bytes cost time too, and at small
- * downtimes they are most of it: the final sync (as long as the last one),
- * the VMM's time to stop the guest, which it timed at setup, and two waits
- * for the destination: for READY after END, what the channels still hold
- * (on a slow link megabytes queued) at the switchover bandwidth and a
- * round trip; for RUNNING after GO, a round trip: the main channel's
- * shortest, as TCP measured it (queues make the others longer). */
-static uint64_t expected_downtime_us(struct source *source, uint64_t remaining)
-{
-    struct migration *migration = source->migration;
-    struct migration_stats *stats = &migration->stats;
-    struct downtime_estimate *estimate = &source->estimate;
-    uint64_t avail;
-
-    pthread_mutex_lock(&migration->lock);
-    avail = migration->params.avail_switchover_bandwidth;
-    pthread_mutex_unlock(&migration->lock);
-    estimate->bytes = remaining;
-    estimate->bandwidth = switchover_bandwidth(migration);
-    double transfer = (double)remaining * 1e6 / (double)estimate->bandwidth;
-    /* Past 2^62 us (146000 years) it is "never"; a cast beyond 2^64 would be
-     * undefined and the ms rounding after it would wrap. */
-    estimate->parts[ESTIMATE_TRANSFER] = transfer >= 0x1p62 ? 1ULL << 62 : (uint64_t)transfer;
-    estimate->parts[ESTIMATE_DEVICE] = avail ? 0 : source->device_us;
-    estimate->parts[ESTIMATE_SYNC] = atomic_load(&stats->last_sync_us);
-    estimate->parts[ESTIMATE_STOP] = source->stop_cost_us;
-    uint64_t round_trip = channel_round_trip_us(&migration->channel);
-    double drain = (double)in_flight_bytes(migration) * 1e6 / (double)estimate->bandwidth;
-    estimate->parts[ESTIMATE_READY] = (drain >= 0x1p61 ? 1ULL << 61 : (uint64_t)drain) + round_trip;
-    estimate->parts[ESTIMATE_RUNNING] = round_trip;
-    uint64_t us = 0;
-    for (int part = 0; part < ESTIMATE_PARTS; part++)
-        us = us + estimate->parts[part] < us ? UINT64_MAX : us + estimate->parts[part];
-    return us > 1ULL << 62 ? 1ULL << 62 : us;
-}
-
-/* The part of the estimate that more passes can shrink: the bytes left
- * and the devices' time on theirs. The rest (a stop, a sync, round trips,
- * what the link still holds) every switchover pays. */
-static uint64_t left_to_send_us(const struct downtime_estimate *estimate)
-{
-    return estimate->parts[ESTIMATE_TRANSFER] + estimate->parts[ESTIMATE_DEVICE];
-}
-
 static int precopy(struct source *source, struct gw_error *err)
 {
     struct migration *migration = source->migration;
@@ -515,7 +413,8 @@ static int precopy(struct source *source, struct gw_error *err)
         if (rc < 0)
             return rc;
         remaining = stopcopy_bytes(source, figures.dirty_pages);
-        source->expected_downtime_us = expected_downtime_us(source, remaining);
+        source->expected_downtime_us = migration_estimate_downtime(migration, &source->estimate, remaining,
+                                                                source->device_us, source->stop_cost_us);
         atomic_store(&migration->stats.expected_downtime_ms,
                      (source->expected_downtime_us + 999) / 1000);
         pthread_mutex_lock(&migration->lock);
@@ -524,7 +423,7 @@ static int precopy(struct source *source, struct gw_error *err)
         figures.left_bytes = remaining;
         figures.expected_downtime_us = source->expected_downtime_us;
         figures.limit_us = limit_us;
-        figures.switchover_bandwidth = switchover_bandwidth(migration);
+        figures.switchover_bandwidth = migration_switchover_bandwidth(migration);
         convergence_after_pass(migration, &figures);
         if (atomic_load(&migration->switchover_requested))
             return 0;   /* x-migrate-switchover-now: whatever the downtime */
@@ -534,7 +433,7 @@ static int precopy(struct source *source, struct gw_error *err)
         bool shrinking = previous == UINT64_MAX ||
                          remaining * 100 < previous * CONVERGENCE_SHRINK_PERCENT;
         if (source->expected_downtime_us <= limit_us &&
-            (left_to_send_us(&source->estimate) <= CONVERGENCE_SMALL_DOWNTIME_US ||
+            (downtime_left_to_send_us(&source->estimate) <= CONVERGENCE_SMALL_DOWNTIME_US ||
              !shrinking))
             return 0;
         if (shrinking)
