@@ -44,14 +44,19 @@ static void rollback(void *opaque)
     vm_rollback_switchover(opaque);
 }
 
-static uint64_t time_stop(void *opaque)
+static uint64_t time_stop(void *opaque, uint64_t *start_us)
 {
-    return vm_time_stop(opaque);
+    return vm_time_stop(opaque, start_us);
 }
 
 static void incoming_completed(void *opaque, bool source_running)
 {
     vm_incoming_completed(opaque, source_running);
+}
+
+static uint64_t incoming_resumed_us(void *opaque)
+{
+    return vm_incoming_resumed_us(opaque);
 }
 
 /* As QEMU does, a destination whose migration failed ends: it never ran the
@@ -108,6 +113,7 @@ int vm_migration_init(struct vm *vm, struct gw_error *err)
         .source_completed = source_completed,
         .rollback = rollback,
         .incoming_completed = incoming_completed,
+        .incoming_resumed_us = incoming_resumed_us,
         .time_stop = time_stop,
         .incoming_failed = incoming_failed,
         .go_timeout_ms = vm->config.go_timeout_ms,

@@ -39,9 +39,11 @@ struct migration_host {
     /* Source, optional: how long stop_for_switchover takes to stop a
      * running guest, in us, timed now (the VMM may stop its vCPUs and start
      * them again at once: the guest loses that long and sees nothing else;
-     * no STOP or RESUME event). 0 when it cannot tell. Asked once, at
-     * setup: the downtime estimate includes it. */
-    uint64_t (*time_stop)(void *opaque);
+     * no STOP or RESUME event); and in *start_us how long starting them
+     * took until they all ran again, this host's stand-in for the
+     * destination's start. 0 when it cannot tell. Asked once, at setup:
+     * the downtime estimate includes both. */
+    uint64_t (*time_stop)(void *opaque, uint64_t *start_us);
     /* Source, optional (the auto-converge capability needs it): slow every
      * vCPU down so that it runs only (100 - percent) % of the time, as
      * QEMU's cpu throttle (each vCPU sleeps percent % of every period);
@@ -61,6 +63,11 @@ struct migration_host {
      * it paused if it did not run there or if it was told to wait for "cont"
      * (QEMU's -S, how libvirt drives every migration). */
     void (*incoming_completed)(void *opaque, bool source_running);
+    /* Destination, optional: after incoming_completed, when the guest ran
+     * again (CLOCK_MONOTONIC, us: every vCPU back in the guest), 0 when it
+     * stayed paused or the VMM cannot tell. The source's downtime then ends
+     * there, not when a busy host let the migration thread answer. */
+    uint64_t (*incoming_resumed_us)(void *opaque);
     /* Destination: the incoming migration failed; the VMM must not run the
      * guest and should end with an error. */
     void (*incoming_failed)(void *opaque, const char *message);

@@ -97,6 +97,18 @@ static int handshake(struct migration *migration, struct stream_reader *reader,
     return 0;
 }
 
+/* RP_RUNNING says how long ago the guest ran again, so that the source's
+ * downtime ends there (stream.md). */
+static void send_running(struct migration *migration, struct stream_writer *writer)
+{
+    uint64_t resumed_us = migration->host.incoming_resumed_us
+                          ? migration->host.incoming_resumed_us(migration->host.opaque) : 0;
+    uint64_t now_us = migration_now_us();
+    uint64_t running_for_us = resumed_us && resumed_us <= now_us ? now_us - resumed_us : 0;
+
+    send_answer(writer, REC_RP_RUNNING, &running_for_us, sizeof(running_for_us), NULL);
+}
+
 struct incoming {
     struct migration *migration;
     struct channel_listener *listener;
@@ -188,7 +200,7 @@ static int receive(struct migration *migration, struct incoming *incoming, struc
         migration->host.incoming_completed(migration->host.opaque,
                                            !state.run_state_seen || !state.source_paused);
         if (migration->channel.has_return_path)
-            send_answer(&writer, REC_RP_RUNNING, NULL, 0, NULL);   /* for the downtime figure */
+            send_running(migration, &writer);
     } else if (migration->channel.has_return_path) {
         migration_send_rp_error(migration, err);
         drain_until_closed(&migration->channel);

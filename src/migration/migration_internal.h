@@ -101,8 +101,8 @@ enum estimate_part {
     ESTIMATE_SYNC,       /* the final sync, as long as the last */
     ESTIMATE_TRANSFER,   /* bytes left / switchover bandwidth */
     ESTIMATE_DEVICE,     /* the devices' own save and load time */
-    ESTIMATE_READY,      /* END to READY: the last PASS_END's answer */
-    ESTIMATE_RUNNING,    /* GO to RUNNING: the quickest PASS_END answer */
+    ESTIMATE_READY,      /* END to READY: what the link holds, and a round trip */
+    ESTIMATE_RUNNING,    /* GO to RUNNING: a round trip, and the VMM's start */
     ESTIMATE_PARTS
 };
 
@@ -188,6 +188,8 @@ struct migration {
     pthread_t rp_thread;
     bool rp_running;
     bool rp_ready, rp_running_seen, rp_closed;
+    uint64_t go_sent_us;      /* the migration thread's, when GO went out */
+    uint64_t rp_running_us;   /* when the destination's guest ran (RP_RUNNING less its delay) */
     bool rp_refused;                 /* an RP_ERROR record came: it never runs the guest */
     char rp_error[GW_ERROR_MSG_MAX];
 

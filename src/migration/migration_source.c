@@ -48,6 +48,7 @@ struct source {
     uint64_t device_stopcopy;  /* the devices' stop-copy bytes at the last sync */
     uint64_t device_us;        /* and their own time on them (vmstate_pending) */
     uint64_t stop_cost_us;     /* the VMM's time to stop the guest, timed at setup */
+    uint64_t start_cost_us;    /* and to start it again, timed with it */
     struct dirty_sampler sampler;
     struct throttle_trigger trigger;   /* auto-converge's and dirty-limit's */
     struct dirty_limit_control dirty_limit;   /* dirty-limit's, fired by the same trigger */
@@ -268,7 +269,8 @@ static int setup(struct source *source, struct gw_error *err)
     /* remaining counts device state from the start */
     device_stopcopy_bytes(migration, &source->device_us);
     if (migration->host.time_stop)
-        source->stop_cost_us = migration->host.time_stop(migration->host.opaque);
+        source->stop_cost_us = migration->host.time_stop(migration->host.opaque,
+                                                         &source->start_cost_us);
     rc = migration->host.dirty->start(migration->host.dirty_opaque, err);
     if (rc < 0)
         return rc;
@@ -413,8 +415,9 @@ static int precopy(struct source *source, struct gw_error *err)
         if (rc < 0)
             return rc;
         remaining = stopcopy_bytes(source, figures.dirty_pages);
-        source->expected_downtime_us = migration_estimate_downtime(migration, &source->estimate, remaining,
-                                                                source->device_us, source->stop_cost_us);
+        source->expected_downtime_us = migration_estimate_downtime(
+            migration, &source->estimate, remaining, source->device_us, source->stop_cost_us,
+            source->start_cost_us);
         atomic_store(&migration->stats.expected_downtime_ms,
                      (source->expected_downtime_us + 999) / 1000);
         pthread_mutex_lock(&migration->lock);
@@ -491,17 +494,22 @@ static int pause_before_switchover(struct migration *migration, struct gw_error 
 }
 
 /* Records the part of the downtime that ends now. */
-static void downtime_mark(struct migration_stats *stats, enum downtime_part part, uint64_t *mark)
+static void downtime_mark_at(struct migration_stats *stats, enum downtime_part part,
+                             uint64_t *mark, uint64_t now)
 {
-    uint64_t now = migration_now_us();
-
     atomic_store(&stats->downtime_parts_us[part], now - *mark);
     *mark = now;
 }
 
-static void downtime_end(struct migration_stats *stats, uint64_t stop_us, bool round_up)
+static void downtime_mark(struct migration_stats *stats, enum downtime_part part, uint64_t *mark)
 {
-    uint64_t us = migration_now_us() - stop_us;
+    downtime_mark_at(stats, part, mark, migration_now_us());
+}
+
+static void downtime_end(struct migration_stats *stats, uint64_t stop_us, uint64_t end_us,
+                         bool round_up)
+{
+    uint64_t us = end_us - stop_us;
 
     atomic_store(&stats->downtime_us, us);
     atomic_store(&stats->downtime_ms, (us + (round_up ? 999 : 0)) / 1000);
@@ -522,7 +530,7 @@ static int switchover(struct source *source, struct gw_error *err)
         migration_set_status(migration, MIGRATION_DEVICE);
     /* Downtime starts when the guest is asked to stop, as QEMU counts it. */
     source->stop_us = migration_now_us();
-    uint64_t mark = source->stop_us;
+    uint64_t mark = source->stop_us, end_us;
     /* QEMU's global state: a guest paused here arrives paused. */
     uint32_t run_state[2] = { migration->host.stop_for_switchover(migration->host.opaque), 0 };
     struct iovec run_state_part = { run_state, sizeof(run_state) };
@@ -558,7 +566,7 @@ static int switchover(struct source *source, struct gw_error *err)
     downtime_mark(stats, DOWNTIME_FLUSH, &mark);
     if (!migration->channel.has_return_path) {
         /* A file or a pipe: nobody answers. The stream is whole; done. */
-        downtime_end(stats, source->stop_us, false);
+        downtime_end(stats, source->stop_us, migration_now_us(), false);
         return 0;
     }
     rc = migration_wait_for_destination(migration, &migration->rp_ready, READY_TIMEOUT_US,
@@ -568,6 +576,9 @@ static int switchover(struct source *source, struct gw_error *err)
     downtime_mark(stats, DOWNTIME_LOAD, &mark);
     /* The point of no return: after GO the destination owns the guest,
      * unless it says it gave up first (below). */
+    pthread_mutex_lock(&migration->lock);
+    migration->go_sent_us = migration_now_us();
+    pthread_mutex_unlock(&migration->lock);
     rc = write_record(source, REC_GO, NULL, 0, err);
     if (rc < 0)
         return rc;
@@ -587,8 +598,13 @@ static int switchover(struct source *source, struct gw_error *err)
             return rc;
         gw_error_clear(err);
     }
-    downtime_mark(stats, DOWNTIME_RESUME, &mark);
-    downtime_end(stats, source->stop_us, true);
+    /* The guest ran when RP_RUNNING says, not when this thread woke to it. */
+    pthread_mutex_lock(&migration->lock);
+    end_us = migration->rp_running_seen ? migration->rp_running_us : migration_now_us();
+    pthread_mutex_unlock(&migration->lock);
+    end_us = end_us > mark ? end_us : mark;
+    downtime_mark_at(stats, DOWNTIME_RESUME, &mark, end_us);
+    downtime_end(stats, source->stop_us, end_us, true);
     return 0;
 }
 

@@ -73,7 +73,7 @@ uint32_t stream_record_max(uint32_t type, uint32_t page_size)
     case REC_SWITCHOVER: return 0;
     case REC_RUN_STATE: return 8;
     case REC_RP_READY: return 0;
-    case REC_RP_RUNNING: return 0;
+    case REC_RP_RUNNING: return 8;
     case REC_RP_ERROR: return 4 + STREAM_ERROR_TEXT_MAX;
     default: return 0;
     }
