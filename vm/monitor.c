@@ -75,6 +75,9 @@ static int pmemsave_cmd(json_t *args, json_t **ret, struct gw_error *err, void *
     int fd, rc;
 
     (void)ret;
+    if (vm->memory.released)
+        return gw_error_set(err, -EINVAL, "pmemsave: this process has no guest RAM any more: a "
+                            "local update handed it to the new process, which runs the guest");
     if (size) {
         host = ram_blocks_translate(vm->memory.blocks, vm->memory.nr_blocks, addr, size, err);
         if (!host) {
