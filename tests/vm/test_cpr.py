@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 
@@ -18,6 +19,7 @@ from godwit_vm import (DIRTY, PAGE_SIZE, MigrationTestCase, QmpError,  # noqa: E
 MiB = 1 << 20
 GiB = 1 << 30
 MEMFD_NAME = "memfd:godwit-guest-ram"
+GODWIT = os.environ.get("GODWIT", "build/tools/godwit")
 
 
 def channel(kind, path):
@@ -124,6 +126,26 @@ class LocalUpdate(MigrationTestCase):
             f.write(late)
         self.assertEqual(new.read_memory(900 * MiB + 123, len(late)), late)
         self.check_old_process_let_go(source, shm)
+
+    def test_godwit_migrate_local_drives_it(self):
+        source = self.start_source(extra=("--memfd",))
+        new = self.start_new_process(source)
+        result = subprocess.run([GODWIT, "migrate", "--from", f"unix:{source.qmp_path}",
+                                 "--to", f"unix:{new.main}", "--local", f"unix:{new.cpr}",
+                                 "--json"], capture_output=True, text=True, timeout=60)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        report = json.loads(result.stdout)
+        self.assertEqual(report["result"], "completed", report)
+        self.assertEqual(report["query-migrate"]["ram"]["normal"], 0)
+        self.assertEqual(source.qmp.command("query-migrate-parameters")["mode"], "cpr-transfer")
+        new.connect()
+        self.assertLessEqual(self.check_running_guest(new, earlier=(source,)), 1)
+        self.check_old_process_let_go(source, MEMFD_NAME)
+        refused = subprocess.run([GODWIT, "migrate", "--from", f"unix:{source.qmp_path}",
+                                  "--to", "tcp:127.0.0.1:4444", "--local", f"unix:{new.cpr}"],
+                                 capture_output=True, text=True, timeout=30)
+        self.assertEqual(refused.returncode, 2)
+        self.assertIn("--to", refused.stderr)
 
     def test_new_process_killed_before_switch_leaves_old_running(self):
         source = self.start_source(extra=("--memfd",))
