@@ -277,7 +277,9 @@ static int setup(struct source *source, struct gw_error *err)
     convergence_pass_begin(migration, count_dirty(migration), false);
     /* remaining counts device state from the start */
     device_stopcopy_bytes(migration, &source->device_us);
-    if (migration->host.time_stop)
+    /* The estimate it feeds decides nothing in a local update, which goes
+     * to the switchover after one pass: the guest is spared the stop. */
+    if (migration->host.time_stop && !migration->local)
         source->stop_cost_us = migration->host.time_stop(migration->host.opaque);
     rc = source->dirty->start(source->dirty_opaque, err);
     if (rc < 0)
