@@ -31,7 +31,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "lib"))
-from godwit_vm import (Vm, check_increment_pattern, wait_migration)  # noqa: E402
+from godwit_vm import (QmpError, Vm, check_increment_pattern, wait_migration)  # noqa: E402
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -53,6 +53,12 @@ LATE = b"written by the host after the switch"
 
 class RunFailed(Exception):
     pass
+
+
+def guest_address(offset):
+    """godwit-vm's layout: the file's first 3 GiB at guest-physical 0, the
+    rest from 4 GiB."""
+    return offset if offset < 3 * GiB else offset + GiB
 
 
 def shm(tag):
@@ -163,10 +169,11 @@ def run_local(args, size_gib, workload, ram):
         if info["status"] != "completed":
             raise RunFailed(f"{info['status']}: {info.get('error-desc')}")
         new.connect()
+        late_at = size_gib * GiB - 4096 + 17
         with open(ram, "r+b") as f:
-            f.seek(size_gib * GiB - 4096 + 17)
+            f.seek(late_at)
             f.write(LATE)
-        if new.read_memory(size_gib * GiB - 4096 + 17, len(LATE)) != LATE:
+        if new.read_memory(guest_address(late_at), len(LATE)) != LATE:
             raise RunFailed("a host write after the switch is not in the new process's guest")
         if workload == "dirty":
             check_dirty(new)
@@ -197,7 +204,7 @@ def measure(args, log):
                         try:
                             entry = dict(ok=True, info=run(args, size_gib, workload, ram))
                         except (RunFailed, AssertionError, OSError, TimeoutError,
-                                ValueError) as failure:
+                                ValueError, QmpError) as failure:
                             entry = dict(ok=False, failure=str(failure))
                             log(f"    failed: {failure}")
                         results.setdefault((size_gib, workload, method), []).append(entry)
