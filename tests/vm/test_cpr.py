@@ -127,6 +127,21 @@ class LocalUpdate(MigrationTestCase):
         self.assertEqual(new.read_memory(900 * MiB + 123, len(late)), late)
         self.check_old_process_let_go(source, shm)
 
+    def test_updated_process_updates_again(self):
+        """The new process holds the descriptors it was given, so it can hand
+        the same RAM on to a third: a VMM upgraded twice."""
+        source = self.start_source(extra=("--memfd",))
+        second = self.start_new_process(source)
+        self.assertEqual(self.local_update(source, second)["status"], "completed")
+        second.connect()
+        second.serial.wait_count("B", 1, process=second.process)   # it ran there
+        third = self.start_new_process(second)
+        info = self.local_update(second, third)
+        self.assertEqual(info["status"], "completed", info.get("error-desc"))
+        third.connect()
+        self.assertLessEqual(self.check_running_guest(third, earlier=(source, second)), 1)
+        self.check_old_process_let_go(second, MEMFD_NAME)
+
     def test_godwit_migrate_local_drives_it(self):
         source = self.start_source(extra=("--memfd",))
         new = self.start_new_process(source)
