@@ -181,7 +181,6 @@ struct migration {
     /* mode cpr-transfer: the cpr channel the RAM's descriptors go on, set
      * with uri by migrate's channels; local: this migration is a local
      * update (the thread's copy of the mode, taken when it launched). */
-    bool has_cpr_uri;
     struct uri cpr_uri;
     bool local;
     /* --object and object-add's objects; the TLS settings of the migration
@@ -300,12 +299,13 @@ int migration_check_uri(struct migration *migration, const struct uri *uri,
 
 /* The local update, mode cpr-transfer (migration_local.c). check: what the
  * mode asks of migrate's channels and of the RAM (cpr is the cpr channel or
- * NULL); sets migration->local for the migration about to launch.
+ * NULL); says in *local whether the migration would be a local update (the
+ * caller sets migration->local once nothing runs).
  * hand_over: the source's first step, the RAM's descriptors sent on the cpr
  * channel and the destination's answer. The tracker of a local update: RAM
  * stays where it is, so nothing is ever dirty and nothing is tracked. */
 int migration_local_check(struct migration *migration, const struct uri *main_uri,
-                          const struct uri *cpr, struct gw_error *err);
+                          const struct uri *cpr, bool *local, struct gw_error *err);
 int migration_local_hand_over(struct migration *migration, struct gw_error *err);
 extern const struct dirty_tracker_ops migration_local_untracked;
 /* -EBUSY with a sentence while a migration is in progress. */

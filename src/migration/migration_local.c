@@ -12,7 +12,7 @@
 #include <godwit/cpr.h>
 
 int migration_local_check(struct migration *migration, const struct uri *main_uri,
-                          const struct uri *cpr, struct gw_error *err)
+                          const struct uri *cpr, bool *local, struct gw_error *err)
 {
     char shown[PATH_MAX + 32];
     uint64_t mode;
@@ -25,7 +25,7 @@ int migration_local_check(struct migration *migration, const struct uri *main_ur
         if (cpr)
             return gw_error_set(err, -EINVAL, "a cpr channel is for mode cpr-transfer; set it "
                                 "with migrate-set-parameters, or leave the cpr channel out");
-        migration->local = false;
+        *local = false;
         return 0;
     }
     uri_format(main_uri, shown, sizeof(shown));
@@ -40,7 +40,7 @@ int migration_local_check(struct migration *migration, const struct uri *main_ur
     rc = cpr_blocks_shareable(migration->host.blocks, migration->host.nr_blocks, err);
     if (rc < 0)
         return rc;
-    migration->local = true;
+    *local = true;
     return 0;
 }
 

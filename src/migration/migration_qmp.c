@@ -14,7 +14,8 @@
 static int start_migrate(struct migration *migration, struct uri uri, const struct uri *cpr,
                          struct gw_error *err)
 {
-    int rc = migration_local_check(migration, &uri, cpr, err);
+    bool local;
+    int rc = migration_local_check(migration, &uri, cpr, &local, err);
 
     if (rc < 0)
         return rc;
@@ -30,7 +31,8 @@ static int start_migrate(struct migration *migration, struct uri uri, const stru
     if ((rc = migration_check_idle(migration, err)) < 0 ||
         (rc = migration_take_named_fd(migration, &uri, err)) < 0)
         return rc;
-    migration->has_cpr_uri = cpr != NULL;
+    /* Nothing runs (checked above): the thread about to launch reads these. */
+    migration->local = local;
     if (cpr)
         migration->cpr_uri = *cpr;
     rc = migration_launch(migration, &uri, false, err);
