@@ -277,7 +277,8 @@ static void teardown(struct vm *vm, struct startup *start, bool failed)
 int main(int argc, char **argv)
 {
     static struct vm vm = { .kvm = { .dev_fd = -1, .vm_fd = -1 }, .notify_fd = -1,
-                            .state_lock = PTHREAD_MUTEX_INITIALIZER };
+                            .state_lock = PTHREAD_MUTEX_INITIALIZER,
+                            .ram_lock = PTHREAD_RWLOCK_INITIALIZER };
     struct startup start = { .serial_fd = -1, .signal_fd = -1, .cpr_conn = -1 };
     struct gw_error err = { 0 };
     int rc, status = EXIT_BAD_INPUT;

@@ -47,10 +47,12 @@ static void release_ram(void *opaque)
     struct vm *vm = opaque;
     struct gw_error err = { 0 };
 
+    pthread_rwlock_wrlock(&vm->ram_lock);   /* no pmemsave reads it meanwhile */
     for (unsigned i = 0; !vm->config.accel_none && i < vm->memory.nr_blocks; i++)
         if (kvm_remove_memslot(&vm->kvm, i, &err) < 0)
             fprintf(stderr, "godwit-vm: local update: %s\n", err.msg);
     memory_release(&vm->memory);
+    pthread_rwlock_unlock(&vm->ram_lock);
 }
 
 static void rollback(void *opaque)
