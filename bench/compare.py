@@ -24,7 +24,10 @@ set), bench/tls.py (the 1 GiB filled guest in plaintext and over TLS on
 1, 2 and 4 channels, godwit beside QEMU; --no-tls leaves it out) and
 bench/rdma.py (seed 000's table in shape: a 4 GiB filled guest over rdma: at
 three chunk sizes, pin-all off and on, beside tcp: on one connection;
-software-provider figures; --no-rdma leaves it out). Full set (make
+software-provider figures; --no-rdma leaves it out) and bench/local_update.py
+(issue 16: the local update of 1, 4 and 16 GiB guests, idle and dirty,
+beside godwit's copying migration over unix: with multifd;
+--no-local-update leaves it out). Full set (make
 bench-full): also 2 GiB and 4 GiB filled guests.
 
 Writes docs/benchmarks.md and its PNGs (docs/benchmarks/), prints the
@@ -45,6 +48,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "lib"))
 import limits as limits_mod  # noqa: E402
 import multifd  # noqa: E402
 import rdma as rdma_bench  # noqa: E402
+import local_update  # noqa: E402
 import convergence_map  # noqa: E402
 import report  # noqa: E402
 import sync_time  # noqa: E402
@@ -306,6 +310,8 @@ def main():
                         help="leave out the TLS section (bench/tls.py)")
     parser.add_argument("--no-rdma", action="store_true",
                         help="leave out the RDMA table (bench/rdma.py)")
+    parser.add_argument("--no-local-update", action="store_true",
+                        help="leave out the local-update table (bench/local_update.py)")
     parser.add_argument("--results", default=os.path.join(HERE, "results"))
     parser.add_argument("--docs", help="the markdown to write ('' for none; default "
                         "docs/benchmarks.md, or none with --only or a --repeat other than 3, "
@@ -398,6 +404,11 @@ def main():
     if not args.no_rdma:
         rdma_args = argparse.Namespace(vm=args.vm, guest=args.guest, repeat=1)
         rdma_lines = rdma_bench.section(rdma_bench.measure(rdma_args, log), 1)
+    local_lines = []
+    if not args.no_local_update:
+        local_args = argparse.Namespace(vm=args.vm, guest=args.guest, repeat=1,
+                                        sizes=list(local_update.SIZES_GIB))
+        local_lines = local_update.section(local_update.measure(local_args, log), local_args)
     extra["findings"] = findings(scenarios, results)
     extra["reading"] = READING
     png_dir = os.path.join(os.path.dirname(args.docs) if args.docs else run_dir, "benchmarks")
@@ -418,7 +429,7 @@ def main():
     sync_lines += map_lines
     if sync_lines:
         extra["sections"] += ["## Convergence (issue 11)", ""] + sync_lines
-    extra["sections"] += rdma_lines
+    extra["sections"] += rdma_lines + local_lines
     duration = time.monotonic() - started
     # Tables to the terminal (markdown reads fine as text).
     print()
@@ -443,7 +454,7 @@ def main():
             print(line)
     if extra.get("guest_rates"):
         print(extra["guest_rates"])
-    for line in sync_lines + rdma_lines:
+    for line in sync_lines + rdma_lines + local_lines:
         print(line)
     if args.docs and made:
         command = "make bench-full" if args.full else "make bench"

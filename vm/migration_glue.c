@@ -39,6 +39,22 @@ static void source_completed(void *opaque)
     vm_source_completed(opaque);
 }
 
+/* A local update completed: the new process runs the guest on the same
+ * pages. KVM lets go of them first, then the mapping goes; the vCPUs are
+ * stopped and stay so (postmigrate refuses cont). */
+static void release_ram(void *opaque)
+{
+    struct vm *vm = opaque;
+    struct gw_error err = { 0 };
+
+    pthread_rwlock_wrlock(&vm->ram_lock);   /* no pmemsave reads it meanwhile */
+    for (unsigned i = 0; !vm->config.accel_none && i < vm->memory.nr_blocks; i++)
+        if (kvm_remove_memslot(&vm->kvm, i, &err) < 0)
+            fprintf(stderr, "godwit-vm: local update: %s\n", err.msg);
+    memory_release(&vm->memory);
+    pthread_rwlock_unlock(&vm->ram_lock);
+}
+
 static void rollback(void *opaque)
 {
     vm_rollback_switchover(opaque);
@@ -104,10 +120,13 @@ int vm_migration_init(struct vm *vm, struct gw_error *err)
                         : dirty_ring_enabled(&vm->dirty_ring) ? (void *)&vm->dirty_ring
                                                                : (void *)&vm->dirty_log,
         .devices = &vm->devices,
-        /* Nothing was loaded into an incoming VM's RAM: fresh anonymous memory
-         * or a file this run created is all zero. */
+        /* Nothing was loaded into an incoming VM's RAM: fresh anonymous memory,
+         * a file this run created or a memfd is all zero. The source's own,
+         * from a local update, is not ours to assume anything about. */
         .ram_zero_at_start = config_incoming(&vm->config) &&
-                             (vm->memory.fd < 0 || vm->memory.created_file),
+                             (vm->memory.fd < 0 || vm->memory.fresh),
+        .ram_from_source = vm->memory.adopted,
+        .release_ram = release_ram,
         .stop_for_switchover = stop_for_switchover,
         .set_cpu_throttle = set_cpu_throttle,
         .source_completed = source_completed,

@@ -6,7 +6,9 @@
  *  - each vCPU thread owns its kvm_run and its KVM vCPU fd while running, and
  *    handles port I/O, which reaches the UART (locked) and pio counters;
  *  - guest RAM is written by the guest and read by anyone; the VMM writes it
- *    only while the vCPUs are stopped or before they start. */
+ *    only while the vCPUs are stopped or before they start. Its mapping goes
+ *    away only in a local update's release, under ram_lock held for writing;
+ *    the monitor reads RAM (pmemsave) under it held for reading. */
 #ifndef GODWIT_VM_H
 #define GODWIT_VM_H
 
@@ -59,6 +61,7 @@ struct vm {
     struct device_registry devices;  /* filled at start-up, read-only afterwards */
 
     pthread_mutex_t state_lock;     /* run_state, autostart, vCPU stop/resume */
+    pthread_rwlock_t ram_lock;      /* the mapping of guest RAM (memory.released) */
     enum run_state run_state;
     bool autostart;                 /* incoming: run the guest when it arrives (no -S) */
     enum run_state before_switchover;  /* the migration thread's: what a rollback restores */

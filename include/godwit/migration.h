@@ -30,6 +30,10 @@ struct migration_host {
     /* Destination: guest RAM is all zero before the migration (fresh
      * memory, nothing loaded), so zero pages never written need no work. */
     bool ram_zero_at_start;
+    /* Destination: guest RAM is the source's own memory, mapped from the
+     * descriptors its cpr channel passed (a local update, cpr.h): the
+     * stream must be in mode cpr-transfer and carry no page. */
+    bool ram_from_source;
 
     /* Source: stops every vCPU for the switchover (run state
      * "finish-migrate", whatever the state was); returns when none runs.
@@ -53,6 +57,10 @@ struct migration_host {
     void (*set_cpu_throttle)(void *opaque, unsigned percent);
     /* Source: the migration completed; the VM stays stopped ("postmigrate"). */
     void (*source_completed)(void *opaque);
+    /* Source, a local update (mode cpr-transfer), after source_completed:
+     * the new process owns the guest's memory; the VMM unmaps it and never
+     * touches it again. */
+    void (*release_ram)(void *opaque);
     /* Source: a failure or cancel after stop_for_switchover: put the VM back
      * in the run state it had before it (a guest that ran runs again; a
      * paused one stays paused, and takes "cont" again). */

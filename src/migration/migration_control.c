@@ -260,7 +260,7 @@ int migration_incoming(struct migration *migration, const char *uri_text, struct
 
 /* What the capabilities and parameters ask of a URI: multifd needs tcp: or
  * unix:, device-state channels need multifd and x-channel-header. */
-static int check_uri(struct migration *migration, const struct uri *uri, struct gw_error *err)
+int migration_check_uri(struct migration *migration, const struct uri *uri, struct gw_error *err)
 {
     bool multifd, header;
     uint64_t device_channels;
@@ -290,7 +290,7 @@ int migration_parse_uri(struct migration *migration, const char *text, struct ur
 {
     int rc = uri_parse(text, uri, err);
 
-    return rc < 0 ? rc : check_uri(migration, uri, err);
+    return rc < 0 ? rc : migration_check_uri(migration, uri, err);
 }
 
 void migration_expect_incoming(struct migration *migration)

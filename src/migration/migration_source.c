@@ -38,6 +38,9 @@ struct source {
     struct rdma_sink *rdma_sink;   /* an rdma: channel's, instead of the stream's */
     struct page_sink sink;
     struct vmstate_saver *saver;
+    /* The host's tracker, or for a local update none (migration_local.c). */
+    const struct dirty_tracker_ops *dirty;
+    void *dirty_opaque;
     uint32_t page_size;
     bool tracking;
     bool vm_stopped;           /* by us, so ours to put back on failure */
@@ -162,8 +165,8 @@ static int setup_sending(struct source *source, struct gw_error *err)
 
     source->walker = (struct ram_walker){
         .blocks = migration->host.blocks, .nr_blocks = migration->host.nr_blocks,
-        .bitmaps = migration->bitmaps, .dirty = migration->host.dirty,
-        .dirty_opaque = migration->host.dirty_opaque,
+        .bitmaps = migration->bitmaps, .dirty = source->dirty,
+        .dirty_opaque = source->dirty_opaque,
         .cancelled = &migration->cancel_requested,
         .end_pass_now = &migration->switchover_requested,
     };
@@ -214,7 +217,13 @@ static int setup(struct source *source, struct gw_error *err)
     migration_snapshot_config(migration, &migration->config);
     if ((rc = migration_new_id(&migration->config, err)) < 0)
         return rc;
-    config_encode(&migration->config, config_body);
+    config_part.iov_len = config_encode(&migration->config, config_body);
+    /* A local update hands the RAM over first: the new process maps it and
+     * builds its machine before it listens on the main channel. */
+    if (migration->local && (rc = migration_local_hand_over(migration, err)) < 0)
+        return rc;
+    source->dirty = migration->local ? &migration_local_untracked : migration->host.dirty;
+    source->dirty_opaque = migration->host.dirty_opaque;
     if (migration->uri.kind == URI_RDMA) {
         struct rdma_options options;
         migration_rdma_options(migration, &options);
@@ -260,18 +269,21 @@ static int setup(struct source *source, struct gw_error *err)
         (rc = write_record(source, REC_CONFIG, &config_part, 1, err)) < 0 ||
         (rc = multifd_connect(migration, source->page_size, err)) < 0)
         return rc;
-    /* Every page is dirty before the first pass: all of RAM remains. */
+    /* Every page is dirty before the first pass: all of RAM remains; none
+     * in a local update, whose RAM stays where it is. */
     if ((rc = ram_bitmaps_alloc(migration->bitmaps, migration->host.blocks,
-                                migration->host.nr_blocks, true, err)) < 0 ||
+                                migration->host.nr_blocks, !migration->local, err)) < 0 ||
         (rc = vmstate_save_setup(migration->host.devices, err)) < 0)
         return rc;
     convergence_pass_begin(migration, count_dirty(migration), false);
     /* remaining counts device state from the start */
     device_stopcopy_bytes(migration, &source->device_us);
-    if (migration->host.time_stop)
+    /* The estimate it feeds decides nothing in a local update, which goes
+     * to the switchover after one pass: the guest is spared the stop. */
+    if (migration->host.time_stop && !migration->local)
         source->stop_cost_us = migration->host.time_stop(migration->host.opaque,
                                                          &source->start_cost_us);
-    rc = migration->host.dirty->start(migration->host.dirty_opaque, err);
+    rc = source->dirty->start(source->dirty_opaque, err);
     if (rc < 0)
         return rc;
     source->tracking = true;
@@ -303,8 +315,7 @@ static int sync_dirty(struct source *source, bool query_devices, struct gw_error
     int rc;
 
     for (unsigned b = 0; b < migration->host.nr_blocks; b++) {
-        rc = migration->host.dirty->sync(migration->host.dirty_opaque, b, migration->bitmaps[b],
-                                         &times, err);
+        rc = source->dirty->sync(source->dirty_opaque, b, migration->bitmaps[b], &times, err);
         if (rc < 0)
             return rc;
     }
@@ -451,6 +462,21 @@ static int precopy(struct source *source, struct gw_error *err)
             nanosleep(&pause, NULL);
         }
     }
+}
+
+/* A local update moves no RAM: one pass, with nothing dirty, carries the
+ * devices' precopy data while the guest runs; then the switchover. */
+static int local_precopy(struct source *source, struct gw_error *err)
+{
+    uint64_t pass = 1;
+    struct iovec part = { &pass, sizeof(pass) };
+    int rc;
+
+    source->pass = pass;
+    if ((rc = ram_send_dirty(&source->walker, &source->sink, true, false, pass, err)) < 0 ||
+        (rc = vmstate_save_precopy(source->saver, DEVICE_PASS_BUDGET, err)) < 0)
+        return rc;
+    return write_record(source, REC_PASS_END, &part, 1, err);
 }
 
 static int send_end(struct source *source, struct gw_error *err)
@@ -614,7 +640,7 @@ static void finish(struct source *source, int rc, struct gw_error *err)
     struct migration_stats *stats = &migration->stats;
 
     if (source->tracking)
-        migration->host.dirty->stop(migration->host.dirty_opaque);
+        source->dirty->stop(source->dirty_opaque);
     /* Before a rollback runs the guest again: at its full speed. */
     migration_throttle_end(migration);
     migration_dirty_limit_end(migration, &source->dirty_limit);
@@ -649,6 +675,10 @@ static void finish(struct source *source, int rc, struct gw_error *err)
         return;
     }
     migration->host.source_completed(migration->host.opaque);
+    /* The new process owns the guest's memory now: this one lets go of it
+     * before anyone is told the migration completed. */
+    if (migration->local && migration->host.release_ram)
+        migration->host.release_ram(migration->host.opaque);
     migration_set_status(migration, MIGRATION_COMPLETED);
 }
 
@@ -664,7 +694,7 @@ void *migration_source_thread(void *opaque)
         atomic_store(&migration->stats.setup_ms,
                      migration_now_us() / 1000 - atomic_load(&migration->stats.start_ms));
         migration_set_status(migration, MIGRATION_ACTIVE);
-        rc = precopy(&source, &err);
+        rc = migration->local ? local_precopy(&source, &err) : precopy(&source, &err);
     }
     if (rc == 0)
         rc = switchover(&source, &err);
