@@ -101,6 +101,9 @@ enum migration_status {
     /* pause-before-switchover: the guest is stopped and nothing of the
      * stop-copy phase is sent until migrate-continue. */
     MIGRATION_PRE_SWITCHOVER,
+    /* postcopy: the guest runs on the destination, which pulls the pages
+     * it still lacks; the source sends them and answers its requests. */
+    MIGRATION_POSTCOPY_ACTIVE,
 };
 
 const char *migration_status_name(enum migration_status status);

@@ -19,6 +19,7 @@ const char *migration_status_name(enum migration_status status)
         [MIGRATION_CANCELLING] = "cancelling", [MIGRATION_CANCELLED] = "cancelled",
         [MIGRATION_FAILED] = "failed", [MIGRATION_COMPLETED] = "completed",
         [MIGRATION_PRE_SWITCHOVER] = "pre-switchover",
+        [MIGRATION_POSTCOPY_ACTIVE] = "postcopy-active",
     };
     return names[status];
 }
@@ -56,7 +57,7 @@ bool migration_in_progress(enum migration_status status)
 {
     return status == MIGRATION_SETUP || status == MIGRATION_ACTIVE ||
            status == MIGRATION_DEVICE || status == MIGRATION_PRE_SWITCHOVER ||
-           status == MIGRATION_CANCELLING;
+           status == MIGRATION_CANCELLING || status == MIGRATION_POSTCOPY_ACTIVE;
 }
 
 void migration_set_status(struct migration *migration, enum migration_status status)

@@ -74,7 +74,8 @@ bool migration_begin_cancel(struct migration *migration)
      * incoming migration fails and the guest never runs here. */
     pthread_mutex_lock(&migration->lock);
     cancelling = migration_in_progress(migration->status) &&
-                 migration->status != MIGRATION_CANCELLING;
+                 migration->status != MIGRATION_CANCELLING &&
+                 migration->status != MIGRATION_POSTCOPY_ACTIVE;
     if (cancelling) {
         migration->status = MIGRATION_CANCELLING;
         pthread_cond_broadcast(&migration->changed);
@@ -204,6 +205,8 @@ int migration_launch(struct migration *migration, const struct uri *uri, bool de
     migration->rp_ready = migration->rp_running_seen = migration->rp_closed = false;
     migration->rp_refused = migration->ready_sent = false;
     migration->rp_error_sent = false;
+    migration->rp_postcopy_done = false;
+    atomic_store(&migration->postcopy_requested, false);
     migration->uri = *uri;
     migration->is_destination = destination;
     atomic_store(&migration->stats.start_ms, migration_now_us() / 1000);
@@ -261,11 +264,12 @@ int migration_incoming(struct migration *migration, const char *uri_text, struct
  * unix:, device-state channels need multifd and x-channel-header. */
 static int check_uri(struct migration *migration, const struct uri *uri, struct gw_error *err)
 {
-    bool multifd, header;
+    bool multifd, header, postcopy;
     uint64_t device_channels;
 
     pthread_mutex_lock(&migration->lock);
     multifd = migration->cap_multifd;
+    postcopy = migration->cap_postcopy_ram;
     header = migration->cap_channel_header;
     device_channels = migration->params.device_channels;
     pthread_mutex_unlock(&migration->lock);
@@ -277,6 +281,11 @@ static int check_uri(struct migration *migration, const struct uri *uri, struct 
         return gw_error_set(err, -EINVAL, "multifd needs a tcp: or unix: URI, which can carry "
                             "several connections; file: and fd: carry one: turn the multifd "
                             "capability off");
+    if (postcopy && (uri->kind == URI_FILE || uri->kind == URI_RDMA))
+        return gw_error_set(err, -EINVAL, "postcopy-ram needs a connection with a return path "
+                            "for page requests (tcp:, unix: or fd: of a socket); %s has none "
+                            "godwit can use: turn the postcopy-ram capability off",
+                            uri->kind == URI_FILE ? "file:" : "rdma:");
     if (device_channels && (!multifd || !header))
         return gw_error_set(err, -EINVAL, "x-multifd-channels-device-state %" PRIu64 " needs "
                             "the multifd and x-channel-header capabilities; set them or set "

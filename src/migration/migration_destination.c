@@ -11,12 +11,29 @@
 #include <string.h>
 #include <unistd.h>
 
-static int send_answer(struct stream_writer *writer, uint32_t type, const void *body,
+/* Every return-path record goes through here: in postcopy the fault
+ * thread's page requests share the channel with the main thread's answers. */
+static int send_answer(struct migration *migration, uint32_t type, const void *body,
                        size_t len, struct gw_error *err)
 {
+    struct stream_writer writer = { .io = channel_stream_io(&migration->channel) };
     struct iovec part = { (void *)body, len };
+    int rc;
 
-    return stream_write_record(writer, type, &part, len ? 1 : 0, err);
+    pthread_mutex_lock(&migration->rp_write_lock);
+    rc = stream_write_record(&writer, type, &part, len ? 1 : 0, err);
+    pthread_mutex_unlock(&migration->rp_write_lock);
+    return rc;
+}
+
+/* The postcopy fault thread's way to ask for a page. */
+static int send_page_request(void *opaque, const struct postcopy_request *request,
+                             struct gw_error *err)
+{
+    uint8_t body[POSTCOPY_REQUEST_SIZE];
+
+    postcopy_request_encode(request, body);
+    return send_answer(opaque, REC_RP_REQ_PAGES, body, sizeof(body), err);
 }
 
 /* Closing a socket with unread data sends a reset, and a reset makes the
@@ -70,7 +87,7 @@ static int wait_for_go(struct migration *migration, struct gw_error *err)
  * go_timeout_ms, and its RP_ERROR tells a source that sends GO late that
  * the guest is still its own. */
 static int handshake(struct migration *migration, struct stream_reader *reader,
-                     struct stream_writer *writer, struct gw_error *err)
+                     struct gw_error *err)
 {
     struct stream_record record;
     int rc;
@@ -80,7 +97,7 @@ static int handshake(struct migration *migration, struct stream_reader *reader,
     pthread_mutex_unlock(&migration->lock);
     if (migration_cancelled(migration))
         return gw_error_set(err, -ECANCELED, "the incoming migration was cancelled");
-    rc = send_answer(writer, REC_RP_READY, NULL, 0, err);
+    rc = send_answer(migration, REC_RP_READY, NULL, 0, err);
     if (rc == 0)
         rc = wait_for_go(migration, err);
     if (rc < 0)
@@ -101,7 +118,65 @@ struct incoming {
     struct migration *migration;
     struct channel_listener *listener;
     struct pending *pending;
+    bool guest_here;   /* handed to the VMM: a later failure must not end it */
 };
+
+/* With the capability, and a return path to ask for pages on. */
+static int prepare_postcopy(struct migration *migration, struct load_state *state,
+                            struct gw_error *err)
+{
+    bool capability;
+
+    pthread_mutex_lock(&migration->lock);
+    capability = migration->cap_postcopy_ram;
+    pthread_mutex_unlock(&migration->lock);
+    if (!capability || !migration->channel.has_return_path)
+        return 0;
+    state->postcopy = postcopy_ram_new(migration->host.blocks, migration->host.nr_blocks,
+                                       send_page_request, migration, err);
+    if (!state->postcopy)
+        return -ENOMEM;
+    pthread_mutex_lock(&migration->lock);
+    migration->postcopy_ram = state->postcopy;
+    pthread_mutex_unlock(&migration->lock);
+    return 0;
+}
+
+/* The guest runs here: the rest of its pages, until END; then every page
+ * is here, the fault thread stops and the source hears it. */
+static int receive_postcopy(struct migration *migration, struct stream_reader *reader,
+                            struct load_state *state, struct gw_error *err)
+{
+    int rc;
+
+    migration_set_status(migration, MIGRATION_POSTCOPY_ACTIVE);
+    rc = migration_load_postcopy(reader, state, err);
+    atomic_store(&migration->stats.normal_pages, state->counts.normal_pages);
+    atomic_store(&migration->stats.zero_pages, state->counts.zero_pages);
+    atomic_store(&migration->stats.transferred,
+                 reader->offset + atomic_load(&migration->stats.multifd_bytes));
+    if (rc < 0) {
+        gw_error_prefix(err, "in postcopy, with the guest running here");
+        return rc;
+    }
+    postcopy_ram_finish(state->postcopy);
+    return send_answer(migration, REC_RP_POSTCOPY_DONE, NULL, 0, err);
+}
+
+/* The figures stay for query-migrate once the postcopy RAM is gone. */
+static void release_postcopy(struct migration *migration, struct load_state *state)
+{
+    if (!state->postcopy)
+        return;
+    postcopy_ram_finish(state->postcopy);
+    pthread_mutex_lock(&migration->lock);
+    const struct postcopy_stats *stats = postcopy_ram_stats(state->postcopy);
+    memcpy(&migration->stats.postcopy, stats, sizeof(*stats));
+    migration->postcopy_ram = NULL;
+    pthread_mutex_unlock(&migration->lock);
+    postcopy_ram_free(state->postcopy);
+    state->postcopy = NULL;
+}
 
 /* CONFIG said how the source migrates (and matched ours): with multifd,
  * take its channels and start receiving on them. */
@@ -148,7 +223,6 @@ static int prepare_main_reader(struct migration *migration, struct stream_reader
 static int receive(struct migration *migration, struct incoming *incoming, struct gw_error *err)
 {
     struct stream_reader reader = { .io = channel_stream_io(&migration->channel) };
-    struct stream_writer writer = { .io = channel_stream_io(&migration->channel) };
     struct ram_direct_landing direct = { .blocks = migration->host.blocks };
     struct page_landing landing = ram_direct_landing(&direct);
     struct load_state state;
@@ -166,6 +240,8 @@ static int receive(struct migration *migration, struct incoming *incoming, struc
     }
     if (rc == 0)
         rc = prepare_main_reader(migration, &reader, err);
+    if (rc == 0)
+        rc = prepare_postcopy(migration, &state, err);
     /* rdma: RAM lands by WRITE, outside the stream; the pages the source
      * says it wrote or zeroed count with the stream's at END. */
     if (rc == 0 && rdma_channel_is(&migration->channel))
@@ -173,9 +249,13 @@ static int receive(struct migration *migration, struct incoming *incoming, struc
                                      migration->host.nr_blocks, &landing, &state.counts, err);
     if (rc == 0)
         rc = migration_load_stream(&reader, &state, err);
+    bool postcopy = rc == LOAD_POSTCOPY_RUN;
+    if (postcopy)
+        rc = 0;
     /* The cause, not the shut channel it led to. */
     if (rc < 0 && !multifd_recv_error(state.multifd, err))
         device_loader_error(state.devices, err);
+    /* Before postcopy too: its pages come on the main channel only. */
     multifd_recv_stop(state.multifd);   /* the receivers' byte counts are theirs till then */
     atomic_store(&migration->stats.multifd_bytes, multifd_recv_bytes(state.multifd));
     atomic_store(&migration->stats.normal_pages, state.counts.normal_pages);
@@ -183,12 +263,15 @@ static int receive(struct migration *migration, struct incoming *incoming, struc
     atomic_store(&migration->stats.transferred,
                  reader.offset + atomic_load(&migration->stats.multifd_bytes));
     if (rc == 0 && migration->channel.has_return_path)
-        rc = handshake(migration, &reader, &writer, err);
+        rc = handshake(migration, &reader, err);
     if (rc == 0) {
         migration->host.incoming_completed(migration->host.opaque,
                                            !state.run_state_seen || !state.source_paused);
+        incoming->guest_here = true;
         if (migration->channel.has_return_path)
-            send_answer(&writer, REC_RP_RUNNING, NULL, 0, NULL);   /* for the downtime figure */
+            send_answer(migration, REC_RP_RUNNING, NULL, 0, NULL);   /* for the downtime figure */
+        if (postcopy)
+            rc = receive_postcopy(migration, &reader, &state, err);
     } else if (migration->channel.has_return_path) {
         migration_send_rp_error(migration, err);
         drain_until_closed(&migration->channel);
@@ -196,6 +279,7 @@ static int receive(struct migration *migration, struct incoming *incoming, struc
     /* Freed once the guest runs: joining the receivers and unmapping the
      * load's buffers are no part of the downtime. */
     multifd_recv_free(state.multifd);
+    release_postcopy(migration, &state);
     load_state_free(&state);
     stream_reader_free(&reader);
     return rc;
@@ -229,7 +313,10 @@ void *migration_destination_thread(void *opaque)
         gw_error_set(&err, -ECANCELED, "the incoming migration was cancelled");
     if (rc < 0) {
         migration_fail(migration, &err);
-        migration->host.incoming_failed(migration->host.opaque, err.msg);
+        /* After GO in postcopy the guest is this side's: it stays, waiting
+         * for pages that cannot come; the VMM is not told to end it. */
+        if (!incoming.guest_here)
+            migration->host.incoming_failed(migration->host.opaque, err.msg);
         return NULL;
     }
     migration_set_status(migration, MIGRATION_COMPLETED);

@@ -50,6 +50,53 @@ static json_t *ram_info(struct migration *migration, enum migration_status statu
         "page-size", (json_int_t)page_size);
 }
 
+/* Postcopy's figures: on the source the requests it answered and the bytes
+ * it sent after the switch (ram.postcopy-requests, ram.postcopy-bytes); on
+ * the destination the requests it made and, with the postcopy-blocktime
+ * capability, the guest's stall and the requests' latency (QEMU 10.1's
+ * names: postcopy-blocktime in ms, postcopy-latency in us, and
+ * postcopy-latency-dist, bucket N counting answers in [2^N, 2^(N+1)) us). */
+static void postcopy_info(struct migration *migration, json_t *info, json_t *ram)
+{
+    struct postcopy_stats stats;
+    bool blocktime;
+
+    pthread_mutex_lock(&migration->lock);
+    blocktime = migration->cap_postcopy_blocktime;
+    const struct postcopy_stats *live = migration->postcopy_ram
+                                            ? postcopy_ram_stats(migration->postcopy_ram)
+                                            : &migration->stats.postcopy;
+    memcpy(&stats, live, sizeof(stats));
+    pthread_mutex_unlock(&migration->lock);
+    if (!migration->is_destination) {
+        struct migration_stats *own = &migration->stats;
+        json_object_set_new(ram, "postcopy-requests",
+                            json_integer((json_int_t)atomic_load(&own->postcopy_requests)));
+        json_object_set_new(ram, "postcopy-bytes",
+                            json_integer((json_int_t)atomic_load(&own->postcopy_bytes)));
+        return;
+    }
+    uint64_t requests = atomic_load(&stats.requests);
+    json_object_set_new(ram, "postcopy-requests", json_integer((json_int_t)requests));
+    if (!blocktime)
+        return;
+    uint64_t answered = 0;
+    json_t *dist = json_array();
+    for (int i = 0; i < POSTCOPY_LATENCY_BUCKETS; i++) {
+        answered += atomic_load(&stats.latency[i]);
+        json_array_append_new(dist, json_integer((json_int_t)atomic_load(&stats.latency[i])));
+    }
+    json_object_set_new(info, "postcopy-blocktime",
+                        json_integer((json_int_t)(atomic_load(&stats.blocktime_us) / 1000)));
+    json_object_set_new(info, "postcopy-latency",
+                        json_integer((json_int_t)(answered ? atomic_load(&stats.latency_total_us) /
+                                                                 answered : 0)));
+    json_object_set_new(info, "postcopy-latency-dist", dist);
+    json_object_set_new(info, "x-postcopy-placed",
+                        json_pack("{s:I,s:I}", "pages", (json_int_t)atomic_load(&stats.placed),
+                                  "duplicates", (json_int_t)atomic_load(&stats.duplicates)));
+}
+
 /* Ours: where the last dirty-bitmap sync's time went (seed 001: sync time
  * decides which guests converge), in microseconds. */
 static json_t *last_sync_info(struct migration_stats *stats)
@@ -163,6 +210,7 @@ json_t *migration_info(struct migration *migration)
         json_t *convergence = convergence_info(migration, migration_in_progress(status));
         if (convergence)
             json_object_set_new(info, "convergence", convergence);
+        postcopy_info(migration, info, ram);
         json_object_set_new(info, "ram", ram);
         json_object_set_new(info, "device-state",
                             json_pack("{s:I,s:I,s:I}", "transferred",

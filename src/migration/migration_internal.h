@@ -20,6 +20,7 @@
 #include <godwit/tls.h>
 
 #include "migration/migration_convergence.h"
+#include "postcopy/postcopy.h"
 #include "ram/ram_internal.h"
 #include "rdma/rdma_transport.h"
 
@@ -58,6 +59,8 @@ struct migration_params {
     char tls_authz[TLS_ID_MAX];
     uint64_t rdma_chunk_size;            /* x-rdma-chunk-size, bytes, default 1 MiB */
     uint64_t rdma_provider;              /* x-rdma-provider (ours), enum rdma_provider */
+    uint64_t max_postcopy_bandwidth;     /* bytes/s of the postcopy phase's background
+                                          * pages, 0 = unlimited (QEMU's) */
 };
 
 /* QEMU's limits for dirty-limit's parameters. */
@@ -139,6 +142,19 @@ struct migration_stats {
     _Atomic uint64_t cpu_throttle_percentage;  /* what the VMM was last asked; 0 = none */
     _Atomic bool dirty_limit_on;         /* the host's dirty limit, started by this migration */
     struct rdma_stats rdma;              /* an rdma: migration's (ours) */
+    /* Postcopy. Source: page requests received, bytes sent after the
+     * switch. Destination: its postcopy RAM's figures, copied at the end
+     * (live ones are read from postcopy_ram while it exists). */
+    _Atomic uint64_t postcopy_requests, postcopy_bytes;
+    struct postcopy_stats postcopy;
+};
+
+/* Source, under the migration lock: the destination's page requests, read
+ * by the return-path thread, served first by the migration thread. */
+#define POSTCOPY_QUEUE_MAX 4096
+struct postcopy_queue {
+    struct postcopy_request requests[POSTCOPY_QUEUE_MAX];
+    unsigned head, count;
 };
 
 struct migration {
@@ -155,6 +171,10 @@ struct migration {
     bool cap_auto_converge;
     bool cap_dirty_limit;
     bool cap_rdma_pin_all;
+    bool cap_postcopy_ram, cap_postcopy_blocktime;
+    /* migrate-start-postcopy: the precopy loop ends its pass and the
+     * switchover goes to postcopy. */
+    atomic_bool postcopy_requested;
     bool continue_requested;         /* migrate-continue in pre-switchover */
     struct migration_config config;  /* of the migration in progress: its thread's */
     bool incoming_expected;          /* started with --incoming defer */
@@ -190,6 +210,10 @@ struct migration {
     bool rp_ready, rp_running_seen, rp_closed;
     bool rp_refused;                 /* an RP_ERROR record came: it never runs the guest */
     char rp_error[GW_ERROR_MSG_MAX];
+    bool rp_postcopy_done;           /* RP_POSTCOPY_DONE came */
+    struct postcopy_queue *postcopy_queue;   /* NULL outside postcopy */
+    /* Destination: its postcopy RAM while it exists, for query-migrate. */
+    struct postcopy_ram *postcopy_ram;
 
     struct migration_stats stats;
     uint64_t *bitmaps[STREAM_BLOCKS_MAX];
@@ -274,7 +298,8 @@ int migration_hmp_info_parameters(const char *args, struct hmp_output *out, stru
 int migration_hmp_set_parameter(const char *args, struct hmp_output *out, struct gw_error *err,
                                 void *opaque);
 
-/* SETUP, ACTIVE, PRE_SWITCHOVER, DEVICE or CANCELLING: a migration runs. */
+/* SETUP, ACTIVE, PRE_SWITCHOVER, DEVICE, POSTCOPY_ACTIVE or CANCELLING: a
+ * migration runs. */
 bool migration_in_progress(enum migration_status status);
 
 /* The life cycle (migration_control.c). A URI parsed and checked against

@@ -22,6 +22,12 @@ struct load_state {
     int (*after_config)(void *opaque, struct load_state *state, struct gw_error *err);
     void *after_config_opaque;
     struct multifd_recv *multifd;
+    /* Postcopy: the destination's RAM when it has the capability (NULL: a
+     * source that advises postcopy is refused); where the stream is in the
+     * switch; the devices loaded at POSTCOPY_RUN, for END's check. */
+    struct postcopy_ram *postcopy;
+    bool postcopy_advised, postcopy_listening;
+    uint64_t devices_loaded;
 };
 
 /* on_failure: see device_loader_new. */
@@ -32,8 +38,13 @@ int load_state_init(struct load_state *state, const struct ram_block *blocks,
                     void *opaque, struct gw_error *err);
 void load_state_free(struct load_state *state);
 /* Reads records until END; returns 0 when END arrived and every count and
- * device checks out. */
+ * device checks out, or 1 at POSTCOPY_RUN: every device is loaded and the
+ * guest may run here once the source says GO, while
+ * migration_load_postcopy reads the rest of its pages up to END. */
+#define LOAD_POSTCOPY_RUN 1
 int migration_load_stream(struct stream_reader *reader, struct load_state *state,
                           struct gw_error *err);
+int migration_load_postcopy(struct stream_reader *reader, struct load_state *state,
+                            struct gw_error *err);
 
 #endif

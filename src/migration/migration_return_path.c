@@ -9,6 +9,35 @@
 #include <inttypes.h>
 #include <stdio.h>
 
+/* Postcopy: a page request, checked, queued for the migration thread.
+ * Under the migration lock. */
+static int queue_request(struct migration *migration, const struct stream_record *record)
+{
+    struct postcopy_queue *queue = migration->postcopy_queue;
+    struct postcopy_request request;
+    struct gw_error err = { 0 };
+
+    if (!queue) {
+        snprintf(migration->rp_error, sizeof(migration->rp_error), "it asked for pages at "
+                 "return-path offset %llu before the switch to postcopy",
+                 (unsigned long long)record->offset);
+        return -EPROTO;
+    }
+    if (postcopy_request_decode(record->body, record->length, migration->host.blocks,
+                                migration->host.nr_blocks, &request, &err) < 0) {
+        snprintf(migration->rp_error, sizeof(migration->rp_error), "%s", err.msg);
+        return -EPROTO;
+    }
+    if (queue->count == POSTCOPY_QUEUE_MAX) {
+        snprintf(migration->rp_error, sizeof(migration->rp_error), "it has more than %d page "
+                 "requests waiting", POSTCOPY_QUEUE_MAX);
+        return -EPROTO;
+    }
+    queue->requests[(queue->head + queue->count++) % POSTCOPY_QUEUE_MAX] = request;
+    atomic_fetch_add(&migration->stats.postcopy_requests, 1);
+    return 0;
+}
+
 void *migration_return_path_thread(void *opaque)
 {
     struct migration *migration = opaque;
@@ -24,6 +53,11 @@ void *migration_return_path_thread(void *opaque)
             migration->rp_ready = true;
         } else if (record.type == REC_RP_RUNNING) {
             migration->rp_running_seen = true;
+        } else if (record.type == REC_RP_POSTCOPY_DONE) {
+            migration->rp_postcopy_done = true;
+        } else if (record.type == REC_RP_REQ_PAGES) {
+            if (queue_request(migration, &record) < 0)
+                record.type = REC_RP_ERROR;   /* end the migration as for an error */
         } else if (record.type == REC_RP_ERROR && record.length >= 4) {
             migration->rp_refused = true;
             snprintf(migration->rp_error, sizeof(migration->rp_error), "%.*s",

@@ -4,7 +4,7 @@
  * after that puts it back as it was (running, or paused): until the
  * destination has said RP_READY and GO has been sent, or if it answers GO
  * with RP_ERROR, the source still owns the guest. */
-#include "migration_internal.h"
+#include "migration_source.h"
 #include "migration_estimate.h"
 #include "migration_throttle.h"
 
@@ -30,46 +30,11 @@
 /* Between passes that found nothing dirty. */
 #define IDLE_PASS_PAUSE_NS (5 * 1000000)
 
-struct source {
-    struct migration *migration;
-    struct stream_writer writer;
-    struct ram_walker walker;
-    struct multifd_sender *sender;
-    struct rdma_sink *rdma_sink;   /* an rdma: channel's, instead of the stream's */
-    struct page_sink sink;
-    struct vmstate_saver *saver;
-    uint32_t page_size;
-    bool tracking;
-    bool vm_stopped;           /* by us, so ours to put back on failure */
-    uint64_t stop_us;          /* when the guest stopped; 0 while it runs */
-    uint64_t expected_downtime_us;
-    struct downtime_estimate estimate;   /* the last pass's, and its parts */
-    uint64_t pass;             /* the dirty pass being sent, from 1 */
-    uint64_t device_stopcopy;  /* the devices' stop-copy bytes at the last sync */
-    uint64_t device_us;        /* and their own time on them (vmstate_pending) */
-    uint64_t stop_cost_us;     /* the VMM's time to stop the guest, timed at setup */
-    struct dirty_sampler sampler;
-    struct throttle_trigger trigger;   /* auto-converge's and dirty-limit's */
-    struct dirty_limit_control dirty_limit;   /* dirty-limit's, fired by the same trigger */
-    uint64_t pace_start_us, pace_bytes;       /* the rdma sink's max-bandwidth window */
-};
 
-static uint64_t count_dirty(struct migration *migration)
+static uint64_t source_count_dirty(struct migration *migration)
 {
     return ram_bitmaps_count(migration->bitmaps, migration->host.blocks,
                              migration->host.nr_blocks);
-}
-
-/* Writes a record on the main channel and counts its bytes. */
-static int write_record(struct source *source, uint32_t type, const struct iovec *parts,
-                        int nparts, struct gw_error *err)
-{
-    uint64_t before = source->writer.offset;
-    int rc = stream_write_record(&source->writer, type, parts, nparts, err);
-
-    migration_count_sent(source->migration, source->writer.offset - before,
-                         source->stop_us != 0);
-    return rc;
 }
 
 /* As QEMU: one MIGRATION_PASS per dirty-bitmap sync, numbered by
@@ -87,7 +52,7 @@ static int write_device_record(void *opaque, const uint8_t *header, const uint8_
     struct source *source = opaque;
     struct iovec parts[2] = { { (void *)header, DEVICE_RECORD_HEADER }, { (void *)data, len } };
     uint64_t before = source->writer.offset;
-    int rc = write_record(source, REC_DEVICE, parts, 2, err);
+    int rc = source_write_record(source, REC_DEVICE, parts, 2, err);
 
     atomic_fetch_add(&source->migration->stats.device_transferred,
                      source->writer.offset - before);
@@ -255,8 +220,9 @@ static int setup(struct source *source, struct gw_error *err)
     uint64_t before = source->writer.offset;
     rc = stream_write_header(&source->writer, source->page_size, err);
     migration_count_sent(migration, source->writer.offset - before, false);
-    if (rc < 0 || (rc = write_record(source, REC_RAM_BLOCKS, &part, 1, err)) < 0 ||
-        (rc = write_record(source, REC_CONFIG, &config_part, 1, err)) < 0 ||
+    if (rc < 0 || (rc = source_write_record(source, REC_RAM_BLOCKS, &part, 1, err)) < 0 ||
+        (rc = source_write_record(source, REC_CONFIG, &config_part, 1, err)) < 0 ||
+        (rc = postcopy_advise(source, err)) < 0 ||
         (rc = multifd_connect(migration, source->page_size, err)) < 0)
         return rc;
     /* Every page is dirty before the first pass: all of RAM remains. */
@@ -264,7 +230,7 @@ static int setup(struct source *source, struct gw_error *err)
                                 migration->host.nr_blocks, true, err)) < 0 ||
         (rc = vmstate_save_setup(migration->host.devices, err)) < 0)
         return rc;
-    convergence_pass_begin(migration, count_dirty(migration), false);
+    convergence_pass_begin(migration, source_count_dirty(migration), false);
     /* remaining counts device state from the start */
     device_stopcopy_bytes(migration, &source->device_us);
     if (migration->host.time_stop)
@@ -292,7 +258,7 @@ static int setup(struct source *source, struct gw_error *err)
  * sync: both are timed, so query-migrate can say where its time went. The
  * final sync, with the guest stopped, leaves the devices alone: their
  * stop-copy state is sent right after, whatever it is. */
-static int sync_dirty(struct source *source, bool query_devices, struct gw_error *err)
+static int source_sync_dirty(struct source *source, bool query_devices, struct gw_error *err)
 {
     struct migration *migration = source->migration;
     struct migration_stats *stats = &migration->stats;
@@ -346,7 +312,7 @@ static int run_pass(struct source *source, uint64_t pass, struct pass_figures *f
         rc = vmstate_save_precopy(source->saver, DEVICE_PASS_BUDGET, err);
     atomic_store(&stats->pass_started_us, 0);
     if (rc == 0)
-        rc = write_record(source, REC_PASS_END, &part, 1, err);
+        rc = source_write_record(source, REC_PASS_END, &part, 1, err);
     if (rc < 0)
         return rc;
     sent_us = migration_now_us() - started;
@@ -362,13 +328,13 @@ static int run_pass(struct source *source, uint64_t pass, struct pass_figures *f
     }
     migration_measure_link(stats, bytes + in_flight_before, migration_in_flight_bytes(migration),
                  atomic_load(&stats->paced_us) - paced_before, sent_us);
-    uint64_t left_dirty = count_dirty(migration);   /* 0 unless the pass was cut short */
-    rc = sync_dirty(source, true, err);
+    uint64_t left_dirty = source_count_dirty(migration);   /* 0 unless the pass was cut short */
+    rc = source_sync_dirty(source, true, err);
     if (rc < 0)
         return rc;
     figures->time_us = migration_now_us() - started;
     figures->sent_bytes = bytes;
-    figures->dirty_pages = count_dirty(migration);
+    figures->dirty_pages = source_count_dirty(migration);
     atomic_store(&stats->dirty_pages_rate, figures->dirty_pages * 1000000 /
                                                (figures->time_us + 1));
     /* The next pass's pages are counted from here: what is left never
@@ -378,9 +344,9 @@ static int run_pass(struct source *source, uint64_t pass, struct pass_figures *f
                             figures->dirty_pages, err);
     if (rc < 0)
         return rc;
-    if (count_dirty(migration) != figures->dirty_pages) {
+    if (source_count_dirty(migration) != figures->dirty_pages) {
         /* The sample's pages join the pass, and its time too. */
-        figures->dirty_pages = count_dirty(migration);
+        figures->dirty_pages = source_count_dirty(migration);
         figures->time_us = migration_now_us() - started;
         convergence_pass_begin(migration, figures->dirty_pages, true);
     }
@@ -450,17 +416,6 @@ static int precopy(struct source *source, struct gw_error *err)
     }
 }
 
-static int send_end(struct source *source, struct gw_error *err)
-{
-    struct migration_stats *stats = &source->migration->stats;
-    struct device_registry *devices = source->migration->host.devices;
-    uint64_t counts[3] = { atomic_load(&stats->normal_pages), atomic_load(&stats->zero_pages),
-                           devices ? devices->count : 0 };
-    struct iovec part = { counts, sizeof(counts) };
-
-    return write_record(source, REC_END, &part, 1, err);
-}
-
 /* pause-before-switchover (QEMU's): with the guest stopped and nothing of
  * the stop-copy phase sent, waits in pre-switchover for migrate-continue.
  * migrate_cancel, or a destination that fails or goes away meanwhile, ends
@@ -491,7 +446,8 @@ static int pause_before_switchover(struct migration *migration, struct gw_error 
 }
 
 /* Records the part of the downtime that ends now. */
-static void downtime_mark(struct migration_stats *stats, enum downtime_part part, uint64_t *mark)
+static void source_downtime_mark(struct migration_stats *stats, enum downtime_part part,
+                                 uint64_t *mark)
 {
     uint64_t now = migration_now_us();
 
@@ -499,7 +455,7 @@ static void downtime_mark(struct migration_stats *stats, enum downtime_part part
     *mark = now;
 }
 
-static void downtime_end(struct migration_stats *stats, uint64_t stop_us, bool round_up)
+static void source_downtime_end(struct migration_stats *stats, uint64_t stop_us, bool round_up)
 {
     uint64_t us = migration_now_us() - stop_us;
 
@@ -515,6 +471,7 @@ static int switchover(struct source *source, struct gw_error *err)
     int rc;
 
     source->walker.end_pass_now = NULL;   /* the stop-copy pass sends every page */
+    source->postcopy = atomic_load(&migration->postcopy_requested);
     pthread_mutex_lock(&migration->lock);
     pause = migration->cap_pause_before_switchover;
     pthread_mutex_unlock(&migration->lock);
@@ -529,7 +486,7 @@ static int switchover(struct source *source, struct gw_error *err)
     source->vm_stopped = true;
     if (pause && (rc = pause_before_switchover(migration, err)) < 0)
         return rc;
-    downtime_mark(stats, DOWNTIME_STOP, &mark);
+    source_downtime_mark(stats, DOWNTIME_STOP, &mark);
     atomic_store(&stats->expected_downtime_at_switchover_ms,
                  (source->expected_downtime_us + 999) / 1000);
     atomic_store(&stats->expected_downtime_at_switchover_us, source->expected_downtime_us);
@@ -538,37 +495,44 @@ static int switchover(struct source *source, struct gw_error *err)
     pthread_mutex_unlock(&migration->lock);
     /* Tells the destination that precopy data is over, so it may load
      * device state from the multifd channels as soon as it arrives. */
-    if ((rc = write_record(source, REC_SWITCHOVER, NULL, 0, err)) < 0 ||
-        (rc = write_record(source, REC_RUN_STATE, &run_state_part, 1, err)) < 0)
+    if ((rc = source_write_record(source, REC_SWITCHOVER, NULL, 0, err)) < 0 ||
+        (rc = source_write_record(source, REC_RUN_STATE, &run_state_part, 1, err)) < 0)
         return rc;
-    if ((rc = sync_dirty(source, false, err)) < 0)
+    if ((rc = source_sync_dirty(source, false, err)) < 0)
         return rc;
-    downtime_mark(stats, DOWNTIME_SYNC, &mark);
-    convergence_pass_begin(migration, count_dirty(migration), false);
-    if ((rc = ram_send_dirty(&source->walker, &source->sink, false, true, source->pass + 1,
+    source_downtime_mark(stats, DOWNTIME_SYNC, &mark);
+    convergence_pass_begin(migration, source_count_dirty(migration), false);
+    /* Postcopy leaves the dirty pages for after the switch. */
+    if (!source->postcopy &&
+        (rc = ram_send_dirty(&source->walker, &source->sink, false, true, source->pass + 1,
                              err)) < 0)
         return rc;
-    downtime_mark(stats, DOWNTIME_RAM, &mark);
+    source_downtime_mark(stats, DOWNTIME_RAM, &mark);
     if ((rc = vmstate_save_stopcopy(source->saver, err)) < 0)
         return rc;
-    downtime_mark(stats, DOWNTIME_DEVICE, &mark);
+    source_downtime_mark(stats, DOWNTIME_DEVICE, &mark);
     if ((migration->config.multifd && (rc = multifd_sender_finish(source->sender, err)) < 0) ||
-        (rc = send_end(source, err)) < 0)
+        (rc = source->postcopy ? postcopy_send_switch(source, err)
+                               : source_send_end(source, err)) < 0)
         return rc;
-    downtime_mark(stats, DOWNTIME_FLUSH, &mark);
+    source_downtime_mark(stats, DOWNTIME_FLUSH, &mark);
     if (!migration->channel.has_return_path) {
         /* A file or a pipe: nobody answers. The stream is whole; done. */
-        downtime_end(stats, source->stop_us, false);
+        source_downtime_end(stats, source->stop_us, false);
         return 0;
     }
     rc = migration_wait_for_destination(migration, &migration->rp_ready, READY_TIMEOUT_US,
                               "it loaded everything", err);
     if (rc < 0)
         return rc;
-    downtime_mark(stats, DOWNTIME_LOAD, &mark);
+    source_downtime_mark(stats, DOWNTIME_LOAD, &mark);
     /* The point of no return: after GO the destination owns the guest,
      * unless it says it gave up first (below). */
-    rc = write_record(source, REC_GO, NULL, 0, err);
+    /* Postcopy: from GO on the guest runs there before its RAM is all
+     * there, so nothing may cancel any more (migration_begin_cancel). */
+    if (source->postcopy)
+        migration_set_status(migration, MIGRATION_POSTCOPY_ACTIVE);
+    rc = source_write_record(source, REC_GO, NULL, 0, err);
     if (rc < 0)
         return rc;
     source->vm_stopped = false;   /* not ours to put back, but for an RP_ERROR */
@@ -587,9 +551,9 @@ static int switchover(struct source *source, struct gw_error *err)
             return rc;
         gw_error_clear(err);
     }
-    downtime_mark(stats, DOWNTIME_RESUME, &mark);
-    downtime_end(stats, source->stop_us, true);
-    return 0;
+    source_downtime_mark(stats, DOWNTIME_RESUME, &mark);
+    source_downtime_end(stats, source->stop_us, true);
+    return source->postcopy ? postcopy_send_rest(source, err) : 0;
 }
 
 static void finish(struct source *source, int rc, struct gw_error *err)
@@ -617,6 +581,10 @@ static void finish(struct source *source, int rc, struct gw_error *err)
     multifd_close_channels(migration);
     vmstate_saver_free(source->saver);   /* no channel holds its buffers now */
     dirty_sampler_free(&source->sampler);
+    pthread_mutex_lock(&migration->lock);
+    free(migration->postcopy_queue);
+    migration->postcopy_queue = NULL;
+    pthread_mutex_unlock(&migration->lock);
     ram_zero_hints_free(&source->walker.zero);
     if (migration->rp_running) {
         pthread_join(migration->rp_thread, NULL);

@@ -1,0 +1,84 @@
+/* Postcopy's records: the destination's page requests (decoded on the
+ * source, which trusts nothing that comes back on the return path) and
+ * the source's discard runs (decoded on the destination). Every field is
+ * checked against the block list before anything is used. */
+#include "postcopy.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <string.h>
+
+void postcopy_request_encode(const struct postcopy_request *request, uint8_t *body)
+{
+    memcpy(body, &request->block, 4);
+    memcpy(body + 4, &request->pages, 4);
+    memcpy(body + 8, &request->first, 8);
+}
+
+int postcopy_request_decode(const uint8_t *body, uint32_t length, const struct ram_block *blocks,
+                            unsigned nr_blocks, struct postcopy_request *request,
+                            struct gw_error *err)
+{
+    struct postcopy_request got;
+    uint64_t block_pages;
+
+    if (length != POSTCOPY_REQUEST_SIZE)
+        return gw_error_set(err, -EPROTO, "RP_REQ_PAGES record has %u bytes, not %d", length,
+                            POSTCOPY_REQUEST_SIZE);
+    memcpy(&got.block, body, 4);
+    memcpy(&got.pages, body + 4, 4);
+    memcpy(&got.first, body + 8, 8);
+    if (got.block >= nr_blocks)
+        return gw_error_set(err, -EPROTO, "RP_REQ_PAGES names RAM block %u; there are %u",
+                            got.block, nr_blocks);
+    block_pages = ram_block_pages(&blocks[got.block]);
+    if (got.pages == 0 || got.pages > POSTCOPY_REQUEST_PAGES_MAX)
+        return gw_error_set(err, -EPROTO, "RP_REQ_PAGES asks for %u pages; a request is 1 to %d",
+                            got.pages, POSTCOPY_REQUEST_PAGES_MAX);
+    if (got.first >= block_pages || got.pages > block_pages - got.first)
+        return gw_error_set(err, -EPROTO, "RP_REQ_PAGES asks for pages [%" PRIu64 ", +%u) of "
+                            "block '%s', which has %" PRIu64 " pages", got.first, got.pages,
+                            blocks[got.block].name, block_pages);
+    *request = got;
+    return 0;
+}
+
+int postcopy_discard_decode(const uint8_t *body, uint32_t length, const struct ram_block *blocks,
+                            unsigned nr_blocks,
+                            int (*discard)(void *opaque, uint32_t block, uint64_t first,
+                                           uint64_t pages, struct gw_error *err),
+                            void *opaque, struct gw_error *err)
+{
+    uint32_t block, count;
+    uint64_t block_pages;
+    int rc;
+
+    if (length < 8)
+        return gw_error_set(err, -EPROTO, "POSTCOPY_DISCARD record is too short");
+    memcpy(&block, body, 4);
+    memcpy(&count, body + 4, 4);
+    if (block >= nr_blocks)
+        return gw_error_set(err, -EPROTO, "POSTCOPY_DISCARD names RAM block %u; there are %u",
+                            block, nr_blocks);
+    if (count == 0 || count > POSTCOPY_DISCARD_RUNS_MAX || length != 8 + (uint64_t)count * 16)
+        return gw_error_set(err, -EPROTO, "POSTCOPY_DISCARD record of %u bytes cannot hold %u "
+                            "runs (1 to %d)", length, count, POSTCOPY_DISCARD_RUNS_MAX);
+    block_pages = ram_block_pages(&blocks[block]);
+    for (uint32_t i = 0; i < count; i++) {
+        uint64_t first, pages;
+        memcpy(&first, body + 8 + (size_t)i * 16, 8);
+        memcpy(&pages, body + 16 + (size_t)i * 16, 8);
+        if (pages == 0 || first >= block_pages || pages > block_pages - first)
+            return gw_error_set(err, -EPROTO, "POSTCOPY_DISCARD names pages [%" PRIu64 ", +%"
+                                PRIu64 ") of block '%s', which has %" PRIu64 " pages",
+                                first, pages, blocks[block].name, block_pages);
+    }
+    for (uint32_t i = 0; i < count; i++) {
+        uint64_t first, pages;
+        memcpy(&first, body + 8 + (size_t)i * 16, 8);
+        memcpy(&pages, body + 16 + (size_t)i * 16, 8);
+        if ((rc = discard(opaque, block, first, pages, err)) < 0)
+            return rc;
+    }
+    return 0;
+}

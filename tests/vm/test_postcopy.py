@@ -1,0 +1,228 @@
+"""Postcopy (docs/stream.md, "Postcopy"; docs/qmp.md): the guest runs on the
+destination before its RAM has all arrived, and pulls the pages it touches.
+Every test checks guest memory where the guest ends up running: the dirty
+guest's increment rule and pass count (its passes on both hosts), and bytes
+written by the host into a --mem-path file, word for word."""
+import os
+import signal
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
+import tap  # noqa: E402
+from godwit_vm import (MigrationTestCase, QmpError, free_tcp_port,  # noqa: E402
+                       wait_migration)
+
+MiB = 1 << 20
+MARKER_ADDRESS = 110 * MiB + 4093      # unaligned, outside the dirty range
+MARKER = b"postcopy crossed here"
+
+
+def postcopy_on(*vms, extra=()):
+    for vm in vms:
+        vm.qmp.command("migrate-set-capabilities",
+                       capabilities=[{"capability": name, "state": True}
+                                     for name in ("postcopy-ram", *extra)])
+
+
+def userfaultfd_skip_reason():
+    if os.geteuid() != 0 and not os.access("/dev/userfaultfd", os.R_OK | os.W_OK):
+        return "postcopy needs userfaultfd: run as root or give access to /dev/userfaultfd"
+    return None
+
+
+class PostcopyTestCase(MigrationTestCase):
+    def setUp(self):
+        super().setUp()
+        reason = userfaultfd_skip_reason()
+        if reason:
+            self.skipTest(reason)
+
+    def start_postcopy_destination(self, uri, capabilities=(), memory="128M", extra=()):
+        """--incoming defer, the capabilities, then migrate-incoming."""
+        destination = self.start_destination("defer", memory=memory, extra=extra)
+        postcopy_on(destination, extra=capabilities)
+        destination.qmp.command("migrate-incoming", uri=uri)
+        return destination
+
+    def shm_path(self, name):
+        path = f"/dev/shm/godwit-test-{name}-{os.getpid()}-{time.monotonic_ns()}"
+        self.addCleanup(lambda: os.path.exists(path) and os.unlink(path))
+        return path
+
+    def write_marker(self, path):
+        with open(path, "r+b") as f:
+            f.seek(MARKER_ADDRESS)
+            f.write(MARKER)
+
+    def wait_sent(self, source, nbytes):
+        """Until the first pass has sent nbytes (and is not over)."""
+        info = wait_migration(source.qmp, ("active",),
+                              predicate=lambda i: i["ram"]["transferred"] >= nbytes)
+        self.assertEqual(info["ram"]["dirty-sync-count"], 1, "the first pass already ended")
+        return info
+
+    def watch_postcopy(self, source, destination):
+        """Polls both sides until the source completes; returns the source's
+        last answer and what was seen while it was in postcopy-active: the
+        destination's run states and its guest's passes there."""
+        seen_states, passes = set(), []
+        deadline = time.monotonic() + 60
+        while True:
+            info = source.qmp.command("query-migrate")
+            if info["status"] == "postcopy-active":
+                seen_states.add(destination.qmp.command("query-status")["status"])
+                passes.append(destination.serial.text().count("B"))
+            if info["status"] in ("completed", "failed", "cancelled"):
+                return info, seen_states, passes
+            self.assertLess(time.monotonic(), deadline, f"still {info['status']} after 60 s")
+            time.sleep(0.05)
+
+
+class Switch(PostcopyTestCase):
+    def test_dirty_guest_switched_in_first_pass_runs_on_destination(self):
+        src_shm, dst_shm = self.shm_path("pc-src"), self.shm_path("pc-dst")
+        source = self.start_source(extra=("--mem-path", src_shm))
+        self.write_marker(src_shm)
+        uri = f"unix:{source.path('migrate.sock')}"
+        destination = self.start_postcopy_destination(uri, extra=("--mem-path", dst_shm))
+        postcopy_on(source)
+        # Slow enough that the switch comes early in the first pass, and
+        # that postcopy lasts long enough to watch the guest run there.
+        source.qmp.command("migrate-set-parameters", **{"max-bandwidth": 32 * MiB,
+                                                        "max-postcopy-bandwidth": 24 * MiB})
+        source.qmp.command("migrate", uri=uri)
+        self.wait_sent(source, 8 * MiB)
+        source.qmp.command("migrate-start-postcopy")
+        info, states, passes = self.watch_postcopy(source, destination)
+        self.assertEqual(info["status"], "completed", info.get("error-desc"))
+        # Tracking's start, the end of the first pass (cut short), the switch.
+        self.assertEqual(info["ram"]["dirty-sync-count"], 3)
+        self.assertGreater(info["ram"]["postcopy-requests"], 0, info["ram"])
+        self.assertGreater(info["ram"]["postcopy-bytes"], 64 * MiB, info["ram"])
+        self.assertEqual(states, {"running"}, "the destination did not run in postcopy")
+        self.assertGreater(passes[-1], passes[0], "the guest made no pass in postcopy")
+        dest_info = wait_migration(destination.qmp)
+        self.assertEqual(dest_info["status"], "completed", dest_info.get("error-desc"))
+        self.assertEqual(source.qmp.command("query-status")["status"], "postmigrate")
+        self.assertLessEqual(self.check_running_guest(destination, earlier=(source,)), 1)
+        self.assertEqual(destination.read_memory(MARKER_ADDRESS, len(MARKER)), MARKER)
+
+    def test_guest_dirtying_faster_than_the_link_completes(self):
+        """QEMU's recipe for a guest that never converges: 3 MiB dirtied many
+        times a second over 4 MiB/s, with 1 ms of downtime allowed. After
+        three passes, postcopy moves it."""
+        source = self.start_source(memory="64M", append="mode=dirty start=1M end=4M")
+        uri = f"unix:{source.path('migrate.sock')}"
+        destination = self.start_postcopy_destination(uri, memory="64M")
+        postcopy_on(source)
+        source.qmp.command("migrate-set-parameters", **{"max-bandwidth": 4 * MiB,
+                                                        "downtime-limit": 1})
+        source.qmp.command("migrate", uri=uri)
+        info = wait_migration(source.qmp, ("active",), timeout=60,
+                              predicate=lambda i: i["ram"]["dirty-sync-count"] >= 4)
+        self.assertGreater(info["expected-downtime"], 1, "precopy could have converged")
+        source.qmp.command("migrate-start-postcopy")
+        info = wait_migration(source.qmp, timeout=60)
+        self.assertEqual(info["status"], "completed", info.get("error-desc"))
+        self.assertEqual(wait_migration(destination.qmp)["status"], "completed")
+        self.assertLessEqual(self.check_running_guest(destination, high=4 * MiB,
+                                                      earlier=(source,)), 1)
+
+    def test_multifd_in_precopy_then_postcopy(self):
+        source = self.start_source(memory="64M", append="mode=dirty start=1M end=16M")
+        uri = f"unix:{source.path('migrate.sock')}"
+        destination = self.start_postcopy_destination(uri, memory="64M", capabilities=("multifd",))
+        postcopy_on(source, extra=("multifd",))
+        source.qmp.command("migrate-set-parameters", **{"max-bandwidth": 16 * MiB})
+        source.qmp.command("migrate", uri=uri)
+        wait_migration(source.qmp, ("active",), timeout=60,
+                       predicate=lambda i: i["ram"]["dirty-sync-count"] >= 2 and
+                       i["ram"]["multifd-bytes"] > 0)
+        source.qmp.command("migrate-start-postcopy")
+        info = wait_migration(source.qmp, timeout=60)
+        self.assertEqual(info["status"], "completed", info.get("error-desc"))
+        self.assertGreater(info["ram"]["multifd-bytes"], 0)
+        self.assertGreater(info["ram"]["postcopy-bytes"], 0)
+        self.assertEqual(wait_migration(destination.qmp)["status"], "completed")
+        self.assertLessEqual(self.check_running_guest(destination, high=16 * MiB,
+                                                      earlier=(source,)), 1)
+
+    def test_cancel_after_the_switch_is_refused(self):
+        source = self.start_source(memory="64M", append="mode=dirty start=1M end=16M")
+        uri = f"unix:{source.path('migrate.sock')}"
+        destination = self.start_postcopy_destination(uri, memory="64M")
+        postcopy_on(source)
+        source.qmp.command("migrate-set-parameters", **{"max-bandwidth": 16 * MiB,
+                                                        "max-postcopy-bandwidth": 4 * MiB})
+        source.qmp.command("migrate", uri=uri)
+        self.wait_sent(source, 4 * MiB)
+        source.qmp.command("migrate-start-postcopy")
+        wait_migration(source.qmp, ("postcopy-active",), timeout=30)
+        with self.assertRaises(QmpError) as refused:
+            source.qmp.command("migrate_cancel")
+        self.assertIn("already runs on the destination", str(refused.exception))
+        self.assertIn("migrate_cancel", source.qmp.command("human-monitor-command",
+                                                           **{"command-line": "help"}))
+        info = wait_migration(source.qmp, timeout=60)
+        self.assertEqual(info["status"], "completed", info.get("error-desc"))
+        self.assertEqual(wait_migration(destination.qmp)["status"], "completed")
+        self.assertLessEqual(self.check_running_guest(destination, high=16 * MiB,
+                                                      earlier=(source,)), 1)
+
+
+class Refusals(PostcopyTestCase):
+    def test_destination_killed_before_the_switch_leaves_the_source_whole(self):
+        shm = self.shm_path("pc-kill")
+        source = self.start_source(extra=("--mem-path", shm))
+        self.write_marker(shm)
+        uri = f"unix:{source.path('migrate.sock')}"
+        destination = self.start_postcopy_destination(uri)
+        postcopy_on(source)
+        source.qmp.command("migrate-set-parameters", **{"max-bandwidth": 32 * MiB})
+        source.qmp.command("migrate", uri=uri)
+        self.wait_sent(source, 8 * MiB)
+        destination.process.kill()
+        info = wait_migration(source.qmp, ("failed",), timeout=10)
+        self.assertIn("writing to " + uri, info["error-desc"])
+        with self.assertRaises(QmpError) as refused:
+            source.qmp.command("migrate-start-postcopy")
+        self.assertIn("it is failed", str(refused.exception))
+        self.assertEqual(source.qmp.command("query-status")["status"], "running")
+        self.assertLessEqual(self.check_running_guest(source), 1)
+        self.assertEqual(source.read_memory(MARKER_ADDRESS, len(MARKER)), MARKER)
+
+    def test_destination_without_the_capability_refuses(self):
+        source = self.start_source(memory="32M", append="mode=dirty start=1M end=8M")
+        uri = f"unix:{source.path('migrate.sock')}"
+        self.start_destination(uri, memory="32M")
+        postcopy_on(source)
+        source.qmp.command("migrate", uri=uri)
+        info = wait_migration(source.qmp, ("failed",), timeout=20)
+        self.assertIn("set the capability on both sides", info["error-desc"])
+        self.assertLessEqual(self.check_running_guest(source, high=8 * MiB), 1)
+
+    def test_commands_and_uris_that_do_not_fit(self):
+        source = self.start_source(memory="32M", append="mode=dirty start=1M end=8M")
+        with self.assertRaises(QmpError) as refused:
+            source.qmp.command("migrate-start-postcopy")
+        self.assertIn("Enable postcopy with migrate_set_capability", str(refused.exception))
+        postcopy_on(source)
+        with self.assertRaises(QmpError) as refused:
+            source.qmp.command("migrate-start-postcopy")
+        self.assertIn("needs an outgoing migration in setup or active", str(refused.exception))
+        with self.assertRaises(QmpError) as refused:
+            source.qmp.command("migrate", uri=f"file:{source.path('x.mig')}")
+        self.assertIn("postcopy-ram needs a connection with a return path",
+                      str(refused.exception))
+        with self.assertRaises(QmpError) as refused:
+            source.qmp.command("migrate-set-parameters", **{"max-postcopy-bandwidth": -1})
+        caps = {c["capability"]: c["state"]
+                for c in source.qmp.command("query-migrate-capabilities")}
+        self.assertTrue(caps["postcopy-ram"])
+        self.assertFalse(caps["postcopy-blocktime"])
+        self.assertEqual(source.qmp.command("query-status")["status"], "running")
+
+
+if __name__ == "__main__":
+    tap.main()
