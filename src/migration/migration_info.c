@@ -251,6 +251,31 @@ static const char *human(uint64_t bytes, char *buf, size_t len)
     return size_format(bytes, buf, len);
 }
 
+/* Postcopy's line: the requests, and the bytes after the switch (source)
+ * or the stall and the latency with its nonzero buckets (destination). */
+static void hmp_postcopy(struct hmp_output *out, json_t *info, json_t *ram)
+{
+    char a[32];
+    json_t *dist = json_object_get(info, "postcopy-latency-dist"), *count;
+    size_t bucket;
+
+    hmp_printf(out, "Postcopy:               requests=%" PRIu64, field(ram, "postcopy-requests"));
+    if (json_object_get(ram, "postcopy-bytes"))
+        hmp_printf(out, ", bytes=%s", human(field(ram, "postcopy-bytes"), a, sizeof(a)));
+    if (json_object_get(info, "postcopy-blocktime"))
+        hmp_printf(out, ", blocktime=%" PRIu64 " ms, latency=%" PRIu64 " us",
+                   field(info, "postcopy-blocktime"), field(info, "postcopy-latency"));
+    hmp_printf(out, "\r\n");
+    if (!dist)
+        return;
+    hmp_printf(out, "  Latency (us: count):  ");
+    json_array_foreach(dist, bucket, count)
+        if (json_integer_value(count))
+            hmp_printf(out, "[%llu,%llu): %" PRIu64 "  ", 1ULL << bucket, 2ULL << bucket,
+                       (uint64_t)json_integer_value(count));
+    hmp_printf(out, "\r\n");
+}
+
 /* The layout of QEMU's newer "info migrate" (seed 004), with godwit's own
  * lines (device state, sync time) marked by what they show. */
 int migration_hmp_info(const char *args, struct hmp_output *out, struct gw_error *err,
@@ -326,6 +351,8 @@ int migration_hmp_info(const char *args, struct hmp_output *out, struct gw_error
                    PRIu64 ", device=%" PRIu64 "\r\n", field(sync, "total"), field(sync, "fetch"),
                    field(sync, "merge"), field(sync, "device"));
     }
+    if (ram && json_object_get(ram, "postcopy-requests"))
+        hmp_postcopy(out, info, ram);
     if (json_object_get(info, "convergence"))
         hmp_printf(out, "Convergence:            %s\r\n", json_string_value(json_object_get(
                    json_object_get(info, "convergence"), "reason")));

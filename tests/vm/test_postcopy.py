@@ -4,7 +4,7 @@ Every test checks guest memory where the guest ends up running: the dirty
 guest's increment rule and pass count (its passes on both hosts), and bytes
 written by the host into a --mem-path file, word for word."""
 import os
-import signal
+import subprocess
 import sys
 import time
 
@@ -14,6 +14,7 @@ from godwit_vm import (MigrationTestCase, QmpError, free_tcp_port,  # noqa: E402
                        wait_migration)
 
 MiB = 1 << 20
+GODWIT = os.environ.get("GODWIT", "build/tools/godwit")
 MARKER_ADDRESS = 110 * MiB + 4093      # unaligned, outside the dirty range
 MARKER = b"postcopy crossed here"
 
@@ -169,6 +170,59 @@ class Switch(PostcopyTestCase):
         self.assertEqual(wait_migration(destination.qmp)["status"], "completed")
         self.assertLessEqual(self.check_running_guest(destination, high=16 * MiB,
                                                       earlier=(source,)), 1)
+
+
+class Cli(PostcopyTestCase):
+    def godwit_postcopy(self, after, extra=()):
+        """godwit migrate --dest --postcopy-after AFTER of a guest that never
+        converges over 4 MiB/s; returns its result and both VMs."""
+        source = self.start_source(memory="64M", append="mode=dirty start=1M end=4M")
+        destination = self.start_destination("defer", memory="64M")
+        destination.qmp.command("migrate-set-capabilities", capabilities=[
+            {"capability": "postcopy-blocktime", "state": True}])
+        uri = f"unix:{destination.path('migrate.sock')}"
+        result = subprocess.run([GODWIT, "migrate", "--from", f"unix:{source.qmp_path}",
+                                 "--dest", f"unix:{destination.qmp_path}", "--to", uri,
+                                 "--max-bandwidth", "4M", "--downtime-limit", "1",
+                                 "--postcopy-after", after, *extra],
+                                capture_output=True, text=True, timeout=120)
+        return result, source, destination
+
+    def check_completed_on_destination(self, result, source, destination):
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertIn("switching to postcopy", result.stderr)
+        self.assertIn("bytes sent in postcopy:", result.stdout)
+        info = wait_migration(destination.qmp)
+        self.assertEqual(info["status"], "completed", info.get("error-desc"))
+        # The destination asked for pages and says how long they took.
+        self.assertGreater(info["ram"]["postcopy-requests"], 0, info)
+        dist = info["postcopy-latency-dist"]
+        self.assertEqual(len(dist), 32)
+        self.assertEqual(sum(dist), info["ram"]["postcopy-requests"], info)
+        self.assertGreater(info["postcopy-latency"], 0, info)
+        placed = info["x-postcopy-placed"]
+        self.assertLessEqual(placed["pages"], 64 * MiB // 4096, placed)
+        text = destination.qmp.hmp("info migrate")
+        self.assertIn("Postcopy:", text)
+        self.assertLessEqual(self.check_running_guest(destination, high=4 * MiB,
+                                                      earlier=(source,)), 1)
+
+    def test_postcopy_after_seconds(self):
+        result, source, destination = self.godwit_postcopy("1")
+        self.assertIn("--postcopy-after 1 s", result.stderr)
+        self.check_completed_on_destination(result, source, destination)
+
+    def test_postcopy_after_auto(self):
+        result, source, destination = self.godwit_postcopy("auto")
+        self.assertIn("passes no longer shrink what is left", result.stderr)
+        self.check_completed_on_destination(result, source, destination)
+
+    def test_postcopy_after_is_checked(self):
+        result = subprocess.run([GODWIT, "migrate", "--from", "unix:/nonexistent",
+                                 "--to", "unix:/nonexistent2", "--postcopy-after", "soon"],
+                                capture_output=True, text=True, timeout=10)
+        self.assertEqual(result.returncode, 2)
+        self.assertIn("--postcopy-after", result.stderr)
 
 
 class Refusals(PostcopyTestCase):
