@@ -106,6 +106,7 @@ void migration_shutdown_multifd_locked(struct migration *migration)
 {
     for (unsigned i = 0; i < migration->nr_multifd_channels; i++)
         channel_shutdown(&migration->multifd_channels[i]);
+    channel_shutdown(&migration->preempt.channel);   /* postcopy-preempt's, if any */
 }
 
 void migration_shutdown_multifd(struct migration *migration)

@@ -61,6 +61,8 @@ struct migration *migration_new(const struct migration_host *host, struct qmp_se
     migration->cancel_pipe[0] = migration->cancel_pipe[1] = -1;
     pthread_mutex_init(&migration->lock, NULL);
     pthread_mutex_init(&migration->rp_write_lock, NULL);
+    pthread_mutex_init(&migration->preempt.lock, NULL);
+    migration->preempt.channel.fd = -1;
     pthread_cond_init(&migration->changed, NULL);
     return migration;
 }
@@ -134,6 +136,7 @@ void migration_free(struct migration *migration)
             close(migration->cancel_pipe[i]);
     pthread_mutex_destroy(&migration->lock);
     pthread_mutex_destroy(&migration->rp_write_lock);
+    pthread_mutex_destroy(&migration->preempt.lock);
     pthread_cond_destroy(&migration->changed);
     free(migration->qmp_commands);
     free(migration->hmp_commands);
@@ -264,12 +267,13 @@ int migration_incoming(struct migration *migration, const char *uri_text, struct
  * unix:, device-state channels need multifd and x-channel-header. */
 static int check_uri(struct migration *migration, const struct uri *uri, struct gw_error *err)
 {
-    bool multifd, header, postcopy;
+    bool multifd, header, postcopy, preempt;
     uint64_t device_channels;
 
     pthread_mutex_lock(&migration->lock);
     multifd = migration->cap_multifd;
     postcopy = migration->cap_postcopy_ram;
+    preempt = migration->cap_postcopy_preempt;
     header = migration->cap_channel_header;
     device_channels = migration->params.device_channels;
     pthread_mutex_unlock(&migration->lock);
@@ -286,6 +290,13 @@ static int check_uri(struct migration *migration, const struct uri *uri, struct 
                             "for page requests (tcp:, unix: or fd: of a socket); %s has none "
                             "godwit can use: turn the postcopy-ram capability off",
                             uri->kind == URI_FILE ? "file:" : "rdma:");
+    if (preempt && !postcopy)
+        return gw_error_set(err, -EINVAL, "postcopy-preempt needs postcopy-ram: turn it on "
+                            "too, or postcopy-preempt off");
+    if (preempt && uri->kind != URI_TCP && uri->kind != URI_UNIX)
+        return gw_error_set(err, -EINVAL, "postcopy-preempt needs a tcp: or unix: URI, which "
+                            "can carry a second connection; fd: carries one: turn "
+                            "postcopy-preempt off");
     if (device_channels && (!multifd || !header))
         return gw_error_set(err, -EINVAL, "x-multifd-channels-device-state %" PRIu64 " needs "
                             "the multifd and x-channel-header capabilities; set them or set "

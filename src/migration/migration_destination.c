@@ -121,6 +121,24 @@ struct incoming {
     bool guest_here;   /* handed to the VMM: a later failure must not end it */
 };
 
+/* postcopy-preempt: at LISTEN, its channel and receiver; at END, its
+ * counts. */
+static int start_preempt(void *opaque, struct load_state *state, struct gw_error *err)
+{
+    struct incoming *incoming = opaque;
+    struct migration *migration = incoming->migration;
+
+    return preempt_recv_start(migration, incoming->listener, incoming->pending, state->postcopy,
+                              (uint32_t)migration->host.blocks[0].page_size, err);
+}
+
+static int finish_preempt(void *opaque, struct load_state *state, struct gw_error *err)
+{
+    struct incoming *incoming = opaque;
+
+    return preempt_recv_finish(incoming->migration, &state->counts, err);
+}
+
 /* With the capability, and a return path to ask for pages on. */
 static int prepare_postcopy(struct migration *migration, struct load_state *state,
                             struct gw_error *err)
@@ -129,7 +147,10 @@ static int prepare_postcopy(struct migration *migration, struct load_state *stat
 
     pthread_mutex_lock(&migration->lock);
     capability = migration->cap_postcopy_ram;
+    state->postcopy_preempt = migration->cap_postcopy_preempt;
     pthread_mutex_unlock(&migration->lock);
+    state->preempt_start = start_preempt;
+    state->preempt_finish = finish_preempt;
     if (!capability || !migration->channel.has_return_path)
         return 0;
     state->postcopy = postcopy_ram_new(migration->host.blocks, migration->host.nr_blocks,
@@ -279,6 +300,7 @@ static int receive(struct migration *migration, struct incoming *incoming, struc
     /* Freed once the guest runs: joining the receivers and unmapping the
      * load's buffers are no part of the downtime. */
     multifd_recv_free(state.multifd);
+    preempt_close(migration);   /* before the RAM its receiver places pages in */
     release_postcopy(migration, &state);
     load_state_free(&state);
     stream_reader_free(&reader);

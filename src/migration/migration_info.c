@@ -74,6 +74,8 @@ static void postcopy_info(struct migration *migration, json_t *info, json_t *ram
                             json_integer((json_int_t)atomic_load(&own->postcopy_requests)));
         json_object_set_new(ram, "postcopy-bytes",
                             json_integer((json_int_t)atomic_load(&own->postcopy_bytes)));
+        json_object_set_new(ram, "x-postcopy-preempt-bytes",
+                            json_integer((json_int_t)atomic_load(&own->preempt_bytes)));
         return;
     }
     uint64_t requests = atomic_load(&stats.requests);

@@ -146,7 +146,27 @@ struct migration_stats {
      * switch. Destination: its postcopy RAM's figures, copied at the end
      * (live ones are read from postcopy_ram while it exists). */
     _Atomic uint64_t postcopy_requests, postcopy_bytes;
+    _Atomic uint64_t preempt_bytes;      /* of postcopy_bytes, on the preempt channel */
     struct postcopy_stats postcopy;
+};
+
+/* postcopy-preempt's channel (migration_preempt.c). Source: the
+ * return-path thread writes requested pages on it under `lock`, the
+ * migration thread its CHANNEL_END. Destination: a receiver thread reads
+ * it into a loader of its own (landing lane 1). `channel` is shut down by
+ * cancel under the migration lock. */
+struct postcopy_preempt {
+    pthread_mutex_t lock;
+    struct channel channel;
+    struct stream_writer writer;
+    bool open;                      /* source: pages may go on it */
+    /* destination */
+    pthread_t thread;
+    bool thread_running;
+    struct ram_loader loader;
+    struct ram_load_counts counts;
+    struct gw_error error;
+    int rc;
 };
 
 /* Source, under the migration lock: the destination's page requests, read
@@ -171,7 +191,7 @@ struct migration {
     bool cap_auto_converge;
     bool cap_dirty_limit;
     bool cap_rdma_pin_all;
-    bool cap_postcopy_ram, cap_postcopy_blocktime;
+    bool cap_postcopy_ram, cap_postcopy_blocktime, cap_postcopy_preempt;
     /* migrate-start-postcopy: the precopy loop ends its pass and the
      * switchover goes to postcopy. */
     atomic_bool postcopy_requested;
@@ -214,6 +234,7 @@ struct migration {
     struct postcopy_queue *postcopy_queue;   /* NULL outside postcopy */
     /* Destination: its postcopy RAM while it exists, for query-migrate. */
     struct postcopy_ram *postcopy_ram;
+    struct postcopy_preempt preempt;
 
     struct migration_stats stats;
     uint64_t *bitmaps[STREAM_BLOCKS_MAX];
@@ -248,6 +269,24 @@ void migration_send_error(struct channel *channel, const struct gw_error *failur
 /* Destination: the same on the main channel, once per migration, from any
  * thread (a multifd receiver's failure or the main thread's). */
 void migration_send_rp_error(struct migration *migration, const struct gw_error *failure);
+
+/* postcopy-preempt (migration_preempt.c). Source: connect the channel
+ * (after POSTCOPY_LISTEN: the destination accepts it then); send a
+ * request's pages on it (1 sent, 0 the channel is not open: queue it); its
+ * CHANNEL_END before END. Destination: accept it and start its receiver;
+ * at END, wait for its CHANNEL_END and add its counts. Both: close. */
+int preempt_connect(struct migration *migration, uint32_t page_size, struct gw_error *err);
+int preempt_send(struct migration *migration, const struct postcopy_request *request,
+                 struct gw_error *err);
+int preempt_end(struct migration *migration, struct gw_error *err);
+struct channel_listener;
+struct pending;
+int preempt_recv_start(struct migration *migration, struct channel_listener *listener,
+                       struct pending *pending, struct postcopy_ram *ram, uint32_t page_size,
+                       struct gw_error *err);
+int preempt_recv_finish(struct migration *migration, struct ram_load_counts *counts,
+                        struct gw_error *err);
+void preempt_close(struct migration *migration);
 
 /* Waits, holding the migration lock, for a change or 20 ms at most. */
 void migration_wait_changed(struct migration *migration);

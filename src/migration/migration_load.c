@@ -102,6 +102,34 @@ static int forget_torn(void *opaque, uint32_t block, uint64_t first, uint64_t pa
     return postcopy_ram_discard(state->postcopy, block, first, pages, err);
 }
 
+/* u32 flags (POSTCOPY_ADVISE_PREEMPT), u32 reserved; once, before pages. */
+static int load_advise(struct load_state *state, const struct stream_record *record,
+                       struct gw_error *err)
+{
+    uint32_t fields[2];
+
+    if (!state->postcopy)
+        return gw_error_set(err, -EINVAL, "the source may switch to postcopy (capability "
+                            "postcopy-ram), which this destination does not have: set the "
+                            "capability on both sides, or on neither");
+    if (record->length != POSTCOPY_ADVISE_SIZE)
+        return gw_error_set(err, -EPROTO, "POSTCOPY_ADVISE record has %u bytes, not %d",
+                            record->length, POSTCOPY_ADVISE_SIZE);
+    memcpy(fields, record->body, sizeof(fields));
+    if ((fields[0] & ~POSTCOPY_ADVISE_PREEMPT) || fields[1] || state->postcopy_advised)
+        return gw_error_set(err, -EPROTO, "POSTCOPY_ADVISE at stream offset %" PRIu64 " says "
+                            "flags 0x%x, reserved %u; flags are 0 or 1, reserved 0, once",
+                            record->offset, fields[0], fields[1]);
+    state->preempt_advised = fields[0] & POSTCOPY_ADVISE_PREEMPT;
+    if (state->preempt_advised != state->postcopy_preempt)
+        return gw_error_set(err, -EINVAL, "the source %s postcopy-preempt, this destination "
+                            "%s: set the capability on both sides, or on neither",
+                            state->preempt_advised ? "uses" : "does not use",
+                            state->postcopy_preempt ? "does" : "does not");
+    state->postcopy_advised = true;
+    return 0;
+}
+
 /* The switch's records, in their order: ADVISE (once, early), LISTEN
  * (the guest stopped there, every multifd channel at its end), DISCARD*,
  * RUN. */
@@ -110,14 +138,8 @@ static int load_postcopy_record(struct load_state *state, struct stream_record *
 {
     int rc;
 
-    if (record->type == REC_POSTCOPY_ADVISE) {
-        if (!state->postcopy)
-            return gw_error_set(err, -EINVAL, "the source may switch to postcopy (capability "
-                                "postcopy-ram), which this destination does not have: set the "
-                                "capability on both sides, or on neither");
-        state->postcopy_advised = true;
-        return 0;
-    }
+    if (record->type == REC_POSTCOPY_ADVISE)
+        return load_advise(state, record, err);
     if (!state->postcopy_advised || (record->type == REC_POSTCOPY_LISTEN) ==
                                         state->postcopy_listening)
         return gw_error_set(err, -EPROTO, "%s record at stream offset %" PRIu64 " out of "
@@ -128,9 +150,11 @@ static int load_postcopy_record(struct load_state *state, struct stream_record *
         /* Every page of precopy lands before any is discarded. */
         if (state->multifd && (rc = multifd_recv_finish(state->multifd, &state->counts, err)) < 0)
             return rc;
-        if ((rc = postcopy_ram_listen(state->postcopy, err)) < 0)
+        if ((rc = postcopy_ram_listen(state->postcopy, err)) < 0 ||
+            (state->preempt_advised && state->preempt_start &&
+             (rc = state->preempt_start(state->after_config_opaque, state, err)) < 0))
             return rc;
-        state->ram.landing = postcopy_ram_landing(state->postcopy);
+        state->ram.landing = postcopy_ram_landing(state->postcopy, 0);
         state->postcopy_listening = true;
         return 0;
     case REC_POSTCOPY_DISCARD:
@@ -237,7 +261,10 @@ int migration_load_postcopy(struct stream_reader *reader, struct load_state *sta
                                      record.body, record.length, err);
             break;
         case REC_END:
-            if ((rc = ram_check_torn(&state->ram, err)) < 0)
+            /* The preempt channel ends before END: its pages count too. */
+            if ((state->preempt_finish &&
+                 (rc = state->preempt_finish(state->after_config_opaque, state, err)) < 0) ||
+                (rc = ram_check_torn(&state->ram, err)) < 0)
                 return rc;
             return check_counts(state, &record, state->devices_loaded, err);
         default:

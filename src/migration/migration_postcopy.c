@@ -23,12 +23,23 @@
 int postcopy_advise(struct source *source, struct gw_error *err)
 {
     struct migration *migration = source->migration;
+    uint32_t body[2] = { 0, 0 };
+    struct iovec part = { body, sizeof(body) };
     bool postcopy;
 
     pthread_mutex_lock(&migration->lock);
     postcopy = migration->cap_postcopy_ram;
+    source->preempt = migration->cap_postcopy_preempt;
     pthread_mutex_unlock(&migration->lock);
-    return postcopy ? source_write_record(source, REC_POSTCOPY_ADVISE, NULL, 0, err) : 0;
+    if (source->preempt)
+        body[0] |= POSTCOPY_ADVISE_PREEMPT;
+    return postcopy ? source_write_record(source, REC_POSTCOPY_ADVISE, &part, 1, err) : 0;
+}
+
+/* The bits of page's word from page on: 0 skips to the next word. */
+static uint64_t bits_from(const uint64_t *bitmap, uint64_t page)
+{
+    return __atomic_load_n(&bitmap[page / 64], __ATOMIC_RELAXED) >> (page % 64);
 }
 
 static int write_discards(struct source *source, uint32_t block, const uint64_t *runs,
@@ -53,12 +64,12 @@ static int send_discards(struct source *source, uint64_t *runs, struct gw_error 
         uint32_t count = 0;
         int rc;
         for (uint64_t page = 0; page < pages;) {
-            if (!(bitmap[page / 64] >> (page % 64) & 1)) {
-                page = bitmap[page / 64] >> (page % 64) ? page + 1 : (page / 64 + 1) * 64;
+            if (!postcopy_test_dirty(bitmap, page)) {
+                page = bits_from(bitmap, page) ? page + 1 : (page / 64 + 1) * 64;
                 continue;
             }
             uint64_t first = page;
-            while (page < pages && (bitmap[page / 64] >> (page % 64) & 1))
+            while (page < pages && postcopy_test_dirty(bitmap, page))
                 page++;
             runs[2 * count] = first;
             runs[2 * count + 1] = page - first;
@@ -87,85 +98,33 @@ int postcopy_send_switch(struct source *source, struct gw_error *err)
     uint64_t *runs = malloc(2 * POSTCOPY_DISCARD_RUNS_MAX * sizeof(uint64_t));
     if (!runs)
         return gw_error_set(err, -ENOMEM, "out of memory for postcopy's discard runs");
+    /* The destination accepts the preempt channel once it reads LISTEN. */
     if ((rc = source_write_record(source, REC_POSTCOPY_LISTEN, NULL, 0, err)) == 0 &&
+        (!source->preempt || (rc = preempt_connect(migration, source->page_size, err)) == 0) &&
         (rc = send_discards(source, runs, err)) == 0)
         rc = source_write_record(source, REC_POSTCOPY_RUN, NULL, 0, err);
     free(runs);
     return rc;
 }
 
-/* Bytes written after the switch: transferred and postcopy-bytes. The
- * record CRC covers crc_length bytes (PAGES: the metadata). */
-static int write_counted(struct source *source, uint32_t type, const struct iovec *parts,
-                         int nparts, uint32_t crc_length, struct gw_error *err)
-{
-    struct migration_stats *stats = &source->migration->stats;
-    uint64_t before = source->writer.offset;
-    int rc = stream_write_record_partial_crc(&source->writer, type, parts, nparts, crc_length,
-                                             err);
-
-    atomic_fetch_add(&stats->transferred, source->writer.offset - before);
-    atomic_fetch_add(&stats->postcopy_bytes, source->writer.offset - before);
-    return rc;
-}
-
-static int send_data_pages(struct source *source, uint32_t block, uint64_t first,
-                           uint32_t count, struct gw_error *err)
-{
-    const struct ram_block *ram = &source->migration->host.blocks[block];
-    uint8_t meta[8 + STREAM_PAGES_PER_RECORD * 12 + 4];
-    uint32_t meta_length = 8 + 12 * count + (count % 2) * 4;
-    const uint8_t *data = ram->host + first * ram->page_size;
-
-    memset(meta, 0, meta_length);
-    memcpy(meta, &block, 4);
-    memcpy(meta + 4, &count, 4);
-    for (uint32_t i = 0; i < count; i++) {
-        uint64_t page = first + i;
-        uint32_t crc = stream_crc32c(0, data + (size_t)i * ram->page_size, ram->page_size);
-        memcpy(meta + 8 + 8 * i, &page, 8);
-        memcpy(meta + 8 + 8 * count + 4 * i, &crc, 4);
-    }
-    struct iovec parts[2] = { { meta, meta_length },
-                              { (void *)data, (size_t)count * ram->page_size } };
-    atomic_fetch_add(&source->migration->stats.normal_pages, count);
-    return write_counted(source, REC_PAGES, parts, 2, meta_length, err);
-}
-
-static int send_zero_pages(struct source *source, uint32_t block, uint64_t first,
-                           uint64_t count, struct gw_error *err)
-{
-    uint32_t head[2] = { block, 1 };
-    uint64_t run[2] = { first, count };
-    struct iovec parts[2] = { { head, sizeof(head) }, { run, sizeof(run) } };
-
-    atomic_fetch_add(&source->migration->stats.zero_pages, count);
-    return write_counted(source, REC_ZERO_PAGES, parts, 2, sizeof(head) + sizeof(run), err);
-}
-
-/* Pages [first, first + count) of a block, as they are: runs of zero
- * pages as ZERO_PAGES, the others as PAGES. Their dirty bits are cleared. */
+/* Pages [first, first + count) of a block, as they are, on the main
+ * channel; their dirty bits are cleared (atomically: with postcopy-preempt
+ * the return-path thread clears the bits of the pages it sends). */
 static int send_pages(struct source *source, uint32_t block, uint64_t first, uint64_t count,
                       struct gw_error *err)
 {
-    const struct ram_block *ram = &source->migration->host.blocks[block];
-    uint64_t *bitmap = source->migration->bitmaps[block];
-    uint64_t end = first + count;
-    int rc = 0;
+    struct migration *migration = source->migration;
+    struct migration_stats *stats = &migration->stats;
+    uint64_t bytes = 0, normal = 0, zero = 0;
+    int rc;
 
-    for (uint64_t page = first; page < end; page++)
-        bitmap[page / 64] &= ~(1ULL << (page % 64));
-    for (uint64_t page = first; page < end && rc == 0;) {
-        bool zero = ram_page_is_zero(ram->host + page * ram->page_size, ram->page_size);
-        uint64_t run = 1;
-        while (page + run < end && run < STREAM_PAGES_PER_RECORD &&
-               ram_page_is_zero(ram->host + (page + run) * ram->page_size, ram->page_size) ==
-                   zero)
-            run++;
-        rc = zero ? send_zero_pages(source, block, page, run, err)
-                  : send_data_pages(source, block, page, (uint32_t)run, err);
-        page += run;
-    }
+    postcopy_clear_dirty(migration->bitmaps[block], first, count);
+    rc = postcopy_write_pages(&source->writer, &migration->host.blocks[block], block, first,
+                              count, &bytes, &normal, &zero, err);
+    atomic_fetch_add(&stats->transferred, bytes);
+    atomic_fetch_add(&stats->postcopy_bytes, bytes);
+    atomic_fetch_add(&stats->normal_pages, normal);
+    atomic_fetch_add(&stats->zero_pages, zero);
     return rc;
 }
 
@@ -204,13 +163,13 @@ static bool next_batch(struct source *source, uint32_t *block, uint64_t *first, 
         const uint64_t *bitmap = migration->bitmaps[b];
         uint64_t pages = ram_block_pages(&migration->host.blocks[b]);
         uint64_t page = source->postcopy_cursor[b];
-        while (page < pages && !(bitmap[page / 64] >> (page % 64) & 1))
-            page = bitmap[page / 64] >> (page % 64) ? page + 1 : (page / 64 + 1) * 64;
+        while (page < pages && !postcopy_test_dirty(bitmap, page))
+            page = bits_from(bitmap, page) ? page + 1 : (page / 64 + 1) * 64;
         source->postcopy_cursor[b] = page;
         if (page >= pages)
             continue;
         uint64_t end = page;
-        while (end < pages && end - page < BACKGROUND_BATCH && (bitmap[end / 64] >> (end % 64) & 1))
+        while (end < pages && end - page < BACKGROUND_BATCH && postcopy_test_dirty(bitmap, end))
             end++;
         *block = b;
         *first = page;
@@ -276,6 +235,8 @@ int postcopy_send_rest(struct source *source, struct gw_error *err)
     }
     if (rc == 0)
         rc = serve_requests(source, err);
+    if (rc == 0)
+        rc = preempt_end(migration, err);
     if (rc == 0)
         rc = source_send_end(source, err);
     if (rc == 0)

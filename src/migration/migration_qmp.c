@@ -179,6 +179,7 @@ static const struct capability capabilities[] = {
     { "rdma-pin-all", CAP_FIELD(cap_rdma_pin_all) },
     { "postcopy-ram", CAP_FIELD(cap_postcopy_ram) },
     { "postcopy-blocktime", CAP_FIELD(cap_postcopy_blocktime) },
+    { "postcopy-preempt", CAP_FIELD(cap_postcopy_preempt) },
 };
 #define NR_CAPABILITIES (sizeof(capabilities) / sizeof(capabilities[0]))
 

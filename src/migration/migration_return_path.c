@@ -38,6 +38,31 @@ static int queue_request(struct migration *migration, const struct stream_record
     return 0;
 }
 
+/* True when the request went out on the preempt channel; false leaves it
+ * to the queue (no preempt channel, or a request queue_request refuses). A
+ * failed write is the return path's error. */
+static bool send_preempt(struct migration *migration, const struct stream_record *record)
+{
+    struct postcopy_request request;
+    struct gw_error err = { 0 };
+    int rc;
+
+    if (postcopy_request_decode(record->body, record->length, migration->host.blocks,
+                                migration->host.nr_blocks, &request, &err) < 0)
+        return false;
+    rc = preempt_send(migration, &request, &err);
+    if (rc == 0)
+        return false;
+    pthread_mutex_lock(&migration->lock);
+    if (rc > 0)
+        atomic_fetch_add(&migration->stats.postcopy_requests, 1);
+    else if (!migration->rp_error[0])
+        snprintf(migration->rp_error, sizeof(migration->rp_error), "%s", err.msg);
+    pthread_cond_broadcast(&migration->changed);
+    pthread_mutex_unlock(&migration->lock);
+    return true;
+}
+
 void *migration_return_path_thread(void *opaque)
 {
     struct migration *migration = opaque;
@@ -48,6 +73,9 @@ void *migration_return_path_thread(void *opaque)
     int rc;
 
     while ((rc = stream_read_record(&reader, &record, &err)) == 0) {
+        /* postcopy-preempt: the pages go at once, on their own channel. */
+        if (record.type == REC_RP_REQ_PAGES && send_preempt(migration, &record))
+            continue;
         pthread_mutex_lock(&migration->lock);
         if (record.type == REC_RP_READY) {
             migration->rp_ready = true;

@@ -579,6 +579,7 @@ static void finish(struct source *source, int rc, struct gw_error *err)
     rdma_sink_free(source->rdma_sink);   /* before the channel's connection closes */
     source->rdma_sink = NULL;
     multifd_close_channels(migration);
+    preempt_close(migration);
     vmstate_saver_free(source->saver);   /* no channel holds its buffers now */
     dirty_sampler_free(&source->sampler);
     pthread_mutex_lock(&migration->lock);

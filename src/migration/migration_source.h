@@ -21,6 +21,7 @@ struct source {
     bool tracking;
     bool vm_stopped;           /* by us, so ours to put back on failure */
     bool postcopy;             /* migrate-start-postcopy: the switchover goes to postcopy */
+    bool preempt;              /* postcopy-preempt, as the migration started */
     uint64_t postcopy_cursor[STREAM_BLOCKS_MAX];   /* the background's next page per block */
     uint64_t stop_us;          /* when the guest stopped; 0 while it runs */
     uint64_t expected_downtime_us;

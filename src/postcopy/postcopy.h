@@ -43,6 +43,30 @@ int postcopy_discard_decode(const uint8_t *body, uint32_t length, const struct r
                                            uint64_t pages, struct gw_error *err),
                             void *opaque, struct gw_error *err);
 
+/* POSTCOPY_ADVISE: u32 flags, u32 reserved (0). */
+#define POSTCOPY_ADVISE_SIZE 8
+#define POSTCOPY_ADVISE_PREEMPT 1u   /* requested pages come on a channel of their own */
+
+/* The source's side of both channels: pages [first, first + count) of a
+ * block, as they are in RAM, as ZERO_PAGES runs and PAGES records of up to
+ * 256 pages; adds what it wrote to *bytes, *normal and *zero. */
+int postcopy_write_pages(struct stream_writer *writer, const struct ram_block *ram,
+                         uint32_t block, uint64_t first, uint64_t count, uint64_t *bytes,
+                         uint64_t *normal, uint64_t *zero, struct gw_error *err);
+
+/* The source's dirty bits after the switch: read and cleared by the
+ * migration thread and, with postcopy-preempt, the return-path thread. */
+static inline bool postcopy_test_dirty(const uint64_t *bitmap, uint64_t page)
+{
+    return __atomic_load_n(&bitmap[page / 64], __ATOMIC_RELAXED) >> (page % 64) & 1;
+}
+
+static inline void postcopy_clear_dirty(uint64_t *bitmap, uint64_t first, uint64_t count)
+{
+    for (uint64_t page = first; page < first + count; page++)
+        __atomic_fetch_and(&bitmap[page / 64], ~(1ULL << (page % 64)), __ATOMIC_RELAXED);
+}
+
 /* --- the destination's RAM (postcopy_uffd.c) --- */
 
 /* QEMU 10.1's postcopy-latency-dist: bucket N counts requests answered in
@@ -78,8 +102,9 @@ int postcopy_ram_discard(struct postcopy_ram *ram, uint32_t block, uint64_t firs
 /* Registers every block for missing faults and starts the fault thread. */
 int postcopy_ram_listen(struct postcopy_ram *ram, struct gw_error *err);
 /* Where pages land from now on: staged, then placed atomically. One
- * loading thread at a time. */
-struct page_landing postcopy_ram_landing(struct postcopy_ram *ram);
+ * loading thread per lane: 0 the main channel, 1 the preempt channel. */
+#define POSTCOPY_LANES 2
+struct page_landing postcopy_ram_landing(struct postcopy_ram *ram, unsigned lane);
 /* Every page is here: unregisters (a thread still waiting on a page that
  * was zero and never sent gets the zero page) and stops the fault thread. */
 void postcopy_ram_finish(struct postcopy_ram *ram);

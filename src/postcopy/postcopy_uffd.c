@@ -35,6 +35,15 @@ struct staged {
     uint64_t page;
 };
 
+/* One loading thread's staging: the main channel's, and with
+ * postcopy-preempt the preempt channel's. */
+struct lane {
+    struct postcopy_ram *ram;
+    uint8_t *staging;                        /* STREAM_PAGES_PER_RECORD pages */
+    struct staged slots[STREAM_PAGES_PER_RECORD];
+    unsigned next_slot;
+};
+
 struct postcopy_ram {
     const struct ram_block *blocks;
     unsigned nr_blocks;
@@ -49,9 +58,7 @@ struct postcopy_ram {
     uint64_t *received[STREAM_BLOCKS_MAX];   /* placed here, or found here (EEXIST) */
     uint64_t *requested[STREAM_BLOCKS_MAX];  /* the fault thread's */
     _Atomic uint64_t *asked_us[STREAM_BLOCKS_MAX];   /* when a request went out; 0: none waits */
-    uint8_t *staging;                        /* STREAM_PAGES_PER_RECORD pages */
-    struct staged slots[STREAM_PAGES_PER_RECORD];
-    unsigned next_slot;
+    struct lane lanes[POSTCOPY_LANES];
     pthread_mutex_t wait_lock;
     unsigned waiting;                        /* requests not answered yet */
     uint64_t waiting_since_us;
@@ -144,8 +151,11 @@ struct postcopy_ram *postcopy_ram_new(const struct ram_block *blocks, unsigned n
                                   .stop_pipe = { -1, -1 }, .request = request, .opaque = opaque,
                                   .page_size = blocks[0].page_size };
     pthread_mutex_init(&ram->wait_lock, NULL);
-    ram->staging = malloc(STREAM_PAGES_PER_RECORD * ram->page_size);
-    for (unsigned b = 0; ram->staging && b < nr_blocks; b++) {
+    for (unsigned i = 0; i < POSTCOPY_LANES; i++) {
+        ram->lanes[i].ram = ram;
+        ram->lanes[i].staging = malloc(STREAM_PAGES_PER_RECORD * ram->page_size);
+    }
+    for (unsigned b = 0; ram->lanes[POSTCOPY_LANES - 1].staging && b < nr_blocks; b++) {
         uint64_t words = ram_block_bitmap_words(&blocks[b]);
         ram->received[b] = calloc(words, sizeof(uint64_t));
         ram->requested[b] = calloc(words, sizeof(uint64_t));
@@ -153,7 +163,7 @@ struct postcopy_ram *postcopy_ram_new(const struct ram_block *blocks, unsigned n
         if (!ram->received[b] || !ram->requested[b] || !ram->asked_us[b])
             break;
     }
-    if (!ram->staging || !ram->asked_us[nr_blocks - 1]) {
+    if (!ram->lanes[0].staging || !ram->asked_us[nr_blocks - 1]) {
         postcopy_ram_free(ram);
         gw_error_set(err, -ENOMEM, "out of memory for postcopy's page bitmaps");
         return NULL;
@@ -311,11 +321,11 @@ int postcopy_ram_listen(struct postcopy_ram *ram, struct gw_error *err)
 
 static uint8_t *staged_target(void *opaque, uint32_t block, uint64_t page)
 {
-    struct postcopy_ram *ram = opaque;
-    unsigned slot = ram->next_slot++ % STREAM_PAGES_PER_RECORD;
+    struct lane *lane = opaque;
+    unsigned slot = lane->next_slot++ % STREAM_PAGES_PER_RECORD;
 
-    ram->slots[slot] = (struct staged){ block, page };
-    return ram->staging + slot * ram->page_size;
+    lane->slots[slot] = (struct staged){ block, page };
+    return lane->staging + slot * lane->ram->page_size;
 }
 
 static int place(struct postcopy_ram *ram, uint32_t block, uint64_t page, const uint8_t *data,
@@ -351,14 +361,15 @@ static int place(struct postcopy_ram *ram, uint32_t block, uint64_t page, const 
  * only a torn one: look for the slot from where the page should be. */
 static int staged_commit(void *opaque, uint32_t block, uint64_t page, struct gw_error *err)
 {
-    struct postcopy_ram *ram = opaque;
+    struct lane *lane = opaque;
 
     /* Newest first: an older record may have staged the same page. */
     for (unsigned i = 1; i <= STREAM_PAGES_PER_RECORD; i++) {
-        unsigned at = (ram->next_slot - i) % STREAM_PAGES_PER_RECORD;
-        const struct staged *slot = &ram->slots[at];
+        unsigned at = (lane->next_slot - i) % STREAM_PAGES_PER_RECORD;
+        const struct staged *slot = &lane->slots[at];
         if (slot->block == block && slot->page == page)
-            return place(ram, block, page, ram->staging + at * ram->page_size, err);
+            return place(lane->ram, block, page, lane->staging + at * lane->ram->page_size,
+                         err);
     }
     return gw_error_set(err, -EINVAL, "page %" PRIu64 " of block %u was never staged", page,
                         block);
@@ -366,7 +377,9 @@ static int staged_commit(void *opaque, uint32_t block, uint64_t page, struct gw_
 
 static int placed_zero(void *opaque, uint32_t block, uint64_t page, struct gw_error *err)
 {
-    return place(opaque, block, page, NULL, err);
+    struct lane *lane = opaque;
+
+    return place(lane->ram, block, page, NULL, err);
 }
 
 static const struct page_landing_ops postcopy_landing_ops = {
@@ -375,9 +388,9 @@ static const struct page_landing_ops postcopy_landing_ops = {
     .zero = placed_zero,
 };
 
-struct page_landing postcopy_ram_landing(struct postcopy_ram *ram)
+struct page_landing postcopy_ram_landing(struct postcopy_ram *ram, unsigned lane)
 {
-    return (struct page_landing){ .ops = &postcopy_landing_ops, .opaque = ram };
+    return (struct page_landing){ .ops = &postcopy_landing_ops, .opaque = &ram->lanes[lane] };
 }
 
 static void stop_fault_thread(struct postcopy_ram *ram)
@@ -429,7 +442,8 @@ void postcopy_ram_free(struct postcopy_ram *ram)
         free(ram->requested[b]);
         free((void *)ram->asked_us[b]);
     }
-    free(ram->staging);
+    for (unsigned i = 0; i < POSTCOPY_LANES; i++)
+        free(ram->lanes[i].staging);
     pthread_mutex_destroy(&ram->wait_lock);
     free(ram);
 }

@@ -8,6 +8,13 @@
 #include <inttypes.h>
 #include <string.h>
 
+#include "ram/ram_internal.h"
+
+static bool ram_page_is_zero_at(const struct ram_block *ram, uint64_t page)
+{
+    return ram_page_is_zero(ram->host + page * ram->page_size, ram->page_size);
+}
+
 void postcopy_request_encode(const struct postcopy_request *request, uint8_t *body)
 {
     memcpy(body, &request->block, 4);
@@ -81,4 +88,61 @@ int postcopy_discard_decode(const uint8_t *body, uint32_t length, const struct r
             return rc;
     }
     return 0;
+}
+
+static int write_data_pages(struct stream_writer *writer, const struct ram_block *ram,
+                            uint32_t block, uint64_t first, uint32_t count, struct gw_error *err)
+{
+    uint8_t meta[8 + STREAM_PAGES_PER_RECORD * 12 + 4];
+    uint32_t meta_length = 8 + 12 * count + (count % 2) * 4;
+    const uint8_t *data = ram->host + first * ram->page_size;
+
+    memset(meta, 0, meta_length);
+    memcpy(meta, &block, 4);
+    memcpy(meta + 4, &count, 4);
+    for (uint32_t i = 0; i < count; i++) {
+        uint64_t page = first + i;
+        uint32_t crc = stream_crc32c(0, data + (size_t)i * ram->page_size, ram->page_size);
+        memcpy(meta + 8 + 8 * i, &page, 8);
+        memcpy(meta + 8 + 8 * count + 4 * i, &crc, 4);
+    }
+    struct iovec parts[2] = { { meta, meta_length },
+                              { (void *)data, (size_t)count * ram->page_size } };
+    return stream_write_record_partial_crc(writer, REC_PAGES, parts, 2, meta_length, err);
+}
+
+static int write_zero_pages(struct stream_writer *writer, uint32_t block, uint64_t first,
+                            uint64_t count, struct gw_error *err)
+{
+    uint32_t head[2] = { block, 1 };
+    uint64_t run[2] = { first, count };
+    struct iovec parts[2] = { { head, sizeof(head) }, { run, sizeof(run) } };
+
+    return stream_write_record(writer, REC_ZERO_PAGES, parts, 2, err);
+}
+
+int postcopy_write_pages(struct stream_writer *writer, const struct ram_block *ram,
+                         uint32_t block, uint64_t first, uint64_t count, uint64_t *bytes,
+                         uint64_t *normal, uint64_t *zero, struct gw_error *err)
+{
+    uint64_t end = first + count, before = writer->offset;
+    int rc = 0;
+
+    for (uint64_t page = first; page < end && rc == 0;) {
+        bool is_zero = ram_page_is_zero_at(ram, page);
+        uint64_t run = 1;
+        while (page + run < end && run < STREAM_PAGES_PER_RECORD &&
+               ram_page_is_zero_at(ram, page + run) == is_zero)
+            run++;
+        if (is_zero) {
+            rc = write_zero_pages(writer, block, page, run, err);
+            *zero += run;
+        } else {
+            rc = write_data_pages(writer, ram, block, page, (uint32_t)run, err);
+            *normal += run;
+        }
+        page += run;
+    }
+    *bytes += writer->offset - before;
+    return rc;
 }

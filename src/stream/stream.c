@@ -78,7 +78,7 @@ uint32_t stream_record_max(uint32_t type, uint32_t page_size)
     case REC_CHANNEL_END: return 0;
     case REC_SWITCHOVER: return 0;
     case REC_RUN_STATE: return 8;
-    case REC_POSTCOPY_ADVISE: return 0;
+    case REC_POSTCOPY_ADVISE: return 8;
     case REC_POSTCOPY_LISTEN: return 0;
     case REC_POSTCOPY_DISCARD: return 8 + STREAM_ZERO_RUNS_PER_RECORD * 16;
     case REC_POSTCOPY_RUN: return 0;

@@ -101,6 +101,7 @@ class Switch(PostcopyTestCase):
         self.assertEqual(info["ram"]["dirty-sync-count"], 3)
         self.assertGreater(info["ram"]["postcopy-requests"], 0, info["ram"])
         self.assertGreater(info["ram"]["postcopy-bytes"], 64 * MiB, info["ram"])
+        self.assertEqual(info["ram"]["x-postcopy-preempt-bytes"], 0, info["ram"])
         self.assertEqual(states, {"running"}, "the destination did not run in postcopy")
         self.assertGreater(passes[-1], passes[0], "the guest made no pass in postcopy")
         dest_info = wait_migration(destination.qmp)
@@ -170,6 +171,51 @@ class Switch(PostcopyTestCase):
         self.assertEqual(wait_migration(destination.qmp)["status"], "completed")
         self.assertLessEqual(self.check_running_guest(destination, high=16 * MiB,
                                                       earlier=(source,)), 1)
+
+    def test_preempt_requested_pages_on_their_own_channel(self):
+        """postcopy-preempt: the background held to 4 MiB/s, so the guest
+        could only run on what it asks for; with preempt those pages pass
+        the background, on their own connection."""
+        src_shm = self.shm_path("pc-pre-src")
+        source = self.start_source(extra=("--mem-path", src_shm))
+        self.write_marker(src_shm)
+        uri = f"tcp:127.0.0.1:{free_tcp_port()}"
+        destination = self.start_postcopy_destination(
+            uri, capabilities=("postcopy-preempt", "postcopy-blocktime"))
+        postcopy_on(source, extra=("postcopy-preempt",))
+        source.qmp.command("migrate-set-parameters", **{"max-bandwidth": 32 * MiB,
+                                                        "max-postcopy-bandwidth": 16 * MiB})
+        source.qmp.command("migrate", uri=uri)
+        self.wait_sent(source, 8 * MiB)
+        source.qmp.command("migrate-start-postcopy")
+        info, states, passes = self.watch_postcopy(source, destination)
+        self.assertEqual(info["status"], "completed", info.get("error-desc"))
+        self.assertEqual(states, {"running"})
+        self.assertGreater(passes[-1], passes[0], "the guest made no pass in postcopy")
+        # Requested pages went on the preempt channel, the rest on the main one.
+        self.assertGreater(info["ram"]["postcopy-requests"], 0, info["ram"])
+        self.assertGreaterEqual(info["ram"]["x-postcopy-preempt-bytes"],
+                                info["ram"]["postcopy-requests"] * 16, info["ram"])
+        self.assertGreater(info["ram"]["postcopy-bytes"],
+                           info["ram"]["x-postcopy-preempt-bytes"], info["ram"])
+        dest_info = wait_migration(destination.qmp)
+        self.assertEqual(dest_info["status"], "completed", dest_info.get("error-desc"))
+        self.assertGreater(dest_info["ram"]["postcopy-requests"], 0)
+        self.assertEqual(sum(dest_info["postcopy-latency-dist"]),
+                         dest_info["ram"]["postcopy-requests"])
+        self.assertLessEqual(self.check_running_guest(destination, earlier=(source,)), 1)
+        self.assertEqual(destination.read_memory(MARKER_ADDRESS, len(MARKER)), MARKER)
+
+    def test_preempt_needs_both_sides(self):
+        source = self.start_source(memory="32M", append="mode=dirty start=1M end=8M")
+        uri = f"unix:{source.path('migrate.sock')}"
+        self.start_postcopy_destination(uri, memory="32M")
+        postcopy_on(source, extra=("postcopy-preempt",))
+        source.qmp.command("migrate", uri=uri)
+        info = wait_migration(source.qmp, ("failed",), timeout=20)
+        self.assertIn("the source uses postcopy-preempt, this destination does not",
+                      info["error-desc"])
+        self.assertLessEqual(self.check_running_guest(source, high=8 * MiB), 1)
 
 
 class Cli(PostcopyTestCase):
