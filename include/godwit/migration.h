@@ -104,6 +104,13 @@ enum migration_status {
     /* postcopy: the guest runs on the destination, which pulls the pages
      * it still lacks; the source sends them and answers its requests. */
     MIGRATION_POSTCOPY_ACTIVE,
+    /* postcopy's link broke: both sides wait, the guest's missing pages
+     * with them, for migrate-recover (destination) and migrate with
+     * resume (source); then the new connection is set up, the sides
+     * exchange what the destination has, and postcopy goes on. */
+    MIGRATION_POSTCOPY_PAUSED,
+    MIGRATION_POSTCOPY_RECOVER_SETUP,
+    MIGRATION_POSTCOPY_RECOVER,
 };
 
 const char *migration_status_name(enum migration_status status);

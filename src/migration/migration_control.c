@@ -77,7 +77,7 @@ bool migration_begin_cancel(struct migration *migration)
     pthread_mutex_lock(&migration->lock);
     cancelling = migration_in_progress(migration->status) &&
                  migration->status != MIGRATION_CANCELLING &&
-                 migration->status != MIGRATION_POSTCOPY_ACTIVE;
+                 !migration_in_postcopy(migration->status);
     if (cancelling) {
         migration->status = MIGRATION_CANCELLING;
         pthread_cond_broadcast(&migration->changed);

@@ -11,19 +11,10 @@
 #include <string.h>
 #include <unistd.h>
 
-/* Every return-path record goes through here: in postcopy the fault
- * thread's page requests share the channel with the main thread's answers. */
 static int send_answer(struct migration *migration, uint32_t type, const void *body,
                        size_t len, struct gw_error *err)
 {
-    struct stream_writer writer = { .io = channel_stream_io(&migration->channel) };
-    struct iovec part = { (void *)body, len };
-    int rc;
-
-    pthread_mutex_lock(&migration->rp_write_lock);
-    rc = stream_write_record(&writer, type, &part, len ? 1 : 0, err);
-    pthread_mutex_unlock(&migration->rp_write_lock);
-    return rc;
+    return migration_rp_write(migration, type, body, len, err);
 }
 
 /* The postcopy fault thread's way to ask for a page. */
@@ -171,7 +162,16 @@ static int receive_postcopy(struct migration *migration, struct stream_reader *r
     int rc;
 
     migration_set_status(migration, MIGRATION_POSTCOPY_ACTIVE);
-    rc = migration_load_postcopy(reader, state, err);
+    /* A broken link pauses; anything else fails, and the source hears it. */
+    while ((rc = migration_load_postcopy(reader, state, err)) < 0 &&
+           postcopy_link_broke(rc) && !migration_cancelled(migration)) {
+        struct gw_error failure = *err;
+        gw_error_clear(err);
+        if ((rc = postcopy_dest_recover(migration, reader, state, &failure, err)) < 0)
+            break;
+    }
+    if (rc < 0 && !postcopy_link_broke(rc))
+        migration_send_rp_error(migration, err);
     atomic_store(&migration->stats.normal_pages, state->counts.normal_pages);
     atomic_store(&migration->stats.zero_pages, state->counts.zero_pages);
     atomic_store(&migration->stats.transferred,

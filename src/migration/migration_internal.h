@@ -235,6 +235,18 @@ struct migration {
     /* Destination: its postcopy RAM while it exists, for query-migrate. */
     struct postcopy_ram *postcopy_ram;
     struct postcopy_preempt preempt;
+    /* Postcopy recovery (migration_recover.c), under lock. Source: migrate
+     * with resume sets resume_requested (and uri); the return path fills
+     * recover_bitmaps from RP_RECV_BITMAP and sets rp_resume_ack with the
+     * destination's page counts. Destination: migrate-recover leaves its
+     * listener in recover_listener and sets recover_requested. */
+    bool resume_requested, recover_requested, rp_resume_ack;
+    struct channel_listener recover_listener;
+    uint64_t *recover_bitmaps[STREAM_BLOCKS_MAX];
+    uint64_t resume_counts[2];
+    /* Destination, under rp_write_lock: paused, no main channel to write
+     * page requests on (they are asked again after recovery). */
+    bool rp_paused;
 
     struct migration_stats stats;
     uint64_t *bitmaps[STREAM_BLOCKS_MAX];
@@ -287,6 +299,21 @@ int preempt_recv_start(struct migration *migration, struct channel_listener *lis
 int preempt_recv_finish(struct migration *migration, struct ram_load_counts *counts,
                         struct gw_error *err);
 void preempt_close(struct migration *migration);
+/* Destination, postcopy paused: the receiver stopped and joined, what it
+ * loaded added to counts, the channel closed. */
+void preempt_recv_abandon(struct migration *migration, struct ram_load_counts *counts);
+
+/* Postcopy recovery's commands (migration_recover_commands.c): migrate
+ * with resume, migrate-recover, migrate-pause. */
+int migration_resume(struct migration *migration, const char *uri_text, struct gw_error *err);
+int migration_qmp_recover(json_t *args, json_t **ret, struct gw_error *err, void *opaque);
+int migration_qmp_pause(json_t *args, json_t **ret, struct gw_error *err, void *opaque);
+
+/* Destination: one return-path record, from any thread (in postcopy the
+ * fault thread's page requests share the channel with the main thread's
+ * answers), under rp_write_lock; -EPIPE while postcopy is paused. */
+int migration_rp_write(struct migration *migration, uint32_t type, const void *body,
+                       size_t len, struct gw_error *err);
 
 /* Waits, holding the migration lock, for a change or 20 ms at most. */
 void migration_wait_changed(struct migration *migration);
@@ -337,7 +364,9 @@ int migration_hmp_info_parameters(const char *args, struct hmp_output *out, stru
 int migration_hmp_set_parameter(const char *args, struct hmp_output *out, struct gw_error *err,
                                 void *opaque);
 
-/* SETUP, ACTIVE, PRE_SWITCHOVER, DEVICE, POSTCOPY_ACTIVE or CANCELLING: a
+/* After postcopy's switch: active, paused or recovering. */
+bool migration_in_postcopy(enum migration_status status);
+/* SETUP, ACTIVE, PRE_SWITCHOVER, DEVICE, CANCELLING or in postcopy: a
  * migration runs. */
 bool migration_in_progress(enum migration_status status);
 

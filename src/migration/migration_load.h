@@ -53,4 +53,14 @@ int migration_load_stream(struct stream_reader *reader, struct load_state *state
 int migration_load_postcopy(struct stream_reader *reader, struct load_state *state,
                             struct gw_error *err);
 
+/* Postcopy recovery (migration_recover.c). Whether a failure is the
+ * link's (pause) rather than a protocol error (fail); the destination's
+ * pause, until migrate-recover and a new connection from the source, then
+ * its half of the handshake: 0 when postcopy can go on with *reader on the
+ * new channel, < 0 only when the VM is ending. */
+bool postcopy_link_broke(int rc);
+int postcopy_dest_recover(struct migration *migration, struct stream_reader *reader,
+                          struct load_state *state, const struct gw_error *failure,
+                          struct gw_error *err);
+
 #endif

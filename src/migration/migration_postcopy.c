@@ -207,7 +207,9 @@ static int wait_done(struct source *source, struct gw_error *err)
                                           DONE_TIMEOUT_US, "it placed every page", err);
 }
 
-int postcopy_send_rest(struct source *source, struct gw_error *err)
+/* The rest of the pages, requested ones first, then END and the
+ * destination's RP_POSTCOPY_DONE. */
+static int send_rest_once(struct source *source, struct gw_error *err)
 {
     struct migration *migration = source->migration;
     uint64_t started = migration_now_us();
@@ -216,7 +218,6 @@ int postcopy_send_rest(struct source *source, struct gw_error *err)
     uint64_t first, count;
     int rc = 0;
 
-    migration_set_status(migration, MIGRATION_POSTCOPY_ACTIVE);
     while (rc == 0) {
         if ((rc = serve_requests(source, err)) < 0)
             break;
@@ -241,6 +242,30 @@ int postcopy_send_rest(struct source *source, struct gw_error *err)
         rc = source_send_end(source, err);
     if (rc == 0)
         rc = wait_done(source, err);
+    return rc;
+}
+
+/* Until every page is there. A broken link pauses and, once recovered,
+ * goes on from what the destination has; only a destination that says it
+ * failed (RP_ERROR), or the VM ending, ends it. */
+int postcopy_send_rest(struct source *source, struct gw_error *err)
+{
+    struct migration *migration = source->migration;
+    int rc;
+
+    migration_set_status(migration, MIGRATION_POSTCOPY_ACTIVE);
+    rc = postcopy_keep_needed(source, err);
+    while (rc == 0 && (rc = send_rest_once(source, err)) < 0) {
+        pthread_mutex_lock(&migration->lock);
+        bool refused = migration->rp_refused;
+        pthread_mutex_unlock(&migration->lock);
+        if (refused || migration_cancelled(migration))
+            break;
+        struct gw_error failure = *err;
+        gw_error_clear(err);
+        rc = postcopy_source_recover(source, &failure, err);
+    }
+    postcopy_free_needed(source);
     if (rc < 0)
         gw_error_prefix(err, "in postcopy, with the guest running on the destination");
     return rc;

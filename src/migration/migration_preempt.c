@@ -191,6 +191,25 @@ int preempt_recv_start(struct migration *migration, struct channel_listener *lis
     return 0;
 }
 
+void preempt_recv_abandon(struct migration *migration, struct ram_load_counts *counts)
+{
+    struct postcopy_preempt *preempt = &migration->preempt;
+
+    pthread_mutex_lock(&migration->lock);
+    channel_shutdown(&preempt->channel);
+    pthread_mutex_unlock(&migration->lock);
+    if (preempt->thread_running) {
+        pthread_join(preempt->thread, NULL);
+        preempt->thread_running = false;
+        counts->normal_pages += preempt->counts.normal_pages;
+        counts->zero_pages += preempt->counts.zero_pages;
+        ram_loader_destroy(&preempt->loader);
+    }
+    pthread_mutex_lock(&migration->lock);
+    channel_close(&preempt->channel);
+    pthread_mutex_unlock(&migration->lock);
+}
+
 int preempt_recv_finish(struct migration *migration, struct ram_load_counts *counts,
                         struct gw_error *err)
 {

@@ -38,10 +38,11 @@ static int start_migrate(struct migration *migration, const char *uri_text, stru
 static int qmp_migrate(json_t *args, json_t **ret, struct gw_error *err, void *opaque)
 {
     (void)ret;
-    if (json_is_true(json_object_get(args, "resume")) || json_is_true(json_object_get(args, "blk")) ||
-        json_is_true(json_object_get(args, "inc")))
-        return gw_error_set(err, -ENOTSUP, "godwit migrates RAM and devices only: 'blk', 'inc' "
-                            "and 'resume' must be false or absent");
+    if (json_is_true(json_object_get(args, "blk")) || json_is_true(json_object_get(args, "inc")))
+        return gw_error_set(err, -ENOTSUP, "godwit migrates RAM and devices only: 'blk' and "
+                            "'inc' must be false or absent");
+    if (json_is_true(json_object_get(args, "resume")))
+        return migration_resume(opaque, json_string_value(json_object_get(args, "uri")), err);
     return start_migrate(opaque, json_string_value(json_object_get(args, "uri")), err);
 }
 
@@ -61,12 +62,14 @@ static int qmp_migrate_cancel(json_t *args, json_t **ret, struct gw_error *err, 
     (void)args;
     (void)ret;
     /* as QEMU: nothing to cancel is not an error */
-    if (migration_begin_cancel(opaque) ||
-        migration_status(opaque) != MIGRATION_POSTCOPY_ACTIVE)
+    enum migration_status status;
+
+    if (migration_begin_cancel(opaque) || !migration_in_postcopy(status = migration_status(opaque)))
         return 0;
-    return gw_error_set(err, -EBUSY, "the migration is in postcopy-active: the guest already "
-                        "runs on the destination, which still pulls pages from the source, "
-                        "so a cancel cannot give it back; wait for the migration to complete");
+    return gw_error_set(err, -EBUSY, "the migration is in %s: the guest already runs on the "
+                        "destination, which still pulls pages from the source, so a cancel "
+                        "cannot give it back; wait for the migration to complete (or, "
+                        "paused, recover it)", migration_status_name(status));
 }
 
 /* QEMU's: ends the precopy pass where it is and switches to postcopy. */
@@ -127,7 +130,7 @@ static int qmp_switchover_now(json_t *args, json_t **ret, struct gw_error *err, 
 
 static int status_from_name(const char *name, enum migration_status *status)
 {
-    for (int s = MIGRATION_NONE; s <= MIGRATION_POSTCOPY_ACTIVE; s++) {
+    for (int s = MIGRATION_NONE; s <= MIGRATION_POSTCOPY_RECOVER; s++) {
         if (!strcmp(migration_status_name((enum migration_status)s), name)) {
             *status = (enum migration_status)s;
             return 0;
@@ -410,6 +413,8 @@ int migration_register_monitor(struct migration *migration, struct gw_error *err
         { "migrate-continue", continue_args, qmp_migrate_continue, migration },
         { "x-migrate-switchover-now", NULL, qmp_switchover_now, migration },
         { "migrate-start-postcopy", NULL, qmp_migrate_start_postcopy, migration },
+        { "migrate-recover", uri_args, migration_qmp_recover, migration },
+        { "migrate-pause", NULL, migration_qmp_pause, migration },
         { "migrate-set-parameters", parameter_args, migration_qmp_set_parameters, migration },
         { "query-migrate-parameters", NULL, migration_qmp_query_parameters, migration },
         { "migrate-set-capabilities", capability_args, qmp_set_capabilities, migration },

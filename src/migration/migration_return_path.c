@@ -8,6 +8,38 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <string.h>
+
+/* The return path's RP_RECV_BITMAP and RP_RESUME_ACK, under the lock. */
+static int rp_recover_record(struct migration *migration, const struct stream_record *record)
+{
+    struct postcopy_bitmap_part part;
+    struct gw_error err = { 0 };
+
+    if (migration->status != MIGRATION_POSTCOPY_RECOVER) {
+        snprintf(migration->rp_error, sizeof(migration->rp_error), "it sent %s outside "
+                 "postcopy recovery", stream_record_name(record->type));
+        return -EPROTO;
+    }
+    if (record->type == REC_RP_RESUME_ACK) {
+        if (record->length != sizeof(migration->resume_counts)) {
+            snprintf(migration->rp_error, sizeof(migration->rp_error), "its RP_RESUME_ACK has "
+                     "%u bytes, not 16", record->length);
+            return -EPROTO;
+        }
+        memcpy(migration->resume_counts, record->body, sizeof(migration->resume_counts));
+        migration->rp_resume_ack = true;
+        return 0;
+    }
+    if (postcopy_bitmap_decode(record->body, record->length, migration->host.blocks,
+                               migration->host.nr_blocks, &part, &err) < 0) {
+        snprintf(migration->rp_error, sizeof(migration->rp_error), "%s", err.msg);
+        return -EPROTO;
+    }
+    memcpy(migration->recover_bitmaps[part.block] + part.first_word, part.bits,
+           (size_t)part.words * 8);
+    return 0;
+}
 
 /* Postcopy: a page request, checked, queued for the migration thread.
  * Under the migration lock. */
@@ -83,6 +115,9 @@ void *migration_return_path_thread(void *opaque)
             migration->rp_running_seen = true;
         } else if (record.type == REC_RP_POSTCOPY_DONE) {
             migration->rp_postcopy_done = true;
+        } else if (record.type == REC_RP_RECV_BITMAP || record.type == REC_RP_RESUME_ACK) {
+            if (rp_recover_record(migration, &record) < 0)
+                record.type = REC_RP_ERROR;   /* end the migration as for an error */
         } else if (record.type == REC_RP_REQ_PAGES) {
             if (queue_request(migration, &record) < 0)
                 record.type = REC_RP_ERROR;   /* end the migration as for an error */

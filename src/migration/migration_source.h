@@ -23,6 +23,7 @@ struct source {
     bool postcopy;             /* migrate-start-postcopy: the switchover goes to postcopy */
     bool preempt;              /* postcopy-preempt, as the migration started */
     uint64_t postcopy_cursor[STREAM_BLOCKS_MAX];   /* the background's next page per block */
+    uint64_t *postcopy_needed[STREAM_BLOCKS_MAX];  /* dirty at the switch: for recovery */
     uint64_t stop_us;          /* when the guest stopped; 0 while it runs */
     uint64_t expected_downtime_us;
     struct downtime_estimate estimate;   /* the last pass's, and its parts */
@@ -50,4 +51,13 @@ int source_send_end(struct source *source, struct gw_error *err);
 int postcopy_advise(struct source *source, struct gw_error *err);
 int postcopy_send_switch(struct source *source, struct gw_error *err);
 int postcopy_send_rest(struct source *source, struct gw_error *err);
+
+/* Recovery (migration_recover.c). Source: keep what the switch left dirty;
+ * after a broken link, pause until migrate with resume, reconnect, take
+ * the destination's bitmap and counts, and go on (0), pausing again at
+ * each failure; < 0 only when the migration is being freed. */
+int postcopy_keep_needed(struct source *source, struct gw_error *err);
+void postcopy_free_needed(struct source *source);
+int postcopy_source_recover(struct source *source, const struct gw_error *failure,
+                            struct gw_error *err);
 #endif

@@ -54,6 +54,19 @@ int postcopy_write_pages(struct stream_writer *writer, const struct ram_block *r
                          uint32_t block, uint64_t first, uint64_t count, uint64_t *bytes,
                          uint64_t *normal, uint64_t *zero, struct gw_error *err);
 
+/* RP_RECV_BITMAP (recovery): u32 block, u32 words (1 to 8192), u64
+ * first_word, then `words` words of the destination's received bitmap,
+ * inside the block's bitmap. Checked before *out is filled. */
+#define POSTCOPY_BITMAP_WORDS_MAX 8192
+struct postcopy_bitmap_part {
+    uint32_t block, words;
+    uint64_t first_word;
+    const uint8_t *bits;     /* into the record's body */
+};
+int postcopy_bitmap_decode(const uint8_t *body, uint32_t length, const struct ram_block *blocks,
+                           unsigned nr_blocks, struct postcopy_bitmap_part *out,
+                           struct gw_error *err);
+
 /* The source's dirty bits after the switch: read and cleared by the
  * migration thread and, with postcopy-preempt, the return-path thread. */
 static inline bool postcopy_test_dirty(const uint64_t *bitmap, uint64_t page)
@@ -109,6 +122,11 @@ struct page_landing postcopy_ram_landing(struct postcopy_ram *ram, unsigned lane
  * was zero and never sent gets the zero page) and stops the fault thread. */
 void postcopy_ram_finish(struct postcopy_ram *ram);
 const struct postcopy_stats *postcopy_ram_stats(const struct postcopy_ram *ram);
+/* Recovery: the pages placed (or found placed) in postcopy, a bitmap per
+ * block; and every request still unanswered asked for again (its first
+ * request went on a link that broke). */
+const uint64_t *postcopy_ram_received(const struct postcopy_ram *ram, uint32_t block);
+void postcopy_ram_request_again(struct postcopy_ram *ram);
 void postcopy_ram_free(struct postcopy_ram *ram);
 
 #endif

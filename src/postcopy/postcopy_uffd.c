@@ -422,6 +422,24 @@ void postcopy_ram_finish(struct postcopy_ram *ram)
     pthread_mutex_unlock(&ram->wait_lock);
 }
 
+const uint64_t *postcopy_ram_received(const struct postcopy_ram *ram, uint32_t block)
+{
+    return ram->received[block];
+}
+
+void postcopy_ram_request_again(struct postcopy_ram *ram)
+{
+    struct gw_error err = { 0 };
+
+    for (uint32_t b = 0; b < ram->nr_blocks; b++)
+        for (uint64_t page = 0; page < ram_block_pages(&ram->blocks[b]); page++)
+            if (atomic_load(&ram->asked_us[b][page])) {
+                struct postcopy_request request = { .block = b, .pages = 1, .first = page };
+                if (ram->request(ram->opaque, &request, &err) < 0)
+                    return;   /* the new link broke too: the next recovery asks again */
+            }
+}
+
 const struct postcopy_stats *postcopy_ram_stats(const struct postcopy_ram *ram)
 {
     return &ram->stats;

@@ -50,6 +50,35 @@ int postcopy_request_decode(const uint8_t *body, uint32_t length, const struct r
     return 0;
 }
 
+int postcopy_bitmap_decode(const uint8_t *body, uint32_t length, const struct ram_block *blocks,
+                           unsigned nr_blocks, struct postcopy_bitmap_part *out,
+                           struct gw_error *err)
+{
+    struct postcopy_bitmap_part got;
+    uint64_t block_words;
+
+    if (length < 16)
+        return gw_error_set(err, -EPROTO, "RP_RECV_BITMAP record is too short");
+    memcpy(&got.block, body, 4);
+    memcpy(&got.words, body + 4, 4);
+    memcpy(&got.first_word, body + 8, 8);
+    if (got.block >= nr_blocks)
+        return gw_error_set(err, -EPROTO, "RP_RECV_BITMAP names RAM block %u; there are %u",
+                            got.block, nr_blocks);
+    if (got.words == 0 || got.words > POSTCOPY_BITMAP_WORDS_MAX ||
+        length != 16 + (uint64_t)got.words * 8)
+        return gw_error_set(err, -EPROTO, "RP_RECV_BITMAP of %u bytes cannot hold %u words "
+                            "(1 to %d)", length, got.words, POSTCOPY_BITMAP_WORDS_MAX);
+    block_words = ram_block_bitmap_words(&blocks[got.block]);
+    if (got.first_word >= block_words || got.words > block_words - got.first_word)
+        return gw_error_set(err, -EPROTO, "RP_RECV_BITMAP covers words [%" PRIu64 ", +%u) of "
+                            "block '%s', whose bitmap has %" PRIu64 " words", got.first_word,
+                            got.words, blocks[got.block].name, block_words);
+    got.bits = body + 16;
+    *out = got;
+    return 0;
+}
+
 int postcopy_discard_decode(const uint8_t *body, uint32_t length, const struct ram_block *blocks,
                             unsigned nr_blocks,
                             int (*discard)(void *opaque, uint32_t block, uint64_t first,

@@ -5,7 +5,8 @@
  * send them; every POSTCOPY_DISCARD (the destination's decoder) has its
  * runs checked against the block. Two small blocks sit between guard
  * bytes: a request or a run that reaches outside its block trips the
- * guard check and aborts. */
+ * guard check and aborts. RP_RECV_BITMAP (recovery) is decoded as the
+ * source decodes it and copied into bitmaps of the blocks' exact size. */
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -37,6 +38,9 @@ static int read_input(void *opaque, void *buf, size_t len, struct gw_error *err)
 }
 
 static uint8_t *memory;
+/* The source's recovery bitmaps, one word per 64 pages, exactly sized:
+ * ASan sees a word written past a block's. */
+static uint64_t *bitmaps[2];
 static volatile uint32_t checksum;
 static struct ram_block blocks[2];
 
@@ -71,6 +75,8 @@ static void setup(void)
                                     0, -1, 0 };
     blocks[1] = (struct ram_block){ "ram-above-4g", blocks[0].host + BLOCK0_PAGES * PAGE + GUARD,
                                     BLOCK1_PAGES * PAGE, PAGE, 1ULL << 32, -1, 0 };
+    bitmaps[0] = calloc(ram_block_bitmap_words(&blocks[0]), 8);
+    bitmaps[1] = calloc(ram_block_bitmap_words(&blocks[1]), 8);
     memset(blocks[0].host, 0, BLOCK0_PAGES * PAGE);
     memset(blocks[1].host, 0, BLOCK1_PAGES * PAGE);
 }
@@ -94,6 +100,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             const struct ram_block *block = &blocks[request.block];
             crc = stream_crc32c(crc, block->host + request.first * PAGE,
                                 (size_t)request.pages * PAGE);
+        } else if (record.type == REC_RP_RECV_BITMAP) {
+            struct postcopy_bitmap_part part;
+            if (postcopy_bitmap_decode(record.body, record.length, blocks, 2, &part,
+                                       &err) == 0)
+                memcpy(bitmaps[part.block] + part.first_word, part.bits,
+                       (size_t)part.words * 8);
         } else if (record.type == REC_POSTCOPY_DISCARD) {
             postcopy_discard_decode(record.body, record.length, blocks, 2, touch_run, NULL,
                                     &err);

@@ -10,6 +10,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 import tap  # noqa: E402
+from channel_proxy import ChannelProxy  # noqa: E402
 from godwit_vm import (MigrationTestCase, QmpError, free_tcp_port,  # noqa: E402
                        wait_migration)
 
@@ -216,6 +217,126 @@ class Switch(PostcopyTestCase):
         self.assertIn("the source uses postcopy-preempt, this destination does not",
                       info["error-desc"])
         self.assertLessEqual(self.check_running_guest(source, high=8 * MiB), 1)
+
+
+class Recovery(PostcopyTestCase):
+    """A broken link in postcopy pauses both sides; migrate-recover and
+    migrate with resume reconnect them, and the migration completes with
+    the guest whole."""
+
+    # The guest dirties [100 MiB, 108 MiB); the host writes random bytes into
+    # [1 MiB, 99 MiB), which the guest never touches: a page of it lost with
+    # the link and not sent again would never be asked for, so it reads as
+    # zero at the end unless recovery sends again what the destination lacks.
+    GUEST = "mode=dirty start=100M end=108M"
+    RANDOM_LOW, RANDOM_HIGH = 1 * MiB, 99 * MiB
+
+    def start_paused_migration(self, preempt=False, cut="proxy"):
+        """A guest in postcopy over a proxy (background held to 8 MiB/s so
+        postcopy lasts), then the link broken while the background sends
+        the host's random bytes: by the proxy, or with migrate-pause on the
+        source. Returns source and destination, both paused."""
+        src_shm = self.shm_path("pc-rec-src")
+        source = self.start_source(append=self.GUEST, extra=("--mem-path", src_shm))
+        self.write_marker(src_shm)
+        self.random = os.urandom(self.RANDOM_HIGH - self.RANDOM_LOW)
+        with open(src_shm, "r+b") as f:
+            f.seek(self.RANDOM_LOW)
+            f.write(self.random)
+        listen = f"tcp:127.0.0.1:{free_tcp_port()}"
+        extra = ("postcopy-preempt",) if preempt else ()
+        destination = self.start_postcopy_destination(listen, capabilities=extra)
+        proxy = ChannelProxy(int(listen.rsplit(":", 1)[1]))
+        self.addCleanup(proxy.close)
+        postcopy_on(source, extra=extra + ("events",))
+        source.qmp.command("migrate-set-parameters", **{"max-bandwidth": 32 * MiB,
+                                                        "max-postcopy-bandwidth": 8 * MiB})
+        source.qmp.command("migrate", uri=proxy.uri)
+        self.wait_sent(source, 8 * MiB)
+        source.qmp.command("migrate-start-postcopy")
+        wait_migration(source.qmp, ("postcopy-active",), timeout=30,
+                       predicate=lambda i: i["ram"]["postcopy-bytes"] > 4 * MiB)
+        if cut == "proxy":
+            proxy.hold()    # what the source sends from here is lost with the link
+            time.sleep(0.5)
+            proxy.close()
+        else:
+            source.qmp.command("migrate-pause")
+        wait_migration(source.qmp, ("postcopy-paused",), timeout=30)
+        wait_migration(destination.qmp, ("postcopy-paused",), timeout=30)
+        # Paused, not failed: the guest is the destination's, stopped here.
+        self.assertEqual(source.qmp.command("query-status")["status"], "finish-migrate")
+        with self.assertRaises(QmpError) as refused:
+            source.qmp.command("migrate_cancel")
+        self.assertIn("postcopy-paused", str(refused.exception))
+        return source, destination
+
+    def recover(self, source, destination):
+        uri = f"tcp:127.0.0.1:{free_tcp_port()}"
+        destination.qmp.command("migrate-recover", uri=uri)
+        wait_migration(destination.qmp, ("postcopy-recover-setup",), timeout=10)
+        source.qmp.command("migrate", uri=uri, resume=True)
+        return uri
+
+    def finish_check(self, source, destination):
+        info = wait_migration(source.qmp, timeout=120)
+        self.assertEqual(info["status"], "completed", info.get("error-desc"))
+        dest_info = wait_migration(destination.qmp, timeout=30)
+        self.assertEqual(dest_info["status"], "completed", dest_info.get("error-desc"))
+        self.assertEqual(source.qmp.command("query-status")["status"], "postmigrate")
+        self.assertLessEqual(self.check_running_guest(destination, low=100 * MiB,
+                                                      high=108 * MiB, earlier=(source,)), 1)
+        self.assertEqual(destination.read_memory(MARKER_ADDRESS, len(MARKER)), MARKER)
+        landed = destination.read_memory(self.RANDOM_LOW, self.RANDOM_HIGH - self.RANDOM_LOW)
+        if landed != self.random:
+            page = next(i for i in range(0, len(landed), 4096)
+                        if landed[i:i + 4096] != self.random[i:i + 4096])
+            self.fail(f"the host's bytes differ on the destination from page "
+                      f"{(self.RANDOM_LOW + page) // 4096}")
+
+    def test_link_cut_in_postcopy_pauses_then_recovers(self):
+        source, destination = self.start_paused_migration()
+        time.sleep(0.5)   # both stay paused: nothing is lost meanwhile
+        self.assertEqual(source.qmp.command("query-migrate")["status"], "postcopy-paused")
+        self.assertEqual(destination.qmp.command("query-migrate")["status"], "postcopy-paused")
+        self.assertIsNone(destination.process.poll())
+        self.recover(source, destination)
+        self.finish_check(source, destination)
+
+    def test_second_failure_during_recovery_pauses_again(self):
+        source, destination = self.start_paused_migration()
+        # Nobody listens there: the recovery fails, and the source pauses again.
+        nowhere = f"tcp:127.0.0.1:{free_tcp_port()}"
+        source.qmp.command("migrate", uri=nowhere, resume=True)
+        statuses = []   # every status since the migration started (events)
+        while statuses[-2:] != ["postcopy-recover-setup", "postcopy-paused"]:
+            statuses.append(source.qmp.wait_event("MIGRATION", timeout=30)["data"]["status"])
+        self.assertEqual(statuses.count("postcopy-paused"), 2, statuses)
+        time.sleep(0.3)
+        self.assertEqual(source.qmp.command("query-migrate")["status"], "postcopy-paused")
+        with self.assertRaises(QmpError) as refused:
+            destination.qmp.command("migrate", uri=nowhere, resume=True)
+        self.assertIn("outgoing migration in postcopy-paused", str(refused.exception))
+        self.recover(source, destination)
+        self.finish_check(source, destination)
+
+    def test_migrate_pause_then_recover_with_preempt(self):
+        source, destination = self.start_paused_migration(preempt=True, cut="pause")
+        self.recover(source, destination)
+        self.finish_check(source, destination)
+
+    def test_recovery_commands_outside_a_pause(self):
+        source = self.start_source(memory="32M", append="mode=dirty start=1M end=8M")
+        with self.assertRaises(QmpError) as refused:
+            source.qmp.command("migrate-pause")
+        self.assertIn("migrate-pause is for a migration in postcopy-active", str(refused.exception))
+        with self.assertRaises(QmpError) as refused:
+            source.qmp.command("migrate", uri="tcp:127.0.0.1:1", resume=True)
+        self.assertIn("needs an outgoing migration in postcopy-paused", str(refused.exception))
+        with self.assertRaises(QmpError) as refused:
+            source.qmp.command("migrate-recover", uri="tcp:127.0.0.1:1")
+        self.assertIn("needs an incoming migration in postcopy-paused", str(refused.exception))
+        self.assertEqual(source.qmp.command("query-status")["status"], "running")
 
 
 class Cli(PostcopyTestCase):
