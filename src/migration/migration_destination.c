@@ -9,7 +9,11 @@
 #include <errno.h>
 #include <poll.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
+
+/* Bytes the destination's main channel may hold unread in postcopy. */
+#define POSTCOPY_MAIN_RCVBUF (256 << 10)
 
 static int send_answer(struct migration *migration, uint32_t type, const void *body,
                        size_t len, struct gw_error *err)
@@ -112,13 +116,19 @@ struct incoming {
     bool guest_here;   /* handed to the VMM: a later failure must not end it */
 };
 
-/* postcopy-preempt: at LISTEN, its channel and receiver; at END, its
- * counts. */
-static int start_preempt(void *opaque, struct load_state *state, struct gw_error *err)
+/* At LISTEN: with postcopy-preempt, its channel and receiver. Without it,
+ * requested pages come on the main channel behind what it holds: a small
+ * receive buffer keeps that short (the source bounds its send queue). */
+static int postcopy_listen(void *opaque, struct load_state *state, struct gw_error *err)
 {
     struct incoming *incoming = opaque;
     struct migration *migration = incoming->migration;
+    int size = POSTCOPY_MAIN_RCVBUF;
 
+    if (!state->preempt_advised) {
+        setsockopt(migration->channel.fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size));
+        return 0;
+    }
     return preempt_recv_start(migration, incoming->listener, incoming->pending, state->postcopy,
                               (uint32_t)migration->host.blocks[0].page_size, err);
 }
@@ -140,7 +150,7 @@ static int prepare_postcopy(struct migration *migration, struct load_state *stat
     capability = migration->cap_postcopy_ram;
     state->postcopy_preempt = migration->cap_postcopy_preempt;
     pthread_mutex_unlock(&migration->lock);
-    state->preempt_start = start_preempt;
+    state->postcopy_listen = postcopy_listen;
     state->preempt_finish = finish_preempt;
     if (!capability || !migration->channel.has_return_path)
         return 0;

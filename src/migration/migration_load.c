@@ -151,8 +151,8 @@ static int load_postcopy_record(struct load_state *state, struct stream_record *
         if (state->multifd && (rc = multifd_recv_finish(state->multifd, &state->counts, err)) < 0)
             return rc;
         if ((rc = postcopy_ram_listen(state->postcopy, err)) < 0 ||
-            (state->preempt_advised && state->preempt_start &&
-             (rc = state->preempt_start(state->after_config_opaque, state, err)) < 0))
+            (state->postcopy_listen &&
+             (rc = state->postcopy_listen(state->after_config_opaque, state, err)) < 0))
             return rc;
         state->ram.landing = postcopy_ram_landing(state->postcopy, 0);
         state->postcopy_listening = true;

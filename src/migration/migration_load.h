@@ -29,10 +29,10 @@ struct load_state {
     bool postcopy_advised, postcopy_listening;
     uint64_t devices_loaded;
     /* postcopy-preempt: this destination's capability; the source's use of
-     * it (ADVISE); the preempt channel's start at LISTEN and its end before
-     * END's counts, by the incoming side (after_config_opaque). */
+     * it (ADVISE). The incoming side's part at LISTEN (the channels) and,
+     * the preempt channel's end before END's counts (after_config_opaque). */
     bool postcopy_preempt, preempt_advised;
-    int (*preempt_start)(void *opaque, struct load_state *state, struct gw_error *err);
+    int (*postcopy_listen)(void *opaque, struct load_state *state, struct gw_error *err);
     int (*preempt_finish)(void *opaque, struct load_state *state, struct gw_error *err);
 };
 

@@ -13,10 +13,16 @@
 #include <stdlib.h>
 #include <inttypes.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <linux/sockios.h>
 #include <time.h>
 
 /* Background pages per batch between two looks at the requests. */
 #define BACKGROUND_BATCH 32
+/* The most background bytes left in the main channel's kernel send queue:
+ * a requested page written after them waits behind no more than this (the
+ * queue of a loopback socket alone holds megabytes: tens of ms). */
+#define BACKGROUND_QUEUE_MAX (256u << 10)
 /* How long the source waits for RP_POSTCOPY_DONE after END. */
 #define DONE_TIMEOUT_US (30ULL * 1000000)
 
@@ -179,6 +185,28 @@ static bool next_batch(struct source *source, uint32_t *block, uint64_t *first, 
     return false;
 }
 
+/* Waits, answering requests, while the main channel's send queue holds
+ * more than BACKGROUND_QUEUE_MAX bytes. A channel that cannot tell (not a
+ * socket) is not waited for. */
+static int drain_queue(struct source *source, struct gw_error *err)
+{
+    struct channel *channel = &source->migration->channel;
+    int queued = 0, rc = 0;
+
+    while (rc == 0 && ioctl(channel->fd, SIOCOUTQ, &queued) == 0 &&
+           (unsigned)queued > BACKGROUND_QUEUE_MAX) {
+        struct timespec pause = { 0, 200000 };
+        pthread_mutex_lock(&source->migration->lock);
+        bool gone = source->migration->rp_error[0] || source->migration->rp_closed;
+        pthread_mutex_unlock(&source->migration->lock);
+        if (gone)
+            break;   /* the caller's loop sees it */
+        nanosleep(&pause, NULL);
+        rc = serve_requests(source, err);
+    }
+    return rc;
+}
+
 /* max-postcopy-bandwidth over the background pages since the switch. */
 static void pace(struct source *source, uint64_t started_us, uint64_t bytes)
 {
@@ -230,6 +258,8 @@ static int send_rest_once(struct source *source, struct gw_error *err)
             break;
         }
         if (!next_batch(source, &block, &first, &count))
+            break;
+        if ((rc = drain_queue(source, err)) < 0)
             break;
         rc = send_pages(source, block, first, count, err);
         pace(source, started, atomic_load(&migration->stats.postcopy_bytes) - bytes_before);
