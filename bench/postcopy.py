@@ -289,7 +289,8 @@ def plot(records, out_dir):
             f.write(f"\"{1 << i}\" {dists['godwit'][i]} {dists['godwit-preempt'][i]}\n")
     script = (f"set terminal pngcairo size 960,480 font 'sans,10'; set output '{png}'; "
               "set title 'godwit page-request latency (postcopy-latency-dist, all runs)'; "
-              "set xlabel 'latency bucket: [N, 2N) us'; set ylabel 'requests'; "
+              "set xlabel 'latency bucket: [N, 2N) us'; set ylabel 'requests (log scale)'; "
+              "set logscale y; set yrange [0.8:*]; "
               "set style data histogram; set style histogram clustered gap 1; "
               "set style fill solid 0.8 border -1; set grid ytics; set key top right; "
               f"plot '{data}' using 2:xtic(1) title 'postcopy' lc rgb '#1f77b4', "
