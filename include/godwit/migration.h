@@ -84,6 +84,12 @@ struct migration_host {
      * time has stalled or vanished: the destination fails and never runs
      * the guest (docs/stream.md). */
     unsigned go_timeout_ms;
+    /* Destination, optional: the kernel thread ids of the vCPU threads
+     * (tids[i] for vCPU i), at most max; returns how many. Postcopy then
+     * tells which of the threads waiting for pages are vCPUs
+     * (postcopy-vcpu-blocktime, and postcopy-blocktime as QEMU counts it:
+     * the time every vCPU waited at once). */
+    unsigned (*vcpu_threads)(void *opaque, int *tids, unsigned max);
 };
 
 #define MIGRATION_GO_TIMEOUT_MS 10000

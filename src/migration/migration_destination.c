@@ -154,6 +154,9 @@ static int prepare_postcopy(struct migration *migration, struct load_state *stat
     state->preempt_finish = finish_preempt;
     if (!capability || !migration->channel.has_return_path)
         return 0;
+    if (migration->host.vcpu_threads)
+        state->nr_vcpus = migration->host.vcpu_threads(migration->host.opaque, state->vcpu_tids,
+                                                       POSTCOPY_VCPUS_MAX);
     state->postcopy = postcopy_ram_new(migration->host.blocks, migration->host.nr_blocks,
                                        send_page_request, migration, err);
     if (!state->postcopy)

@@ -88,8 +88,19 @@ static void postcopy_info(struct migration *migration, json_t *info, json_t *ram
         answered += atomic_load(&stats.latency[i]);
         json_array_append_new(dist, json_integer((json_int_t)atomic_load(&stats.latency[i])));
     }
-    json_object_set_new(info, "postcopy-blocktime",
-                        json_integer((json_int_t)(atomic_load(&stats.blocktime_us) / 1000)));
+    /* QEMU's: every vCPU waiting at once; without the vCPUs' threads, the
+     * time any thread waited (also ours as x-postcopy-wait-time). */
+    uint64_t wait_ms = atomic_load(&stats.wait_us) / 1000;
+    json_object_set_new(info, "postcopy-blocktime", json_integer((json_int_t)(
+        stats.nr_vcpus ? atomic_load(&stats.blocktime_us) / 1000 : wait_ms)));
+    json_object_set_new(info, "x-postcopy-wait-time", json_integer((json_int_t)wait_ms));
+    if (stats.nr_vcpus) {
+        json_t *vcpus = json_array();
+        for (unsigned v = 0; v < stats.nr_vcpus; v++)
+            json_array_append_new(vcpus, json_integer((json_int_t)(
+                atomic_load(&stats.vcpu_blocktime_us[v]) / 1000)));
+        json_object_set_new(info, "postcopy-vcpu-blocktime", vcpus);
+    }
     json_object_set_new(info, "postcopy-latency",
                         json_integer((json_int_t)(answered ? atomic_load(&stats.latency_total_us) /
                                                                  answered : 0)));

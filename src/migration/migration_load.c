@@ -150,7 +150,8 @@ static int load_postcopy_record(struct load_state *state, struct stream_record *
         /* Every page of precopy lands before any is discarded. */
         if (state->multifd && (rc = multifd_recv_finish(state->multifd, &state->counts, err)) < 0)
             return rc;
-        if ((rc = postcopy_ram_listen(state->postcopy, err)) < 0 ||
+        if ((rc = postcopy_ram_listen(state->postcopy, state->vcpu_tids, state->nr_vcpus,
+                                      err)) < 0 ||
             (state->postcopy_listen &&
              (rc = state->postcopy_listen(state->after_config_opaque, state, err)) < 0))
             return rc;

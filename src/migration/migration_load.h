@@ -32,6 +32,8 @@ struct load_state {
      * it (ADVISE). The incoming side's part at LISTEN (the channels) and,
      * the preempt channel's end before END's counts (after_config_opaque). */
     bool postcopy_preempt, preempt_advised;
+    int vcpu_tids[POSTCOPY_VCPUS_MAX];   /* the VMM's vCPU threads, for their waits */
+    unsigned nr_vcpus;
     int (*postcopy_listen)(void *opaque, struct load_state *state, struct gw_error *err);
     int (*preempt_finish)(void *opaque, struct load_state *state, struct gw_error *err);
 };

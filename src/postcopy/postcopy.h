@@ -85,15 +85,21 @@ static inline void postcopy_clear_dirty(uint64_t *bitmap, uint64_t first, uint64
 /* QEMU 10.1's postcopy-latency-dist: bucket N counts requests answered in
  * [2^N, 2^(N+1)) us; the last takes everything longer. */
 #define POSTCOPY_LATENCY_BUCKETS 32
+#define POSTCOPY_VCPUS_MAX 64
 
 struct postcopy_stats {
     _Atomic uint64_t requests;          /* page requests sent */
     _Atomic uint64_t placed, duplicates;  /* pages placed; arrivals of a page already here */
     _Atomic uint64_t latency_total_us;  /* of the answered requests */
     _Atomic uint64_t latency[POSTCOPY_LATENCY_BUCKETS];
-    /* How long some vCPU (or other thread) waited for a page, overlaps
-     * counted once: the guest's stall (QEMU's postcopy-blocktime). */
+    /* How long some thread of the VMM (a vCPU or another) waited for a
+     * page, overlaps counted once. */
+    _Atomic uint64_t wait_us;
+    /* With the vCPUs' thread ids: how long every vCPU waited at once
+     * (QEMU's postcopy-blocktime), and each vCPU (postcopy-vcpu-blocktime). */
+    unsigned nr_vcpus;
     _Atomic uint64_t blocktime_us;
+    _Atomic uint64_t vcpu_blocktime_us[POSTCOPY_VCPUS_MAX];
 };
 
 struct postcopy_ram;
@@ -112,8 +118,10 @@ int postcopy_ram_supported(const struct ram_block *blocks, unsigned nr_blocks,
  * sent, then dirtied on the source). */
 int postcopy_ram_discard(struct postcopy_ram *ram, uint32_t block, uint64_t first,
                          uint64_t pages, struct gw_error *err);
-/* Registers every block for missing faults and starts the fault thread. */
-int postcopy_ram_listen(struct postcopy_ram *ram, struct gw_error *err);
+/* Registers every block for missing faults and starts the fault thread.
+ * vcpu_tids (may be NULL): the vCPU threads, to count their waits. */
+int postcopy_ram_listen(struct postcopy_ram *ram, const int *vcpu_tids, unsigned nr_vcpus,
+                        struct gw_error *err);
 /* Where pages land from now on: staged, then placed atomically. One
  * loading thread per lane: 0 the main channel, 1 the preempt channel. */
 #define POSTCOPY_LANES 2

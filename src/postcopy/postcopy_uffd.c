@@ -62,6 +62,17 @@ struct postcopy_ram {
     pthread_mutex_t wait_lock;
     unsigned waiting;                        /* requests not answered yet */
     uint64_t waiting_since_us;
+    /* The vCPU threads (postcopy-vcpu-blocktime), under wait_lock but the
+     * ids, set before the fault thread starts. */
+    int vcpu_tids[POSTCOPY_VCPUS_MAX];
+    struct vcpu_wait {
+        bool blocked;
+        uint32_t block;
+        uint64_t page, since_us;
+    } vcpu_waits[POSTCOPY_VCPUS_MAX];
+    unsigned vcpus_blocked;
+    uint64_t all_blocked_since_us;
+    atomic_uint vcpus_blocked_hint;          /* vcpus_blocked, read without the lock */
     struct postcopy_stats stats;
 };
 
@@ -109,9 +120,13 @@ static int open_uffd(struct gw_error *err)
 /* Missing-page faults on shared file memory (--mem-path in /dev/shm) need
  * UFFD_FEATURE_MISSING_SHMEM; anonymous memory needs nothing more. */
 static int uffd_handshake(int fd, const struct ram_block *blocks, unsigned nr_blocks,
-                          struct gw_error *err)
+                          bool thread_id, struct gw_error *err)
 {
     struct uffdio_api api = { .api = UFFD_API };
+
+    /* Which thread faulted: to tell the vCPUs' waits. */
+    if (thread_id)
+        api.features |= UFFD_FEATURE_THREAD_ID;
 
     for (unsigned i = 0; i < nr_blocks; i++)
         if (blocks[i].fd >= 0)
@@ -130,7 +145,7 @@ int postcopy_ram_supported(const struct ram_block *blocks, unsigned nr_blocks,
 
     if (fd < 0)
         return fd;
-    rc = uffd_handshake(fd, blocks, nr_blocks, err);
+    rc = uffd_handshake(fd, blocks, nr_blocks, true, err);
     close(fd);
     return rc;
 }
@@ -200,7 +215,59 @@ static void wait_ends(struct postcopy_ram *ram, uint64_t now)
 {
     pthread_mutex_lock(&ram->wait_lock);
     if (ram->waiting && --ram->waiting == 0)
-        atomic_fetch_add(&ram->stats.blocktime_us, now - ram->waiting_since_us);
+        atomic_fetch_add(&ram->stats.wait_us, now - ram->waiting_since_us);
+    pthread_mutex_unlock(&ram->wait_lock);
+}
+
+/* Under wait_lock: vCPU v stops waiting (its page is here). */
+static void vcpu_unblocked(struct postcopy_ram *ram, unsigned v, uint64_t now)
+{
+    struct vcpu_wait *wait = &ram->vcpu_waits[v];
+
+    atomic_fetch_add(&ram->stats.vcpu_blocktime_us[v], now - wait->since_us);
+    if (ram->vcpus_blocked-- == ram->stats.nr_vcpus)
+        atomic_fetch_add(&ram->stats.blocktime_us, now - ram->all_blocked_since_us);
+    atomic_store(&ram->vcpus_blocked_hint, ram->vcpus_blocked);
+    wait->blocked = false;
+}
+
+/* The fault thread: the thread tid waits for a page. */
+static void vcpu_blocked(struct postcopy_ram *ram, int tid, uint32_t block, uint64_t page)
+{
+    unsigned v;
+
+    for (v = 0; v < ram->stats.nr_vcpus && ram->vcpu_tids[v] != tid; v++)
+        ;
+    if (v == ram->stats.nr_vcpus)
+        return;   /* not a vCPU: the VMM's own access */
+    uint64_t now = now_us();
+    pthread_mutex_lock(&ram->wait_lock);
+    struct vcpu_wait *wait = &ram->vcpu_waits[v];
+    if (!wait->blocked) {
+        *wait = (struct vcpu_wait){ true, block, page, now };
+        if (++ram->vcpus_blocked == ram->stats.nr_vcpus)
+            ram->all_blocked_since_us = now;
+        atomic_store(&ram->vcpus_blocked_hint, ram->vcpus_blocked);
+    }
+    /* Placed meanwhile: page_here may have looked before the mark. */
+    if (test_bit(ram->received[block], page) && wait->blocked && wait->page == page &&
+        wait->block == block)
+        vcpu_unblocked(ram, v, now_us());
+    pthread_mutex_unlock(&ram->wait_lock);
+}
+
+/* Every vCPU that waited for this page has it. */
+static void vcpus_have(struct postcopy_ram *ram, uint32_t block, uint64_t page)
+{
+    if (!atomic_load(&ram->vcpus_blocked_hint))
+        return;
+    uint64_t now = now_us();
+    pthread_mutex_lock(&ram->wait_lock);
+    for (unsigned v = 0; v < ram->stats.nr_vcpus; v++) {
+        const struct vcpu_wait *wait = &ram->vcpu_waits[v];
+        if (wait->blocked && wait->block == block && wait->page == page)
+            vcpu_unblocked(ram, v, now);
+    }
     pthread_mutex_unlock(&ram->wait_lock);
 }
 
@@ -222,6 +289,7 @@ static void page_here(struct postcopy_ram *ram, uint32_t block, uint64_t page)
     uint64_t asked = atomic_exchange(&ram->asked_us[block][page], 0), now;
 
     test_and_set_bit(ram->received[block], page);
+    vcpus_have(ram, block, page);
     if (!asked)
         return;
     now = now_us();
@@ -230,7 +298,7 @@ static void page_here(struct postcopy_ram *ram, uint32_t block, uint64_t page)
     wait_ends(ram, now);
 }
 
-static void handle_fault(struct postcopy_ram *ram, uint64_t address)
+static void handle_fault(struct postcopy_ram *ram, uint64_t address, int tid)
 {
     struct gw_error err = { 0 };
 
@@ -239,9 +307,12 @@ static void handle_fault(struct postcopy_ram *ram, uint64_t address)
         if (address < (uintptr_t)block->host || address - (uintptr_t)block->host >= block->size)
             continue;
         uint64_t page = (address - (uintptr_t)block->host) / ram->page_size;
-        /* Placed meanwhile (UFFDIO_COPY woke the thread), or asked for already. */
-        if (test_bit(ram->received[b], page) || test_and_set_bit(ram->requested[b], page))
+        /* Placed meanwhile: UFFDIO_COPY woke the thread. */
+        if (test_bit(ram->received[b], page))
             return;
+        vcpu_blocked(ram, tid, b, page);
+        if (test_and_set_bit(ram->requested[b], page))
+            return;   /* asked for already */
         struct postcopy_request request = { .block = b, .pages = 1, .first = page };
         uint64_t now = now_us();
         /* Before the request leaves: its answer may come back at once. */
@@ -277,19 +348,25 @@ static void *fault_thread(void *opaque)
             break;
         for (size_t i = 0; i < (size_t)n / sizeof(msgs[0]); i++)
             if (msgs[i].event == UFFD_EVENT_PAGEFAULT)
-                handle_fault(ram, msgs[i].arg.pagefault.address);
+                handle_fault(ram, msgs[i].arg.pagefault.address,
+                             (int)msgs[i].arg.pagefault.feat.ptid);
     }
     return NULL;
 }
 
-int postcopy_ram_listen(struct postcopy_ram *ram, struct gw_error *err)
+int postcopy_ram_listen(struct postcopy_ram *ram, const int *vcpu_tids, unsigned nr_vcpus,
+                        struct gw_error *err)
 {
     int rc;
 
+    ram->stats.nr_vcpus = nr_vcpus < POSTCOPY_VCPUS_MAX ? nr_vcpus : POSTCOPY_VCPUS_MAX;
+    for (unsigned v = 0; v < ram->stats.nr_vcpus; v++)
+        ram->vcpu_tids[v] = vcpu_tids[v];
     ram->uffd = open_uffd(err);
     if (ram->uffd < 0)
         return ram->uffd;
-    if ((rc = uffd_handshake(ram->uffd, ram->blocks, ram->nr_blocks, err)) < 0)
+    if ((rc = uffd_handshake(ram->uffd, ram->blocks, ram->nr_blocks, ram->stats.nr_vcpus > 0,
+                             err)) < 0)
         return rc;
     for (unsigned b = 0; b < ram->nr_blocks; b++) {
         const struct ram_block *block = &ram->blocks[b];
@@ -416,9 +493,13 @@ void postcopy_ram_finish(struct postcopy_ram *ram)
     }
     stop_fault_thread(ram);
     pthread_mutex_lock(&ram->wait_lock);
+    uint64_t now = now_us();
     if (ram->waiting)
-        atomic_fetch_add(&ram->stats.blocktime_us, now_us() - ram->waiting_since_us);
+        atomic_fetch_add(&ram->stats.wait_us, now - ram->waiting_since_us);
     ram->waiting = 0;
+    for (unsigned v = 0; v < ram->stats.nr_vcpus; v++)
+        if (ram->vcpu_waits[v].blocked)
+            vcpu_unblocked(ram, v, now);
     pthread_mutex_unlock(&ram->wait_lock);
 }
 

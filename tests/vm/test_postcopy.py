@@ -367,6 +367,11 @@ class Cli(PostcopyTestCase):
         self.assertEqual(len(dist), 32)
         self.assertEqual(sum(dist), info["ram"]["postcopy-requests"], info)
         self.assertGreater(info["postcopy-latency"], 0, info)
+        # QEMU's blocktime counts the time every vCPU (one here) waited,
+        # within the time any thread waited (ours).
+        self.assertEqual(len(info["postcopy-vcpu-blocktime"]), 1, info)
+        self.assertLessEqual(info["postcopy-blocktime"], info["x-postcopy-wait-time"] + 1, info)
+        self.assertLessEqual(info["postcopy-vcpu-blocktime"][0], info["x-postcopy-wait-time"] + 1)
         placed = info["x-postcopy-placed"]
         self.assertLessEqual(placed["pages"], 64 * MiB // 4096, placed)
         text = destination.qmp.hmp("info migrate")
