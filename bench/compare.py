@@ -27,7 +27,10 @@ godwit postcopy-preempt and QEMU 7.2 postcopy: total time, stall, request
 latency and its histogram; --no-postcopy leaves it out) and
 bench/rdma.py (seed 000's table in shape: a 4 GiB filled guest over rdma: at
 three chunk sizes, pin-all off and on, beside tcp: on one connection;
-software-provider figures; --no-rdma leaves it out). Full set (make
+software-provider figures; --no-rdma leaves it out) and bench/local_update.py
+(issue 16: the local update of 1, 4 and 16 GiB guests, idle and dirty,
+beside godwit's copying migration over unix: with multifd;
+--no-local-update leaves it out). Full set (make
 bench-full): also 2 GiB and 4 GiB filled guests.
 
 Writes docs/benchmarks.md and its PNGs (docs/benchmarks/), prints the
@@ -49,6 +52,7 @@ import limits as limits_mod  # noqa: E402
 import multifd  # noqa: E402
 import postcopy as postcopy_bench  # noqa: E402
 import rdma as rdma_bench  # noqa: E402
+import local_update  # noqa: E402
 import convergence_map  # noqa: E402
 import report  # noqa: E402
 import sync_time  # noqa: E402
@@ -312,6 +316,8 @@ def main():
                         help="leave out the RDMA table (bench/rdma.py)")
     parser.add_argument("--no-postcopy", action="store_true",
                         help="leave out the postcopy section (bench/postcopy.py)")
+    parser.add_argument("--no-local-update", action="store_true",
+                        help="leave out the local-update table (bench/local_update.py)")
     parser.add_argument("--results", default=os.path.join(HERE, "results"))
     parser.add_argument("--docs", help="the markdown to write ('' for none; default "
                         "docs/benchmarks.md, or none with --only or a --repeat other than 3, "
@@ -416,6 +422,11 @@ def main():
     if not args.no_rdma:
         rdma_args = argparse.Namespace(vm=args.vm, guest=args.guest, repeat=1)
         rdma_lines = rdma_bench.section(rdma_bench.measure(rdma_args, log), 1)
+    local_lines = []
+    if not args.no_local_update:
+        local_args = argparse.Namespace(vm=args.vm, guest=args.guest, repeat=1,
+                                        sizes=list(local_update.SIZES_GIB))
+        local_lines = local_update.section(local_update.measure(local_args, log), local_args)
     extra["findings"] = findings(scenarios, results)
     extra["reading"] = READING
     png_dir = os.path.join(os.path.dirname(args.docs) if args.docs else run_dir, "benchmarks")
@@ -436,7 +447,7 @@ def main():
     sync_lines += map_lines
     if sync_lines:
         extra["sections"] += ["## Convergence (issue 11)", ""] + sync_lines
-    extra["sections"] += postcopy_lines + rdma_lines
+    extra["sections"] += postcopy_lines + rdma_lines + local_lines
     duration = time.monotonic() - started
     # Tables to the terminal (markdown reads fine as text).
     print()
@@ -461,7 +472,7 @@ def main():
             print(line)
     if extra.get("guest_rates"):
         print(extra["guest_rates"])
-    for line in sync_lines + postcopy_lines + rdma_lines:
+    for line in sync_lines + postcopy_lines + rdma_lines + local_lines:
         print(line)
     if args.docs and made:
         command = "make bench-full" if args.full else "make bench"

@@ -98,6 +98,13 @@ static const char migrate_usage[] =
     "                         the same id, endpoint=server); \"\" turns TLS off\n"
     "  --tls-hostname NAME    the name the destination's certificate must carry\n"
     "                         (default: the host of --to; needed for unix: and fd:)\n"
+    "  --local unix:PATH      a local update (mode cpr-transfer): the guest moves to\n"
+    "                         a new godwit-vm on this host, its RAM left in place;\n"
+    "                         PATH is the new process's cpr channel (its --incoming\n"
+    "                         '{\"channel-type\":\"cpr\",...}'), --to its main channel,\n"
+    "                         a unix: URI; the source's RAM must be shared (a memfd,\n"
+    "                         or a file on /dev/shm); not with --dest (the new\n"
+    "                         process answers QMP only once it has the RAM)\n"
     "  --timeout SECONDS      end the migration if it has not completed after\n"
     "                         SECONDS (1 to 86400), as --on-timeout says\n"
     "  --on-timeout cancel|switchover\n"
@@ -267,7 +274,7 @@ enum {
     OPT_FROM = 256, OPT_TO, OPT_DEST, OPT_DOWNTIME, OPT_MAX_BW, OPT_AVAIL_BW, OPT_EVENTS,
     OPT_MULTIFD, OPT_COMPRESSION, OPT_ZSTD_LEVEL, OPT_ZERO_PAGE, OPT_CHANNEL_HEADER,
     OPT_DEVICE_CHANNELS, OPT_QMP, OPT_TIMEOUT, OPT_ON_TIMEOUT, OPT_QUIET, OPT_JSON,
-    OPT_TLS_CREDS, OPT_TLS_HOSTNAME, OPT_POSTCOPY_AFTER,
+    OPT_TLS_CREDS, OPT_TLS_HOSTNAME, OPT_LOCAL, OPT_POSTCOPY_AFTER,
 };
 
 static const struct option migrate_options[] = {
@@ -286,6 +293,7 @@ static const struct option migrate_options[] = {
     { "device-state-channels", required_argument, NULL, OPT_DEVICE_CHANNELS },
     { "tls-creds", required_argument, NULL, OPT_TLS_CREDS },
     { "tls-hostname", required_argument, NULL, OPT_TLS_HOSTNAME },
+    { "local", required_argument, NULL, OPT_LOCAL },
     { "timeout", required_argument, NULL, OPT_TIMEOUT },
     { "on-timeout", required_argument, NULL, OPT_ON_TIMEOUT },
     { "postcopy-after", required_argument, NULL, OPT_POSTCOPY_AFTER },
@@ -420,6 +428,12 @@ static int migrate_parse_one(int id, const char *arg, struct migrate_request *re
     case OPT_TLS_HOSTNAME:
         req->tls_hostname = arg;
         return 0;
+    case OPT_LOCAL:
+        if (uri_parse(arg, &uri, &err) < 0 || uri.kind != URI_UNIX)
+            return usage_error("migrate", "--local '%s': the cpr channel is a unix socket, "
+                               "unix:PATH", arg);
+        req->cpr_path = arg + 5;
+        return 0;
     }
     return multifd_parse_one(id, arg, &req->multifd);
 }
@@ -453,6 +467,13 @@ static int check_uri_combination(const struct migrate_request *req)
     if (uri_parse(req->uri, &uri, &err) < 0)
         return usage_error("migrate", "--to: %s", err.msg);
     several = uri.kind == URI_TCP || uri.kind == URI_UNIX;
+    if (req->cpr_path && uri.kind != URI_UNIX)
+        return usage_error("migrate", "--local moves the guest to a process on this host: --to "
+                           "must be its main channel, unix:PATH, not '%s'", req->uri);
+    if (req->cpr_path && req->dest_qmp_path)
+        return usage_error("migrate", "--local and --dest: the new process answers QMP only "
+                           "once it has the RAM; start it with its two --incoming channels "
+                           "and leave --dest out");
     if (req->multifd.channels && !several)
         return usage_error("migrate", "--multifd needs a tcp: or unix: --to, which can carry "
                            "several connections, not '%s'", req->uri);
@@ -478,7 +499,7 @@ static int cmd_migrate(int argc, char **argv)
                                       "--events, --multifd, --multifd-compression, "
                                       "--multifd-zstd-level, --zero-page-detection, "
                                       "--channel-header, --device-state-channels, --tls-creds, "
-                                      "--tls-hostname, --timeout, --postcopy-after, "
+                                      "--tls-hostname, --local, --timeout, --postcopy-after, "
                                       "--on-timeout, --quiet, --json and --help";
     struct migrate_request req = { .postcopy_after_s = -1 };
     bool on_timeout_given = false;

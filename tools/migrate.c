@@ -105,11 +105,23 @@ static int start_destination(struct session *s, struct gw_error *err)
     return rc;
 }
 
+/* migrate's arguments: the URI, or for --local QEMU's channels, main and cpr
+ * (both unix sockets, checked with the options). */
+static json_t *migrate_arguments(const struct migrate_request *req)
+{
+    if (!req->cpr_path)
+        return json_pack("{s:s}", "uri", req->uri);
+    return json_pack("{s:[{s:s,s:{s:s,s:s,s:s}},{s:s,s:{s:s,s:s,s:s}}]}", "channels",
+                     "channel-type", "main", "addr", "transport", "socket", "type", "unix",
+                     "path", req->uri + 5,
+                     "channel-type", "cpr", "addr", "transport", "socket", "type", "unix",
+                     "path", req->cpr_path);
+}
+
 static int start_source(struct session *s, struct gw_error *err)
 {
     const struct migrate_request *req = s->req;
-    int rc = qmp_client_execute(s->source, "migrate", json_pack("{s:s}", "uri", req->uri),
-                                NULL, NULL, err);
+    int rc = qmp_client_execute(s->source, "migrate", migrate_arguments(req), NULL, NULL, err);
 
     if (rc == QMP_CLIENT_EREMOTE)
         gw_error_prefix(err, "the VM refused to migrate to %s", req->uri);

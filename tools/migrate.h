@@ -29,6 +29,7 @@ struct migrate_request {
     bool events;
     const char *tls_creds;          /* --tls-creds: both sides' object id; NULL = not given */
     const char *tls_hostname;       /* --tls-hostname; NULL = not given */
+    const char *cpr_path;           /* --local: the cpr channel's socket; NULL = a migration */
     struct multifd_request multifd;
     unsigned timeout_s;             /* --timeout: 0 = none */
     bool on_timeout_switchover;     /* --on-timeout switchover (else cancel) */

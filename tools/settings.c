@@ -77,6 +77,8 @@ static json_t *source_parameters(const struct migrate_request *req)
         json_object_set_new(args, "tls-creds", json_string(req->tls_creds));
     if (req->tls_hostname)
         json_object_set_new(args, "tls-hostname", json_string(req->tls_hostname));
+    if (req->cpr_path)
+        json_object_set_new(args, "mode", json_string("cpr-transfer"));
     return args;
 }
 

@@ -109,6 +109,16 @@ int kvm_add_memslot(struct kvm *kvm, unsigned slot, const struct ram_block *bloc
     return 0;
 }
 
+int kvm_remove_memslot(struct kvm *kvm, unsigned slot, struct gw_error *err)
+{
+    struct kvm_userspace_memory_region region = { .slot = slot, .memory_size = 0 };
+
+    if (ioctl(kvm->vm_fd, KVM_SET_USER_MEMORY_REGION, &region) < 0)
+        return gw_error_set(err, -errno, "cannot remove memory slot %u from the guest: %s", slot,
+                            strerror(errno));
+    return 0;
+}
+
 int kvm_set_dirty_logging(struct kvm *kvm, const struct ram_block *blocks, unsigned nr_blocks,
                           bool on, struct gw_error *err)
 {

@@ -20,6 +20,8 @@ int kvm_init(struct kvm *kvm, struct gw_error *err);
 /* Maps block into the guest as memslot slot. */
 int kvm_add_memslot(struct kvm *kvm, unsigned slot, const struct ram_block *block,
                     struct gw_error *err);
+/* Removes a slot kvm_add_memslot made (size 0), before its memory goes. */
+int kvm_remove_memslot(struct kvm *kvm, unsigned slot, struct gw_error *err);
 /* Turns KVM_MEM_LOG_DIRTY_PAGES on or off on memslots 0..nr_blocks-1 (slot
  * i is blocks[i]); what KVM logs into, bitmap or ring, was chosen before. */
 int kvm_set_dirty_logging(struct kvm *kvm, const struct ram_block *blocks, unsigned nr_blocks,

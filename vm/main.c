@@ -46,7 +46,19 @@ struct startup {
     int serial_fd;
     bool serial_created;
     int signal_fd;
+    /* A local update's destination: the source's RAM, and the cpr channel
+     * to answer on once the machine is built (or could not be). */
+    struct cpr_memory passed;
+    int cpr_conn;
 };
+
+/* Guest RAM as the command line asks, or the source's from the cpr channel. */
+static int make_memory(struct vm *vm, struct startup *start, struct gw_error *err)
+{
+    if (vm->config.has_cpr_incoming)
+        return memory_adopt(&vm->memory, &vm->config, &start->passed, err);
+    return memory_init(&vm->memory, &vm->config, err);
+}
 
 static int load_kernel(struct startup *start, const char *path, struct gw_error *err)
 {
@@ -130,7 +142,7 @@ static int build_soft_machine(struct vm *vm, struct startup *start, struct gw_er
     struct vcpu_entry entry;
     int rc;
 
-    if ((rc = memory_init(&vm->memory, &vm->config, err)) < 0 ||
+    if ((rc = make_memory(vm, start, err)) < 0 ||
         /* loaded, though not run: RAM holds what it holds under KVM */
         (!config_incoming(&vm->config) &&
          (rc = multiboot_load(&start->kernel, vm->memory.blocks, vm->memory.nr_blocks,
@@ -155,7 +167,7 @@ static int build_machine(struct vm *vm, struct startup *start, struct gw_error *
     if (vm->config.accel_none)
         return build_soft_machine(vm, start, err);
     if ((rc = vcpu_signals_init(err)) < 0 || (rc = kvm_init(&vm->kvm, err)) < 0 ||
-        (rc = memory_init(&vm->memory, &vm->config, err)) < 0)
+        (rc = make_memory(vm, start, err)) < 0)
         return rc;
     /* The ring, or the dirty log with manual protect: never both, since
      * manual protect leaves pages writable when logging starts and the ring
@@ -256,6 +268,7 @@ static void teardown(struct vm *vm, struct startup *start, bool failed)
         unlink(vm->config.serial_path);
     if (start->signal_fd >= 0)
         close(start->signal_fd);
+    cpr_memory_close(&start->passed);   /* what memory_adopt did not take */
     if (vm->notify_fd >= 0)
         close(vm->notify_fd);
     free(start->kernel_data);
@@ -264,8 +277,9 @@ static void teardown(struct vm *vm, struct startup *start, bool failed)
 int main(int argc, char **argv)
 {
     static struct vm vm = { .kvm = { .dev_fd = -1, .vm_fd = -1 }, .notify_fd = -1,
-                            .state_lock = PTHREAD_MUTEX_INITIALIZER };
-    struct startup start = { .serial_fd = -1, .signal_fd = -1 };
+                            .state_lock = PTHREAD_MUTEX_INITIALIZER,
+                            .ram_lock = PTHREAD_RWLOCK_INITIALIZER };
+    struct startup start = { .serial_fd = -1, .signal_fd = -1, .cpr_conn = -1 };
     struct gw_error err = { 0 };
     int rc, status = EXIT_BAD_INPUT;
 
@@ -276,6 +290,12 @@ int main(int argc, char **argv)
     if (rc < 0 || check_inputs(&vm, &start, &err) < 0 || create_files(&vm, &start, &err) < 0)
         goto fail;
     status = 1;   /* from here on a failure is the host's, not the user's input */
+    /* A local update's RAM comes first, before the signals are taken over:
+     * until a source connects, SIGTERM ends this process at once. */
+    if (vm.config.has_cpr_incoming &&
+        (start.cpr_conn = cpr_incoming_receive(vm.config.cpr_incoming.path, &start.passed,
+                                               &err)) < 0)
+        goto fail;
     vm.notify_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     start.signal_fd = open_signal_fd(&err);
     /* Before the machine is built: building it starts an --incoming
@@ -286,6 +306,9 @@ int main(int argc, char **argv)
     vm.autostart = !vm.config.start_paused;
     if (vm.notify_fd < 0 || start.signal_fd < 0 || build_machine(&vm, &start, &err) < 0)
         goto fail;
+    /* Built, RAM mapped, listening on the main channel: the source may go on. */
+    cpr_incoming_answer(start.cpr_conn, 0, NULL);
+    start.cpr_conn = -1;
     /* -S: prelaunch, the vCPUs parked until cont, as QEMU. */
     if (!config_incoming(&vm.config) && vm.autostart)
         vm_resume(&vm);
@@ -296,6 +319,8 @@ int main(int argc, char **argv)
     return status;
 fail:
     fprintf(stderr, "godwit-vm: %s\n", err.msg[0] ? err.msg : "start-up failed");
+    cpr_incoming_answer(start.cpr_conn, err.code < 0 ? err.code : -EIO,
+                        err.msg[0] ? err.msg : "the new godwit-vm failed to start");
     teardown(&vm, &start, true);
     return status;
 }

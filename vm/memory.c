@@ -93,9 +93,9 @@ static int open_backing_file(struct guest_memory *mem, const char *path, uint64_
     return fd;
 }
 
-/* Maps size bytes at a 2 MiB-aligned address, so that guest-physical huge
- * pages line up with host huge pages. */
-static uint8_t *map_aligned(uint64_t size, int flags, int fd)
+/* Reserves size bytes at a 2 MiB-aligned address, inaccessible, so that
+ * guest-physical huge pages line up with host huge pages. */
+static uint8_t *reserve_aligned(uint64_t size)
 {
     const uint64_t align = 2ULL << 20;
     uint8_t *reserved, *aligned;
@@ -110,6 +110,15 @@ static uint8_t *map_aligned(uint64_t size, int flags, int fd)
     if (head)
         munmap(reserved, head);
     munmap(aligned + size, align - head);
+    return aligned;
+}
+
+static uint8_t *map_aligned(uint64_t size, int flags, int fd)
+{
+    uint8_t *aligned = reserve_aligned(size);
+
+    if (aligned == MAP_FAILED)
+        return MAP_FAILED;
     uint8_t *host = mmap(aligned, size, PROT_READ | PROT_WRITE, flags | MAP_FIXED, fd, 0);
     if (host == MAP_FAILED) {
         int saved = errno;
@@ -117,6 +126,23 @@ static uint8_t *map_aligned(uint64_t size, int flags, int fd)
         errno = saved;
     }
     return host;
+}
+
+/* QEMU's memory-backend-memfd with share=on: shmem with no name in any
+ * file system, which a local update passes to the new process. */
+static int open_memfd(uint64_t size, struct gw_error *err)
+{
+    int fd = memfd_create("godwit-guest-ram", MFD_CLOEXEC), rc;
+
+    if (fd < 0)
+        return gw_error_set(err, -errno, "--memfd: memfd_create failed: %s", strerror(errno));
+    if (ftruncate(fd, (off_t)size) < 0) {
+        rc = gw_error_set(err, -errno, "--memfd: cannot size the memfd to %" PRIu64
+                          " bytes: %s", size, strerror(errno));
+        close(fd);
+        return rc;
+    }
+    return fd;
 }
 
 static int map_memory(struct guest_memory *mem, const struct vm_config *config,
@@ -129,6 +155,13 @@ static int map_memory(struct guest_memory *mem, const struct vm_config *config,
         if (fd < 0)
             return fd;
         flags = MAP_SHARED;
+        mem->fresh = mem->created_file;
+    } else if (config->memfd) {
+        fd = open_memfd(mem->size, err);
+        if (fd < 0)
+            return fd;
+        flags = MAP_SHARED;
+        mem->fresh = true;
     }
     mem->host = map_aligned(mem->size, flags, fd);
     mem->fd = fd;   /* kept: the engine finds holes (zero pages) in it */
@@ -164,7 +197,8 @@ int memory_init(struct guest_memory *mem, const struct vm_config *config,
 {
     int rc;
 
-    *mem = (struct guest_memory){ .size = config->memory, .path = config->mem_path, .fd = -1 };
+    *mem = (struct guest_memory){ .size = config->memory, .path = config->mem_path, .fd = -1,
+                                  .high_fd = -1 };
     rc = map_memory(mem, config, err);
     if (rc < 0)
         goto fail;
@@ -180,14 +214,98 @@ fail:
     return rc;
 }
 
+/* What the cpr channel says against what --memory lays out here: the same
+ * blocks, sizes and addresses, or a sentence with both. */
+static int check_passed_layout(const struct guest_memory *mem, const struct cpr_memory *passed,
+                               struct gw_error *err)
+{
+    uint64_t theirs = 0;
+    char a[32], b[32];
+
+    for (unsigned i = 0; i < passed->nr_blocks; i++)
+        theirs += passed->blocks[i].size;
+    if (theirs != mem->size)
+        return gw_error_set(err, -EINVAL, "the source's guest RAM is %s (%" PRIu64 " bytes) but "
+                            "this godwit-vm has --memory %s (%" PRIu64 " bytes): start it with "
+                            "--memory %" PRIu64 "M", size_format(theirs, a, sizeof(a)), theirs,
+                            size_format(mem->size, b, sizeof(b)), mem->size, theirs >> 20);
+    if (passed->nr_blocks != mem->nr_blocks)
+        return gw_error_set(err, -EINVAL, "the source has %u RAM blocks, this godwit-vm %u",
+                            passed->nr_blocks, mem->nr_blocks);
+    for (unsigned i = 0; i < mem->nr_blocks; i++) {
+        const struct cpr_block *block = &passed->blocks[i];
+        if (strcmp(block->name, mem->blocks[i].name) || block->size != mem->blocks[i].size ||
+            block->gpa != mem->blocks[i].gpa || block->page_size != mem->blocks[i].page_size)
+            return gw_error_set(err, -EINVAL, "the source's RAM block %u is '%s', %" PRIu64
+                                " bytes at 0x%" PRIx64 "; this godwit-vm's is '%s', %" PRIu64
+                                " bytes at 0x%" PRIx64, i, block->name, block->size, block->gpa,
+                                mem->blocks[i].name, mem->blocks[i].size, mem->blocks[i].gpa);
+    }
+    return 0;
+}
+
+int memory_adopt(struct guest_memory *mem, const struct vm_config *config,
+                 struct cpr_memory *passed, struct gw_error *err)
+{
+    int rc;
+
+    *mem = (struct guest_memory){ .size = config->memory, .fd = -1, .high_fd = -1,
+                                  .adopted = true };
+    layout_blocks(mem);   /* host NULL: the layout alone, to compare */
+    if ((rc = check_passed_layout(mem, passed, err)) < 0)
+        return rc;
+    mem->host = reserve_aligned(mem->size);
+    if (mem->host == MAP_FAILED) {
+        mem->host = NULL;
+        return gw_error_set(err, -errno, "cannot reserve %" PRIu64 " bytes for guest RAM: %s",
+                            mem->size, strerror(errno));
+    }
+    layout_blocks(mem);
+    for (unsigned i = 0; i < mem->nr_blocks; i++) {
+        struct cpr_block *block = &passed->blocks[i];
+        if (mmap(mem->blocks[i].host, block->size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
+                 block->fd, (off_t)block->fd_offset) == MAP_FAILED)
+            return gw_error_set(err, -errno, "cannot map the source's RAM block '%s' (%" PRIu64
+                                " bytes at offset %" PRIu64 " of its file): %s", block->name,
+                                block->size, block->fd_offset, strerror(errno));
+        *(i ? &mem->high_fd : &mem->fd) = block->fd;
+        block->fd = -1;   /* ours now */
+        mem->blocks[i].fd = *(i ? &mem->high_fd : &mem->fd);
+        mem->blocks[i].fd_offset = block->fd_offset;
+    }
+    madvise(mem->host, mem->size, MADV_HUGEPAGE);
+    return 0;
+}
+
+static void close_files(struct guest_memory *mem)
+{
+    if (mem->fd >= 0)
+        close(mem->fd);
+    if (mem->high_fd >= 0)
+        close(mem->high_fd);
+    mem->fd = mem->high_fd = -1;
+    for (unsigned i = 0; i < mem->nr_blocks; i++)
+        mem->blocks[i].fd = -1;
+}
+
+void memory_release(struct guest_memory *mem)
+{
+    /* One mmap over the whole range replaces every mapping at once: a stale
+     * pointer faults instead of reading someone else's memory. */
+    if (mem->host && mmap(mem->host, mem->size, PROT_NONE,
+                          MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0) ==
+                         MAP_FAILED)
+        munmap(mem->host, mem->size);
+    close_files(mem);
+    mem->released = true;
+}
+
 void memory_cleanup(struct guest_memory *mem, bool on_failure)
 {
     if (mem->host)
         munmap(mem->host, mem->size);
     mem->host = NULL;
-    if (mem->fd >= 0)
-        close(mem->fd);
-    mem->fd = -1;
+    close_files(mem);
     if (on_failure && mem->created_file)
         unlink(mem->path);
     mem->created_file = false;

@@ -39,19 +39,40 @@ static void source_completed(void *opaque)
     vm_source_completed(opaque);
 }
 
+/* A local update completed: the new process runs the guest on the same
+ * pages. KVM lets go of them first, then the mapping goes; the vCPUs are
+ * stopped and stay so (postmigrate refuses cont). */
+static void release_ram(void *opaque)
+{
+    struct vm *vm = opaque;
+    struct gw_error err = { 0 };
+
+    pthread_rwlock_wrlock(&vm->ram_lock);   /* no pmemsave reads it meanwhile */
+    for (unsigned i = 0; !vm->config.accel_none && i < vm->memory.nr_blocks; i++)
+        if (kvm_remove_memslot(&vm->kvm, i, &err) < 0)
+            fprintf(stderr, "godwit-vm: local update: %s\n", err.msg);
+    memory_release(&vm->memory);
+    pthread_rwlock_unlock(&vm->ram_lock);
+}
+
 static void rollback(void *opaque)
 {
     vm_rollback_switchover(opaque);
 }
 
-static uint64_t time_stop(void *opaque)
+static uint64_t time_stop(void *opaque, uint64_t *start_us)
 {
-    return vm_time_stop(opaque);
+    return vm_time_stop(opaque, start_us);
 }
 
 static void incoming_completed(void *opaque, bool source_running)
 {
     vm_incoming_completed(opaque, source_running);
+}
+
+static uint64_t incoming_resumed_us(void *opaque)
+{
+    return vm_incoming_resumed_us(opaque);
 }
 
 /* As QEMU does, a destination whose migration failed ends: it never ran the
@@ -109,15 +130,19 @@ int vm_migration_init(struct vm *vm, struct gw_error *err)
                         : dirty_ring_enabled(&vm->dirty_ring) ? (void *)&vm->dirty_ring
                                                                : (void *)&vm->dirty_log,
         .devices = &vm->devices,
-        /* Nothing was loaded into an incoming VM's RAM: fresh anonymous memory
-         * or a file this run created is all zero. */
+        /* Nothing was loaded into an incoming VM's RAM: fresh anonymous memory,
+         * a file this run created or a memfd is all zero. The source's own,
+         * from a local update, is not ours to assume anything about. */
         .ram_zero_at_start = config_incoming(&vm->config) &&
-                             (vm->memory.fd < 0 || vm->memory.created_file),
+                             (vm->memory.fd < 0 || vm->memory.fresh),
+        .ram_from_source = vm->memory.adopted,
+        .release_ram = release_ram,
         .stop_for_switchover = stop_for_switchover,
         .set_cpu_throttle = set_cpu_throttle,
         .source_completed = source_completed,
         .rollback = rollback,
         .incoming_completed = incoming_completed,
+        .incoming_resumed_us = incoming_resumed_us,
         .time_stop = time_stop,
         .incoming_failed = incoming_failed,
         .go_timeout_ms = vm->config.go_timeout_ms,

@@ -65,16 +65,18 @@ static int write_all(int fd, const uint8_t *data, uint64_t len)
     return 0;
 }
 
-static int pmemsave_cmd(json_t *args, json_t **ret, struct gw_error *err, void *opaque)
+/* Under ram_lock, read: the mapping stays while it is read. */
+static int pmemsave_mapped(struct vm *vm, json_t *args, struct gw_error *err)
 {
-    struct vm *vm = opaque;
     uint64_t addr = (uint64_t)json_integer_value(json_object_get(args, "val"));
     uint64_t size = (uint64_t)json_integer_value(json_object_get(args, "size"));
     const char *filename = json_string_value(json_object_get(args, "filename"));
     const uint8_t *host = NULL;
     int fd, rc;
 
-    (void)ret;
+    if (vm->memory.released)
+        return gw_error_set(err, -EINVAL, "pmemsave: this process has no guest RAM any more: a "
+                            "local update handed it to the new process, which runs the guest");
     if (size) {
         host = ram_blocks_translate(vm->memory.blocks, vm->memory.nr_blocks, addr, size, err);
         if (!host) {
@@ -92,6 +94,18 @@ static int pmemsave_cmd(json_t *args, json_t **ret, struct gw_error *err, void *
     if (rc < 0)
         return gw_error_set(err, rc, "pmemsave: cannot write '%s': %s", filename, strerror(-rc));
     return 0;
+}
+
+static int pmemsave_cmd(json_t *args, json_t **ret, struct gw_error *err, void *opaque)
+{
+    struct vm *vm = opaque;
+    int rc;
+
+    (void)ret;
+    pthread_rwlock_rdlock(&vm->ram_lock);
+    rc = pmemsave_mapped(vm, args, err);
+    pthread_rwlock_unlock(&vm->ram_lock);
+    return rc;
 }
 
 static int inject_nmi_cmd(json_t *args, json_t **ret, struct gw_error *err, void *opaque)

@@ -23,11 +23,18 @@ const char options_usage[] =
     "  --mem-path FILE      back guest RAM with FILE (MAP_SHARED), grown to the memory size,\n"
     "                       so another process can read and write guest RAM; guest-physical\n"
     "                       [0, 3G) is file offset [0, 3G), RAM above 3G lives at 4G\n"
+    "  --memfd              back guest RAM with a memfd, shared (QEMU's memory-backend-memfd,\n"
+    "                       share=on): RAM another process can map, as a local update needs\n"
     "  --mem-prealloc       touch all guest RAM before the guest starts\n"
     "  --incoming URI|defer\n"
     "                       wait for an incoming migration from URI (tcp:HOST:PORT, unix:PATH,\n"
     "                       fd:N, file:PATH, rdma:HOST:PORT), or for migrate-incoming with\n"
     "                       defer (rdma: with x-rdma-* other than the defaults needs defer)\n"
+    "  --incoming '{\"channel-type\":\"main\"|\"cpr\",\"addr\":{...}}'\n"
+    "                       QEMU's channel form; a cpr channel (a unix socket) is a local\n"
+    "                       update's: guest RAM is the source's, mapped from the descriptors\n"
+    "                       it passes there before anything else is built; it needs a main\n"
+    "                       channel given by a second --incoming (not defer)\n"
     "  -S, --paused         do not run the guest until QMP cont (QEMU's -S): the VM starts in\n"
     "                       prelaunch; with --incoming, the guest stays paused when the\n"
     "                       migration completes, until cont (how libvirt runs a destination)\n"
@@ -60,7 +67,7 @@ const char options_usage[] =
 enum option_id {
     OPT_MEMORY = 256, OPT_KERNEL, OPT_APPEND, OPT_SERIAL, OPT_QMP, OPT_MEM_PATH,
     OPT_MEM_PREALLOC, OPT_INCOMING, OPT_DEVICE, OPT_HELP, OPT_VERSION, OPT_ACCEL, OPT_NAME,
-    OPT_OBJECT,
+    OPT_OBJECT, OPT_MEMFD,
     OPT_PAUSED = 'S',
 };
 
@@ -72,6 +79,7 @@ static const struct option long_options[] = {
     { "qmp", required_argument, NULL, OPT_QMP },
     { "mem-path", required_argument, NULL, OPT_MEM_PATH },
     { "mem-prealloc", no_argument, NULL, OPT_MEM_PREALLOC },
+    { "memfd", no_argument, NULL, OPT_MEMFD },
     { "incoming", required_argument, NULL, OPT_INCOMING },
     { "device", required_argument, NULL, OPT_DEVICE },
     { "accel", required_argument, NULL, OPT_ACCEL },
@@ -143,12 +151,35 @@ static int parse_name(const char *text, struct vm_config *config, struct gw_erro
     return 0;
 }
 
+/* QEMU's JSON form: a main channel, as a URI would be, or the cpr channel. */
+static int parse_incoming_channel(const char *text, struct vm_config *config,
+                                  struct gw_error *err)
+{
+    enum uri_channel_type type;
+    struct uri uri;
+
+    if (uri_parse_channel_text(text, &type, &uri, err) < 0) {
+        gw_error_prefix(err, "--incoming");
+        return -EINVAL;
+    }
+    if (type == URI_CHANNEL_CPR) {
+        config->cpr_incoming = uri;
+        config->has_cpr_incoming = true;
+        return 0;
+    }
+    config->incoming = uri;
+    config->has_incoming_uri = true;
+    return 0;
+}
+
 static int parse_incoming(const char *text, struct vm_config *config, struct gw_error *err)
 {
     if (!strcmp(text, "defer")) {
         config->incoming_defer = true;
         return 0;
     }
+    if (text[0] == '{')
+        return parse_incoming_channel(text, config, err);
     if (uri_parse(text, &config->incoming, err) < 0) {
         gw_error_prefix(err, "--incoming");
         return -EINVAL;
@@ -374,6 +405,19 @@ static int parse_object(const char *arg, struct vm_config *config, struct gw_err
     return 0;
 }
 
+/* Which memory: one backing, and a cpr channel only with a main one. */
+static int check_backing(const struct vm_config *config, struct gw_error *err)
+{
+    if (config->memfd && config->mem_path)
+        return gw_error_set(err, -EINVAL, "--memfd and --mem-path are two backings for the same "
+                            "RAM; give one");
+    if (config->has_cpr_incoming && !config->has_incoming_uri)
+        return gw_error_set(err, -EINVAL, "--incoming's cpr channel needs the main channel too, "
+                            "in a second --incoming (a URI or {\"channel-type\":\"main\",...}, "
+                            "not defer): the source connects to it once this VM has its RAM");
+    return 0;
+}
+
 static int parse_one(int id, const char *arg, struct vm_config *config, struct gw_error *err)
 {
     switch (id) {
@@ -384,6 +428,7 @@ static int parse_one(int id, const char *arg, struct vm_config *config, struct g
     case OPT_QMP: return parse_qmp(arg, config, err);
     case OPT_MEM_PATH: config->mem_path = arg; return 0;
     case OPT_MEM_PREALLOC: config->mem_prealloc = true; return 0;
+    case OPT_MEMFD: config->memfd = true; return 0;
     case OPT_INCOMING: return parse_incoming(arg, config, err);
     case OPT_DEVICE: return parse_device(arg, config, err);
     case OPT_NAME: return parse_name(arg, config, err);
@@ -416,7 +461,7 @@ int options_parse(int argc, char **argv, struct vm_config *config, struct gw_err
                 return gw_error_set(err, -EINVAL, "option '%s' needs a value; see --help", bad);
             return gw_error_set(err, -EINVAL,
                                 "unknown option '%s'; the options are --memory, --kernel, "
-                                "--append, --serial, --qmp, --mem-path, --mem-prealloc, "
+                                "--append, --serial, --qmp, --mem-path, --memfd, --mem-prealloc, "
                                 "--incoming, -S (--paused), --device, --accel, --object, --name, "
                                 "--help and --version",
                                 bad);
@@ -432,6 +477,8 @@ int options_parse(int argc, char **argv, struct vm_config *config, struct gw_err
     if (!config->kernel)
         return gw_error_set(err, -EINVAL,
                             "no kernel given; use --kernel FILE (a multiboot v1 ELF32 kernel)");
+    if ((rc = check_backing(config, err)) < 0)
+        return rc;
     const char *go_timeout = getenv("GODWIT_GO_TIMEOUT_MS");
     if (go_timeout && (rc = parse_go_timeout(go_timeout, config, err)) < 0)
         return rc;

@@ -48,7 +48,8 @@ struct vm_config {
     const char *serial_path;  /* SERIAL_FILE */
     const char *qmp_path;     /* NULL: no monitor */
     const char *name;         /* --name, for query-name; NULL: none */
-    const char *mem_path;     /* NULL: anonymous memory */
+    const char *mem_path;     /* NULL: anonymous memory (or --memfd) */
+    bool memfd;               /* --memfd: a shared memfd */
     bool mem_prealloc;
     bool accel_none;          /* --accel none: vm/soft_cpu.h */
     uint32_t dirty_ring_size; /* --accel kvm,dirty-ring-size=N: entries per vCPU; 0: bitmap */
@@ -57,6 +58,8 @@ struct vm_config {
     bool incoming_defer;
     bool has_incoming_uri;
     struct uri incoming;
+    bool has_cpr_incoming;    /* a local update's cpr channel (a unix socket) */
+    struct uri cpr_incoming;
     struct vm_accel_config accel[VM_ACCEL_MAX];
     unsigned nr_accel;
     const char *objects[VM_OBJECTS_MAX];

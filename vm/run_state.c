@@ -139,36 +139,63 @@ bool vm_stop_for_switchover(struct vm *vm)
     return old == RUN_STATE_RUNNING;
 }
 
-/* Under state_lock, the guest running: one stop and restart, timed. */
-static uint64_t time_one_stop_locked(struct vm *vm)
+/* Under state_lock, just after start_locked: when every vCPU thread had
+ * left its stop, so that the downtime ends when the guest ran, not when a
+ * host short of cores let the migration thread say so. The soft CPU has
+ * no such moment: 0. */
+static uint64_t wait_resumed_locked(struct vm *vm, uint64_t started_us)
 {
-    struct timespec before, after;
+    uint64_t resumed_us = 0;
 
-    clock_gettime(CLOCK_MONOTONIC, &before);
+    for (unsigned i = 0; i < vm->nr_vcpus; i++) {
+        uint64_t unparked_us = vcpu_wait_unparked(&vm->vcpus[i], started_us, 100000);
+
+        if (!unparked_us)
+            return 0;
+        resumed_us = unparked_us > resumed_us ? unparked_us : resumed_us;
+    }
+    return resumed_us;
+}
+
+/* Under state_lock, the guest running: one stop and restart, timed: how
+ * long until no vCPU ran, and how long after the restart until every vCPU
+ * ran again (0 for the soft CPU, which has no such moment). */
+static void time_one_stop_locked(struct vm *vm, uint64_t *stop_us, uint64_t *start_us)
+{
+    uint64_t before = vcpu_now_us();
+
     stop_vcpus_locked(vm);
-    clock_gettime(CLOCK_MONOTONIC, &after);
+    uint64_t stopped = vcpu_now_us();
     for (unsigned i = 0; i < vm->nr_vcpus; i++)
         vcpu_resume(&vm->vcpus[i]);
     if (vm->config.accel_none)
         soft_cpu_resume(&vm->soft_cpu);
-    return (uint64_t)(after.tv_sec - before.tv_sec) * 1000000 +
-           (uint64_t)(after.tv_nsec - before.tv_nsec) / 1000;
+    uint64_t resumed = wait_resumed_locked(vm, stopped);
+    *stop_us = stopped - before;
+    *start_us = resumed > stopped ? resumed - stopped : 0;
 }
 
-/* The median of three stops: one vCPU thread that the host's scheduler
- * happens to hold off must not stand for every stop. */
-uint64_t vm_time_stop(struct vm *vm)
+static uint64_t median_of_3(const uint64_t us[3])
 {
-    uint64_t us[3] = { 0 };
+    uint64_t low = us[0] < us[1] ? us[0] : us[1], high = us[0] < us[1] ? us[1] : us[0];
+
+    return us[2] < low ? low : us[2] > high ? high : us[2];
+}
+
+/* The median of three: one vCPU thread that the host's scheduler happens
+ * to hold off must not stand for every stop. */
+uint64_t vm_time_stop(struct vm *vm, uint64_t *start_us)
+{
+    uint64_t stop[3] = { 0 }, start[3] = { 0 };
 
     for (int i = 0; i < 3; i++) {
         pthread_mutex_lock(&vm->state_lock);
         if (vm->run_state == RUN_STATE_RUNNING)
-            us[i] = time_one_stop_locked(vm);
+            time_one_stop_locked(vm, &stop[i], &start[i]);
         pthread_mutex_unlock(&vm->state_lock);
     }
-    uint64_t low = us[0] < us[1] ? us[0] : us[1], high = us[0] < us[1] ? us[1] : us[0];
-    return us[2] < low ? low : us[2] > high ? high : us[2];
+    *start_us = median_of_3(start);
+    return median_of_3(stop);
 }
 
 void vm_rollback_switchover(struct vm *vm)
@@ -197,15 +224,28 @@ void vm_source_completed(struct vm *vm)
 void vm_incoming_completed(struct vm *vm, bool source_running)
 {
     bool started = false;
+    uint64_t started_us = vcpu_now_us();
 
     pthread_mutex_lock(&vm->state_lock);
     if (vm->run_state == RUN_STATE_INMIGRATE) {
-        if (source_running && vm->autostart)
+        if (source_running && vm->autostart) {
             started = start_locked(vm);
-        else
+            if (started)
+                vm->incoming_resumed_us = wait_resumed_locked(vm, started_us);
+        } else
             vm->run_state = RUN_STATE_PAUSED;
     }
     pthread_mutex_unlock(&vm->state_lock);
     if (started)
         qmp_server_emit_event(vm->qmp, "RESUME", NULL);
+}
+
+uint64_t vm_incoming_resumed_us(struct vm *vm)
+{
+    uint64_t resumed_us;
+
+    pthread_mutex_lock(&vm->state_lock);
+    resumed_us = vm->incoming_resumed_us;
+    pthread_mutex_unlock(&vm->state_lock);
+    return resumed_us;
 }

@@ -230,6 +230,11 @@ static bool handle_requests(struct vcpu *vcpu)
         }
         pthread_cond_wait(&vcpu->changed, &vcpu->lock);
     }
+    /* A thread resumed before it first parked enters the guest unparked. */
+    if (keep_running && (vcpu->parked || !vcpu->unparked_us)) {
+        vcpu->unparked_us = vcpu_now_us();
+        pthread_cond_broadcast(&vcpu->changed);   /* vcpu_wait_unparked */
+    }
     vcpu->parked = false;
     pthread_mutex_unlock(&vcpu->lock);
     return keep_running;
@@ -380,6 +385,29 @@ void vcpu_resume(struct vcpu *vcpu)
     vcpu->stop_requested = false;
     pthread_cond_broadcast(&vcpu->changed);
     pthread_mutex_unlock(&vcpu->lock);
+}
+
+uint64_t vcpu_now_us(void)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (uint64_t)now.tv_sec * 1000000 + (uint64_t)now.tv_nsec / 1000;
+}
+
+uint64_t vcpu_wait_unparked(struct vcpu *vcpu, uint64_t since_us, uint64_t timeout_us)
+{
+    uint64_t deadline_us = vcpu_now_us() + timeout_us, unparked_us;
+    struct timespec deadline = { .tv_sec = deadline_us / 1000000,
+                                 .tv_nsec = (deadline_us % 1000000) * 1000 };
+
+    pthread_mutex_lock(&vcpu->lock);
+    while (vcpu->thread_started && !vcpu->exited && vcpu->unparked_us < since_us &&
+           pthread_cond_timedwait(&vcpu->changed, &vcpu->lock, &deadline) != ETIMEDOUT)
+        ;
+    unparked_us = vcpu->unparked_us >= since_us ? vcpu->unparked_us : 0;
+    pthread_mutex_unlock(&vcpu->lock);
+    return unparked_us;
 }
 
 void vcpu_inject_nmi(struct vcpu *vcpu)

@@ -32,6 +32,7 @@ struct vcpu {
     bool throttle_requested;  /* dirty-limit: pay for a ring the reaper took */
     bool parked;              /* set by the vCPU thread: out of KVM_RUN, waiting */
     bool exited;              /* set by the vCPU thread as it ends */
+    uint64_t unparked_us;     /* set by the vCPU thread: CLOCK_MONOTONIC when it last left its park */
     pid_t tid;                /* the thread's id, set as it starts (query-cpus-fast) */
     struct throttle_sleep throttle;   /* the cpu throttle's sleeps, taken between runs */
 };
@@ -55,6 +56,11 @@ pid_t vcpu_thread_id(struct vcpu *vcpu);
 void vcpu_stop(struct vcpu *vcpu);          /* asks; returns at once */
 void vcpu_wait_parked(struct vcpu *vcpu);   /* returns when out of KVM_RUN */
 void vcpu_resume(struct vcpu *vcpu);
+/* After vcpu_resume: waits until the thread has left its park at or after
+ * since_us (CLOCK_MONOTONIC, us), or has ended, or timeout_us has passed.
+ * Returns when it left (0 if it did not). */
+uint64_t vcpu_wait_unparked(struct vcpu *vcpu, uint64_t since_us, uint64_t timeout_us);
+uint64_t vcpu_now_us(void);
 void vcpu_inject_nmi(struct vcpu *vcpu);
 /* The cpu throttle: sleep ns out of KVM_RUN as soon as possible (kicked
  * out of it), or lengthen a sleep pending or under way (cpu_throttle.h);

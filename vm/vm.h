@@ -6,7 +6,9 @@
  *  - each vCPU thread owns its kvm_run and its KVM vCPU fd while running, and
  *    handles port I/O, which reaches the UART (locked) and pio counters;
  *  - guest RAM is written by the guest and read by anyone; the VMM writes it
- *    only while the vCPUs are stopped or before they start. */
+ *    only while the vCPUs are stopped or before they start. Its mapping goes
+ *    away only in a local update's release, under ram_lock held for writing;
+ *    the monitor reads RAM (pmemsave) under it held for reading. */
 #ifndef GODWIT_VM_H
 #define GODWIT_VM_H
 
@@ -59,6 +61,7 @@ struct vm {
     struct device_registry devices;  /* filled at start-up, read-only afterwards */
 
     pthread_mutex_t state_lock;     /* run_state, autostart, vCPU stop/resume */
+    pthread_rwlock_t ram_lock;      /* the mapping of guest RAM (memory.released) */
     enum run_state run_state;
     bool autostart;                 /* incoming: run the guest when it arrives (no -S) */
     enum run_state before_switchover;  /* the migration thread's: what a rollback restores */
@@ -68,6 +71,7 @@ struct vm {
     struct soft_cpu soft_cpu;       /* --accel none: plays the guest, no vCPUs */
     struct cpu_throttle throttle;   /* auto-converge's, asked for by the migration thread */
     struct migration *migration;
+    uint64_t incoming_resumed_us;   /* the destination's: when the arrived guest ran, 0 if it did not */
 
     /* vCPU threads ask the main thread to end the VM through these. */
     int notify_fd;                  /* eventfd the event loop polls */
@@ -101,9 +105,13 @@ bool vm_stop_for_switchover(struct vm *vm);
 void vm_rollback_switchover(struct vm *vm);
 void vm_source_completed(struct vm *vm);
 void vm_incoming_completed(struct vm *vm, bool source_running);
+/* After vm_incoming_completed: when the guest ran again (CLOCK_MONOTONIC
+ * us, its last vCPU back from its stop), 0 if it stayed paused. */
+uint64_t vm_incoming_resumed_us(struct vm *vm);
 /* Stops a running guest's vCPUs and starts them again at once, no event;
- * returns how long the stop took in us (0: it was not running). */
-uint64_t vm_time_stop(struct vm *vm);
+ * returns how long the stop took in us (0: it was not running), and in
+ * start_us how long until every vCPU ran again. */
+uint64_t vm_time_stop(struct vm *vm, uint64_t *start_us);
 
 /* The engine's view of this VMM (migration_glue.c). */
 int vm_migration_init(struct vm *vm, struct gw_error *err);

@@ -30,6 +30,10 @@ struct migration_host {
     /* Destination: guest RAM is all zero before the migration (fresh
      * memory, nothing loaded), so zero pages never written need no work. */
     bool ram_zero_at_start;
+    /* Destination: guest RAM is the source's own memory, mapped from the
+     * descriptors its cpr channel passed (a local update, cpr.h): the
+     * stream must be in mode cpr-transfer and carry no page. */
+    bool ram_from_source;
 
     /* Source: stops every vCPU for the switchover (run state
      * "finish-migrate", whatever the state was); returns when none runs.
@@ -39,9 +43,11 @@ struct migration_host {
     /* Source, optional: how long stop_for_switchover takes to stop a
      * running guest, in us, timed now (the VMM may stop its vCPUs and start
      * them again at once: the guest loses that long and sees nothing else;
-     * no STOP or RESUME event). 0 when it cannot tell. Asked once, at
-     * setup: the downtime estimate includes it. */
-    uint64_t (*time_stop)(void *opaque);
+     * no STOP or RESUME event); and in *start_us how long starting them
+     * took until they all ran again, this host's stand-in for the
+     * destination's start. 0 when it cannot tell. Asked once, at setup:
+     * the downtime estimate includes both. */
+    uint64_t (*time_stop)(void *opaque, uint64_t *start_us);
     /* Source, optional (the auto-converge capability needs it): slow every
      * vCPU down so that it runs only (100 - percent) % of the time, as
      * QEMU's cpu throttle (each vCPU sleeps percent % of every period);
@@ -51,6 +57,10 @@ struct migration_host {
     void (*set_cpu_throttle)(void *opaque, unsigned percent);
     /* Source: the migration completed; the VM stays stopped ("postmigrate"). */
     void (*source_completed)(void *opaque);
+    /* Source, a local update (mode cpr-transfer), after source_completed:
+     * the new process owns the guest's memory; the VMM unmaps it and never
+     * touches it again. */
+    void (*release_ram)(void *opaque);
     /* Source: a failure or cancel after stop_for_switchover: put the VM back
      * in the run state it had before it (a guest that ran runs again; a
      * paused one stays paused, and takes "cont" again). */
@@ -61,6 +71,11 @@ struct migration_host {
      * it paused if it did not run there or if it was told to wait for "cont"
      * (QEMU's -S, how libvirt drives every migration). */
     void (*incoming_completed)(void *opaque, bool source_running);
+    /* Destination, optional: after incoming_completed, when the guest ran
+     * again (CLOCK_MONOTONIC, us: every vCPU back in the guest), 0 when it
+     * stayed paused or the VMM cannot tell. The source's downtime then ends
+     * there, not when a busy host let the migration thread answer. */
+    uint64_t (*incoming_resumed_us)(void *opaque);
     /* Destination: the incoming migration failed; the VMM must not run the
      * guest and should end with an error. */
     void (*incoming_failed)(void *opaque, const char *message);

@@ -7,6 +7,8 @@
 #include <linux/limits.h>   /* PATH_MAX even under -std=c11, where <limits.h> hides it */
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include <godwit/error.h>
 
 enum uri_kind {
@@ -34,5 +36,16 @@ int uri_parse(const char *text, struct uri *uri, struct gw_error *err);
 
 /* The canonical text of uri ("tcp:[::1]:4444"), for messages and reports. */
 void uri_format(const struct uri *uri, char *buf, unsigned len);
+
+/* QEMU's MigrationChannel: {"channel-type": "main"|"cpr", "addr": {...}}
+ * (channel_address.c lists the address forms). A cpr channel must be a
+ * unix socket: it carries file descriptors. */
+enum uri_channel_type { URI_CHANNEL_MAIN, URI_CHANNEL_CPR };
+
+int uri_parse_channel(const json_t *channel, enum uri_channel_type *type, struct uri *uri,
+                      struct gw_error *err);
+/* The same, from JSON text (godwit-vm's --incoming '{...}'). */
+int uri_parse_channel_text(const char *text, enum uri_channel_type *type, struct uri *uri,
+                           struct gw_error *err);
 
 #endif

@@ -11,7 +11,7 @@
 static const char *const compression_names[] = { "none", "zstd" };
 static const char *const zero_detection_names[] = { "none", "legacy", "multifd" };
 
-void config_encode(const struct migration_config *config, uint8_t *out)
+size_t config_encode(const struct migration_config *config, uint8_t *out)
 {
     uint32_t fields[6] = { config->multifd, config->channels, config->compression,
                            config->zero_detection, config->channel_header,
@@ -19,6 +19,13 @@ void config_encode(const struct migration_config *config, uint8_t *out)
 
     memcpy(out, fields, sizeof(fields));
     memcpy(out + 24, config->id, 16);
+    /* A normal migration's CONFIG is the 40 bytes every godwit reads; the
+     * mode is added only where it is not normal, so a godwit that knows no
+     * modes refuses a local update instead of missing its pages. */
+    if (config->mode == MIGRATION_MODE_NORMAL)
+        return CONFIG_RECORD_SIZE_V1;
+    memcpy(out + 40, &config->mode, 4);
+    return CONFIG_RECORD_SIZE;
 }
 
 static const char *on_off(uint32_t value)
@@ -36,13 +43,27 @@ int config_check(const struct migration_config *ours, const uint8_t *body, uint3
 {
     uint32_t fields[6];
 
-    if (length != CONFIG_RECORD_SIZE)
-        return gw_error_set(err, -EPROTO, "CONFIG record has %u bytes, not %d", length,
-                            CONFIG_RECORD_SIZE);
+    if (length != CONFIG_RECORD_SIZE && length != CONFIG_RECORD_SIZE_V1)
+        return gw_error_set(err, -EPROTO, "CONFIG record has %u bytes, not %d (or %d from a "
+                            "source without modes)", length, CONFIG_RECORD_SIZE,
+                            CONFIG_RECORD_SIZE_V1);
     memcpy(fields, body, sizeof(fields));
     *theirs = (struct migration_config){ fields[0], fields[1], fields[2], fields[3], fields[4],
-                                         fields[5], { 0 } };
+                                         fields[5], { 0 }, MIGRATION_MODE_NORMAL };
     memcpy(theirs->id, body + 24, 16);
+    if (length == CONFIG_RECORD_SIZE)
+        memcpy(&theirs->mode, body + 40, 4);
+    if (theirs->mode > MIGRATION_MODE_CPR_TRANSFER)
+        return gw_error_set(err, -EPROTO, "CONFIG record: mode %u is not known; 0 (normal) and "
+                            "1 (cpr-transfer) are", theirs->mode);
+    if (theirs->mode != ours->mode)
+        return gw_error_set(err, -EINVAL, theirs->mode == MIGRATION_MODE_CPR_TRANSFER
+                            ? "the source is in mode cpr-transfer (it sends no page: RAM stays "
+                              "where it is), but this destination has RAM of its own: start "
+                              "it with a cpr channel on --incoming, or migrate in mode normal"
+                            : "this destination maps the source's own RAM (from its cpr "
+                              "channel), which pages must never be copied into: set "
+                              "migrate-set-parameters mode cpr-transfer on the source");
     if (theirs->multifd != ours->multifd)
         return gw_error_set(err, -EINVAL, "the source has capability multifd %s, this "
                             "destination %s: set the same on both sides",
@@ -86,6 +107,10 @@ void migration_snapshot_config(struct migration *migration, struct migration_con
         .channel_header = migration->cap_channel_header,
         .device_channels = migration->cap_multifd && migration->cap_channel_header
                                ? (uint32_t)migration->params.device_channels : 0,
+        .mode = migration->is_destination
+                    ? (migration->host.ram_from_source ? MIGRATION_MODE_CPR_TRANSFER
+                                                       : MIGRATION_MODE_NORMAL)
+                    : (migration->local ? MIGRATION_MODE_CPR_TRANSFER : MIGRATION_MODE_NORMAL),
     };
     pthread_mutex_unlock(&migration->lock);
 }

@@ -206,6 +206,7 @@ int migration_launch(struct migration *migration, const struct uri *uri, bool de
     migration->error[0] = '\0';
     migration->rp_error[0] = '\0';
     migration->rp_ready = migration->rp_running_seen = migration->rp_closed = false;
+    migration->go_sent_us = migration->rp_running_us = 0;
     migration->rp_refused = migration->ready_sent = false;
     migration->rp_error_sent = false;
     migration->rp_postcopy_done = false;
@@ -265,7 +266,7 @@ int migration_incoming(struct migration *migration, const char *uri_text, struct
 
 /* What the capabilities and parameters ask of a URI: multifd needs tcp: or
  * unix:, device-state channels need multifd and x-channel-header. */
-static int check_uri(struct migration *migration, const struct uri *uri, struct gw_error *err)
+int migration_check_uri(struct migration *migration, const struct uri *uri, struct gw_error *err)
 {
     bool multifd, header, postcopy, preempt;
     uint64_t device_channels;
@@ -309,7 +310,7 @@ int migration_parse_uri(struct migration *migration, const char *text, struct ur
 {
     int rc = uri_parse(text, uri, err);
 
-    return rc < 0 ? rc : check_uri(migration, uri, err);
+    return rc < 0 ? rc : migration_check_uri(migration, uri, err);
 }
 
 void migration_expect_incoming(struct migration *migration)

@@ -109,6 +109,18 @@ static int handshake(struct migration *migration, struct stream_reader *reader,
     return 0;
 }
 
+/* RP_RUNNING says how long ago the guest ran again, so that the source's
+ * downtime ends there (stream.md). */
+static void send_running(struct migration *migration)
+{
+    uint64_t resumed_us = migration->host.incoming_resumed_us
+                          ? migration->host.incoming_resumed_us(migration->host.opaque) : 0;
+    uint64_t now_us = migration_now_us();
+    uint64_t running_for_us = resumed_us && resumed_us <= now_us ? now_us - resumed_us : 0;
+
+    send_answer(migration, REC_RP_RUNNING, &running_for_us, sizeof(running_for_us), NULL);
+}
+
 struct incoming {
     struct migration *migration;
     struct channel_listener *listener;
@@ -303,7 +315,7 @@ static int receive(struct migration *migration, struct incoming *incoming, struc
                                            !state.run_state_seen || !state.source_paused);
         incoming->guest_here = true;
         if (migration->channel.has_return_path)
-            send_answer(migration, REC_RP_RUNNING, NULL, 0, NULL);   /* for the downtime figure */
+            send_running(migration);   /* for the downtime figure */
         if (postcopy)
             rc = receive_postcopy(migration, &reader, &state, err);
     } else if (migration->channel.has_return_path) {

@@ -70,11 +70,13 @@ uint64_t migration_switchover_bandwidth(struct migration *migration)
  * the VMM's time to stop the guest, which it timed at setup, and two waits
  * for the destination: for READY after END, what the channels still hold
  * (on a slow link megabytes queued) at the switchover bandwidth and a
- * round trip; for RUNNING after GO, a round trip: the main channel's
- * shortest, as TCP measured it (queues make the others longer). */
+ * round trip; for RUNNING after GO, a round trip (the main channel's
+ * shortest, as TCP measured it: queues make the others longer) and the
+ * guest's start, as long as the VMM took to start it here at setup. */
 uint64_t migration_estimate_downtime(struct migration *migration,
                                      struct downtime_estimate *estimate, uint64_t remaining,
-                                     uint64_t device_us, uint64_t stop_cost_us)
+                                     uint64_t device_us, uint64_t stop_cost_us,
+                                     uint64_t start_cost_us)
 {
     struct migration_stats *stats = &migration->stats;
     uint64_t avail;
@@ -94,7 +96,7 @@ uint64_t migration_estimate_downtime(struct migration *migration,
     uint64_t round_trip = channel_round_trip_us(&migration->channel);
     double drain = (double)migration_in_flight_bytes(migration) * 1e6 / (double)estimate->bandwidth;
     estimate->parts[ESTIMATE_READY] = (drain >= 0x1p61 ? 1ULL << 61 : (uint64_t)drain) + round_trip;
-    estimate->parts[ESTIMATE_RUNNING] = round_trip;
+    estimate->parts[ESTIMATE_RUNNING] = round_trip + start_cost_us;
     uint64_t us = 0;
     for (int part = 0; part < ESTIMATE_PARTS; part++)
         us = us + estimate->parts[part] < us ? UINT64_MAX : us + estimate->parts[part];

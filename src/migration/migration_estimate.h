@@ -14,10 +14,12 @@ void migration_measure_link(struct migration_stats *stats, uint64_t written,
 uint64_t migration_switchover_bandwidth(struct migration *migration);
 /* Fills *estimate and returns its total in us, at most 2^62. remaining:
  * dirty RAM and device stop-copy bytes; device_us: the devices' own time
- * on theirs; stop_cost_us: the VMM's stop, timed at setup. */
+ * on theirs; stop_cost_us, start_cost_us: the VMM's stop and start of
+ * the guest, timed at setup. */
 uint64_t migration_estimate_downtime(struct migration *migration,
                                      struct downtime_estimate *estimate, uint64_t remaining,
-                                     uint64_t device_us, uint64_t stop_cost_us);
+                                     uint64_t device_us, uint64_t stop_cost_us,
+                                     uint64_t start_cost_us);
 
 /* The part of the estimate that more passes can shrink: the bytes left
  * and the devices' time on theirs. The rest (a stop, a sync, round trips,

@@ -61,7 +61,12 @@ struct migration_params {
     uint64_t rdma_provider;              /* x-rdma-provider (ours), enum rdma_provider */
     uint64_t max_postcopy_bandwidth;     /* bytes/s of the postcopy phase's background
                                           * pages, 0 = unlimited (QEMU's) */
+    uint64_t mode;                       /* QEMU's mode, enum migration_mode */
 };
+
+/* QEMU's MigMode, the two godwit has: normal copies RAM; cpr-transfer
+ * passes its file descriptors to a new process on this host (cpr.h). */
+enum migration_mode { MIGRATION_MODE_NORMAL, MIGRATION_MODE_CPR_TRANSFER };
 
 /* QEMU's limits for dirty-limit's parameters. */
 #define VCPU_DIRTY_LIMIT_DEFAULT 1
@@ -73,10 +78,13 @@ struct migration_params {
 struct migration_config {
     uint32_t multifd, channels, compression, zero_detection, channel_header, device_channels;
     uint8_t id[16];
+    uint32_t mode;   /* enum migration_mode: cpr-transfer sends no page */
 };
-#define CONFIG_RECORD_SIZE 40
+#define CONFIG_RECORD_SIZE 44
+#define CONFIG_RECORD_SIZE_V1 40   /* before mode: a normal migration */
 
-void config_encode(const struct migration_config *config, uint8_t *out);
+/* Returns the body's length: CONFIG_RECORD_SIZE_V1 in mode normal. */
+size_t config_encode(const struct migration_config *config, uint8_t *out);
 /* Compares the source's CONFIG body with ours; fills *theirs. */
 int config_check(const struct migration_config *ours, const uint8_t *body, uint32_t length,
                  struct migration_config *theirs, struct gw_error *err);
@@ -104,8 +112,8 @@ enum estimate_part {
     ESTIMATE_SYNC,       /* the final sync, as long as the last */
     ESTIMATE_TRANSFER,   /* bytes left / switchover bandwidth */
     ESTIMATE_DEVICE,     /* the devices' own save and load time */
-    ESTIMATE_READY,      /* END to READY: the last PASS_END's answer */
-    ESTIMATE_RUNNING,    /* GO to RUNNING: the quickest PASS_END answer */
+    ESTIMATE_READY,      /* END to READY: what the link holds, and a round trip */
+    ESTIMATE_RUNNING,    /* GO to RUNNING: a round trip, and the VMM's start */
     ESTIMATE_PARTS
 };
 
@@ -210,6 +218,11 @@ struct migration {
     unsigned nr_multifd_channels;
     int cancel_pipe[2];              /* wakes a destination waiting in accept */
     struct uri uri;
+    /* mode cpr-transfer: the cpr channel the RAM's descriptors go on, set
+     * with uri by migrate's channels; local: this migration is a local
+     * update (the thread's copy of the mode, taken when it launched). */
+    struct uri cpr_uri;
+    bool local;
     /* --object and object-add's objects; the TLS settings of the migration
      * in progress, taken from them when it launched (migration_tls.c) and
      * its main channel's cipher, for query-migrate. */
@@ -228,6 +241,8 @@ struct migration {
     pthread_t rp_thread;
     bool rp_running;
     bool rp_ready, rp_running_seen, rp_closed;
+    uint64_t go_sent_us;      /* the migration thread's, when GO went out */
+    uint64_t rp_running_us;   /* when the destination's guest ran (RP_RUNNING less its delay) */
     bool rp_refused;                 /* an RP_ERROR record came: it never runs the guest */
     char rp_error[GW_ERROR_MSG_MAX];
     bool rp_postcopy_done;           /* RP_POSTCOPY_DONE came */
@@ -374,6 +389,20 @@ bool migration_in_progress(enum migration_status status);
  * what the capabilities and parameters ask of it. */
 int migration_parse_uri(struct migration *migration, const char *text, struct uri *uri,
                         struct gw_error *err);
+int migration_check_uri(struct migration *migration, const struct uri *uri,
+                        struct gw_error *err);
+
+/* The local update, mode cpr-transfer (migration_local.c). check: what the
+ * mode asks of migrate's channels and of the RAM (cpr is the cpr channel or
+ * NULL); says in *local whether the migration would be a local update (the
+ * caller sets migration->local once nothing runs).
+ * hand_over: the source's first step, the RAM's descriptors sent on the cpr
+ * channel and the destination's answer. The tracker of a local update: RAM
+ * stays where it is, so nothing is ever dirty and nothing is tracked. */
+int migration_local_check(struct migration *migration, const struct uri *main_uri,
+                          const struct uri *cpr, bool *local, struct gw_error *err);
+int migration_local_hand_over(struct migration *migration, struct gw_error *err);
+extern const struct dirty_tracker_ops migration_local_untracked;
 /* -EBUSY with a sentence while a migration is in progress. */
 int migration_check_idle(struct migration *migration, struct gw_error *err);
 

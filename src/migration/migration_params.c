@@ -45,6 +45,8 @@ static const char *const compression_choices[] = { "none", "zstd", NULL };
 static const char *const zero_detection_choices[] = { "none", "legacy", "multifd", NULL };
 /* enum rdma_provider's order */
 static const char *const rdma_provider_choices[] = { "auto", "verbs", "soft", NULL };
+/* enum migration_mode's order */
+static const char *const mode_choices[] = { "normal", "cpr-transfer", NULL };
 
 #define PARAM_FIELD(field) offsetof(struct migration_params, field)
 static const struct parameter parameters[] = {
@@ -86,6 +88,8 @@ static const struct parameter parameters[] = {
     /* postcopy's background pages (QEMU's); requested pages are never held */
     { "max-postcopy-bandwidth", 0, BANDWIDTH_MAX, PARAM_FIELD(max_postcopy_bandwidth),
       "bytes/second", NULL },
+    /* QEMU's mode: cpr-transfer is the local update (migrate with channels) */
+    { "mode", 0, 1, PARAM_FIELD(mode), "", mode_choices },
 };
 #define NR_PARAMETERS (sizeof(parameters) / sizeof(parameters[0]))
 

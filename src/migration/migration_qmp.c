@@ -10,10 +10,12 @@
 
 #include <godwit/hmp.h>
 
-static int start_migrate(struct migration *migration, const char *uri_text, struct gw_error *err)
+/* cpr: the cpr channel, or NULL. */
+static int start_migrate(struct migration *migration, struct uri uri, const struct uri *cpr,
+                         struct gw_error *err)
 {
-    struct uri uri;
-    int rc = migration_parse_uri(migration, uri_text, &uri, err);
+    bool local;
+    int rc = migration_local_check(migration, &uri, cpr, &local, err);
 
     if (rc < 0)
         return rc;
@@ -29,10 +31,56 @@ static int start_migrate(struct migration *migration, const char *uri_text, stru
     if ((rc = migration_check_idle(migration, err)) < 0 ||
         (rc = migration_take_named_fd(migration, &uri, err)) < 0)
         return rc;
+    /* Nothing runs (checked above): the thread about to launch reads these. */
+    migration->local = local;
+    if (cpr)
+        migration->cpr_uri = *cpr;
     rc = migration_launch(migration, &uri, false, err);
     if (rc < 0 && uri.path[0] && uri.kind == URI_FD)
         close(uri.fd);
     return rc;
+}
+
+static int start_migrate_uri(struct migration *migration, const char *text, struct gw_error *err)
+{
+    struct uri uri;
+    int rc = migration_parse_uri(migration, text, &uri, err);
+
+    return rc < 0 ? rc : start_migrate(migration, uri, NULL, err);
+}
+
+/* QEMU's migrate channels: one main channel and, for mode cpr-transfer, one
+ * cpr channel; never beside uri. */
+static int start_migrate_channels(struct migration *migration, json_t *channels,
+                                  struct gw_error *err)
+{
+    struct uri uris[2], parsed;
+    bool seen[2] = { false, false };
+    enum uri_channel_type type;
+    size_t i;
+    json_t *channel;
+    int rc;
+
+    if (!json_is_array(channels) || json_array_size(channels) == 0 ||
+        json_array_size(channels) > 2)
+        return gw_error_set(err, -EINVAL, "'channels' must be an array of one main channel and "
+                            "at most one cpr channel");
+    json_array_foreach(channels, i, channel) {
+        if ((rc = uri_parse_channel(channel, &type, &parsed, err)) < 0)
+            return rc;
+        if (seen[type])
+            return gw_error_set(err, -EINVAL, "'channels' has two %s channels; one of each is "
+                                "allowed", type == URI_CHANNEL_MAIN ? "main" : "cpr");
+        seen[type] = true;
+        uris[type] = parsed;
+    }
+    if (!seen[URI_CHANNEL_MAIN])
+        return gw_error_set(err, -EINVAL, "'channels' has no main channel; the main channel "
+                            "carries the device state and is always needed");
+    if ((rc = migration_check_uri(migration, &uris[URI_CHANNEL_MAIN], err)) < 0)
+        return rc;
+    return start_migrate(migration, uris[URI_CHANNEL_MAIN],
+                         seen[URI_CHANNEL_CPR] ? &uris[URI_CHANNEL_CPR] : NULL, err);
 }
 
 static int qmp_migrate(json_t *args, json_t **ret, struct gw_error *err, void *opaque)
@@ -41,9 +89,15 @@ static int qmp_migrate(json_t *args, json_t **ret, struct gw_error *err, void *o
     if (json_is_true(json_object_get(args, "blk")) || json_is_true(json_object_get(args, "inc")))
         return gw_error_set(err, -ENOTSUP, "godwit migrates RAM and devices only: 'blk' and "
                             "'inc' must be false or absent");
+    const char *uri = json_string_value(json_object_get(args, "uri"));
+    json_t *channels = json_object_get(args, "channels");
+
     if (json_is_true(json_object_get(args, "resume")))
-        return migration_resume(opaque, json_string_value(json_object_get(args, "uri")), err);
-    return start_migrate(opaque, json_string_value(json_object_get(args, "uri")), err);
+        return migration_resume(opaque, uri, err);
+    if (!uri == !channels)
+        return gw_error_set(err, -EINVAL, "migrate takes either 'uri' or 'channels' (QEMU's "
+                            "rule), %s", uri ? "not both" : "and got neither");
+    return uri ? start_migrate_uri(opaque, uri, err) : start_migrate_channels(opaque, channels, err);
 }
 
 static int qmp_migrate_incoming(json_t *args, json_t **ret, struct gw_error *err, void *opaque)
@@ -323,7 +377,7 @@ static int hmp_migrate(const char *args, struct hmp_output *out, struct gw_error
     (void)out;
     if (!args[0])
         return gw_error_set(err, -EINVAL, "migrate needs a URI: %s", uri_accepted_forms);
-    return start_migrate(opaque, args, err);
+    return start_migrate_uri(opaque, args, err);
 }
 
 static int hmp_migrate_incoming(const char *args, struct hmp_output *out, struct gw_error *err,
@@ -365,8 +419,8 @@ static int hmp_migrate_continue(const char *args, struct hmp_output *out, struct
 }
 
 static const struct qmp_arg migrate_args[] = {
-    { "uri", QMP_ARG_STR, false }, { "blk", QMP_ARG_BOOL, true }, { "inc", QMP_ARG_BOOL, true },
-    { "detach", QMP_ARG_BOOL, true }, { "resume", QMP_ARG_BOOL, true }, { NULL, 0, false },
+    { "uri", QMP_ARG_STR, true }, { "channels", QMP_ARG_ANY, true },
+    { "blk", QMP_ARG_BOOL, true }, { "inc", QMP_ARG_BOOL, true }, { "detach", QMP_ARG_BOOL, true }, { "resume", QMP_ARG_BOOL, true }, { NULL, 0, false },
 };
 static const struct qmp_arg uri_args[] = { { "uri", QMP_ARG_STR, false }, { NULL, 0, false } };
 static const struct qmp_arg parameter_args[] = {
@@ -384,7 +438,7 @@ static const struct qmp_arg parameter_args[] = {
     { "tls-authz", QMP_ARG_ANY, true },
     { "x-rdma-chunk-size", QMP_ARG_ANY, true }, { "x-rdma-provider", QMP_ARG_ANY, true },
     { "max-postcopy-bandwidth", QMP_ARG_ANY, true },
-    { NULL, 0, false },
+    { "mode", QMP_ARG_ANY, true }, { NULL, 0, false },
 };
 /* The properties of the types godwit makes (include/godwit/objects.h). */
 static const struct qmp_arg object_add_args[] = {

@@ -95,6 +95,21 @@ static bool send_preempt(struct migration *migration, const struct stream_record
     return true;
 }
 
+/* Under the lock. When RP_RUNNING came, less how long the guest had run
+ * by then (stream.md): the downtime's end. A body of none (an older
+ * destination) or a time longer than the wait since GO counts as 0. */
+static void record_running(struct migration *migration, const struct stream_record *record)
+{
+    uint64_t now_us = migration_now_us(), running_for_us = 0;
+
+    if (record->length == sizeof(running_for_us))
+        memcpy(&running_for_us, record->body, sizeof(running_for_us));
+    if (!migration->go_sent_us || running_for_us > now_us - migration->go_sent_us)
+        running_for_us = 0;
+    migration->rp_running_us = now_us - running_for_us;
+    migration->rp_running_seen = true;
+}
+
 void *migration_return_path_thread(void *opaque)
 {
     struct migration *migration = opaque;
@@ -112,7 +127,7 @@ void *migration_return_path_thread(void *opaque)
         if (record.type == REC_RP_READY) {
             migration->rp_ready = true;
         } else if (record.type == REC_RP_RUNNING) {
-            migration->rp_running_seen = true;
+            record_running(migration, &record);
         } else if (record.type == REC_RP_POSTCOPY_DONE) {
             migration->rp_postcopy_done = true;
         } else if (record.type == REC_RP_RECV_BITMAP || record.type == REC_RP_RESUME_ACK) {

@@ -31,11 +31,12 @@
 #define IDLE_PASS_PAUSE_NS (5 * 1000000)
 
 
-static uint64_t source_count_dirty(struct migration *migration)
+static uint64_t count_dirty(struct migration *migration)
 {
     return ram_bitmaps_count(migration->bitmaps, migration->host.blocks,
                              migration->host.nr_blocks);
 }
+
 
 /* As QEMU: one MIGRATION_PASS per dirty-bitmap sync, numbered by
  * dirty-sync-count, the final sync with the guest stopped included. */
@@ -126,8 +127,8 @@ static int setup_sending(struct source *source, struct gw_error *err)
 
     source->walker = (struct ram_walker){
         .blocks = migration->host.blocks, .nr_blocks = migration->host.nr_blocks,
-        .bitmaps = migration->bitmaps, .dirty = migration->host.dirty,
-        .dirty_opaque = migration->host.dirty_opaque,
+        .bitmaps = migration->bitmaps, .dirty = source->dirty,
+        .dirty_opaque = source->dirty_opaque,
         .cancelled = &migration->cancel_requested,
         .end_pass_now = &migration->switchover_requested,
     };
@@ -178,7 +179,13 @@ static int setup(struct source *source, struct gw_error *err)
     migration_snapshot_config(migration, &migration->config);
     if ((rc = migration_new_id(&migration->config, err)) < 0)
         return rc;
-    config_encode(&migration->config, config_body);
+    config_part.iov_len = config_encode(&migration->config, config_body);
+    /* A local update hands the RAM over first: the new process maps it and
+     * builds its machine before it listens on the main channel. */
+    if (migration->local && (rc = migration_local_hand_over(migration, err)) < 0)
+        return rc;
+    source->dirty = migration->local ? &migration_local_untracked : migration->host.dirty;
+    source->dirty_opaque = migration->host.dirty_opaque;
     if (migration->uri.kind == URI_RDMA) {
         struct rdma_options options;
         migration_rdma_options(migration, &options);
@@ -225,17 +232,21 @@ static int setup(struct source *source, struct gw_error *err)
         (rc = postcopy_advise(source, err)) < 0 ||
         (rc = multifd_connect(migration, source->page_size, err)) < 0)
         return rc;
-    /* Every page is dirty before the first pass: all of RAM remains. */
+    /* Every page is dirty before the first pass: all of RAM remains; none
+     * in a local update, whose RAM stays where it is. */
     if ((rc = ram_bitmaps_alloc(migration->bitmaps, migration->host.blocks,
-                                migration->host.nr_blocks, true, err)) < 0 ||
+                                migration->host.nr_blocks, !migration->local, err)) < 0 ||
         (rc = vmstate_save_setup(migration->host.devices, err)) < 0)
         return rc;
-    convergence_pass_begin(migration, source_count_dirty(migration), false);
+    convergence_pass_begin(migration, count_dirty(migration), false);
     /* remaining counts device state from the start */
     device_stopcopy_bytes(migration, &source->device_us);
-    if (migration->host.time_stop)
-        source->stop_cost_us = migration->host.time_stop(migration->host.opaque);
-    rc = migration->host.dirty->start(migration->host.dirty_opaque, err);
+    /* The estimate it feeds decides nothing in a local update, which goes
+     * to the switchover after one pass: the guest is spared the stop. */
+    if (migration->host.time_stop && !migration->local)
+        source->stop_cost_us = migration->host.time_stop(migration->host.opaque,
+                                                         &source->start_cost_us);
+    rc = source->dirty->start(source->dirty_opaque, err);
     if (rc < 0)
         return rc;
     source->tracking = true;
@@ -258,7 +269,7 @@ static int setup(struct source *source, struct gw_error *err)
  * sync: both are timed, so query-migrate can say where its time went. The
  * final sync, with the guest stopped, leaves the devices alone: their
  * stop-copy state is sent right after, whatever it is. */
-static int source_sync_dirty(struct source *source, bool query_devices, struct gw_error *err)
+static int sync_dirty(struct source *source, bool query_devices, struct gw_error *err)
 {
     struct migration *migration = source->migration;
     struct migration_stats *stats = &migration->stats;
@@ -267,8 +278,7 @@ static int source_sync_dirty(struct source *source, bool query_devices, struct g
     int rc;
 
     for (unsigned b = 0; b < migration->host.nr_blocks; b++) {
-        rc = migration->host.dirty->sync(migration->host.dirty_opaque, b, migration->bitmaps[b],
-                                         &times, err);
+        rc = source->dirty->sync(source->dirty_opaque, b, migration->bitmaps[b], &times, err);
         if (rc < 0)
             return rc;
     }
@@ -328,13 +338,13 @@ static int run_pass(struct source *source, uint64_t pass, struct pass_figures *f
     }
     migration_measure_link(stats, bytes + in_flight_before, migration_in_flight_bytes(migration),
                  atomic_load(&stats->paced_us) - paced_before, sent_us);
-    uint64_t left_dirty = source_count_dirty(migration);   /* 0 unless the pass was cut short */
-    rc = source_sync_dirty(source, true, err);
+    uint64_t left_dirty = count_dirty(migration);   /* 0 unless the pass was cut short */
+    rc = sync_dirty(source, true, err);
     if (rc < 0)
         return rc;
     figures->time_us = migration_now_us() - started;
     figures->sent_bytes = bytes;
-    figures->dirty_pages = source_count_dirty(migration);
+    figures->dirty_pages = count_dirty(migration);
     atomic_store(&stats->dirty_pages_rate, figures->dirty_pages * 1000000 /
                                                (figures->time_us + 1));
     /* The next pass's pages are counted from here: what is left never
@@ -344,9 +354,9 @@ static int run_pass(struct source *source, uint64_t pass, struct pass_figures *f
                             figures->dirty_pages, err);
     if (rc < 0)
         return rc;
-    if (source_count_dirty(migration) != figures->dirty_pages) {
+    if (count_dirty(migration) != figures->dirty_pages) {
         /* The sample's pages join the pass, and its time too. */
-        figures->dirty_pages = source_count_dirty(migration);
+        figures->dirty_pages = count_dirty(migration);
         figures->time_us = migration_now_us() - started;
         convergence_pass_begin(migration, figures->dirty_pages, true);
     }
@@ -379,8 +389,9 @@ static int precopy(struct source *source, struct gw_error *err)
         if (rc < 0)
             return rc;
         remaining = stopcopy_bytes(source, figures.dirty_pages);
-        source->expected_downtime_us = migration_estimate_downtime(migration, &source->estimate, remaining,
-                                                                source->device_us, source->stop_cost_us);
+        source->expected_downtime_us = migration_estimate_downtime(
+            migration, &source->estimate, remaining, source->device_us, source->stop_cost_us,
+            source->start_cost_us);
         atomic_store(&migration->stats.expected_downtime_ms,
                      (source->expected_downtime_us + 999) / 1000);
         pthread_mutex_lock(&migration->lock);
@@ -416,6 +427,22 @@ static int precopy(struct source *source, struct gw_error *err)
     }
 }
 
+/* A local update moves no RAM: one pass, with nothing dirty, carries the
+ * devices' precopy data while the guest runs; then the switchover. */
+static int local_precopy(struct source *source, struct gw_error *err)
+{
+    uint64_t pass = 1;
+    struct iovec part = { &pass, sizeof(pass) };
+    int rc;
+
+    source->pass = pass;
+    if ((rc = ram_send_dirty(&source->walker, &source->sink, true, false, pass, err)) < 0 ||
+        (rc = vmstate_save_precopy(source->saver, DEVICE_PASS_BUDGET, err)) < 0)
+        return rc;
+    return source_write_record(source, REC_PASS_END, &part, 1, err);
+}
+
+
 /* pause-before-switchover (QEMU's): with the guest stopped and nothing of
  * the stop-copy phase sent, waits in pre-switchover for migrate-continue.
  * migrate_cancel, or a destination that fails or goes away meanwhile, ends
@@ -446,18 +473,22 @@ static int pause_before_switchover(struct migration *migration, struct gw_error 
 }
 
 /* Records the part of the downtime that ends now. */
-static void source_downtime_mark(struct migration_stats *stats, enum downtime_part part,
-                                 uint64_t *mark)
+static void downtime_mark_at(struct migration_stats *stats, enum downtime_part part,
+                             uint64_t *mark, uint64_t now)
 {
-    uint64_t now = migration_now_us();
-
     atomic_store(&stats->downtime_parts_us[part], now - *mark);
     *mark = now;
 }
 
-static void source_downtime_end(struct migration_stats *stats, uint64_t stop_us, bool round_up)
+static void downtime_mark(struct migration_stats *stats, enum downtime_part part, uint64_t *mark)
 {
-    uint64_t us = migration_now_us() - stop_us;
+    downtime_mark_at(stats, part, mark, migration_now_us());
+}
+
+static void downtime_end(struct migration_stats *stats, uint64_t stop_us, uint64_t end_us,
+                         bool round_up)
+{
+    uint64_t us = end_us - stop_us;
 
     atomic_store(&stats->downtime_us, us);
     atomic_store(&stats->downtime_ms, (us + (round_up ? 999 : 0)) / 1000);
@@ -479,14 +510,14 @@ static int switchover(struct source *source, struct gw_error *err)
         migration_set_status(migration, MIGRATION_DEVICE);
     /* Downtime starts when the guest is asked to stop, as QEMU counts it. */
     source->stop_us = migration_now_us();
-    uint64_t mark = source->stop_us;
+    uint64_t mark = source->stop_us, end_us;
     /* QEMU's global state: a guest paused here arrives paused. */
     uint32_t run_state[2] = { migration->host.stop_for_switchover(migration->host.opaque), 0 };
     struct iovec run_state_part = { run_state, sizeof(run_state) };
     source->vm_stopped = true;
     if (pause && (rc = pause_before_switchover(migration, err)) < 0)
         return rc;
-    source_downtime_mark(stats, DOWNTIME_STOP, &mark);
+    downtime_mark(stats, DOWNTIME_STOP, &mark);
     atomic_store(&stats->expected_downtime_at_switchover_ms,
                  (source->expected_downtime_us + 999) / 1000);
     atomic_store(&stats->expected_downtime_at_switchover_us, source->expected_downtime_us);
@@ -498,36 +529,39 @@ static int switchover(struct source *source, struct gw_error *err)
     if ((rc = source_write_record(source, REC_SWITCHOVER, NULL, 0, err)) < 0 ||
         (rc = source_write_record(source, REC_RUN_STATE, &run_state_part, 1, err)) < 0)
         return rc;
-    if ((rc = source_sync_dirty(source, false, err)) < 0)
+    if ((rc = sync_dirty(source, false, err)) < 0)
         return rc;
-    source_downtime_mark(stats, DOWNTIME_SYNC, &mark);
-    convergence_pass_begin(migration, source_count_dirty(migration), false);
+    downtime_mark(stats, DOWNTIME_SYNC, &mark);
+    convergence_pass_begin(migration, count_dirty(migration), false);
     /* Postcopy leaves the dirty pages for after the switch. */
     if (!source->postcopy &&
         (rc = ram_send_dirty(&source->walker, &source->sink, false, true, source->pass + 1,
                              err)) < 0)
         return rc;
-    source_downtime_mark(stats, DOWNTIME_RAM, &mark);
+    downtime_mark(stats, DOWNTIME_RAM, &mark);
     if ((rc = vmstate_save_stopcopy(source->saver, err)) < 0)
         return rc;
-    source_downtime_mark(stats, DOWNTIME_DEVICE, &mark);
+    downtime_mark(stats, DOWNTIME_DEVICE, &mark);
     if ((migration->config.multifd && (rc = multifd_sender_finish(source->sender, err)) < 0) ||
         (rc = source->postcopy ? postcopy_send_switch(source, err)
                                : source_send_end(source, err)) < 0)
         return rc;
-    source_downtime_mark(stats, DOWNTIME_FLUSH, &mark);
+    downtime_mark(stats, DOWNTIME_FLUSH, &mark);
     if (!migration->channel.has_return_path) {
         /* A file or a pipe: nobody answers. The stream is whole; done. */
-        source_downtime_end(stats, source->stop_us, false);
+        downtime_end(stats, source->stop_us, migration_now_us(), false);
         return 0;
     }
     rc = migration_wait_for_destination(migration, &migration->rp_ready, READY_TIMEOUT_US,
                               "it loaded everything", err);
     if (rc < 0)
         return rc;
-    source_downtime_mark(stats, DOWNTIME_LOAD, &mark);
+    downtime_mark(stats, DOWNTIME_LOAD, &mark);
     /* The point of no return: after GO the destination owns the guest,
      * unless it says it gave up first (below). */
+    pthread_mutex_lock(&migration->lock);
+    migration->go_sent_us = migration_now_us();
+    pthread_mutex_unlock(&migration->lock);
     /* Postcopy: from GO on the guest runs there before its RAM is all
      * there, so nothing may cancel any more (migration_begin_cancel). */
     if (source->postcopy)
@@ -551,8 +585,13 @@ static int switchover(struct source *source, struct gw_error *err)
             return rc;
         gw_error_clear(err);
     }
-    source_downtime_mark(stats, DOWNTIME_RESUME, &mark);
-    source_downtime_end(stats, source->stop_us, true);
+    /* The guest ran when RP_RUNNING says, not when this thread woke to it. */
+    pthread_mutex_lock(&migration->lock);
+    end_us = migration->rp_running_seen ? migration->rp_running_us : migration_now_us();
+    pthread_mutex_unlock(&migration->lock);
+    end_us = end_us > mark ? end_us : mark;
+    downtime_mark_at(stats, DOWNTIME_RESUME, &mark, end_us);
+    downtime_end(stats, source->stop_us, end_us, true);
     return source->postcopy ? postcopy_send_rest(source, err) : 0;
 }
 
@@ -562,7 +601,7 @@ static void finish(struct source *source, int rc, struct gw_error *err)
     struct migration_stats *stats = &migration->stats;
 
     if (source->tracking)
-        migration->host.dirty->stop(migration->host.dirty_opaque);
+        source->dirty->stop(source->dirty_opaque);
     /* Before a rollback runs the guest again: at its full speed. */
     migration_throttle_end(migration);
     migration_dirty_limit_end(migration, &source->dirty_limit);
@@ -602,6 +641,10 @@ static void finish(struct source *source, int rc, struct gw_error *err)
         return;
     }
     migration->host.source_completed(migration->host.opaque);
+    /* The new process owns the guest's memory now: this one lets go of it
+     * before anyone is told the migration completed. */
+    if (migration->local && migration->host.release_ram)
+        migration->host.release_ram(migration->host.opaque);
     migration_set_status(migration, MIGRATION_COMPLETED);
 }
 
@@ -617,7 +660,7 @@ void *migration_source_thread(void *opaque)
         atomic_store(&migration->stats.setup_ms,
                      migration_now_us() / 1000 - atomic_load(&migration->stats.start_ms));
         migration_set_status(migration, MIGRATION_ACTIVE);
-        rc = precopy(&source, &err);
+        rc = migration->local ? local_precopy(&source, &err) : precopy(&source, &err);
     }
     if (rc == 0)
         rc = switchover(&source, &err);

@@ -17,6 +17,9 @@ struct source {
     struct rdma_sink *rdma_sink;   /* an rdma: channel's, instead of the stream's */
     struct page_sink sink;
     struct vmstate_saver *saver;
+    /* The host's tracker, or for a local update none (migration_local.c). */
+    const struct dirty_tracker_ops *dirty;
+    void *dirty_opaque;
     uint32_t page_size;
     bool tracking;
     bool vm_stopped;           /* by us, so ours to put back on failure */
@@ -31,6 +34,7 @@ struct source {
     uint64_t device_stopcopy;  /* the devices' stop-copy bytes at the last sync */
     uint64_t device_us;        /* and their own time on them (vmstate_pending) */
     uint64_t stop_cost_us;     /* the VMM's time to stop the guest, timed at setup */
+    uint64_t start_cost_us;    /* and to start it again, timed with it */
     struct dirty_sampler sampler;
     struct throttle_trigger trigger;   /* auto-converge's and dirty-limit's */
     struct dirty_limit_control dirty_limit;   /* dirty-limit's, fired by the same trigger */

@@ -73,7 +73,7 @@ uint32_t stream_record_max(uint32_t type, uint32_t page_size)
     case REC_END: return 24;
     case REC_GO: return 0;
     case REC_PASS_END: return 8;
-    case REC_CONFIG: return 40;
+    case REC_CONFIG: return 44;   /* 40 before mode (docs/stream.md) */
     case REC_PAGES_ZSTD:
         return 8 + STREAM_PAGES_PER_RECORD * 12 +
                (uint32_t)ZSTD_COMPRESSBOUND(STREAM_PAGES_PER_RECORD * (size_t)page_size);
@@ -87,7 +87,7 @@ uint32_t stream_record_max(uint32_t type, uint32_t page_size)
     case REC_POSTCOPY_RUN: return 0;
     case REC_POSTCOPY_RESUME: return 16;
     case REC_RP_READY: return 0;
-    case REC_RP_RUNNING: return 0;
+    case REC_RP_RUNNING: return 8;
     case REC_RP_ERROR: return 4 + STREAM_ERROR_TEXT_MAX;
     case REC_RP_REQ_PAGES: return 16;
     case REC_RP_POSTCOPY_DONE: return 0;

@@ -509,12 +509,14 @@ class FakeDestination:
     (then it closes if close_after_answer, else reads on); answer_after_blocks:
     the same once the RAM_BLOCKS record has arrived; answer_after_end:
     bytes sent back once END has arrived (RP_READY, RP_ERROR), then it reads
-    on; close_after_end: close the connection once END has arrived, without
+    on; answer_after_go: (delay in s, bytes) sent back that long after GO
+    has arrived; close_after_end: close the connection once END has arrived, without
     a word. Otherwise it reads and discards everything until the source
     closes, and never answers."""
 
     def __init__(self, path, answer_after_header=None, close_after_answer=False,
-                 answer_after_end=None, close_after_end=False, answer_after_blocks=None):
+                 answer_after_end=None, close_after_end=False, answer_after_blocks=None,
+                 answer_after_go=None):
         import threading
         self.path = path
         self.answer_after_header = answer_after_header
@@ -522,6 +524,7 @@ class FakeDestination:
         self.close_after_answer = close_after_answer
         self.answer_after_end = answer_after_end
         self.close_after_end = close_after_end
+        self.answer_after_go = answer_after_go
         self.types = []               # record types in arrival order
         self.bytes_read = 0
         self.header = None
@@ -574,6 +577,9 @@ class FakeDestination:
                         return
                 if rtype == REC_GO:
                     self.go_seen.set()
+                    if self.answer_after_go:
+                        time.sleep(self.answer_after_go[0])
+                        self.connection.sendall(self.answer_after_go[1])
                 if rtype == REC_END:
                     self.end_seen.set()
                     if self.answer_after_end:

@@ -7,7 +7,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 import tap  # noqa: E402
-from godwit_vm import (DIRTY, PAGE_SIZE, MigrationTestCase, QmpError,  # noqa: E402
+from godwit_vm import (ACCEL, DIRTY, PAGE_SIZE, MigrationTestCase, QmpError,  # noqa: E402
                        check_increment_pattern, check_pass_count, free_tcp_port,
                        wait_migration)
 
@@ -73,8 +73,10 @@ class MarkerMigration(MigrationTestCase):
         # The guest ran (a stop was timed) and had bytes left.
         for part in ("stop", "transfer"):
             self.assertGreater(expected[part], 0, expected)
-        # READY: what was in flight, and the round trip RUNNING waits.
-        self.assertLessEqual(expected["running"], expected["ready"], expected)
+        # RUNNING: a round trip (0 off TCP) and the guest's start, which
+        # godwit-vm times on KVM (until every vCPU is back in the guest).
+        if ACCEL == "kvm":
+            self.assertGreater(expected["running"], 0, expected)
         self.assertGreater(expected["bandwidth"], 0, expected)
 
 

@@ -28,7 +28,8 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 import tap  # noqa: E402
 from godwit_vm import (RECORD_HEADER_SIZE, REC_END, REC_GO, REC_PAGES,  # noqa: E402
-                       REC_RP_ERROR, REC_RP_READY, STREAM_HEADER_SIZE, FakeDestination,
+                       REC_RP_ERROR, REC_RP_READY, REC_RP_RUNNING, STREAM_HEADER_SIZE,
+                       FakeDestination,
                        MigrationTestCase, QmpError, Vm, crc32c, parse_stream,
                        rp_error_record, stream_record, wait_migration, watch_until_exit)
 
@@ -342,6 +343,38 @@ class DestinationFaults(FaultTestCase):
         with self.assertRaises(QmpError):
             source.qmp.command("migrate", uri=fake.uri)   # it has migrated away
         self.quit_cleanly(source)
+
+    def running_after_go(self, delay_s, body):
+        """A migration to a fake destination that answers RP_READY, then
+        RP_RUNNING with body delay_s after GO; returns the completed
+        query-migrate."""
+        source = self.start_source()
+        fake = self.fake_destination(
+            source, answer_after_end=stream_record(REC_RP_READY),
+            answer_after_go=(delay_s, stream_record(REC_RP_RUNNING, body)))
+        source.qmp.command("migrate", uri=fake.uri)
+        info = wait_migration(source.qmp, ("completed",), timeout=30)
+        self.assertEqual(source.qmp.command("query-status")["status"], "postmigrate")
+        self.quit_cleanly(source)
+        return info
+
+    def test_running_says_how_long_the_guest_ran(self):
+        """RP_RUNNING's body (us the guest had run when it was sent) comes off
+        the downtime: a reply 400 ms after GO that says 350 ms leaves a
+        resume of 50 ms and a little more, never the whole 400."""
+        info = self.running_after_go(0.4, (350000).to_bytes(8, "little"))
+        resume = info["downtime-detail"]["resume"]
+        self.assertGreaterEqual(resume, 50000, info["downtime-detail"])
+        self.assertLess(resume, 300000, info["downtime-detail"])
+
+    def test_running_longer_than_since_go_counts_as_nothing(self):
+        """A destination cannot have run the guest before GO: a body longer
+        than the wait since GO is ignored, as is an empty one (an older
+        destination); either way the resume spans the whole wait."""
+        for body in ((10 ** 12).to_bytes(8, "little"), b""):
+            info = self.running_after_go(0.2, body)
+            self.assertGreaterEqual(info["downtime-detail"]["resume"], 200000,
+                                    info["downtime-detail"])
 
     def test_destination_sends_rp_error_after_the_header(self):
         source = self.start_source(memory="64M", append="mode=dirty start=1M end=16M")
