@@ -22,6 +22,9 @@ dirty rates converge at 256 MiB/s, with and without auto-converge and
 dirty-limit, beside QEMU's and seed 001's formula; 4 rates, 7 in the full
 set), bench/tls.py (the 1 GiB filled guest in plaintext and over TLS on
 1, 2 and 4 channels, godwit beside QEMU; --no-tls leaves it out) and
+bench/postcopy.py (a guest that never converges, moved by godwit postcopy,
+godwit postcopy-preempt and QEMU 7.2 postcopy: total time, stall, request
+latency and its histogram; --no-postcopy leaves it out) and
 bench/rdma.py (seed 000's table in shape: a 4 GiB filled guest over rdma: at
 three chunk sizes, pin-all off and on, beside tcp: on one connection;
 software-provider figures; --no-rdma leaves it out) and bench/local_update.py
@@ -47,6 +50,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests", "lib"))
 import limits as limits_mod  # noqa: E402
 import multifd  # noqa: E402
+import postcopy as postcopy_bench  # noqa: E402
 import rdma as rdma_bench  # noqa: E402
 import local_update  # noqa: E402
 import convergence_map  # noqa: E402
@@ -310,6 +314,8 @@ def main():
                         help="leave out the TLS section (bench/tls.py)")
     parser.add_argument("--no-rdma", action="store_true",
                         help="leave out the RDMA table (bench/rdma.py)")
+    parser.add_argument("--no-postcopy", action="store_true",
+                        help="leave out the postcopy section (bench/postcopy.py)")
     parser.add_argument("--no-local-update", action="store_true",
                         help="leave out the local-update table (bench/local_update.py)")
     parser.add_argument("--results", default=os.path.join(HERE, "results"))
@@ -400,6 +406,18 @@ def main():
     elif not args.no_convergence_map:
         map_lines = ["### The convergence map (bench/convergence_map.py)", "",
                      f"Not measured: {map_skip}.", ""]
+    postcopy_lines = []
+    if not args.no_postcopy:
+        pc_args = argparse.Namespace(vm=args.vm, guest=args.guest, qemu=args.qemu,
+                                     repeat=postcopy_bench.REPEAT)
+        with open(os.path.join(run_dir, "postcopy.jsonl"), "w") as pc_jsonl:
+            pc_records = postcopy_bench.run(pc_args, log, pc_jsonl)
+        pc_dir = os.path.join(os.path.dirname(args.docs) if args.docs else run_dir,
+                              "benchmarks")
+        os.makedirs(pc_dir, exist_ok=True)
+        pc_png = postcopy_bench.plot(pc_records, pc_dir)
+        postcopy_lines = postcopy_bench.section(
+            pc_records, pc_png, f"benchmarks/{os.path.basename(pc_png)}" if pc_png else None)
     rdma_lines = []
     if not args.no_rdma:
         rdma_args = argparse.Namespace(vm=args.vm, guest=args.guest, repeat=1)
@@ -429,7 +447,7 @@ def main():
     sync_lines += map_lines
     if sync_lines:
         extra["sections"] += ["## Convergence (issue 11)", ""] + sync_lines
-    extra["sections"] += rdma_lines + local_lines
+    extra["sections"] += postcopy_lines + rdma_lines + local_lines
     duration = time.monotonic() - started
     # Tables to the terminal (markdown reads fine as text).
     print()
@@ -454,7 +472,7 @@ def main():
             print(line)
     if extra.get("guest_rates"):
         print(extra["guest_rates"])
-    for line in sync_lines + rdma_lines + local_lines:
+    for line in sync_lines + postcopy_lines + rdma_lines + local_lines:
         print(line)
     if args.docs and made:
         command = "make bench-full" if args.full else "make bench"

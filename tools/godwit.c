@@ -112,6 +112,13 @@ static const char migrate_usage[] =
     "                         default; the guest keeps running on the source)\n"
     "                         or switch over now, whatever the downtime (the\n"
     "                         VM's x-migrate-switchover-now)\n"
+    "  --postcopy-after SECONDS|auto\n"
+    "                         switch to postcopy (the 'postcopy-ram' capability,\n"
+    "                         on --dest too; the destination needs it) SECONDS\n"
+    "                         (0 to 86400) after the start, or with auto once a\n"
+    "                         pass no longer shrinks what is left by 10%: the guest\n"
+    "                         then runs on the destination, which pulls the pages\n"
+    "                         it still lacks; from there a cancel is refused\n"
     "  --quiet                print nothing while it runs, only the report\n"
     "  --json                 print only the report, as one JSON object\n"
     "  -h, --help             print this help and exit\n"
@@ -267,7 +274,7 @@ enum {
     OPT_FROM = 256, OPT_TO, OPT_DEST, OPT_DOWNTIME, OPT_MAX_BW, OPT_AVAIL_BW, OPT_EVENTS,
     OPT_MULTIFD, OPT_COMPRESSION, OPT_ZSTD_LEVEL, OPT_ZERO_PAGE, OPT_CHANNEL_HEADER,
     OPT_DEVICE_CHANNELS, OPT_QMP, OPT_TIMEOUT, OPT_ON_TIMEOUT, OPT_QUIET, OPT_JSON,
-    OPT_TLS_CREDS, OPT_TLS_HOSTNAME, OPT_LOCAL,
+    OPT_TLS_CREDS, OPT_TLS_HOSTNAME, OPT_LOCAL, OPT_POSTCOPY_AFTER,
 };
 
 static const struct option migrate_options[] = {
@@ -289,6 +296,7 @@ static const struct option migrate_options[] = {
     { "local", required_argument, NULL, OPT_LOCAL },
     { "timeout", required_argument, NULL, OPT_TIMEOUT },
     { "on-timeout", required_argument, NULL, OPT_ON_TIMEOUT },
+    { "postcopy-after", required_argument, NULL, OPT_POSTCOPY_AFTER },
     { "quiet", no_argument, NULL, OPT_QUIET },
     { "json", no_argument, NULL, OPT_JSON },
     { "help", no_argument, NULL, 'h' },
@@ -360,6 +368,17 @@ static int completion_parse_one(int id, const char *arg, struct migrate_request 
         if (parse_choice("--on-timeout", arg, on_timeout_names, &choice))
             return EXIT_USAGE;
         req->on_timeout_switchover = !strcmp(choice, "switchover");
+        return 0;
+    case OPT_POSTCOPY_AFTER:
+        if (!strcmp(arg, "auto")) {
+            req->postcopy_after_s = POSTCOPY_AUTO;
+            return 0;
+        }
+        unsigned seconds;
+        if (parse_count("--postcopy-after", arg, 0, TIMEOUT_MAX, "a number of seconds or "
+                        "'auto'", "s", &seconds))
+            return EXIT_USAGE;
+        req->postcopy_after_s = (int)seconds;
         return 0;
     case OPT_QUIET:
         req->quiet = true;
@@ -480,9 +499,9 @@ static int cmd_migrate(int argc, char **argv)
                                       "--events, --multifd, --multifd-compression, "
                                       "--multifd-zstd-level, --zero-page-detection, "
                                       "--channel-header, --device-state-channels, --tls-creds, "
-                                      "--tls-hostname, --local, --timeout, "
+                                      "--tls-hostname, --local, --timeout, --postcopy-after, "
                                       "--on-timeout, --quiet, --json and --help";
-    struct migrate_request req = { 0 };
+    struct migrate_request req = { .postcopy_after_s = -1 };
     bool on_timeout_given = false;
     int id, rc;
 

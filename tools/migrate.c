@@ -193,6 +193,9 @@ static int wait_tick(struct qmp_client *qmp, int64_t deadline, struct gw_error *
 
 /* What the following loop did to the migration, for the final sentence. */
 struct follow_state {
+    bool postcopy_sent;         /* --postcopy-after: migrate-start-postcopy went */
+    int64_t last_sync;          /* --postcopy-after auto: the pass and what it left */
+    int64_t last_remaining;
     bool cancel_sent;           /* Ctrl-C sent migrate_cancel */
     bool timed_out;             /* --timeout struck and its action was sent */
     char reason_at_timeout[512];
@@ -248,6 +251,37 @@ static int handle_timeout(struct qmp_client *qmp, const struct migrate_request *
     return send_action(qmp, d, "x-migrate-switchover-now");
 }
 
+/* --postcopy-after: is it time? auto: a pass ended and left at least 90%
+ * of what the one before left (the precopy loop's own rule for "still
+ * shrinking", docs/qmp.md). */
+static bool postcopy_due(const struct migrate_request *req, const struct migration_stats *stats,
+                         int64_t elapsed_ms, struct follow_state *state)
+{
+    if (req->postcopy_after_s < 0 || state->postcopy_sent || strcmp(stats->status, "active"))
+        return false;
+    if (req->postcopy_after_s != POSTCOPY_AUTO)
+        return elapsed_ms >= (int64_t)req->postcopy_after_s * 1000;
+    if (stats->dirty_sync_count <= state->last_sync)
+        return false;
+    bool stuck = state->last_sync >= 2 && stats->ram_remaining * 10 >= state->last_remaining * 9;
+    state->last_sync = stats->dirty_sync_count;
+    state->last_remaining = stats->ram_remaining;
+    return stuck;
+}
+
+static int start_postcopy(struct qmp_client *qmp, struct display *d, struct follow_state *state,
+                          const struct migrate_request *req)
+{
+    state->postcopy_sent = true;
+    if (!d->quiet)
+        display_say(d, req->postcopy_after_s == POSTCOPY_AUTO
+                           ? "passes no longer shrink what is left: switching to postcopy "
+                             "(migrate-start-postcopy)"
+                           : "--postcopy-after %d s: switching to postcopy "
+                             "(migrate-start-postcopy)", req->postcopy_after_s);
+    return send_action(qmp, d, "migrate-start-postcopy");
+}
+
 /* What a not-converging verdict line adds: godwit's own way out. */
 static void set_hint(struct display *d, const struct migrate_request *req)
 {
@@ -283,6 +317,9 @@ static int follow(struct qmp_client *qmp, const struct migrate_request *req,
             break;
         display_draw(&d, stats, now_ms());
         if (migration_status_is_final(stats->status))
+            break;
+        if (postcopy_due(req, stats, now_ms() - start, state) &&
+            (rc = start_postcopy(qmp, &d, state, req)) < 0)
             break;
         if (deadline && now_ms() >= deadline && !state->timed_out && !state->cancel_sent &&
             (rc = handle_timeout(qmp, req, &d, stats, state)) < 0)

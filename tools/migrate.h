@@ -33,6 +33,10 @@ struct migrate_request {
     struct multifd_request multifd;
     unsigned timeout_s;             /* --timeout: 0 = none */
     bool on_timeout_switchover;     /* --on-timeout switchover (else cancel) */
+    /* --postcopy-after: seconds after the start when migrate-start-postcopy
+     * goes (0 at once); POSTCOPY_AUTO once a pass no longer shrinks what is
+     * left; -1 = no postcopy. */
+    int postcopy_after_s;
     bool quiet;                     /* --quiet: the report only */
     bool json;                      /* --json: the report only, as JSON */
 };
@@ -40,6 +44,7 @@ struct migrate_request {
 /* Returns the exit status: 0 completed (a switchover forced at the timeout
  * included), 1 anything else. Prints progress and the report on stdout,
  * errors on stderr. */
+#define POSTCOPY_AUTO 0x7fffffff
 int migrate_run(const struct migrate_request *req);
 
 /* `godwit status`: the report of the current or last migration; exit status. */

@@ -52,6 +52,8 @@ void migration_stats_parse(json_t *info, struct migration_stats *s)
     s->dirty_pages_rate = get_int(ram, "dirty-pages-rate");
     s->dirty_sync_count = get_int(ram, "dirty-sync-count");
     s->downtime_bytes = get_int(ram, "downtime-bytes");
+    s->postcopy_requests = get_int(ram, "postcopy-requests");
+    s->postcopy_bytes = get_int(ram, "postcopy-bytes");
     s->multifd_bytes = get_int(ram, "multifd-bytes");
     s->mbps = json_is_number(mbps) && json_number_value(mbps) >= 0 ? json_number_value(mbps) : -1;
     copy_string(convergence, "state", s->verdict, sizeof(s->verdict));
@@ -368,6 +370,10 @@ void report_print(FILE *out, const struct migration_stats *s,
     print_count(out, "zero pages:", s->duplicate);
     print_count(out, "pages sent with data:", s->normal);
     print_bytes(out, "bytes sent while stopped:", s->downtime_bytes);
+    if (s->postcopy_bytes > 0) {
+        print_bytes(out, "bytes sent in postcopy:", s->postcopy_bytes);
+        print_count(out, "postcopy page requests:", s->postcopy_requests);
+    }
     print_multifd(out, s, multifd);
     if (s->tls_cipher[0])
         fprintf(out, "%-33s%s %s, %s\n", "TLS:", s->tls_protocol, s->tls_cipher,

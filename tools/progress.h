@@ -21,6 +21,7 @@ struct migration_stats {
     int64_t transferred, ram_remaining, total, duplicate, normal;
     int64_t dirty_pages_rate, dirty_sync_count, downtime_bytes;
     int64_t multifd_bytes;
+    int64_t postcopy_requests, postcopy_bytes;   /* -1: no postcopy figures */
     double mbps;
     /* (godwit) "convergence": verdict "" when the VM gave none (the first
      * pass), else "converging", "not-converging" or "throttled". */

@@ -14,7 +14,8 @@
  * (CONFIG), in the order a person reads them; multifd-zstd-level is not
  * compared, but is copied too so both sides show the same settings, and
  * tls-creds is the id of each side's own object (both TLS, or neither). */
-static const char *const shared_capability_names[] = { "multifd", "x-channel-header", NULL };
+static const char *const shared_capability_names[] = { "multifd", "x-channel-header",
+                                                        "postcopy-ram", NULL };
 static const char *const shared_parameter_names[] = {
     "multifd-channels", "multifd-compression", "multifd-zstd-level", "zero-page-detection",
     "x-multifd-channels-device-state", "tls-creds", NULL,
@@ -46,6 +47,8 @@ static json_t *source_capabilities(const struct migrate_request *req)
         add_capability(list, "multifd", true);
     if (req->multifd.channel_header)
         add_capability(list, "x-channel-header", true);
+    if (req->postcopy_after_s >= 0)
+        add_capability(list, "postcopy-ram", true);
     return list;
 }
 
@@ -132,7 +135,7 @@ static json_t *shared_capabilities(json_t *answer, struct multifd_settings *mult
         add_capability(list, name, json_is_true(state));
         if (!strcmp(name, "multifd"))
             multifd->multifd = json_is_true(state);
-        else
+        else if (!strcmp(name, "x-channel-header"))
             multifd->channel_header = json_is_true(state);
     }
     return list;

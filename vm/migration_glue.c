@@ -77,6 +77,16 @@ static uint64_t incoming_resumed_us(void *opaque)
 
 /* As QEMU does, a destination whose migration failed ends: it never ran the
  * guest, and the source still has it. */
+static unsigned vcpu_threads(void *opaque, int *tids, unsigned max)
+{
+    struct vm *vm = opaque;
+    unsigned n = vm->nr_vcpus < max ? vm->nr_vcpus : max;
+
+    for (unsigned i = 0; i < n; i++)
+        tids[i] = vcpu_thread_id(&vm->vcpus[i]);
+    return n;
+}
+
 static void incoming_failed(void *opaque, const char *message)
 {
     fprintf(stderr, "godwit-vm: incoming migration failed: %s\n", message);
@@ -136,6 +146,7 @@ int vm_migration_init(struct vm *vm, struct gw_error *err)
         .time_stop = time_stop,
         .incoming_failed = incoming_failed,
         .go_timeout_ms = vm->config.go_timeout_ms,
+        .vcpu_threads = vcpu_threads,
     };
     bool ring = dirty_ring_enabled(&vm->dirty_ring);
     int rc;

@@ -99,6 +99,12 @@ struct migration_host {
      * time has stalled or vanished: the destination fails and never runs
      * the guest (docs/stream.md). */
     unsigned go_timeout_ms;
+    /* Destination, optional: the kernel thread ids of the vCPU threads
+     * (tids[i] for vCPU i), at most max; returns how many. Postcopy then
+     * tells which of the threads waiting for pages are vCPUs
+     * (postcopy-vcpu-blocktime, and postcopy-blocktime as QEMU counts it:
+     * the time every vCPU waited at once). */
+    unsigned (*vcpu_threads)(void *opaque, int *tids, unsigned max);
 };
 
 #define MIGRATION_GO_TIMEOUT_MS 10000
@@ -116,6 +122,16 @@ enum migration_status {
     /* pause-before-switchover: the guest is stopped and nothing of the
      * stop-copy phase is sent until migrate-continue. */
     MIGRATION_PRE_SWITCHOVER,
+    /* postcopy: the guest runs on the destination, which pulls the pages
+     * it still lacks; the source sends them and answers its requests. */
+    MIGRATION_POSTCOPY_ACTIVE,
+    /* postcopy's link broke: both sides wait, the guest's missing pages
+     * with them, for migrate-recover (destination) and migrate with
+     * resume (source); then the new connection is set up, the sides
+     * exchange what the destination has, and postcopy goes on. */
+    MIGRATION_POSTCOPY_PAUSED,
+    MIGRATION_POSTCOPY_RECOVER_SETUP,
+    MIGRATION_POSTCOPY_RECOVER,
 };
 
 const char *migration_status_name(enum migration_status status);

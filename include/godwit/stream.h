@@ -38,10 +38,20 @@ enum stream_record_type {
     REC_CHANNEL_END = 11,  /* a multifd channel is done */
     REC_SWITCHOVER = 12,   /* the source stopped the guest: stop-copy data follows */
     REC_RUN_STATE = 13,    /* whether the guest ran on the source at switchover */
+    /* postcopy (docs/stream.md, "Postcopy") */
+    REC_POSTCOPY_ADVISE = 14,  /* after CONFIG: the source may switch to postcopy */
+    REC_POSTCOPY_LISTEN = 15,  /* devices sent, multifd ended: register RAM for faults */
+    REC_POSTCOPY_DISCARD = 16, /* runs of pages sent before but dirty since */
+    REC_POSTCOPY_RUN = 17,     /* the switch is whole: answer READY, then run on GO */
+    REC_POSTCOPY_RESUME = 18,  /* recovery: first record of the new main channel */
     /* destination -> source, on the return path */
     REC_RP_READY = 0x101,  /* all loaded and checked */
     REC_RP_RUNNING = 0x102,/* the destination took the guest over (running or paused) */
     REC_RP_ERROR = 0x103,  /* the load failed: errno and a sentence */
+    REC_RP_REQ_PAGES = 0x104,      /* postcopy: the guest waits for these pages */
+    REC_RP_POSTCOPY_DONE = 0x105,  /* postcopy: END checked, every page placed */
+    REC_RP_RECV_BITMAP = 0x106,    /* recovery: pages the destination has */
+    REC_RP_RESUME_ACK = 0x107,     /* recovery: bitmap sent, with the page counts */
 };
 
 /* Bounds, checked before anything is read into memory. */

@@ -38,9 +38,10 @@ int channel_header_decode(const uint8_t *in, uint32_t *type, uint32_t *index, ui
     if (version != 1)
         return gw_error_set(err, -EPROTO, "the channel header has version %u; this godwit "
                             "reads version 1", version);
-    if (*type < CHANNEL_MAIN || *type > CHANNEL_DEVICE)
+    if (*type < CHANNEL_MAIN || *type > CHANNEL_POSTCOPY)
         return gw_error_set(err, -EPROTO, "the channel header has type %u; types are 1 (main), "
-                            "2 (multifd RAM) and 3 (multifd device state)", *type);
+                            "2 (multifd RAM), 3 (multifd device state) and 4 (postcopy "
+                            "preempt)", *type);
     return 0;
 }
 

@@ -8,7 +8,7 @@
 
 #include <godwit/error.h>
 
-enum channel_type { CHANNEL_MAIN = 1, CHANNEL_RAM = 2, CHANNEL_DEVICE = 3 };
+enum channel_type { CHANNEL_MAIN = 1, CHANNEL_RAM = 2, CHANNEL_DEVICE = 3, CHANNEL_POSTCOPY = 4 };
 #define CHANNEL_MAGIC "GODWITCH"
 #define CHANNEL_HEADER_SIZE 48
 

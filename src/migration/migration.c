@@ -19,6 +19,10 @@ const char *migration_status_name(enum migration_status status)
         [MIGRATION_CANCELLING] = "cancelling", [MIGRATION_CANCELLED] = "cancelled",
         [MIGRATION_FAILED] = "failed", [MIGRATION_COMPLETED] = "completed",
         [MIGRATION_PRE_SWITCHOVER] = "pre-switchover",
+        [MIGRATION_POSTCOPY_ACTIVE] = "postcopy-active",
+        [MIGRATION_POSTCOPY_PAUSED] = "postcopy-paused",
+        [MIGRATION_POSTCOPY_RECOVER_SETUP] = "postcopy-recover-setup",
+        [MIGRATION_POSTCOPY_RECOVER] = "postcopy-recover",
     };
     return names[status];
 }
@@ -52,11 +56,17 @@ void migration_emit(struct migration *migration, const char *event, json_t *data
         json_decref(data);
 }
 
+bool migration_in_postcopy(enum migration_status status)
+{
+    return status == MIGRATION_POSTCOPY_ACTIVE || status == MIGRATION_POSTCOPY_PAUSED ||
+           status == MIGRATION_POSTCOPY_RECOVER_SETUP || status == MIGRATION_POSTCOPY_RECOVER;
+}
+
 bool migration_in_progress(enum migration_status status)
 {
     return status == MIGRATION_SETUP || status == MIGRATION_ACTIVE ||
            status == MIGRATION_DEVICE || status == MIGRATION_PRE_SWITCHOVER ||
-           status == MIGRATION_CANCELLING;
+           status == MIGRATION_CANCELLING || migration_in_postcopy(status);
 }
 
 void migration_set_status(struct migration *migration, enum migration_status status)
@@ -105,6 +115,7 @@ void migration_shutdown_multifd_locked(struct migration *migration)
 {
     for (unsigned i = 0; i < migration->nr_multifd_channels; i++)
         channel_shutdown(&migration->multifd_channels[i]);
+    channel_shutdown(&migration->preempt.channel);   /* postcopy-preempt's, if any */
 }
 
 void migration_shutdown_multifd(struct migration *migration)
@@ -135,6 +146,21 @@ void migration_send_rp_error(struct migration *migration, const struct gw_error 
         migration_send_error(&migration->channel, failure);
     }
     pthread_mutex_unlock(&migration->rp_write_lock);
+}
+
+int migration_rp_write(struct migration *migration, uint32_t type, const void *body,
+                       size_t len, struct gw_error *err)
+{
+    struct stream_writer writer = { .io = channel_stream_io(&migration->channel) };
+    struct iovec part = { (void *)body, len };
+    int rc;
+
+    pthread_mutex_lock(&migration->rp_write_lock);
+    rc = migration->rp_paused
+             ? gw_error_set(err, -EPIPE, "postcopy is paused: no connection to the source")
+             : stream_write_record(&writer, type, &part, len ? 1 : 0, err);
+    pthread_mutex_unlock(&migration->rp_write_lock);
+    return rc;
 }
 
 /* Waits, holding the migration lock, for a change or 20 ms at most. */

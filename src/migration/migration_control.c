@@ -61,6 +61,8 @@ struct migration *migration_new(const struct migration_host *host, struct qmp_se
     migration->cancel_pipe[0] = migration->cancel_pipe[1] = -1;
     pthread_mutex_init(&migration->lock, NULL);
     pthread_mutex_init(&migration->rp_write_lock, NULL);
+    pthread_mutex_init(&migration->preempt.lock, NULL);
+    migration->preempt.channel.fd = -1;
     pthread_cond_init(&migration->changed, NULL);
     return migration;
 }
@@ -74,7 +76,8 @@ bool migration_begin_cancel(struct migration *migration)
      * incoming migration fails and the guest never runs here. */
     pthread_mutex_lock(&migration->lock);
     cancelling = migration_in_progress(migration->status) &&
-                 migration->status != MIGRATION_CANCELLING;
+                 migration->status != MIGRATION_CANCELLING &&
+                 !migration_in_postcopy(migration->status);
     if (cancelling) {
         migration->status = MIGRATION_CANCELLING;
         pthread_cond_broadcast(&migration->changed);
@@ -133,6 +136,7 @@ void migration_free(struct migration *migration)
             close(migration->cancel_pipe[i]);
     pthread_mutex_destroy(&migration->lock);
     pthread_mutex_destroy(&migration->rp_write_lock);
+    pthread_mutex_destroy(&migration->preempt.lock);
     pthread_cond_destroy(&migration->changed);
     free(migration->qmp_commands);
     free(migration->hmp_commands);
@@ -205,6 +209,8 @@ int migration_launch(struct migration *migration, const struct uri *uri, bool de
     migration->go_sent_us = migration->rp_running_us = 0;
     migration->rp_refused = migration->ready_sent = false;
     migration->rp_error_sent = false;
+    migration->rp_postcopy_done = false;
+    atomic_store(&migration->postcopy_requested, false);
     migration->uri = *uri;
     migration->is_destination = destination;
     atomic_store(&migration->stats.start_ms, migration_now_us() / 1000);
@@ -262,11 +268,13 @@ int migration_incoming(struct migration *migration, const char *uri_text, struct
  * unix:, device-state channels need multifd and x-channel-header. */
 int migration_check_uri(struct migration *migration, const struct uri *uri, struct gw_error *err)
 {
-    bool multifd, header;
+    bool multifd, header, postcopy, preempt;
     uint64_t device_channels;
 
     pthread_mutex_lock(&migration->lock);
     multifd = migration->cap_multifd;
+    postcopy = migration->cap_postcopy_ram;
+    preempt = migration->cap_postcopy_preempt;
     header = migration->cap_channel_header;
     device_channels = migration->params.device_channels;
     pthread_mutex_unlock(&migration->lock);
@@ -278,6 +286,18 @@ int migration_check_uri(struct migration *migration, const struct uri *uri, stru
         return gw_error_set(err, -EINVAL, "multifd needs a tcp: or unix: URI, which can carry "
                             "several connections; file: and fd: carry one: turn the multifd "
                             "capability off");
+    if (postcopy && (uri->kind == URI_FILE || uri->kind == URI_RDMA))
+        return gw_error_set(err, -EINVAL, "postcopy-ram needs a connection with a return path "
+                            "for page requests (tcp:, unix: or fd: of a socket); %s has none "
+                            "godwit can use: turn the postcopy-ram capability off",
+                            uri->kind == URI_FILE ? "file:" : "rdma:");
+    if (preempt && !postcopy)
+        return gw_error_set(err, -EINVAL, "postcopy-preempt needs postcopy-ram: turn it on "
+                            "too, or postcopy-preempt off");
+    if (preempt && uri->kind != URI_TCP && uri->kind != URI_UNIX)
+        return gw_error_set(err, -EINVAL, "postcopy-preempt needs a tcp: or unix: URI, which "
+                            "can carry a second connection; fd: carries one: turn "
+                            "postcopy-preempt off");
     if (device_channels && (!multifd || !header))
         return gw_error_set(err, -EINVAL, "x-multifd-channels-device-state %" PRIu64 " needs "
                             "the multifd and x-channel-header capabilities; set them or set "

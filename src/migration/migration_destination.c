@@ -9,14 +9,26 @@
 #include <errno.h>
 #include <poll.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
-static int send_answer(struct stream_writer *writer, uint32_t type, const void *body,
+/* Bytes the destination's main channel may hold unread in postcopy. */
+#define POSTCOPY_MAIN_RCVBUF (256 << 10)
+
+static int send_answer(struct migration *migration, uint32_t type, const void *body,
                        size_t len, struct gw_error *err)
 {
-    struct iovec part = { (void *)body, len };
+    return migration_rp_write(migration, type, body, len, err);
+}
 
-    return stream_write_record(writer, type, &part, len ? 1 : 0, err);
+/* The postcopy fault thread's way to ask for a page. */
+static int send_page_request(void *opaque, const struct postcopy_request *request,
+                             struct gw_error *err)
+{
+    uint8_t body[POSTCOPY_REQUEST_SIZE];
+
+    postcopy_request_encode(request, body);
+    return send_answer(opaque, REC_RP_REQ_PAGES, body, sizeof(body), err);
 }
 
 /* Closing a socket with unread data sends a reset, and a reset makes the
@@ -70,7 +82,7 @@ static int wait_for_go(struct migration *migration, struct gw_error *err)
  * go_timeout_ms, and its RP_ERROR tells a source that sends GO late that
  * the guest is still its own. */
 static int handshake(struct migration *migration, struct stream_reader *reader,
-                     struct stream_writer *writer, struct gw_error *err)
+                     struct gw_error *err)
 {
     struct stream_record record;
     int rc;
@@ -80,7 +92,7 @@ static int handshake(struct migration *migration, struct stream_reader *reader,
     pthread_mutex_unlock(&migration->lock);
     if (migration_cancelled(migration))
         return gw_error_set(err, -ECANCELED, "the incoming migration was cancelled");
-    rc = send_answer(writer, REC_RP_READY, NULL, 0, err);
+    rc = send_answer(migration, REC_RP_READY, NULL, 0, err);
     if (rc == 0)
         rc = wait_for_go(migration, err);
     if (rc < 0)
@@ -99,21 +111,118 @@ static int handshake(struct migration *migration, struct stream_reader *reader,
 
 /* RP_RUNNING says how long ago the guest ran again, so that the source's
  * downtime ends there (stream.md). */
-static void send_running(struct migration *migration, struct stream_writer *writer)
+static void send_running(struct migration *migration)
 {
     uint64_t resumed_us = migration->host.incoming_resumed_us
                           ? migration->host.incoming_resumed_us(migration->host.opaque) : 0;
     uint64_t now_us = migration_now_us();
     uint64_t running_for_us = resumed_us && resumed_us <= now_us ? now_us - resumed_us : 0;
 
-    send_answer(writer, REC_RP_RUNNING, &running_for_us, sizeof(running_for_us), NULL);
+    send_answer(migration, REC_RP_RUNNING, &running_for_us, sizeof(running_for_us), NULL);
 }
 
 struct incoming {
     struct migration *migration;
     struct channel_listener *listener;
     struct pending *pending;
+    bool guest_here;   /* handed to the VMM: a later failure must not end it */
 };
+
+/* At LISTEN: with postcopy-preempt, its channel and receiver. Without it,
+ * requested pages come on the main channel behind what it holds: a small
+ * receive buffer keeps that short (the source bounds its send queue). */
+static int postcopy_listen(void *opaque, struct load_state *state, struct gw_error *err)
+{
+    struct incoming *incoming = opaque;
+    struct migration *migration = incoming->migration;
+    int size = POSTCOPY_MAIN_RCVBUF;
+
+    if (!state->preempt_advised) {
+        setsockopt(migration->channel.fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size));
+        return 0;
+    }
+    return preempt_recv_start(migration, incoming->listener, incoming->pending, state->postcopy,
+                              (uint32_t)migration->host.blocks[0].page_size, err);
+}
+
+static int finish_preempt(void *opaque, struct load_state *state, struct gw_error *err)
+{
+    struct incoming *incoming = opaque;
+
+    return preempt_recv_finish(incoming->migration, &state->counts, err);
+}
+
+/* With the capability, and a return path to ask for pages on. */
+static int prepare_postcopy(struct migration *migration, struct load_state *state,
+                            struct gw_error *err)
+{
+    bool capability;
+
+    pthread_mutex_lock(&migration->lock);
+    capability = migration->cap_postcopy_ram;
+    state->postcopy_preempt = migration->cap_postcopy_preempt;
+    pthread_mutex_unlock(&migration->lock);
+    state->postcopy_listen = postcopy_listen;
+    state->preempt_finish = finish_preempt;
+    if (!capability || !migration->channel.has_return_path)
+        return 0;
+    if (migration->host.vcpu_threads)
+        state->nr_vcpus = migration->host.vcpu_threads(migration->host.opaque, state->vcpu_tids,
+                                                       POSTCOPY_VCPUS_MAX);
+    state->postcopy = postcopy_ram_new(migration->host.blocks, migration->host.nr_blocks,
+                                       send_page_request, migration, err);
+    if (!state->postcopy)
+        return -ENOMEM;
+    pthread_mutex_lock(&migration->lock);
+    migration->postcopy_ram = state->postcopy;
+    pthread_mutex_unlock(&migration->lock);
+    return 0;
+}
+
+/* The guest runs here: the rest of its pages, until END; then every page
+ * is here, the fault thread stops and the source hears it. */
+static int receive_postcopy(struct migration *migration, struct stream_reader *reader,
+                            struct load_state *state, struct gw_error *err)
+{
+    int rc;
+
+    migration_set_status(migration, MIGRATION_POSTCOPY_ACTIVE);
+    /* A broken link pauses; anything else fails, and the source hears it. */
+    while ((rc = migration_load_postcopy(reader, state, err)) < 0 &&
+           postcopy_link_broke(rc) && !migration_cancelled(migration)) {
+        struct gw_error failure = *err;
+        gw_error_clear(err);
+        if ((rc = postcopy_dest_recover(migration, reader, state, &failure, err)) < 0)
+            break;
+    }
+    if (rc < 0 && !postcopy_link_broke(rc))
+        migration_send_rp_error(migration, err);
+    atomic_store(&migration->stats.normal_pages, state->counts.normal_pages);
+    atomic_store(&migration->stats.zero_pages, state->counts.zero_pages);
+    atomic_store(&migration->stats.transferred,
+                 reader->offset + atomic_load(&migration->stats.multifd_bytes));
+    if (rc < 0) {
+        gw_error_prefix(err, "in postcopy, with the guest running here");
+        return rc;
+    }
+    postcopy_ram_finish(state->postcopy);
+    return send_answer(migration, REC_RP_POSTCOPY_DONE, NULL, 0, err);
+}
+
+/* The figures stay for query-migrate once the postcopy RAM is gone. */
+static void release_postcopy(struct migration *migration, struct load_state *state)
+{
+    if (!state->postcopy)
+        return;
+    postcopy_ram_finish(state->postcopy);
+    pthread_mutex_lock(&migration->lock);
+    const struct postcopy_stats *stats = postcopy_ram_stats(state->postcopy);
+    memcpy(&migration->stats.postcopy, stats, sizeof(*stats));
+    migration->postcopy_ram = NULL;
+    pthread_mutex_unlock(&migration->lock);
+    postcopy_ram_free(state->postcopy);
+    state->postcopy = NULL;
+}
 
 /* CONFIG said how the source migrates (and matched ours): with multifd,
  * take its channels and start receiving on them. */
@@ -160,7 +269,6 @@ static int prepare_main_reader(struct migration *migration, struct stream_reader
 static int receive(struct migration *migration, struct incoming *incoming, struct gw_error *err)
 {
     struct stream_reader reader = { .io = channel_stream_io(&migration->channel) };
-    struct stream_writer writer = { .io = channel_stream_io(&migration->channel) };
     struct ram_direct_landing direct = { .blocks = migration->host.blocks };
     struct page_landing landing = ram_direct_landing(&direct);
     struct load_state state;
@@ -178,6 +286,8 @@ static int receive(struct migration *migration, struct incoming *incoming, struc
     }
     if (rc == 0)
         rc = prepare_main_reader(migration, &reader, err);
+    if (rc == 0)
+        rc = prepare_postcopy(migration, &state, err);
     /* rdma: RAM lands by WRITE, outside the stream; the pages the source
      * says it wrote or zeroed count with the stream's at END. */
     if (rc == 0 && rdma_channel_is(&migration->channel))
@@ -185,9 +295,13 @@ static int receive(struct migration *migration, struct incoming *incoming, struc
                                      migration->host.nr_blocks, &landing, &state.counts, err);
     if (rc == 0)
         rc = migration_load_stream(&reader, &state, err);
+    bool postcopy = rc == LOAD_POSTCOPY_RUN;
+    if (postcopy)
+        rc = 0;
     /* The cause, not the shut channel it led to. */
     if (rc < 0 && !multifd_recv_error(state.multifd, err))
         device_loader_error(state.devices, err);
+    /* Before postcopy too: its pages come on the main channel only. */
     multifd_recv_stop(state.multifd);   /* the receivers' byte counts are theirs till then */
     atomic_store(&migration->stats.multifd_bytes, multifd_recv_bytes(state.multifd));
     atomic_store(&migration->stats.normal_pages, state.counts.normal_pages);
@@ -195,12 +309,15 @@ static int receive(struct migration *migration, struct incoming *incoming, struc
     atomic_store(&migration->stats.transferred,
                  reader.offset + atomic_load(&migration->stats.multifd_bytes));
     if (rc == 0 && migration->channel.has_return_path)
-        rc = handshake(migration, &reader, &writer, err);
+        rc = handshake(migration, &reader, err);
     if (rc == 0) {
         migration->host.incoming_completed(migration->host.opaque,
                                            !state.run_state_seen || !state.source_paused);
+        incoming->guest_here = true;
         if (migration->channel.has_return_path)
-            send_running(migration, &writer);
+            send_running(migration);   /* for the downtime figure */
+        if (postcopy)
+            rc = receive_postcopy(migration, &reader, &state, err);
     } else if (migration->channel.has_return_path) {
         migration_send_rp_error(migration, err);
         drain_until_closed(&migration->channel);
@@ -208,6 +325,8 @@ static int receive(struct migration *migration, struct incoming *incoming, struc
     /* Freed once the guest runs: joining the receivers and unmapping the
      * load's buffers are no part of the downtime. */
     multifd_recv_free(state.multifd);
+    preempt_close(migration);   /* before the RAM its receiver places pages in */
+    release_postcopy(migration, &state);
     load_state_free(&state);
     stream_reader_free(&reader);
     return rc;
@@ -241,7 +360,10 @@ void *migration_destination_thread(void *opaque)
         gw_error_set(&err, -ECANCELED, "the incoming migration was cancelled");
     if (rc < 0) {
         migration_fail(migration, &err);
-        migration->host.incoming_failed(migration->host.opaque, err.msg);
+        /* After GO in postcopy the guest is this side's: it stays, waiting
+         * for pages that cannot come; the VMM is not told to end it. */
+        if (!incoming.guest_here)
+            migration->host.incoming_failed(migration->host.opaque, err.msg);
         return NULL;
     }
     migration_set_status(migration, MIGRATION_COMPLETED);

@@ -50,6 +50,66 @@ static json_t *ram_info(struct migration *migration, enum migration_status statu
         "page-size", (json_int_t)page_size);
 }
 
+/* Postcopy's figures: on the source the requests it answered and the bytes
+ * it sent after the switch (ram.postcopy-requests, ram.postcopy-bytes); on
+ * the destination the requests it made and, with the postcopy-blocktime
+ * capability, the guest's stall and the requests' latency (QEMU 10.1's
+ * names: postcopy-blocktime in ms, postcopy-latency in us, and
+ * postcopy-latency-dist, bucket N counting answers in [2^N, 2^(N+1)) us). */
+static void postcopy_info(struct migration *migration, json_t *info, json_t *ram)
+{
+    struct postcopy_stats stats;
+    bool blocktime;
+
+    pthread_mutex_lock(&migration->lock);
+    blocktime = migration->cap_postcopy_blocktime;
+    const struct postcopy_stats *live = migration->postcopy_ram
+                                            ? postcopy_ram_stats(migration->postcopy_ram)
+                                            : &migration->stats.postcopy;
+    memcpy(&stats, live, sizeof(stats));
+    pthread_mutex_unlock(&migration->lock);
+    if (!migration->is_destination) {
+        struct migration_stats *own = &migration->stats;
+        json_object_set_new(ram, "postcopy-requests",
+                            json_integer((json_int_t)atomic_load(&own->postcopy_requests)));
+        json_object_set_new(ram, "postcopy-bytes",
+                            json_integer((json_int_t)atomic_load(&own->postcopy_bytes)));
+        json_object_set_new(ram, "x-postcopy-preempt-bytes",
+                            json_integer((json_int_t)atomic_load(&own->preempt_bytes)));
+        return;
+    }
+    uint64_t requests = atomic_load(&stats.requests);
+    json_object_set_new(ram, "postcopy-requests", json_integer((json_int_t)requests));
+    if (!blocktime)
+        return;
+    uint64_t answered = 0;
+    json_t *dist = json_array();
+    for (int i = 0; i < POSTCOPY_LATENCY_BUCKETS; i++) {
+        answered += atomic_load(&stats.latency[i]);
+        json_array_append_new(dist, json_integer((json_int_t)atomic_load(&stats.latency[i])));
+    }
+    /* QEMU's: every vCPU waiting at once; without the vCPUs' threads, the
+     * time any thread waited (also ours as x-postcopy-wait-time). */
+    uint64_t wait_ms = atomic_load(&stats.wait_us) / 1000;
+    json_object_set_new(info, "postcopy-blocktime", json_integer((json_int_t)(
+        stats.nr_vcpus ? atomic_load(&stats.blocktime_us) / 1000 : wait_ms)));
+    json_object_set_new(info, "x-postcopy-wait-time", json_integer((json_int_t)wait_ms));
+    if (stats.nr_vcpus) {
+        json_t *vcpus = json_array();
+        for (unsigned v = 0; v < stats.nr_vcpus; v++)
+            json_array_append_new(vcpus, json_integer((json_int_t)(
+                atomic_load(&stats.vcpu_blocktime_us[v]) / 1000)));
+        json_object_set_new(info, "postcopy-vcpu-blocktime", vcpus);
+    }
+    json_object_set_new(info, "postcopy-latency",
+                        json_integer((json_int_t)(answered ? atomic_load(&stats.latency_total_us) /
+                                                                 answered : 0)));
+    json_object_set_new(info, "postcopy-latency-dist", dist);
+    json_object_set_new(info, "x-postcopy-placed",
+                        json_pack("{s:I,s:I}", "pages", (json_int_t)atomic_load(&stats.placed),
+                                  "duplicates", (json_int_t)atomic_load(&stats.duplicates)));
+}
+
 /* Ours: where the last dirty-bitmap sync's time went (seed 001: sync time
  * decides which guests converge), in microseconds. */
 static json_t *last_sync_info(struct migration_stats *stats)
@@ -163,6 +223,7 @@ json_t *migration_info(struct migration *migration)
         json_t *convergence = convergence_info(migration, migration_in_progress(status));
         if (convergence)
             json_object_set_new(info, "convergence", convergence);
+        postcopy_info(migration, info, ram);
         json_object_set_new(info, "ram", ram);
         json_object_set_new(info, "device-state",
                             json_pack("{s:I,s:I,s:I}", "transferred",
@@ -201,6 +262,31 @@ static uint64_t field(json_t *object, const char *name)
 static const char *human(uint64_t bytes, char *buf, size_t len)
 {
     return size_format(bytes, buf, len);
+}
+
+/* Postcopy's line: the requests, and the bytes after the switch (source)
+ * or the stall and the latency with its nonzero buckets (destination). */
+static void hmp_postcopy(struct hmp_output *out, json_t *info, json_t *ram)
+{
+    char a[32];
+    json_t *dist = json_object_get(info, "postcopy-latency-dist"), *count;
+    size_t bucket;
+
+    hmp_printf(out, "Postcopy:               requests=%" PRIu64, field(ram, "postcopy-requests"));
+    if (json_object_get(ram, "postcopy-bytes"))
+        hmp_printf(out, ", bytes=%s", human(field(ram, "postcopy-bytes"), a, sizeof(a)));
+    if (json_object_get(info, "postcopy-blocktime"))
+        hmp_printf(out, ", blocktime=%" PRIu64 " ms, latency=%" PRIu64 " us",
+                   field(info, "postcopy-blocktime"), field(info, "postcopy-latency"));
+    hmp_printf(out, "\r\n");
+    if (!dist)
+        return;
+    hmp_printf(out, "  Latency (us: count):  ");
+    json_array_foreach(dist, bucket, count)
+        if (json_integer_value(count))
+            hmp_printf(out, "[%llu,%llu): %" PRIu64 "  ", 1ULL << bucket, 2ULL << bucket,
+                       (uint64_t)json_integer_value(count));
+    hmp_printf(out, "\r\n");
 }
 
 /* The layout of QEMU's newer "info migrate" (seed 004), with godwit's own
@@ -278,6 +364,8 @@ int migration_hmp_info(const char *args, struct hmp_output *out, struct gw_error
                    PRIu64 ", device=%" PRIu64 "\r\n", field(sync, "total"), field(sync, "fetch"),
                    field(sync, "merge"), field(sync, "device"));
     }
+    if (ram && json_object_get(ram, "postcopy-requests"))
+        hmp_postcopy(out, info, ram);
     if (json_object_get(info, "convergence"))
         hmp_printf(out, "Convergence:            %s\r\n", json_string_value(json_object_get(
                    json_object_get(info, "convergence"), "reason")));

@@ -20,6 +20,7 @@
 #include <godwit/tls.h>
 
 #include "migration/migration_convergence.h"
+#include "postcopy/postcopy.h"
 #include "ram/ram_internal.h"
 #include "rdma/rdma_transport.h"
 
@@ -58,6 +59,8 @@ struct migration_params {
     char tls_authz[TLS_ID_MAX];
     uint64_t rdma_chunk_size;            /* x-rdma-chunk-size, bytes, default 1 MiB */
     uint64_t rdma_provider;              /* x-rdma-provider (ours), enum rdma_provider */
+    uint64_t max_postcopy_bandwidth;     /* bytes/s of the postcopy phase's background
+                                          * pages, 0 = unlimited (QEMU's) */
     uint64_t mode;                       /* QEMU's mode, enum migration_mode */
 };
 
@@ -147,6 +150,39 @@ struct migration_stats {
     _Atomic uint64_t cpu_throttle_percentage;  /* what the VMM was last asked; 0 = none */
     _Atomic bool dirty_limit_on;         /* the host's dirty limit, started by this migration */
     struct rdma_stats rdma;              /* an rdma: migration's (ours) */
+    /* Postcopy. Source: page requests received, bytes sent after the
+     * switch. Destination: its postcopy RAM's figures, copied at the end
+     * (live ones are read from postcopy_ram while it exists). */
+    _Atomic uint64_t postcopy_requests, postcopy_bytes;
+    _Atomic uint64_t preempt_bytes;      /* of postcopy_bytes, on the preempt channel */
+    struct postcopy_stats postcopy;
+};
+
+/* postcopy-preempt's channel (migration_preempt.c). Source: the
+ * return-path thread writes requested pages on it under `lock`, the
+ * migration thread its CHANNEL_END. Destination: a receiver thread reads
+ * it into a loader of its own (landing lane 1). `channel` is shut down by
+ * cancel under the migration lock. */
+struct postcopy_preempt {
+    pthread_mutex_t lock;
+    struct channel channel;
+    struct stream_writer writer;
+    bool open;                      /* source: pages may go on it */
+    /* destination */
+    pthread_t thread;
+    bool thread_running;
+    struct ram_loader loader;
+    struct ram_load_counts counts;
+    struct gw_error error;
+    int rc;
+};
+
+/* Source, under the migration lock: the destination's page requests, read
+ * by the return-path thread, served first by the migration thread. */
+#define POSTCOPY_QUEUE_MAX 4096
+struct postcopy_queue {
+    struct postcopy_request requests[POSTCOPY_QUEUE_MAX];
+    unsigned head, count;
 };
 
 struct migration {
@@ -163,6 +199,10 @@ struct migration {
     bool cap_auto_converge;
     bool cap_dirty_limit;
     bool cap_rdma_pin_all;
+    bool cap_postcopy_ram, cap_postcopy_blocktime, cap_postcopy_preempt;
+    /* migrate-start-postcopy: the precopy loop ends its pass and the
+     * switchover goes to postcopy. */
+    atomic_bool postcopy_requested;
     bool continue_requested;         /* migrate-continue in pre-switchover */
     struct migration_config config;  /* of the migration in progress: its thread's */
     bool incoming_expected;          /* started with --incoming defer */
@@ -205,6 +245,23 @@ struct migration {
     uint64_t rp_running_us;   /* when the destination's guest ran (RP_RUNNING less its delay) */
     bool rp_refused;                 /* an RP_ERROR record came: it never runs the guest */
     char rp_error[GW_ERROR_MSG_MAX];
+    bool rp_postcopy_done;           /* RP_POSTCOPY_DONE came */
+    struct postcopy_queue *postcopy_queue;   /* NULL outside postcopy */
+    /* Destination: its postcopy RAM while it exists, for query-migrate. */
+    struct postcopy_ram *postcopy_ram;
+    struct postcopy_preempt preempt;
+    /* Postcopy recovery (migration_recover.c), under lock. Source: migrate
+     * with resume sets resume_requested (and uri); the return path fills
+     * recover_bitmaps from RP_RECV_BITMAP and sets rp_resume_ack with the
+     * destination's page counts. Destination: migrate-recover leaves its
+     * listener in recover_listener and sets recover_requested. */
+    bool resume_requested, recover_requested, rp_resume_ack;
+    struct channel_listener recover_listener;
+    uint64_t *recover_bitmaps[STREAM_BLOCKS_MAX];
+    uint64_t resume_counts[2];
+    /* Destination, under rp_write_lock: paused, no main channel to write
+     * page requests on (they are asked again after recovery). */
+    bool rp_paused;
 
     struct migration_stats stats;
     uint64_t *bitmaps[STREAM_BLOCKS_MAX];
@@ -239,6 +296,39 @@ void migration_send_error(struct channel *channel, const struct gw_error *failur
 /* Destination: the same on the main channel, once per migration, from any
  * thread (a multifd receiver's failure or the main thread's). */
 void migration_send_rp_error(struct migration *migration, const struct gw_error *failure);
+
+/* postcopy-preempt (migration_preempt.c). Source: connect the channel
+ * (after POSTCOPY_LISTEN: the destination accepts it then); send a
+ * request's pages on it (1 sent, 0 the channel is not open: queue it); its
+ * CHANNEL_END before END. Destination: accept it and start its receiver;
+ * at END, wait for its CHANNEL_END and add its counts. Both: close. */
+int preempt_connect(struct migration *migration, uint32_t page_size, struct gw_error *err);
+int preempt_send(struct migration *migration, const struct postcopy_request *request,
+                 struct gw_error *err);
+int preempt_end(struct migration *migration, struct gw_error *err);
+struct channel_listener;
+struct pending;
+int preempt_recv_start(struct migration *migration, struct channel_listener *listener,
+                       struct pending *pending, struct postcopy_ram *ram, uint32_t page_size,
+                       struct gw_error *err);
+int preempt_recv_finish(struct migration *migration, struct ram_load_counts *counts,
+                        struct gw_error *err);
+void preempt_close(struct migration *migration);
+/* Destination, postcopy paused: the receiver stopped and joined, what it
+ * loaded added to counts, the channel closed. */
+void preempt_recv_abandon(struct migration *migration, struct ram_load_counts *counts);
+
+/* Postcopy recovery's commands (migration_recover_commands.c): migrate
+ * with resume, migrate-recover, migrate-pause. */
+int migration_resume(struct migration *migration, const char *uri_text, struct gw_error *err);
+int migration_qmp_recover(json_t *args, json_t **ret, struct gw_error *err, void *opaque);
+int migration_qmp_pause(json_t *args, json_t **ret, struct gw_error *err, void *opaque);
+
+/* Destination: one return-path record, from any thread (in postcopy the
+ * fault thread's page requests share the channel with the main thread's
+ * answers), under rp_write_lock; -EPIPE while postcopy is paused. */
+int migration_rp_write(struct migration *migration, uint32_t type, const void *body,
+                       size_t len, struct gw_error *err);
 
 /* Waits, holding the migration lock, for a change or 20 ms at most. */
 void migration_wait_changed(struct migration *migration);
@@ -289,7 +379,10 @@ int migration_hmp_info_parameters(const char *args, struct hmp_output *out, stru
 int migration_hmp_set_parameter(const char *args, struct hmp_output *out, struct gw_error *err,
                                 void *opaque);
 
-/* SETUP, ACTIVE, PRE_SWITCHOVER, DEVICE or CANCELLING: a migration runs. */
+/* After postcopy's switch: active, paused or recovering. */
+bool migration_in_postcopy(enum migration_status status);
+/* SETUP, ACTIVE, PRE_SWITCHOVER, DEVICE, CANCELLING or in postcopy: a
+ * migration runs. */
 bool migration_in_progress(enum migration_status status);
 
 /* The life cycle (migration_control.c). A URI parsed and checked against

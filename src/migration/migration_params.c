@@ -85,6 +85,9 @@ static const struct parameter parameters[] = {
     { "x-rdma-chunk-size", RDMA_CHUNK_MIN, RDMA_CHUNK_MAX, PARAM_FIELD(rdma_chunk_size), "bytes",
       NULL },
     { "x-rdma-provider", 0, 2, PARAM_FIELD(rdma_provider), "", rdma_provider_choices },
+    /* postcopy's background pages (QEMU's); requested pages are never held */
+    { "max-postcopy-bandwidth", 0, BANDWIDTH_MAX, PARAM_FIELD(max_postcopy_bandwidth),
+      "bytes/second", NULL },
     /* QEMU's mode: cpr-transfer is the local update (migrate with channels) */
     { "mode", 0, 1, PARAM_FIELD(mode), "", mode_choices },
 };

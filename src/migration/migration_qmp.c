@@ -86,13 +86,14 @@ static int start_migrate_channels(struct migration *migration, json_t *channels,
 static int qmp_migrate(json_t *args, json_t **ret, struct gw_error *err, void *opaque)
 {
     (void)ret;
-    if (json_is_true(json_object_get(args, "resume")) || json_is_true(json_object_get(args, "blk")) ||
-        json_is_true(json_object_get(args, "inc")))
-        return gw_error_set(err, -ENOTSUP, "godwit migrates RAM and devices only: 'blk', 'inc' "
-                            "and 'resume' must be false or absent");
+    if (json_is_true(json_object_get(args, "blk")) || json_is_true(json_object_get(args, "inc")))
+        return gw_error_set(err, -ENOTSUP, "godwit migrates RAM and devices only: 'blk' and "
+                            "'inc' must be false or absent");
     const char *uri = json_string_value(json_object_get(args, "uri"));
     json_t *channels = json_object_get(args, "channels");
 
+    if (json_is_true(json_object_get(args, "resume")))
+        return migration_resume(opaque, uri, err);
     if (!uri == !channels)
         return gw_error_set(err, -EINVAL, "migrate takes either 'uri' or 'channels' (QEMU's "
                             "rule), %s", uri ? "not both" : "and got neither");
@@ -114,8 +115,42 @@ static int qmp_migrate_cancel(json_t *args, json_t **ret, struct gw_error *err, 
 {
     (void)args;
     (void)ret;
-    (void)err;
-    migration_begin_cancel(opaque);   /* as QEMU: nothing to cancel is not an error */
+    /* as QEMU: nothing to cancel is not an error */
+    enum migration_status status;
+
+    if (migration_begin_cancel(opaque) || !migration_in_postcopy(status = migration_status(opaque)))
+        return 0;
+    return gw_error_set(err, -EBUSY, "the migration is in %s: the guest already runs on the "
+                        "destination, which still pulls pages from the source, so a cancel "
+                        "cannot give it back; wait for the migration to complete (or, "
+                        "paused, recover it)", migration_status_name(status));
+}
+
+/* QEMU's: ends the precopy pass where it is and switches to postcopy. */
+static int qmp_migrate_start_postcopy(json_t *args, json_t **ret, struct gw_error *err,
+                                      void *opaque)
+{
+    struct migration *migration = opaque;
+    enum migration_status status;
+    bool capability;
+
+    (void)args;
+    (void)ret;
+    pthread_mutex_lock(&migration->lock);
+    status = migration->status;
+    capability = migration->cap_postcopy_ram;
+    pthread_mutex_unlock(&migration->lock);
+    if (!capability)
+        return gw_error_set(err, -EINVAL, "Enable postcopy with migrate_set_capability before "
+                            "the start of migration");
+    if (migration->is_destination)
+        return gw_error_set(err, -EINVAL, "this VM is the destination of the migration: run "
+                            "migrate-start-postcopy on the source");
+    if (status != MIGRATION_SETUP && status != MIGRATION_ACTIVE)
+        return gw_error_set(err, -EINVAL, "migrate-start-postcopy needs an outgoing migration "
+                            "in setup or active; it is %s", migration_status_name(status));
+    atomic_store(&migration->postcopy_requested, true);
+    atomic_store(&migration->switchover_requested, true);
     return 0;
 }
 
@@ -149,7 +184,7 @@ static int qmp_switchover_now(json_t *args, json_t **ret, struct gw_error *err, 
 
 static int status_from_name(const char *name, enum migration_status *status)
 {
-    for (int s = MIGRATION_NONE; s <= MIGRATION_PRE_SWITCHOVER; s++) {
+    for (int s = MIGRATION_NONE; s <= MIGRATION_POSTCOPY_RECOVER; s++) {
         if (!strcmp(migration_status_name((enum migration_status)s), name)) {
             *status = (enum migration_status)s;
             return 0;
@@ -199,6 +234,9 @@ static const struct capability capabilities[] = {
     { "auto-converge", CAP_FIELD(cap_auto_converge) },
     { "dirty-limit", CAP_FIELD(cap_dirty_limit) },
     { "rdma-pin-all", CAP_FIELD(cap_rdma_pin_all) },
+    { "postcopy-ram", CAP_FIELD(cap_postcopy_ram) },
+    { "postcopy-blocktime", CAP_FIELD(cap_postcopy_blocktime) },
+    { "postcopy-preempt", CAP_FIELD(cap_postcopy_preempt) },
 };
 #define NR_CAPABILITIES (sizeof(capabilities) / sizeof(capabilities[0]))
 
@@ -241,6 +279,12 @@ static int check_capabilities(struct migration *migration, const bool *wanted,
     if (dirty_limit && wanted[find_capability("auto-converge")])
         return gw_error_set(err, -EINVAL, "dirty-limit conflicts with auto-converge: each "
                             "slows the guest its own way; turn one of them off");
+    /* As QEMU, each side checks that its host can do postcopy. */
+    if (wanted[find_capability("postcopy-ram")] && !migration->cap_postcopy_ram &&
+        postcopy_ram_supported(migration->host.blocks, migration->host.nr_blocks, err) < 0) {
+        gw_error_prefix(err, "Capability 'postcopy-ram'");
+        return -ENOTSUP;
+    }
     if (dirty_limit && !migration->host.dirty_limit_start)
         return gw_error_set(err, -ENOTSUP, "dirty-limit requires a VMM with a KVM dirty ring "
                             "(godwit-vm: --accel kvm,dirty-ring-size=N), as QEMU requires "
@@ -355,6 +399,14 @@ static int hmp_migrate_cancel(const char *args, struct hmp_output *out, struct g
     return qmp_migrate_cancel(NULL, NULL, err, opaque);
 }
 
+static int hmp_migrate_start_postcopy(const char *args, struct hmp_output *out,
+                                      struct gw_error *err, void *opaque)
+{
+    (void)args;
+    (void)out;
+    return qmp_migrate_start_postcopy(NULL, NULL, err, opaque);
+}
+
 static int hmp_migrate_continue(const char *args, struct hmp_output *out, struct gw_error *err,
                                 void *opaque)
 {
@@ -385,6 +437,7 @@ static const struct qmp_arg parameter_args[] = {
     { "tls-creds", QMP_ARG_ANY, true }, { "tls-hostname", QMP_ARG_ANY, true },
     { "tls-authz", QMP_ARG_ANY, true },
     { "x-rdma-chunk-size", QMP_ARG_ANY, true }, { "x-rdma-provider", QMP_ARG_ANY, true },
+    { "max-postcopy-bandwidth", QMP_ARG_ANY, true },
     { "mode", QMP_ARG_ANY, true }, { NULL, 0, false },
 };
 /* The properties of the types godwit makes (include/godwit/objects.h). */
@@ -413,6 +466,9 @@ int migration_register_monitor(struct migration *migration, struct gw_error *err
         { "migrate_cancel", NULL, qmp_migrate_cancel, migration },
         { "migrate-continue", continue_args, qmp_migrate_continue, migration },
         { "x-migrate-switchover-now", NULL, qmp_switchover_now, migration },
+        { "migrate-start-postcopy", NULL, qmp_migrate_start_postcopy, migration },
+        { "migrate-recover", uri_args, migration_qmp_recover, migration },
+        { "migrate-pause", NULL, migration_qmp_pause, migration },
         { "migrate-set-parameters", parameter_args, migration_qmp_set_parameters, migration },
         { "query-migrate-parameters", NULL, migration_qmp_query_parameters, migration },
         { "migrate-set-capabilities", capability_args, qmp_set_capabilities, migration },
@@ -433,6 +489,8 @@ int migration_register_monitor(struct migration *migration, struct gw_error *err
           hmp_migrate_incoming, migration },
         { "migrate_cancel", "", "cancel the migration, outgoing or incoming",
           hmp_migrate_cancel, migration },
+        { "migrate_start_postcopy", "", "switch the outgoing migration to postcopy "
+          "(postcopy-ram capability)", hmp_migrate_start_postcopy, migration },
         { "migrate_continue", "STATE", "go on from STATE (pre-switchover, with the "
           "pause-before-switchover capability)", hmp_migrate_continue, migration },
         { "migrate_set_parameter", "NAME VALUE", "set a migration parameter (bandwidths in "

@@ -10,6 +10,91 @@
 #include <stdio.h>
 #include <string.h>
 
+/* The return path's RP_RECV_BITMAP and RP_RESUME_ACK, under the lock. */
+static int rp_recover_record(struct migration *migration, const struct stream_record *record)
+{
+    struct postcopy_bitmap_part part;
+    struct gw_error err = { 0 };
+
+    if (migration->status != MIGRATION_POSTCOPY_RECOVER) {
+        snprintf(migration->rp_error, sizeof(migration->rp_error), "it sent %s outside "
+                 "postcopy recovery", stream_record_name(record->type));
+        return -EPROTO;
+    }
+    if (record->type == REC_RP_RESUME_ACK) {
+        if (record->length != sizeof(migration->resume_counts)) {
+            snprintf(migration->rp_error, sizeof(migration->rp_error), "its RP_RESUME_ACK has "
+                     "%u bytes, not 16", record->length);
+            return -EPROTO;
+        }
+        memcpy(migration->resume_counts, record->body, sizeof(migration->resume_counts));
+        migration->rp_resume_ack = true;
+        return 0;
+    }
+    if (postcopy_bitmap_decode(record->body, record->length, migration->host.blocks,
+                               migration->host.nr_blocks, &part, &err) < 0) {
+        snprintf(migration->rp_error, sizeof(migration->rp_error), "%s", err.msg);
+        return -EPROTO;
+    }
+    memcpy(migration->recover_bitmaps[part.block] + part.first_word, part.bits,
+           (size_t)part.words * 8);
+    return 0;
+}
+
+/* Postcopy: a page request, checked, queued for the migration thread.
+ * Under the migration lock. */
+static int queue_request(struct migration *migration, const struct stream_record *record)
+{
+    struct postcopy_queue *queue = migration->postcopy_queue;
+    struct postcopy_request request;
+    struct gw_error err = { 0 };
+
+    if (!queue) {
+        snprintf(migration->rp_error, sizeof(migration->rp_error), "it asked for pages at "
+                 "return-path offset %llu before the switch to postcopy",
+                 (unsigned long long)record->offset);
+        return -EPROTO;
+    }
+    if (postcopy_request_decode(record->body, record->length, migration->host.blocks,
+                                migration->host.nr_blocks, &request, &err) < 0) {
+        snprintf(migration->rp_error, sizeof(migration->rp_error), "%s", err.msg);
+        return -EPROTO;
+    }
+    if (queue->count == POSTCOPY_QUEUE_MAX) {
+        snprintf(migration->rp_error, sizeof(migration->rp_error), "it has more than %d page "
+                 "requests waiting", POSTCOPY_QUEUE_MAX);
+        return -EPROTO;
+    }
+    queue->requests[(queue->head + queue->count++) % POSTCOPY_QUEUE_MAX] = request;
+    atomic_fetch_add(&migration->stats.postcopy_requests, 1);
+    return 0;
+}
+
+/* True when the request went out on the preempt channel; false leaves it
+ * to the queue (no preempt channel, or a request queue_request refuses). A
+ * failed write is the return path's error. */
+static bool send_preempt(struct migration *migration, const struct stream_record *record)
+{
+    struct postcopy_request request;
+    struct gw_error err = { 0 };
+    int rc;
+
+    if (postcopy_request_decode(record->body, record->length, migration->host.blocks,
+                                migration->host.nr_blocks, &request, &err) < 0)
+        return false;
+    rc = preempt_send(migration, &request, &err);
+    if (rc == 0)
+        return false;
+    pthread_mutex_lock(&migration->lock);
+    if (rc > 0)
+        atomic_fetch_add(&migration->stats.postcopy_requests, 1);
+    else if (!migration->rp_error[0])
+        snprintf(migration->rp_error, sizeof(migration->rp_error), "%s", err.msg);
+    pthread_cond_broadcast(&migration->changed);
+    pthread_mutex_unlock(&migration->lock);
+    return true;
+}
+
 /* Under the lock. When RP_RUNNING came, less how long the guest had run
  * by then (stream.md): the downtime's end. A body of none (an older
  * destination) or a time longer than the wait since GO counts as 0. */
@@ -35,11 +120,22 @@ void *migration_return_path_thread(void *opaque)
     int rc;
 
     while ((rc = stream_read_record(&reader, &record, &err)) == 0) {
+        /* postcopy-preempt: the pages go at once, on their own channel. */
+        if (record.type == REC_RP_REQ_PAGES && send_preempt(migration, &record))
+            continue;
         pthread_mutex_lock(&migration->lock);
         if (record.type == REC_RP_READY) {
             migration->rp_ready = true;
         } else if (record.type == REC_RP_RUNNING) {
             record_running(migration, &record);
+        } else if (record.type == REC_RP_POSTCOPY_DONE) {
+            migration->rp_postcopy_done = true;
+        } else if (record.type == REC_RP_RECV_BITMAP || record.type == REC_RP_RESUME_ACK) {
+            if (rp_recover_record(migration, &record) < 0)
+                record.type = REC_RP_ERROR;   /* end the migration as for an error */
+        } else if (record.type == REC_RP_REQ_PAGES) {
+            if (queue_request(migration, &record) < 0)
+                record.type = REC_RP_ERROR;   /* end the migration as for an error */
         } else if (record.type == REC_RP_ERROR && record.length >= 4) {
             migration->rp_refused = true;
             snprintf(migration->rp_error, sizeof(migration->rp_error), "%.*s",

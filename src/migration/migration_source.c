@@ -4,7 +4,7 @@
  * after that puts it back as it was (running, or paused): until the
  * destination has said RP_READY and GO has been sent, or if it answers GO
  * with RP_ERROR, the source still owns the guest. */
-#include "migration_internal.h"
+#include "migration_source.h"
 #include "migration_estimate.h"
 #include "migration_throttle.h"
 
@@ -30,33 +30,6 @@
 /* Between passes that found nothing dirty. */
 #define IDLE_PASS_PAUSE_NS (5 * 1000000)
 
-struct source {
-    struct migration *migration;
-    struct stream_writer writer;
-    struct ram_walker walker;
-    struct multifd_sender *sender;
-    struct rdma_sink *rdma_sink;   /* an rdma: channel's, instead of the stream's */
-    struct page_sink sink;
-    struct vmstate_saver *saver;
-    /* The host's tracker, or for a local update none (migration_local.c). */
-    const struct dirty_tracker_ops *dirty;
-    void *dirty_opaque;
-    uint32_t page_size;
-    bool tracking;
-    bool vm_stopped;           /* by us, so ours to put back on failure */
-    uint64_t stop_us;          /* when the guest stopped; 0 while it runs */
-    uint64_t expected_downtime_us;
-    struct downtime_estimate estimate;   /* the last pass's, and its parts */
-    uint64_t pass;             /* the dirty pass being sent, from 1 */
-    uint64_t device_stopcopy;  /* the devices' stop-copy bytes at the last sync */
-    uint64_t device_us;        /* and their own time on them (vmstate_pending) */
-    uint64_t stop_cost_us;     /* the VMM's time to stop the guest, timed at setup */
-    uint64_t start_cost_us;    /* and to start it again, timed with it */
-    struct dirty_sampler sampler;
-    struct throttle_trigger trigger;   /* auto-converge's and dirty-limit's */
-    struct dirty_limit_control dirty_limit;   /* dirty-limit's, fired by the same trigger */
-    uint64_t pace_start_us, pace_bytes;       /* the rdma sink's max-bandwidth window */
-};
 
 static uint64_t count_dirty(struct migration *migration)
 {
@@ -64,17 +37,6 @@ static uint64_t count_dirty(struct migration *migration)
                              migration->host.nr_blocks);
 }
 
-/* Writes a record on the main channel and counts its bytes. */
-static int write_record(struct source *source, uint32_t type, const struct iovec *parts,
-                        int nparts, struct gw_error *err)
-{
-    uint64_t before = source->writer.offset;
-    int rc = stream_write_record(&source->writer, type, parts, nparts, err);
-
-    migration_count_sent(source->migration, source->writer.offset - before,
-                         source->stop_us != 0);
-    return rc;
-}
 
 /* As QEMU: one MIGRATION_PASS per dirty-bitmap sync, numbered by
  * dirty-sync-count, the final sync with the guest stopped included. */
@@ -91,7 +53,7 @@ static int write_device_record(void *opaque, const uint8_t *header, const uint8_
     struct source *source = opaque;
     struct iovec parts[2] = { { (void *)header, DEVICE_RECORD_HEADER }, { (void *)data, len } };
     uint64_t before = source->writer.offset;
-    int rc = write_record(source, REC_DEVICE, parts, 2, err);
+    int rc = source_write_record(source, REC_DEVICE, parts, 2, err);
 
     atomic_fetch_add(&source->migration->stats.device_transferred,
                      source->writer.offset - before);
@@ -265,8 +227,9 @@ static int setup(struct source *source, struct gw_error *err)
     uint64_t before = source->writer.offset;
     rc = stream_write_header(&source->writer, source->page_size, err);
     migration_count_sent(migration, source->writer.offset - before, false);
-    if (rc < 0 || (rc = write_record(source, REC_RAM_BLOCKS, &part, 1, err)) < 0 ||
-        (rc = write_record(source, REC_CONFIG, &config_part, 1, err)) < 0 ||
+    if (rc < 0 || (rc = source_write_record(source, REC_RAM_BLOCKS, &part, 1, err)) < 0 ||
+        (rc = source_write_record(source, REC_CONFIG, &config_part, 1, err)) < 0 ||
+        (rc = postcopy_advise(source, err)) < 0 ||
         (rc = multifd_connect(migration, source->page_size, err)) < 0)
         return rc;
     /* Every page is dirty before the first pass: all of RAM remains; none
@@ -359,7 +322,7 @@ static int run_pass(struct source *source, uint64_t pass, struct pass_figures *f
         rc = vmstate_save_precopy(source->saver, DEVICE_PASS_BUDGET, err);
     atomic_store(&stats->pass_started_us, 0);
     if (rc == 0)
-        rc = write_record(source, REC_PASS_END, &part, 1, err);
+        rc = source_write_record(source, REC_PASS_END, &part, 1, err);
     if (rc < 0)
         return rc;
     sent_us = migration_now_us() - started;
@@ -476,19 +439,9 @@ static int local_precopy(struct source *source, struct gw_error *err)
     if ((rc = ram_send_dirty(&source->walker, &source->sink, true, false, pass, err)) < 0 ||
         (rc = vmstate_save_precopy(source->saver, DEVICE_PASS_BUDGET, err)) < 0)
         return rc;
-    return write_record(source, REC_PASS_END, &part, 1, err);
+    return source_write_record(source, REC_PASS_END, &part, 1, err);
 }
 
-static int send_end(struct source *source, struct gw_error *err)
-{
-    struct migration_stats *stats = &source->migration->stats;
-    struct device_registry *devices = source->migration->host.devices;
-    uint64_t counts[3] = { atomic_load(&stats->normal_pages), atomic_load(&stats->zero_pages),
-                           devices ? devices->count : 0 };
-    struct iovec part = { counts, sizeof(counts) };
-
-    return write_record(source, REC_END, &part, 1, err);
-}
 
 /* pause-before-switchover (QEMU's): with the guest stopped and nothing of
  * the stop-copy phase sent, waits in pre-switchover for migrate-continue.
@@ -549,6 +502,7 @@ static int switchover(struct source *source, struct gw_error *err)
     int rc;
 
     source->walker.end_pass_now = NULL;   /* the stop-copy pass sends every page */
+    source->postcopy = atomic_load(&migration->postcopy_requested);
     pthread_mutex_lock(&migration->lock);
     pause = migration->cap_pause_before_switchover;
     pthread_mutex_unlock(&migration->lock);
@@ -572,14 +526,16 @@ static int switchover(struct source *source, struct gw_error *err)
     pthread_mutex_unlock(&migration->lock);
     /* Tells the destination that precopy data is over, so it may load
      * device state from the multifd channels as soon as it arrives. */
-    if ((rc = write_record(source, REC_SWITCHOVER, NULL, 0, err)) < 0 ||
-        (rc = write_record(source, REC_RUN_STATE, &run_state_part, 1, err)) < 0)
+    if ((rc = source_write_record(source, REC_SWITCHOVER, NULL, 0, err)) < 0 ||
+        (rc = source_write_record(source, REC_RUN_STATE, &run_state_part, 1, err)) < 0)
         return rc;
     if ((rc = sync_dirty(source, false, err)) < 0)
         return rc;
     downtime_mark(stats, DOWNTIME_SYNC, &mark);
     convergence_pass_begin(migration, count_dirty(migration), false);
-    if ((rc = ram_send_dirty(&source->walker, &source->sink, false, true, source->pass + 1,
+    /* Postcopy leaves the dirty pages for after the switch. */
+    if (!source->postcopy &&
+        (rc = ram_send_dirty(&source->walker, &source->sink, false, true, source->pass + 1,
                              err)) < 0)
         return rc;
     downtime_mark(stats, DOWNTIME_RAM, &mark);
@@ -587,7 +543,8 @@ static int switchover(struct source *source, struct gw_error *err)
         return rc;
     downtime_mark(stats, DOWNTIME_DEVICE, &mark);
     if ((migration->config.multifd && (rc = multifd_sender_finish(source->sender, err)) < 0) ||
-        (rc = send_end(source, err)) < 0)
+        (rc = source->postcopy ? postcopy_send_switch(source, err)
+                               : source_send_end(source, err)) < 0)
         return rc;
     downtime_mark(stats, DOWNTIME_FLUSH, &mark);
     if (!migration->channel.has_return_path) {
@@ -605,7 +562,11 @@ static int switchover(struct source *source, struct gw_error *err)
     pthread_mutex_lock(&migration->lock);
     migration->go_sent_us = migration_now_us();
     pthread_mutex_unlock(&migration->lock);
-    rc = write_record(source, REC_GO, NULL, 0, err);
+    /* Postcopy: from GO on the guest runs there before its RAM is all
+     * there, so nothing may cancel any more (migration_begin_cancel). */
+    if (source->postcopy)
+        migration_set_status(migration, MIGRATION_POSTCOPY_ACTIVE);
+    rc = source_write_record(source, REC_GO, NULL, 0, err);
     if (rc < 0)
         return rc;
     source->vm_stopped = false;   /* not ours to put back, but for an RP_ERROR */
@@ -631,7 +592,7 @@ static int switchover(struct source *source, struct gw_error *err)
     end_us = end_us > mark ? end_us : mark;
     downtime_mark_at(stats, DOWNTIME_RESUME, &mark, end_us);
     downtime_end(stats, source->stop_us, end_us, true);
-    return 0;
+    return source->postcopy ? postcopy_send_rest(source, err) : 0;
 }
 
 static void finish(struct source *source, int rc, struct gw_error *err)
@@ -657,8 +618,13 @@ static void finish(struct source *source, int rc, struct gw_error *err)
     rdma_sink_free(source->rdma_sink);   /* before the channel's connection closes */
     source->rdma_sink = NULL;
     multifd_close_channels(migration);
+    preempt_close(migration);
     vmstate_saver_free(source->saver);   /* no channel holds its buffers now */
     dirty_sampler_free(&source->sampler);
+    pthread_mutex_lock(&migration->lock);
+    free(migration->postcopy_queue);
+    migration->postcopy_queue = NULL;
+    pthread_mutex_unlock(&migration->lock);
     ram_zero_hints_free(&source->walker.zero);
     if (migration->rp_running) {
         pthread_join(migration->rp_thread, NULL);

@@ -78,5 +78,10 @@ int multifd_accept_main(struct migration *migration, struct channel_listener *li
 int multifd_accept_channels(struct migration *migration, struct channel_listener *listener,
                             struct pending *pending, struct gw_error *err);
 void multifd_free_pending(struct pending *pending);
+/* Destination, postcopy-preempt: the preempt channel (channel header type
+ * 4, this migration's id), within 30 s; others are refused. */
+int multifd_accept_postcopy(struct migration *migration, struct channel_listener *listener,
+                            struct pending *pending, struct channel *channel,
+                            struct gw_error *err);
 
 #endif

@@ -18,7 +18,8 @@
 /* Every channel of a migration arrives within this of the main channel. */
 #define CHANNELS_TIMEOUT_US (30ULL * 1000000)
 
-static const char *const type_names[] = { "?", "main", "multifd RAM", "multifd device state" };
+static const char *const type_names[] = { "?", "main", "multifd RAM", "multifd device state",
+                                          "postcopy preempt" };
 /* The first byte of a TLS connection: a handshake record. */
 #define TLS_RECORD_HANDSHAKE 0x16
 
@@ -306,7 +307,9 @@ static bool adopt(struct migration *migration, const struct migration_config *co
                   struct incoming *in, bool *present)
 {
     struct gw_error why = { 0 };
-    uint32_t limit = in->type == CHANNEL_RAM ? config->channels : config->device_channels;
+    uint32_t limit = in->type == CHANNEL_RAM      ? config->channels
+                     : in->type == CHANNEL_DEVICE ? config->device_channels
+                                                  : 0;   /* postcopy's comes at LISTEN */
     unsigned slot = in->type == CHANNEL_RAM ? in->index : config->channels + in->index;
 
     if (memcmp(in->id, config->id, 16))
@@ -387,4 +390,45 @@ int multifd_accept_channels(struct migration *migration, struct channel_listener
     }
     free(present);
     return rc;
+}
+
+/* postcopy-preempt, at POSTCOPY_LISTEN: the source's preempt channel, the
+ * only connection it makes then; strangers are refused, as above. */
+int multifd_accept_postcopy(struct migration *migration, struct channel_listener *listener,
+                            struct pending *pending, struct channel *channel,
+                            struct gw_error *err)
+{
+    uint64_t deadline = migration_now_us() + CHANNELS_TIMEOUT_US;
+
+    for (;;) {
+        struct incoming in;
+        struct gw_error why = { 0 };
+        int rc;
+        if (pending->count) {
+            in = pending->items[--pending->count];
+        } else {
+            if (migration_now_us() > deadline)
+                return gw_error_set(err, -ETIMEDOUT, "the postcopy preempt channel did not "
+                                    "arrive within %llu s", CHANNELS_TIMEOUT_US / 1000000);
+            struct pollfd pfd = { .fd = listener->fd, .events = POLLIN };
+            if (poll(&pfd, 1, 100) == 0 && !migration_cancelled(migration))
+                continue;
+            if ((rc = accept_one(migration, listener, &in, err)) < 0)
+                return rc;
+            if (rc > 0)
+                continue;
+        }
+        if (!in.has_header || in.type != CHANNEL_POSTCOPY)
+            gw_error_set(&why, -EPROTO, "a %s channel arrived where the postcopy preempt "
+                         "channel was due", type_names[in.type]);
+        else if (memcmp(in.id, migration->config.id, 16) || in.index != 0)
+            gw_error_set(&why, -EPERM, "a postcopy preempt channel of another migration "
+                         "arrived");
+        if (why.code) {
+            refuse(&in, &why);
+            continue;
+        }
+        *channel = in.channel;
+        return 0;
+    }
 }

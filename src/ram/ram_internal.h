@@ -121,6 +121,9 @@ int ram_load_pages_zstd(struct stream_record *record, struct ram_loader *loader,
 int ram_load_zero_pages(struct ram_loader *loader, struct ram_load_counts *counts,
                         uint32_t page_size, const uint8_t *body, uint32_t length,
                         struct gw_error *err);
+/* Postcopy's discard: those pages will come again, whole or not before. */
+void ram_loader_forget_torn(struct ram_loader *loader, uint32_t block, uint64_t first,
+                            uint64_t pages);
 /* At END: no page may still be torn. */
 int ram_check_torn(struct ram_loader *loader, struct gw_error *err);
 

@@ -283,6 +283,13 @@ int ram_load_pages_zstd(struct stream_record *record, struct ram_loader *loader,
     return pages_landed(loader, counts, &meta, page_size, record->offset, err);
 }
 
+void ram_loader_forget_torn(struct ram_loader *loader, uint32_t block, uint64_t first,
+                            uint64_t pages)
+{
+    for (uint64_t page = first; page < first + pages && atomic_load(&loader->torn.pages); page++)
+        page_arrived_whole(loader, block, page);
+}
+
 int ram_check_torn(struct ram_loader *loader, struct gw_error *err)
 {
     if (atomic_load(&loader->torn.pages) == 0)

@@ -42,9 +42,18 @@ const char *stream_record_name(uint32_t type)
     case REC_CHANNEL_END: return "CHANNEL_END";
     case REC_SWITCHOVER: return "SWITCHOVER";
     case REC_RUN_STATE: return "RUN_STATE";
+    case REC_POSTCOPY_ADVISE: return "POSTCOPY_ADVISE";
+    case REC_POSTCOPY_LISTEN: return "POSTCOPY_LISTEN";
+    case REC_POSTCOPY_DISCARD: return "POSTCOPY_DISCARD";
+    case REC_POSTCOPY_RUN: return "POSTCOPY_RUN";
+    case REC_POSTCOPY_RESUME: return "POSTCOPY_RESUME";
     case REC_RP_READY: return "RP_READY";
     case REC_RP_RUNNING: return "RP_RUNNING";
     case REC_RP_ERROR: return "RP_ERROR";
+    case REC_RP_REQ_PAGES: return "RP_REQ_PAGES";
+    case REC_RP_POSTCOPY_DONE: return "RP_POSTCOPY_DONE";
+    case REC_RP_RECV_BITMAP: return "RP_RECV_BITMAP";
+    case REC_RP_RESUME_ACK: return "RP_RESUME_ACK";
     default: return "unknown";
     }
 }
@@ -72,9 +81,18 @@ uint32_t stream_record_max(uint32_t type, uint32_t page_size)
     case REC_CHANNEL_END: return 0;
     case REC_SWITCHOVER: return 0;
     case REC_RUN_STATE: return 8;
+    case REC_POSTCOPY_ADVISE: return 8;
+    case REC_POSTCOPY_LISTEN: return 0;
+    case REC_POSTCOPY_DISCARD: return 8 + STREAM_ZERO_RUNS_PER_RECORD * 16;
+    case REC_POSTCOPY_RUN: return 0;
+    case REC_POSTCOPY_RESUME: return 16;
     case REC_RP_READY: return 0;
     case REC_RP_RUNNING: return 8;
     case REC_RP_ERROR: return 4 + STREAM_ERROR_TEXT_MAX;
+    case REC_RP_REQ_PAGES: return 16;
+    case REC_RP_POSTCOPY_DONE: return 0;
+    case REC_RP_RECV_BITMAP: return 16 + 8 * 8192;
+    case REC_RP_RESUME_ACK: return 16;
     default: return 0;
     }
 }

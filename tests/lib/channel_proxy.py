@@ -34,6 +34,10 @@ opens a connection of its own to the destination, sends a RAM channel header
 with index 0 and a different migration id, and records in `foreign` what
 came back. The source's multifd channels wait for that.
 
+hold() stops forwarding records on every channel (nothing is read from the
+source any more, so its writes fill the buffers on the way); close() then
+loses all of that: a link cut with data in flight (postcopy recovery).
+
 Standard library only; CRC32C through isa-l (ctypes) when it is there,
 pure Python otherwise."""
 import ctypes
@@ -145,6 +149,7 @@ class ChannelProxy:
         self.foreign = None           # what the injected channel got back
         self.lock = threading.Lock()
         self.main_released = threading.Event()
+        self.holding = threading.Event()
         if not inject_foreign:
             self.main_released.set()
         self.sockets = []
@@ -303,6 +308,8 @@ class ChannelProxy:
                     continue
                 if self._tamper(upstream, head, body, device, length):
                     continue
+            while self.holding.is_set() and not self.closing:
+                time.sleep(0.005)
             _send(upstream, head, body)
             if rtype == REC_CONFIG and channel.kind == "main" and self.inject_foreign:
                 self._inject_foreign(channel.migration_id)
@@ -389,6 +396,9 @@ class ChannelProxy:
         deadline = time.monotonic() + timeout
         for channel in list(self.channels):
             channel.done.wait(max(0.0, deadline - time.monotonic()))
+
+    def hold(self):
+        self.holding.set()
 
     def close(self):
         self.closing = True

@@ -268,7 +268,7 @@ class BadRequests(MarkerMigration):
         self.assertEqual(params["max-bandwidth"], 0)
         with self.assertRaises(QmpError) as caught:
             qmp.command("migrate-set-capabilities",
-                        capabilities=[{"capability": "postcopy-ram", "state": True}])
+                        capabilities=[{"capability": "x-colo", "state": True}])
         self.assertIn("supported: events", caught.exception.desc)
         with self.assertRaises(QmpError):
             qmp.command("migrate-incoming", uri="tcp:127.0.0.1:1")
