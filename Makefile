@@ -70,7 +70,7 @@ fuzz:
 	@test -f $(FUZZ_BUILD)/build.ninja || CC=clang $(MESON) setup $(FUZZ_BUILD) \
 		-Dfuzzing=true -Dsanitize=address,undefined -Dtests=disabled >/dev/null
 	$(NINJA) -C $(FUZZ_BUILD)
-	@for target in qmp multiboot uri_size stream multifd rdma_soft rdma; do \
+	@for target in qmp multiboot pvh uri_size stream multifd rdma_soft rdma; do \
 		mkdir -p $(FUZZ_BUILD)/corpus/$$target; \
 		echo "== fuzz_$$target for $(FUZZ_SECONDS)s"; \
 		$(FUZZ_BUILD)/tests/fuzz/fuzz_$$target -max_total_time=$(FUZZ_SECONDS) \
