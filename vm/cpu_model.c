@@ -27,6 +27,9 @@ static const struct feature features[] = {
     { "umip", 7, 0, ECX, 2 },       { "rdpid", 7, 0, ECX, 22 },
     { "xsaveerptr", 0x80000008, 0, EBX, 2 },
     { "kvmclock", 0x40000001, 0, EAX, 3 },   /* KVM_FEATURE_CLOCKSOURCE2 */
+    { "kvm-pv-tlb-flush", 0x40000001, 0, EAX, 9 },
+    { "kvm-pv-ipi", 0x40000001, 0, EAX, 11 },
+    { "kvm-pv-sched-yield", 0x40000001, 0, EAX, 13 },
 };
 #define NR_FEATURES (sizeof(features) / sizeof(features[0]))
 
@@ -34,9 +37,12 @@ static const struct feature features[] = {
  * emulates guest kernel code: cmpxchg16b is not emulated though KVM offers
  * CX16; without XSAVEERPTR Linux runs an fnclex/emms/fild workaround on AMD
  * the emulator cannot run; without the hypervisor bit Linux never looks for
- * KVM's leaves, so never finds kvmclock. */
+ * KVM's leaves, so never finds kvmclock; PV IPIs and PV sched-yield are
+ * hypercalls this KVM leaves a vCPU spinning in (a 2-vCPU Linux hangs in its
+ * first IPI, under QEMU too), and the PV TLB flush sends its IPIs that way. */
 static const struct { const char *name; bool on; } godwit_changes[] = {
     { "cx16", false }, { "xsaveerptr", true }, { "hypervisor", true },
+    { "kvm-pv-ipi", false }, { "kvm-pv-sched-yield", false }, { "kvm-pv-tlb-flush", false },
 };
 
 static int find_feature(const char *name, size_t len)

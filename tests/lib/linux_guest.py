@@ -20,6 +20,10 @@ QEMU = shutil.which("qemu-system-x86_64")
 BASE_APPEND = ("console=ttyS0 noxsave nofsgsbase "
                "clearcpuid=137,141,145,151,288,298,308,534")
 INTERVAL_MS = 1000
+# QEMU's -cpu for the same guest: what godwit-vm's default model changes
+# (vm/cpu_model.c), and arch-capabilities off, which QEMU fails to set here.
+QEMU_CPU = ("host,arch-capabilities=off,-cx16,+xsaveerptr,-kvm-pv-ipi,-kvm-pv-sched-yield,"
+            "-kvm-pv-tlb-flush")
 
 LINE = re.compile(r"godwit-workload: seq=(\d+) uptime_ms=(\d+) verify=(\w+) dirtied=(\d+)")
 START = "godwit-workload: start"
@@ -72,7 +76,7 @@ class QemuGuest:
         self.serial = Serial(os.path.join(self.dir, "serial.txt"))
         self.qmp_path = os.path.join(self.dir, "qmp.sock")
         args = [QEMU, "-M", "microvm,acpi=off", "-accel", "kvm",
-                "-cpu", "host,arch-capabilities=off,-cx16,+xsaveerptr",
+                "-cpu", QEMU_CPU,
                 "-m", str(memory_mib), "-smp", str(smp), "-display", "none", "-nodefaults",
                 "-no-reboot", "-kernel", LINUX_GUEST, "-append", append,
                 "-serial", f"file:{self.serial.path}",
@@ -114,3 +118,46 @@ def migrate(source_qmp, uri, multifd=True, timeout=120):
 
 def tcp_uri():
     return f"tcp:127.0.0.1:{free_tcp_port()}"
+
+
+
+def longest_period(lines_seen):
+    """The longest the guest took between two of these lines, or the
+    interval: emulated code on a loaded host runs late, and when a check is
+    late by a whole interval the workload starts its next period from then."""
+    return max([INTERVAL_MS] + [b[1] - a[1] for a, b in zip(lines_seen, lines_seen[1:])])
+
+
+def check_switchover(before, after, downtime_ms, paused, slack_ms):
+    """Guest uptime from the source's last line to the destination's first:
+    it goes on (a clock restarted or set back fails), and a running guest's
+    advanced by no more than the downtime plus one interval, an interval
+    being the longest the guest took between two lines on the source, plus
+    that interval's own lateness (the first line on the destination can be
+    as late as any on the source). A clock that jumped by the load's length
+    or by host time since boot fails."""
+    interval = longest_period(before)
+    jump = after[0][1] - before[-1][1]
+    if jump <= 0:
+        raise AssertionError(f"guest uptime went back across the switchover: {jump} ms")
+    allowed = downtime_ms + interval + (interval - INTERVAL_MS) + slack_ms
+    if not paused and jump > allowed:
+        raise AssertionError(f"guest uptime jumped {jump} ms across a {downtime_ms} ms "
+                             f"switchover (one interval: {interval} ms; allowed {allowed})")
+
+
+def check_period(before, after):
+    """The LAPIC timer paces the workload on a grid of intervals: a line is
+    stamped when its check ran, at or after its grid point, and a check late
+    by a whole interval starts the grid again from itself. So n lines in a
+    row span more than n-2 intervals however late any one was (a timer or a
+    clock running fast breaks that), and on the destination they keep the
+    pace they had on the source, within a factor of 3 (load varies)."""
+    periods = [b[1] - a[1] for a, b in zip(after, after[1:])]
+    span = after[-1][1] - after[0][1]
+    if span <= (len(after) - 2) * INTERVAL_MS:
+        raise AssertionError(f"{len(after)} lines on the destination within {span} ms; the "
+                             f"interval is {INTERVAL_MS} ms (periods {periods})")
+    if sorted(periods)[len(periods) // 2] > 3 * longest_period(before):
+        raise AssertionError(f"the destination's lines come every {periods} ms; the "
+                             f"source's every {longest_period(before)} ms at most")

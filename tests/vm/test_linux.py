@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The Linux guest (issue 14): a tiny 6.1 kernel booted through its PVH note,
 whose in-kernel workload dirties 16 MiB and prints one line a second
-(sequence, its uptime from kvmclock, verify=ok|MISMATCH over every page it
+(sequence, its uptime from the kernel clock, verify=ok|MISMATCH over every page it
 owns), live-migrated with multifd. After every migration, on the side that
 runs: the source's and the destination's lines together count on without a
 gap or a repeat, every one says verify=ok, the guest's uptime across the
@@ -10,7 +10,6 @@ not go back), and the interval keeps its period (the LAPIC timer that paces
 the workload survived). The kernel is not built here: without it every case
 SKIPs, saying how to build it (make check-linux)."""
 import os
-import statistics
 import sys
 import time
 import unittest
@@ -25,7 +24,7 @@ BOOT_TIMEOUT = 120          # ~16 s on an idle machine; emulated, so load stretc
 LINES_AFTER = 4             # lines to see on a destination before judging it
 # The guest's lines come at its own pace; a vCPU thread the host does not
 # schedule at once prints late. This is that allowance, not a figure asserted.
-SCHEDULING_SLACK_MS = 300
+SCHEDULING_SLACK_MS = 500
 
 
 class LinuxGuest(VmTestCase):
@@ -60,27 +59,17 @@ class LinuxGuest(VmTestCase):
         self.assertEqual(info["status"], "completed", info.get("error-desc"))
         return destination, info
 
-    def check_continues(self, source_text, destination, info):
+    def check_continues(self, source_text, destination, info, paused=False):
         """The lines from source and destination, together, after the
         destination printed LINES_AFTER of its own."""
         before = lg.lines(source_text)
-        self.assertGreaterEqual(len(before), 1, "the source printed no line")
-        lg.wait_lines(destination.serial, LINES_AFTER, 60, destination.process)
+        self.assertGreaterEqual(len(before), 2, "the source printed fewer than 2 lines")
+        lg.wait_lines(destination.serial, LINES_AFTER, 90, destination.process)
         whole = lg.lines(source_text + destination.serial.text())
         lg.check_sequence(whole, "across the migration")
         after = whole[len(before):]
-        # uptime: from the source's last line to the destination's first
-        jump = after[0][1] - before[-1][1]
-        self.assertGreater(jump, 0, f"guest uptime went back across the switchover: {jump} ms")
-        self.assertLessEqual(jump, info["downtime"] + lg.INTERVAL_MS + SCHEDULING_SLACK_MS,
-                             f"guest uptime jumped {jump} ms across a {info['downtime']} ms "
-                             "switchover")
-        # the period: what the LAPIC timer paces on the destination
-        periods = [b[1] - a[1] for a, b in zip(after, after[1:])]
-        median = statistics.median(periods)
-        self.assertLess(abs(median - lg.INTERVAL_MS), lg.INTERVAL_MS * 0.2,
-                        f"the workload's interval is {median} ms on the destination, "
-                        f"not {lg.INTERVAL_MS} (periods {periods})")
+        lg.check_switchover(before, after, info["downtime"], paused, SCHEDULING_SLACK_MS)
+        lg.check_period(before, after)
         return whole
 
     def test_boot_and_migrate_twice_one_vcpu(self):
@@ -114,7 +103,7 @@ class LinuxGuest(VmTestCase):
         time.sleep(2 * lg.INTERVAL_MS / 1000)
         self.assertEqual(destination.serial.text(), "", "a paused guest printed")
         destination.qmp.command("cont")
-        whole = self.check_continues(stopped_text, destination, info)
+        whole = self.check_continues(stopped_text, destination, info, paused=True)
         self.assertTrue(all(line[2] == "ok" for line in whole))
 
 
@@ -155,10 +144,9 @@ class LinuxUnderQemu(unittest.TestCase):
         whole = lg.lines(source_text + destination.serial.text())
         lg.check_sequence(whole, "QEMU across the migration")
         before = len(lg.lines(source_text))
-        jump = whole[before][1] - whole[before - 1][1]
-        self.assertGreater(jump, 0)
-        self.assertLessEqual(jump, info["downtime"] + lg.INTERVAL_MS + SCHEDULING_SLACK_MS)
-
+        lg.check_switchover(whole[:before], whole[before:], info["downtime"], False,
+                            SCHEDULING_SLACK_MS)
+        lg.check_period(whole[:before], whole[before:])
 
 if __name__ == "__main__":
     tap.main()
