@@ -24,7 +24,10 @@ set), bench/tls.py (the 1 GiB filled guest in plaintext and over TLS on
 1, 2 and 4 channels, godwit beside QEMU; --no-tls leaves it out) and
 bench/rdma.py (seed 000's table in shape: a 4 GiB filled guest over rdma: at
 three chunk sizes, pin-all off and on, beside tcp: on one connection;
-software-provider figures; --no-rdma leaves it out). Full set (make
+software-provider figures; --no-rdma leaves it out) and bench/linux_guest.py
+(the Linux guest of issue 14: boot time and migration, godwit-vm beside
+QEMU 7.2 microvm; skipped with a line when no kernel is built; --no-linux
+leaves it out). Full set (make
 bench-full): also 2 GiB and 4 GiB filled guests.
 
 Writes docs/benchmarks.md and its PNGs (docs/benchmarks/), prints the
@@ -49,6 +52,7 @@ import convergence_map  # noqa: E402
 import report  # noqa: E402
 import sync_time  # noqa: E402
 import tls  # noqa: E402
+import linux_guest as linux_bench  # noqa: E402
 from godwit_vm import kvm_skip_reason  # noqa: E402
 from runs import (DOWNTIME_LIMIT_MS, MAX_BANDWIDTH, QEMU_ACCEL, QEMU_BIOS, MiB,  # noqa: E402
                   Content, Scenario, run_all)
@@ -306,6 +310,8 @@ def main():
                         help="leave out the TLS section (bench/tls.py)")
     parser.add_argument("--no-rdma", action="store_true",
                         help="leave out the RDMA table (bench/rdma.py)")
+    parser.add_argument("--no-linux", action="store_true",
+                        help="leave out the Linux guest section (bench/linux_guest.py)")
     parser.add_argument("--results", default=os.path.join(HERE, "results"))
     parser.add_argument("--docs", help="the markdown to write ('' for none; default "
                         "docs/benchmarks.md, or none with --only or a --repeat other than 3, "
@@ -398,6 +404,11 @@ def main():
     if not args.no_rdma:
         rdma_args = argparse.Namespace(vm=args.vm, guest=args.guest, repeat=1)
         rdma_lines = rdma_bench.section(rdma_bench.measure(rdma_args, log), 1)
+    linux_lines = []
+    if not args.no_linux:
+        linux_args = argparse.Namespace(vm=args.vm, repeat=2)
+        linux_lines = linux_bench.section(linux_bench.measure(linux_args, log),
+                                          linux_bench.lg.skip_reason())
     extra["findings"] = findings(scenarios, results)
     extra["reading"] = READING
     png_dir = os.path.join(os.path.dirname(args.docs) if args.docs else run_dir, "benchmarks")
@@ -418,7 +429,7 @@ def main():
     sync_lines += map_lines
     if sync_lines:
         extra["sections"] += ["## Convergence (issue 11)", ""] + sync_lines
-    extra["sections"] += rdma_lines
+    extra["sections"] += rdma_lines + linux_lines
     duration = time.monotonic() - started
     # Tables to the terminal (markdown reads fine as text).
     print()
@@ -443,7 +454,7 @@ def main():
             print(line)
     if extra.get("guest_rates"):
         print(extra["guest_rates"])
-    for line in sync_lines + rdma_lines:
+    for line in sync_lines + rdma_lines + linux_lines:
         print(line)
     if args.docs and made:
         command = "make bench-full" if args.full else "make bench"

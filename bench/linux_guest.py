@@ -22,7 +22,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "lib"))
 from godwit_vm import Vm, wait_migration  # noqa: E402
-import linux_guest as lg  # noqa: E402
+import linux_workload as lg  # noqa: E402
 
 MEMORY_MIB = 128
 BOOT_TIMEOUT = 240

@@ -46,8 +46,9 @@ static int check_header(const uint8_t *data, size_t size, Elf64_Ehdr *ehdr,
     memcpy(ehdr, data, sizeof(*ehdr));
     if (data[EI_DATA] != ELFDATA2LSB || ehdr->e_machine != EM_X86_64 ||
         ehdr->e_type != ET_EXEC)
-        return gw_error_set(err, -ENOEXEC, "it is not a little-endian x86-64 executable "
-                            "(e_machine %u, e_type %u)", ehdr->e_machine, ehdr->e_type);
+        return gw_error_set(err, -ENOEXEC, "it is a 64-bit ELF but not a little-endian x86-64 "
+                            "executable (e_machine %u, e_type %u); godwit-vm boots 64-bit "
+                            "kernels through their PVH note", ehdr->e_machine, ehdr->e_type);
     if (ehdr->e_phentsize != sizeof(Elf64_Phdr) || ehdr->e_phnum == 0)
         return gw_error_set(err, -ENOEXEC, "it has no usable program headers");
     if (ehdr->e_phoff > size || (size - ehdr->e_phoff) / sizeof(Elf64_Phdr) < ehdr->e_phnum)

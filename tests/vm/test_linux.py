@@ -16,7 +16,7 @@ import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 from godwit_vm import VmTestCase, wait_migration  # noqa: E402
-import linux_guest as lg  # noqa: E402
+import linux_workload as lg  # noqa: E402
 import tap  # noqa: E402
 
 MEMORY = "128M"
