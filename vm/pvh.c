@@ -120,16 +120,6 @@ static int find_entry_note(struct pvh_image *image, const Elf64_Phdr *phdr, bool
     return 0;
 }
 
-static bool entry_is_loaded(const struct pvh_image *image)
-{
-    for (unsigned i = 0; i < image->nr_segments; i++) {
-        const struct multiboot_segment *segment = &image->segments[i];
-        if (image->entry >= segment->paddr && image->entry - segment->paddr < segment->mem_size)
-            return true;
-    }
-    return false;
-}
-
 int pvh_parse(const uint8_t *data, size_t size, struct pvh_image *image, struct gw_error *err)
 {
     Elf64_Ehdr ehdr;
@@ -156,20 +146,10 @@ int pvh_parse(const uint8_t *data, size_t size, struct pvh_image *image, struct 
     if (!found)
         return gw_error_set(err, -ENOEXEC, "it has no PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY); "
                             "build the kernel with CONFIG_PVH=y");
-    if (!entry_is_loaded(image))
+    if (!boot_segments_contain(image->segments, image->nr_segments, image->entry))
         return gw_error_set(err, -ENOEXEC, "its PVH entry 0x%x is outside every loadable "
                             "segment", image->entry);
     return 0;
-}
-
-static void *guest_range(const struct ram_block *blocks, size_t nr_blocks, uint64_t gpa,
-                         uint64_t len, const char *what, struct gw_error *err)
-{
-    void *host = ram_blocks_translate(blocks, nr_blocks, gpa, len ? len : 1, err);
-
-    if (!host)
-        gw_error_prefix(err, "%s does not fit in guest RAM", what);
-    return host;
 }
 
 /* The PC layout, as the multiboot loader gives it: 639 KiB of conventional
@@ -191,21 +171,6 @@ static uint32_t build_memmap(const struct ram_block *blocks, size_t nr_blocks,
     return n;
 }
 
-static int copy_segments(const struct pvh_image *image, const struct ram_block *blocks,
-                         size_t nr_blocks, struct gw_error *err)
-{
-    for (unsigned i = 0; i < image->nr_segments; i++) {
-        const struct multiboot_segment *segment = &image->segments[i];
-        uint8_t *host = guest_range(blocks, nr_blocks, segment->paddr, segment->mem_size,
-                                    "a kernel segment", err);
-        if (!host)
-            return -EFAULT;
-        memcpy(host, image->data + segment->file_offset, segment->file_size);
-        memset(host + segment->file_size, 0, segment->mem_size - segment->file_size);
-    }
-    return 0;
-}
-
 static int write_start_info(const struct ram_block *blocks, size_t nr_blocks,
                             const char *cmdline, struct gw_error *err)
 {
@@ -222,13 +187,13 @@ static int write_start_info(const struct ram_block *blocks, size_t nr_blocks,
     if (cmdline_len > PVH_CMDLINE_MAX)
         return gw_error_set(err, -E2BIG, "the command line is longer than %d bytes",
                             PVH_CMDLINE_MAX - 1);
-    host = guest_range(blocks, nr_blocks, PVH_START_INFO_ADDR,
+    host = boot_guest_range(blocks, nr_blocks, PVH_START_INFO_ADDR,
                        sizeof(info) + entries * sizeof(map[0]), "the PVH start info", err);
     if (!host)
         return -EFAULT;
     memcpy(host, &info, sizeof(info));
     memcpy(host + sizeof(info), map, entries * sizeof(map[0]));
-    host = guest_range(blocks, nr_blocks, PVH_CMDLINE_ADDR, cmdline_len, "the command line",
+    host = boot_guest_range(blocks, nr_blocks, PVH_CMDLINE_ADDR, cmdline_len, "the command line",
                        err);
     if (!host)
         return -EFAULT;
@@ -244,7 +209,8 @@ int pvh_load(const struct pvh_image *image, const struct ram_block *blocks, size
 
     if (nr_blocks == 0 || blocks[0].gpa != 0 || blocks[0].size <= 0x100000)
         return gw_error_set(err, -EINVAL, "PVH needs guest RAM from address 0 past 1 MiB");
-    if ((rc = copy_segments(image, blocks, nr_blocks, err)) < 0 ||
+    if ((rc = boot_copy_segments(image->data, image->segments, image->nr_segments, blocks,
+                                 nr_blocks, err)) < 0 ||
         (rc = write_start_info(blocks, nr_blocks, cmdline, err)) < 0 ||
         (rc = mptable_write(blocks, nr_blocks, PVH_MPTABLE_ADDR, nr_vcpus, err)) < 0)
         return rc;
