@@ -76,9 +76,11 @@ def migrate_and_check(source, destination):
     lg.wait_lines(destination.serial, 2, 60, destination.process)
     lg.check_sequence(lg.lines(source_text + destination.serial.text()), "across the migration")
     ram = info["ram"]
+    parts = {k: v for k, v in info.get("downtime-detail", {}).items()
+             if isinstance(v, (int, float)) and k not in ("total", "bytes")}
     return dict(total=info["total-time"], downtime=info["downtime"],
                 pages=ram["normal"], zero=ram["duplicate"],
-                mib=ram["transferred"] / 2**20)
+                mib=ram["transferred"] / 2**20, parts=parts)
 
 
 def one(vmm, args, log):
@@ -140,6 +142,13 @@ def table(results):
     runs = len(results["godwit"])
     lines += ["", f"{runs} run(s) each, medians; failed runs: "
               f"{'; '.join(failed) if failed else 'none'}."]
+    parts = [r["parts"] for r in results["godwit"] if r.get("ok") and r.get("parts")]
+    if parts:
+        names = list(parts[0])
+        lines += ["", "godwit's downtime in its parts (query-migrate's downtime-detail, "
+                  "microseconds, medians): " + ", ".join(
+                      f"{name} {statistics.median(p.get(name, 0) for p in parts):.0f}"
+                      for name in names) + "."]
     return lines
 
 
