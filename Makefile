@@ -7,6 +7,10 @@
 #   make bench-full  the same with 2 GiB and 4 GiB guests as well
 #   make fuzz     libFuzzer on every parser for FUZZ_SECONDS each (clang)
 #   make soak     one guest migrated back and forth SOAK_HOPS times, checked at every hop
+#   make linux-demo  build the tiny Linux guest if missing (scripts/build-linux-guest,
+#                 minutes), boot it and live-migrate it with multifd (scripts/setup-deps --linux)
+#   make check-linux  the Linux guest tests (tests/vm/test_linux.py); make check runs
+#                 them too when the kernel is already built, and reports SKIP otherwise
 #   make tsan     the threaded integration tests (multifd, migration, accel) against a
 #                 ThreadSanitizer build in build-tsan/; any report fails it (slow: not in check)
 
@@ -26,7 +30,7 @@ TSAN_SKIP  ?= test_zstd
 MESON      ?= meson
 NINJA      ?= ninja
 
-.PHONY: all deps demo check check-build bench fuzz soak tsan clean
+.PHONY: all deps demo check check-build bench fuzz soak tsan clean linux-guest linux-demo check-linux
 
 all: deps
 	@test -f $(BUILD)/build.ninja || $(MESON) setup $(BUILD) >/dev/null
@@ -38,6 +42,15 @@ deps:
 demo: all
 	python3 scripts/demo --vm $(BUILD)/vm/godwit-vm --guest $(BUILD)/guest/testguest.elf \
 		--godwit $(BUILD)/tools/godwit
+
+linux-guest:
+	@scripts/build-linux-guest
+
+linux-demo: all linux-guest
+	python3 scripts/linux-demo --vm $(BUILD)/vm/godwit-vm
+
+check-linux: all linux-guest
+	$(MESON) test -C $(BUILD) --print-errorlogs vm_linux
 
 # The sanitizer build runs every test: the unit tests and corpus replays, and
 # the integration tests drive the sanitized godwit-vm too. build/ is built as
@@ -70,7 +83,7 @@ fuzz:
 	@test -f $(FUZZ_BUILD)/build.ninja || CC=clang $(MESON) setup $(FUZZ_BUILD) \
 		-Dfuzzing=true -Dsanitize=address,undefined -Dtests=disabled >/dev/null
 	$(NINJA) -C $(FUZZ_BUILD)
-	@for target in qmp multiboot uri_size stream multifd rdma_soft rdma cpr; do \
+	@for target in qmp multiboot pvh uri_size stream multifd rdma_soft rdma cpr; do \
 		mkdir -p $(FUZZ_BUILD)/corpus/$$target; \
 		echo "== fuzz_$$target for $(FUZZ_SECONDS)s"; \
 		$(FUZZ_BUILD)/tests/fuzz/fuzz_$$target -max_total_time=$(FUZZ_SECONDS) \

@@ -27,10 +27,13 @@ godwit postcopy-preempt and QEMU 7.2 postcopy: total time, stall, request
 latency and its histogram; --no-postcopy leaves it out) and
 bench/rdma.py (seed 000's table in shape: a 4 GiB filled guest over rdma: at
 three chunk sizes, pin-all off and on, beside tcp: on one connection;
-software-provider figures; --no-rdma leaves it out) and bench/local_update.py
+software-provider figures; --no-rdma leaves it out), bench/local_update.py
 (issue 16: the local update of 1, 4 and 16 GiB guests, idle and dirty,
 beside godwit's copying migration over unix: with multifd;
---no-local-update leaves it out). Full set (make
+--no-local-update leaves it out) and bench/linux_guest.py
+(the Linux guest of issue 14: boot time and migration, godwit-vm beside
+QEMU 7.2 microvm; skipped with a line when no kernel is built; --no-linux
+leaves it out). Full set (make
 bench-full): also 2 GiB and 4 GiB filled guests.
 
 Writes docs/benchmarks.md and its PNGs (docs/benchmarks/), prints the
@@ -57,6 +60,7 @@ import convergence_map  # noqa: E402
 import report  # noqa: E402
 import sync_time  # noqa: E402
 import tls  # noqa: E402
+import linux_guest as linux_bench  # noqa: E402
 from godwit_vm import kvm_skip_reason  # noqa: E402
 from runs import (DOWNTIME_LIMIT_MS, MAX_BANDWIDTH, QEMU_ACCEL, QEMU_BIOS, MiB,  # noqa: E402
                   Content, Scenario, run_all)
@@ -318,6 +322,8 @@ def main():
                         help="leave out the postcopy section (bench/postcopy.py)")
     parser.add_argument("--no-local-update", action="store_true",
                         help="leave out the local-update table (bench/local_update.py)")
+    parser.add_argument("--no-linux", action="store_true",
+                        help="leave out the Linux guest section (bench/linux_guest.py)")
     parser.add_argument("--results", default=os.path.join(HERE, "results"))
     parser.add_argument("--docs", help="the markdown to write ('' for none; default "
                         "docs/benchmarks.md, or none with --only or a --repeat other than 3, "
@@ -427,6 +433,11 @@ def main():
         local_args = argparse.Namespace(vm=args.vm, guest=args.guest, repeat=1,
                                         sizes=list(local_update.SIZES_GIB))
         local_lines = local_update.section(local_update.measure(local_args, log), local_args)
+    linux_lines = []
+    if not args.no_linux:
+        linux_args = argparse.Namespace(vm=args.vm, repeat=2)
+        linux_lines = linux_bench.section(linux_bench.measure(linux_args, log),
+                                          linux_bench.lg.skip_reason())
     extra["findings"] = findings(scenarios, results)
     extra["reading"] = READING
     png_dir = os.path.join(os.path.dirname(args.docs) if args.docs else run_dir, "benchmarks")
@@ -447,7 +458,7 @@ def main():
     sync_lines += map_lines
     if sync_lines:
         extra["sections"] += ["## Convergence (issue 11)", ""] + sync_lines
-    extra["sections"] += postcopy_lines + rdma_lines + local_lines
+    extra["sections"] += postcopy_lines + rdma_lines + local_lines + linux_lines
     duration = time.monotonic() - started
     # Tables to the terminal (markdown reads fine as text).
     print()
@@ -472,7 +483,7 @@ def main():
             print(line)
     if extra.get("guest_rates"):
         print(extra["guest_rates"])
-    for line in sync_lines + postcopy_lines + rdma_lines + local_lines:
+    for line in sync_lines + postcopy_lines + rdma_lines + local_lines + linux_lines:
         print(line)
     if args.docs and made:
         command = "make bench-full" if args.full else "make bench"

@@ -20,6 +20,7 @@
 #include "accel.h"
 #include "debug_exit.h"
 #include "multiboot.h"
+#include "pvh.h"
 
 #define EXIT_BAD_INPUT 2
 
@@ -43,6 +44,8 @@ struct startup {
     uint8_t *kernel_data;
     size_t kernel_size;
     struct multiboot_image kernel;
+    struct pvh_image pvh;
+    bool is_pvh;                 /* a 64-bit vmlinux, booted through its PVH note */
     int serial_fd;
     bool serial_created;
     int signal_fd;
@@ -66,7 +69,11 @@ static int load_kernel(struct startup *start, const char *path, struct gw_error 
 
     if (rc < 0)
         return rc;
-    rc = multiboot_parse(start->kernel_data, start->kernel_size, &start->kernel, err);
+    start->is_pvh = pvh_is_elf64(start->kernel_data, start->kernel_size);
+    if (start->is_pvh)
+        rc = pvh_parse(start->kernel_data, start->kernel_size, &start->pvh, err);
+    else
+        rc = multiboot_parse(start->kernel_data, start->kernel_size, &start->kernel, err);
     if (rc < 0)
         gw_error_prefix(err, "kernel '%s' cannot be booted", path);
     return rc;
@@ -116,7 +123,11 @@ static int check_inputs(struct vm *vm, struct startup *start, struct gw_error *e
     rc = memory_check_size(vm->config.memory, err);
     if (rc < 0)
         return rc;
-    return load_kernel(start, vm->config.kernel, err);
+    rc = load_kernel(start, vm->config.kernel, err);
+    if (rc == 0 && start->is_pvh && vm->config.accel_none)
+        return gw_error_set(err, -EINVAL, "--accel none plays the multiboot test guest only; "
+                            "'%s' is a PVH kernel, which needs --accel kvm", vm->config.kernel);
+    return rc;
 }
 
 static int create_files(struct vm *vm, struct startup *start, struct gw_error *err)
@@ -185,8 +196,12 @@ static int build_machine(struct vm *vm, struct startup *start, struct gw_error *
     /* An incoming VM gets RAM and vCPU state from the stream: its RAM stays
      * untouched (all zero), which spares the migration work on zero pages. */
     if (!incoming) {
-        rc = multiboot_load(&start->kernel, vm->memory.blocks, vm->memory.nr_blocks,
-                            vm->config.append, &entry, err);
+        if (start->is_pvh)
+            rc = pvh_load(&start->pvh, vm->memory.blocks, vm->memory.nr_blocks,
+                          vm->config.append, vm->config.smp, &entry, err);
+        else
+            rc = multiboot_load(&start->kernel, vm->memory.blocks, vm->memory.nr_blocks,
+                                vm->config.append, &entry, err);
         if (rc < 0)
             return rc;
     }
@@ -194,16 +209,26 @@ static int build_machine(struct vm *vm, struct startup *start, struct gw_error *
     uart_init(&vm->uart, start->serial_fd, &vm->kvm);
     pio_register(&vm->pio, UART_COM1_BASE, 8, uart_io, &vm->uart);
     pio_register(&vm->pio, DEBUG_EXIT_PORT, DEBUG_EXIT_SIZE, debug_exit_io, vm);
-    vm->nr_vcpus = 1;
-    if ((rc = vcpu_create(vm, &vm->vcpus[0], 0, err)) < 0 ||
-        (rc = dirty_limit_init(&vm->dirty_limit, &vm->dirty_ring, vm->nr_vcpus,
+    /* nr_vcpus counts those begun, which teardown destroys (a half-made
+     * vCPU included: vcpu_create sets it up to be destroyed first) */
+    for (unsigned i = 0; i < vm->config.smp; i++) {
+        vm->nr_vcpus = i + 1;
+        if ((rc = vcpu_create(vm, &vm->vcpus[i], i, err)) < 0)
+            return rc;
+    }
+    /* The boot CPU enters the kernel; KVM holds the others in KVM_RUN until
+     * the guest's INIT and SIPI through the in-kernel LAPIC. */
+    if ((rc = dirty_limit_init(&vm->dirty_limit, &vm->dirty_ring, vm->nr_vcpus,
                                vcpu_request_dirty_throttle, vm, err)) < 0 ||
         (!incoming && (rc = vcpu_set_multiboot_entry(&vm->vcpus[0], &entry, err)) < 0) ||
         (rc = vm_devices_register(vm, err)) < 0 ||
         (rc = device_measure(&vm->devices, err)) < 0 || (rc = monitor_init(vm, err)) < 0 ||
         (rc = dirty_limit_monitor_init(vm, err)) < 0 || (rc = vm_migration_init(vm, err)) < 0)
         return rc;
-    return vcpu_start(&vm->vcpus[0], err);
+    for (unsigned i = 0; i < vm->nr_vcpus; i++)
+        if ((rc = vcpu_start(&vm->vcpus[i], err)) < 0)
+            return rc;
+    return 0;
 }
 
 /* --- the event loop: QMP, signals, and exit requests from vCPU threads --- */

@@ -114,13 +114,12 @@ static int add_segment(struct multiboot_image *image, const Elf32_Phdr *phdr, un
     return 0;
 }
 
-static bool entry_is_loaded(const struct multiboot_image *image)
+bool boot_segments_contain(const struct multiboot_segment *segments, unsigned nr_segments,
+                           uint32_t address)
 {
-    for (unsigned i = 0; i < image->nr_segments; i++) {
-        const struct multiboot_segment *segment = &image->segments[i];
-        if (image->entry >= segment->paddr && image->entry - segment->paddr < segment->mem_size)
+    for (unsigned i = 0; i < nr_segments; i++)
+        if (address >= segments[i].paddr && address - segments[i].paddr < segments[i].mem_size)
             return true;
-    }
     return false;
 }
 
@@ -156,15 +155,15 @@ int multiboot_parse(const uint8_t *data, size_t size, struct multiboot_image *im
     if (image->nr_segments == 0)
         return gw_error_set(err, -ENOEXEC, "it has no loadable segment");
     image->entry = ehdr->e_entry;
-    if (!entry_is_loaded(image))
+    if (!boot_segments_contain(image->segments, image->nr_segments, image->entry))
         return gw_error_set(err, -ENOEXEC,
                             "its entry point 0x%x is outside every loadable segment",
                             image->entry);
     return 0;
 }
 
-static uint8_t *guest_range(const struct ram_block *blocks, size_t nr_blocks, uint64_t gpa,
-                            uint64_t len, const char *what, struct gw_error *err)
+void *boot_guest_range(const struct ram_block *blocks, size_t nr_blocks, uint64_t gpa,
+                       uint64_t len, const char *what, struct gw_error *err)
 {
     uint8_t *host = ram_blocks_translate(blocks, nr_blocks, gpa, len ? len : 1, err);
 
@@ -209,15 +208,9 @@ int multiboot_load(const struct multiboot_image *image, const struct ram_block *
     if (cmdline_len > MULTIBOOT_CMDLINE_MAX)
         return gw_error_set(err, -E2BIG, "the command line is longer than %d bytes",
                             MULTIBOOT_CMDLINE_MAX - 1);
-    for (unsigned i = 0; i < image->nr_segments; i++) {
-        const struct multiboot_segment *segment = &image->segments[i];
-        host = guest_range(blocks, nr_blocks, segment->paddr, segment->mem_size,
-                           "a kernel segment", err);
-        if (!host)
-            return -EFAULT;
-        memcpy(host, image->data + segment->file_offset, segment->file_size);
-        memset(host + segment->file_size, 0, segment->mem_size - segment->file_size);
-    }
+    if (boot_copy_segments(image->data, image->segments, image->nr_segments, blocks, nr_blocks,
+                           err) < 0)
+        return -EFAULT;
     info.flags = MBI_MEMORY | MBI_CMDLINE | MBI_MMAP | MBI_LOADER_NAME;
     info.mem_lower = 639;
     info.mem_upper = (uint32_t)((blocks[0].size - 0x100000) / 1024);
@@ -225,7 +218,7 @@ int multiboot_load(const struct multiboot_image *image, const struct ram_block *
     info.boot_loader_name = name_addr;
     info.mmap_addr = map_addr;
     info.mmap_length = map_entries * (uint32_t)sizeof(map[0]);
-    host = guest_range(blocks, nr_blocks, info_addr, map_addr + info.mmap_length - info_addr,
+    host = boot_guest_range(blocks, nr_blocks, info_addr, map_addr + info.mmap_length - info_addr,
                        "the multiboot information after the kernel", err);
     if (!host)
         return -EFAULT;
@@ -235,6 +228,22 @@ int multiboot_load(const struct multiboot_image *image, const struct ram_block *
     memcpy(host + (map_addr - info_addr), map, info.mmap_length);
     *entry = (struct vcpu_entry){ .eip = image->entry, .eax = MULTIBOOT_BOOTLOADER_MAGIC,
                                   .ebx = info_addr };
+    return 0;
+}
+
+int boot_copy_segments(const uint8_t *data, const struct multiboot_segment *segments,
+                       unsigned nr_segments, const struct ram_block *blocks, size_t nr_blocks,
+                       struct gw_error *err)
+{
+    for (unsigned i = 0; i < nr_segments; i++) {
+        const struct multiboot_segment *segment = &segments[i];
+        uint8_t *host = boot_guest_range(blocks, nr_blocks, segment->paddr, segment->mem_size,
+                                         "a kernel segment", err);
+        if (!host)
+            return -EFAULT;
+        memcpy(host, data + segment->file_offset, segment->file_size);
+        memset(host + segment->file_size, 0, segment->mem_size - segment->file_size);
+    }
     return 0;
 }
 

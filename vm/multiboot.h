@@ -3,6 +3,7 @@
 #ifndef GODWIT_VM_MULTIBOOT_H
 #define GODWIT_VM_MULTIBOOT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -44,6 +45,18 @@ struct vcpu_entry;
 int multiboot_load(const struct multiboot_image *image, const struct ram_block *blocks,
                    size_t nr_blocks, const char *cmdline, struct vcpu_entry *entry,
                    struct gw_error *err);
+
+/* Shared with the PVH loader (pvh.c): whether an address lies in a
+ * segment; the host address of [gpa, gpa + len) in guest RAM or NULL, with
+ * err saying `what` does not fit; every segment copied, its bss zeroed,
+ * each checked against the blocks first. */
+bool boot_segments_contain(const struct multiboot_segment *segments, unsigned nr_segments,
+                           uint32_t address);
+void *boot_guest_range(const struct ram_block *blocks, size_t nr_blocks, uint64_t gpa,
+                       uint64_t len, const char *what, struct gw_error *err);
+int boot_copy_segments(const uint8_t *data, const struct multiboot_segment *segments,
+                       unsigned nr_segments, const struct ram_block *blocks, size_t nr_blocks,
+                       struct gw_error *err);
 
 /* Reads a kernel file (at most MULTIBOOT_KERNEL_MAX) into a new buffer. */
 int multiboot_read_file(const char *path, uint8_t **data, size_t *size, struct gw_error *err);

@@ -12,12 +12,25 @@
 
 const char options_usage[] =
     "Usage: godwit-vm --kernel FILE [options]\n"
-    "Runs an x86-64 KVM guest (a multiboot v1 ELF32 kernel) that godwit can migrate.\n"
+    "Runs an x86-64 KVM guest (a multiboot v1 ELF32 kernel, or a 64-bit Linux vmlinux\n"
+    "entered through its PVH note) that godwit can migrate.\n"
     "\n"
     "  --memory SIZE        guest RAM, 16M up to the host's available memory (default 128M);\n"
     "                       a bare number means MiB, suffixes K, M, G, T\n"
-    "  --kernel FILE        multiboot v1 kernel in ELF32 format (required)\n"
+    "  --kernel FILE        multiboot v1 kernel in ELF32 format, or an x86-64 ELF vmlinux\n"
+    "                       with a PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY) (required)\n"
     "  --append STRING      the kernel's command line\n"
+    "  --smp N              vCPUs, 1 to 8 (default 1); the APs wait for INIT/SIPI from the\n"
+    "                       boot CPU's LAPIC, as on a PC (the test guest never sends one)\n"
+    "  --cpu MODEL[,+FEATURE|,-FEATURE]...\n"
+    "                       the guest's CPUID: godwit (default) is KVM's supported list with\n"
+    "                       -cx16, +xsaveerptr, +hypervisor, -kvm-pv-ipi, -kvm-pv-sched-yield\n"
+    "                       and -kvm-pv-tlb-flush (what a Linux guest needs on a KVM that\n"
+    "                       emulates guest code); host is KVM's list as it is. Features:\n"
+    "                       ssse3, cx16, pcid, x2apic, popcnt, tsc-deadline, xsave, avx,\n"
+    "                       hypervisor, fsgsbase, avx2, invpcid, avx512f, smap, umip, rdpid,\n"
+    "                       xsaveerptr, kvmclock, kvm-pv-tlb-flush, kvm-pv-ipi,\n"
+    "                       kvm-pv-sched-yield\n"
     "  --serial KIND        where COM1 output goes: file:PATH, stdio or none (default none)\n"
     "  --qmp unix:PATH      serve QMP on a unix socket, to up to 4 clients at once\n"
     "  --mem-path FILE      back guest RAM with FILE (MAP_SHARED), grown to the memory size,\n"
@@ -67,7 +80,7 @@ const char options_usage[] =
 enum option_id {
     OPT_MEMORY = 256, OPT_KERNEL, OPT_APPEND, OPT_SERIAL, OPT_QMP, OPT_MEM_PATH,
     OPT_MEM_PREALLOC, OPT_INCOMING, OPT_DEVICE, OPT_HELP, OPT_VERSION, OPT_ACCEL, OPT_NAME,
-    OPT_OBJECT, OPT_MEMFD,
+    OPT_OBJECT, OPT_MEMFD, OPT_SMP, OPT_CPU,
     OPT_PAUSED = 'S',
 };
 
@@ -85,6 +98,8 @@ static const struct option long_options[] = {
     { "accel", required_argument, NULL, OPT_ACCEL },
     { "name", required_argument, NULL, OPT_NAME },
     { "object", required_argument, NULL, OPT_OBJECT },
+    { "smp", required_argument, NULL, OPT_SMP },
+    { "cpu", required_argument, NULL, OPT_CPU },
     { "paused", no_argument, NULL, OPT_PAUSED },
     { "help", no_argument, NULL, OPT_HELP },
     { "version", no_argument, NULL, OPT_VERSION },
@@ -418,6 +433,20 @@ static int check_backing(const struct vm_config *config, struct gw_error *err)
     return 0;
 }
 
+static int parse_smp(const char *arg, struct vm_config *config, struct gw_error *err)
+{
+    char *end;
+    unsigned long n;
+
+    errno = 0;
+    n = strtoul(arg, &end, 10);
+    if (errno || end == arg || *end || arg[0] == '-' || n < 1 || n > VM_SMP_MAX)
+        return gw_error_set(err, -EINVAL, "--smp %s: give a number of vCPUs from 1 to %d", arg,
+                            VM_SMP_MAX);
+    config->smp = (unsigned)n;
+    return 0;
+}
+
 static int parse_one(int id, const char *arg, struct vm_config *config, struct gw_error *err)
 {
     switch (id) {
@@ -435,6 +464,8 @@ static int parse_one(int id, const char *arg, struct vm_config *config, struct g
     case OPT_PAUSED: config->start_paused = true; return 0;
     case OPT_ACCEL: return parse_accel(arg, config, err);
     case OPT_OBJECT: return parse_object(arg, config, err);
+    case OPT_SMP: return parse_smp(arg, config, err);
+    case OPT_CPU: return cpu_model_parse(arg, &config->cpu, err);
     }
     return gw_error_set(err, -EINVAL, "internal error: option %d has no parser", id);
 }
@@ -443,7 +474,7 @@ int options_parse(int argc, char **argv, struct vm_config *config, struct gw_err
 {
     int id, rc;
 
-    *config = (struct vm_config){ .memory = 128ULL << 20, .append = "" };
+    *config = (struct vm_config){ .memory = 128ULL << 20, .append = "", .smp = 1 };
     optind = 1;
     opterr = 0;
     while ((id = getopt_long(argc, argv, ":S", long_options, NULL)) != -1) {
@@ -463,7 +494,7 @@ int options_parse(int argc, char **argv, struct vm_config *config, struct gw_err
                                 "unknown option '%s'; the options are --memory, --kernel, "
                                 "--append, --serial, --qmp, --mem-path, --memfd, --mem-prealloc, "
                                 "--incoming, -S (--paused), --device, --accel, --object, --name, "
-                                "--help and --version",
+                                "--smp, --cpu, --help and --version",
                                 bad);
         }
         rc = parse_one(id, optarg, config, err);
@@ -476,9 +507,13 @@ int options_parse(int argc, char **argv, struct vm_config *config, struct gw_err
                             argv[optind]);
     if (!config->kernel)
         return gw_error_set(err, -EINVAL,
-                            "no kernel given; use --kernel FILE (a multiboot v1 ELF32 kernel)");
+                            "no kernel given; use --kernel FILE (a multiboot v1 ELF32 kernel "
+                            "or a PVH vmlinux)");
     if ((rc = check_backing(config, err)) < 0)
         return rc;
+    if (config->smp > 1 && config->accel_none)
+        return gw_error_set(err, -EINVAL, "--smp %u: --accel none plays one CPU; use --smp 1",
+                            config->smp);
     const char *go_timeout = getenv("GODWIT_GO_TIMEOUT_MS");
     if (go_timeout && (rc = parse_go_timeout(go_timeout, config, err)) < 0)
         return rc;

@@ -9,8 +9,12 @@
 #include <godwit/error.h>
 #include <godwit/uri.h>
 
+#include "cpu_model.h"
+
 #define VM_MEMORY_MIN (16ULL << 20)
 #define VM_NAME_MAX 255
+/* --smp: the MP table and the LAPIC ids have room for this many. */
+#define VM_SMP_MAX 8
 /* dirty-ring-size: KVM refuses a ring below one 4 KiB page (256 entries of
  * 16 bytes); KVM_DIRTY_RING_MAX_ENTRIES is its largest. */
 #define VM_DIRTY_RING_MIN 256u
@@ -44,6 +48,8 @@ struct vm_config {
     uint64_t memory;          /* bytes */
     const char *kernel;
     const char *append;       /* "" when not given */
+    unsigned smp;             /* --smp: vCPUs, 1 to VM_SMP_MAX */
+    struct cpu_model_config cpu;   /* --cpu */
     enum serial_kind serial;
     const char *serial_path;  /* SERIAL_FILE */
     const char *qmp_path;     /* NULL: no monitor */

@@ -6,6 +6,9 @@
 #include "vm.h"
 
 #include <errno.h>
+#include <stdio.h>
+
+#include "kvm_state.h"
 
 const char *run_state_name(enum run_state state)
 {
@@ -29,12 +32,62 @@ static void stop_vcpus_locked(struct vm *vm)
         soft_cpu_stop(&vm->soft_cpu);
 }
 
+/* Under state_lock, the vCPUs just stopped: keep the clock as it is now. */
+static void hold_clock_locked(struct vm *vm)
+{
+    struct gw_error err = { 0 };
+
+    if (vm->config.accel_none || vm->clock_held)
+        return;
+    if (kvm_state_get_clock(&vm->kvm, &vm->held_clock, &err) < 0) {
+        fprintf(stderr, "godwit-vm: %s; guest time runs on while it is paused\n", err.msg);
+        return;
+    }
+    /* A local pause: no wall-clock catch-up (KVM_CLOCK_REALTIME) at resume. */
+    vm->held_clock.flags = 0;
+    vm->clock_held = true;
+}
+
+/* Under state_lock, before the vCPUs start: guest time goes on from where
+ * it was held. */
+static void release_clock_locked(struct vm *vm)
+{
+    struct gw_error err = { 0 };
+
+    if (!vm->clock_held)
+        return;
+    vm->clock_held = false;
+    if (kvm_state_set_clock(&vm->kvm, &vm->held_clock, &err) < 0)
+        fprintf(stderr, "godwit-vm: %s; guest time jumps by the pause\n", err.msg);
+}
+
+void vm_hold_clock(struct vm *vm, const struct kvm_clock_data *clock)
+{
+    pthread_mutex_lock(&vm->state_lock);
+    vm->held_clock = *clock;
+    vm->clock_held = true;
+    pthread_mutex_unlock(&vm->state_lock);
+}
+
+bool vm_held_clock(struct vm *vm, struct kvm_clock_data *clock)
+{
+    bool held;
+
+    pthread_mutex_lock(&vm->state_lock);
+    held = vm->clock_held;
+    if (held)
+        *clock = vm->held_clock;
+    pthread_mutex_unlock(&vm->state_lock);
+    return held;
+}
+
 /* Under state_lock. Returns whether the guest was started (it did not run
  * and the VM has not shut down). */
 static bool start_locked(struct vm *vm)
 {
     if (vm->run_state == RUN_STATE_RUNNING || vm->run_state == RUN_STATE_SHUTDOWN)
         return false;
+    release_clock_locked(vm);
     for (unsigned i = 0; i < vm->nr_vcpus; i++)
         vcpu_resume(&vm->vcpus[i]);
     if (vm->config.accel_none)
@@ -49,8 +102,10 @@ enum run_state vm_pause(struct vm *vm, enum run_state new_state)
 
     pthread_mutex_lock(&vm->state_lock);
     old = vm->run_state;
-    if (old == RUN_STATE_RUNNING)
+    if (old == RUN_STATE_RUNNING) {
         stop_vcpus_locked(vm);
+        hold_clock_locked(vm);
+    }
     /* "stop" leaves a VM that does not run as it is (inmigrate, prelaunch,
      * postmigrate keep their meaning), as QEMU's vm_stop does. */
     if (old == RUN_STATE_RUNNING || new_state != RUN_STATE_PAUSED)

@@ -72,6 +72,7 @@ static int set_cpuid(struct vcpu *vcpu, struct gw_error *err)
             return gw_error_set(err, rc, "KVM_GET_SUPPORTED_CPUID failed: %s", strerror(-rc));
         nent *= 2;
     }
+    cpu_model_apply(&vcpu->vm->config.cpu, cpuid, vcpu->id, vcpu->vm->config.smp);
     rc = ioctl(vcpu->fd, KVM_SET_CPUID2, cpuid) < 0 ? -errno : 0;
     free(cpuid);
     if (rc < 0)

@@ -37,7 +37,7 @@ struct vcpu {
     struct throttle_sleep throttle;   /* the cpu throttle's sleeps, taken between runs */
 };
 
-/* The register state a multiboot v1 loader hands over. */
+/* The register state a multiboot v1 or PVH loader hands over. */
 struct vcpu_entry {
     uint32_t eip;
     uint32_t eax;
@@ -45,7 +45,8 @@ struct vcpu_entry {
 };
 
 int vcpu_create(struct vm *vm, struct vcpu *vcpu, unsigned id, struct gw_error *err);
-/* 32-bit protected mode, flat segments, paging off, interrupts off. */
+/* 32-bit protected mode, flat segments, paging off, interrupts off: the
+ * entry state of multiboot v1 and of PVH alike (EAX, EBX as the loader says). */
 int vcpu_set_multiboot_entry(struct vcpu *vcpu, const struct vcpu_entry *entry,
                              struct gw_error *err);
 /* Starts the thread parked: it enters the guest on the first vcpu_resume.

@@ -34,7 +34,7 @@
 #include "uart.h"
 #include "vcpu.h"
 
-#define VM_MAX_VCPUS 1
+#define VM_MAX_VCPUS VM_SMP_MAX
 
 /* QEMU's RunState names, the ones this VMM can be in. */
 enum run_state {
@@ -65,6 +65,13 @@ struct vm {
     enum run_state run_state;
     bool autostart;                 /* incoming: run the guest when it arrives (no -S) */
     enum run_state before_switchover;  /* the migration thread's: what a rollback restores */
+    /* kvmclock while the guest does not run (QEMU's kvmclock does the same):
+     * read when the vCPUs stop, or taken from the stream, and set again when
+     * they start, so guest time stands still while it is paused and goes on
+     * from the source's value on a destination, however long the load took
+     * before the resume. Under state_lock. */
+    struct kvm_clock_data held_clock;
+    bool clock_held;
     struct dirty_log dirty_log;     /* the default tracker */
     struct dirty_ring dirty_ring;   /* --accel kvm,dirty-ring-size=N: the tracker instead */
     struct dirty_limit dirty_limit; /* QEMU's dirty-limit, on the ring */
@@ -112,6 +119,12 @@ uint64_t vm_incoming_resumed_us(struct vm *vm);
  * returns how long the stop took in us (0: it was not running), and in
  * start_us how long until every vCPU ran again. */
 uint64_t vm_time_stop(struct vm *vm, uint64_t *start_us);
+
+/* kvmclock held while the guest does not run (run_state.c): the kvm-clock
+ * device's load hands over the source's; its save reads the held one when
+ * there is one. */
+void vm_hold_clock(struct vm *vm, const struct kvm_clock_data *clock);
+bool vm_held_clock(struct vm *vm, struct kvm_clock_data *clock);
 
 /* The engine's view of this VMM (migration_glue.c). */
 int vm_migration_init(struct vm *vm, struct gw_error *err);

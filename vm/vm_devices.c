@@ -363,11 +363,17 @@ static const struct piece_spec clock_specs[1] = {
     { 1, "CLOCK", sizeof(struct kvm_clock_data), 0, 0, 0 },
 };
 
+/* opaque is the struct vm: a stopped guest's clock is the one held since
+ * its vCPUs stopped (run_state.c), and a loaded one is set at the resume,
+ * not here, so guest time does not run on while the destination waits. */
 static int clock_save(void *opaque, struct gw_buffer *out, struct gw_error *err)
 {
+    struct vm *vm = opaque;
     struct kvm_clock_data clock;
-    int rc = kvm_state_get_clock(opaque, &clock, err);
+    int rc = 0;
 
+    if (!vm_held_clock(vm, &clock))
+        rc = kvm_state_get_clock(&vm->kvm, &clock, err);
     if (rc < 0) {
         gw_error_prefix(err, "kvm-clock");
         return rc;
@@ -387,10 +393,8 @@ static int clock_load(void *opaque, const uint8_t *data, size_t len, uint32_t ve
         (rc = copy_pieces("kvm-clock", clock_specs, found,
                           &(struct part){ &clock, sizeof(clock) }, 1, err)) < 0)
         return rc;
-    rc = kvm_state_set_clock(opaque, &clock, err);
-    if (rc < 0)
-        gw_error_prefix(err, "kvm-clock");
-    return rc;
+    vm_hold_clock(opaque, &clock);
+    return 0;
 }
 
 static const struct device_ops clock_ops = { .save = clock_save, .load = clock_load };
@@ -472,7 +476,7 @@ int vm_devices_register(struct vm *vm, struct gw_error *err)
                               &vm->kvm, err)) < 0 ||
         (rc = device_register(registry, "kvm-pit", 0, STATE_VERSION, &pit_ops, &vm->kvm,
                               err)) < 0 ||
-        (rc = device_register(registry, "kvm-clock", 0, STATE_VERSION, &clock_ops, &vm->kvm,
+        (rc = device_register(registry, "kvm-clock", 0, STATE_VERSION, &clock_ops, vm,
                               err)) < 0)
         return rc;
     for (unsigned i = 0; i < vm->nr_vcpus; i++)

@@ -58,6 +58,16 @@ class BadInput(VmTestCase):
         self.assert_refused(["--kernel", text, *self.common()], "not an ELF file")
         os.unlink(text)
 
+    def test_smp_and_cpu(self):
+        base = ["--kernel", TESTGUEST, *self.common()]
+        self.assert_refused(["--smp", "0", *base], "--smp 0", "from 1 to 8")
+        self.assert_refused(["--smp", "9", *base], "from 1 to 8")
+        self.assert_refused(["--smp", "two", *base], "from 1 to 8")
+        self.assert_refused(["--cpu", "pentium", *base], "godwit (the default) or host")
+        self.assert_refused(["--cpu", "godwit,+warp", *base], "unknown feature 'warp'",
+                            "xsaveerptr")
+        self.assert_refused(["--cpu", "host,cx16", *base], "not +FEATURE or -FEATURE")
+
     def test_memory_sizes(self):
         base = ["--kernel", TESTGUEST, *self.common()]
         self.assert_refused(["--memory", "0", *base], "at least 16M")
