@@ -7,6 +7,7 @@ bench/results/) whether the run completed, failed or timed out."""
 import ctypes
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -18,6 +19,27 @@ from godwit_vm import (ACCEL, PAGE_SIZE, Qmp, QmpError, QemuVm, Vm,  # noqa: E40
                        free_tcp_port)
 
 MiB = 1 << 20
+
+# A line of QEMU's trace log (-trace EVENT -msg timestamp=on -D FILE):
+# "PID@SECONDS.MICROSECONDS:EVENT ARGS" (7.2), or a wall-clock prefix.
+QEMU_TRACE_LINE = re.compile(r"(?:(\d+)@(\d+)\.(\d+):|(\d{4}-\d\d-\d\d) (\d\d):(\d\d):(\d\d)\.(\d+) )"
+                             r"\s*(\w+)\s*(.*)")
+
+
+def qemu_trace_events(trace_path, events):
+    """(seconds, event, arguments) for every line of the given events in
+    QEMU's trace log, in file order."""
+    with open(trace_path) as f:
+        for line in f:
+            m = QEMU_TRACE_LINE.search(line)
+            if not m or m.group(9) not in events:
+                continue
+            if m.group(2):
+                t = int(m.group(2)) + int(m.group(3)) / 1e6
+            else:
+                t = (int(m.group(5)) * 3600 + int(m.group(6)) * 60 + int(m.group(7)) +
+                     int(m.group(8)) / 10 ** len(m.group(8)))
+            yield t, m.group(9), m.group(10)
 GiB = 1 << 30
 LOW_RAM_MAX = 3 * GiB        # both VMMs: RAM above 3 GiB sits at 4 GiB (pc machine)
 CHUNK = 256 * MiB            # pmemsave and compare this much at a time

@@ -21,7 +21,6 @@ Measured, per sync after the first two (the first pass sends all of RAM):
 Prints a table: median sync time in ms and per GiB, and godwit/QEMU."""
 import argparse
 import os
-import re
 import shutil
 import statistics
 import sys
@@ -32,6 +31,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "lib"))
 from godwit_vm import (PAGE_SIZE, QemuVm, Vm, check_increment_pattern,  # noqa: E402
                        check_pass_count, free_tcp_port, kvm_skip_reason)
+from runs import qemu_trace_events  # noqa: E402
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -40,9 +40,6 @@ WINDOW = (1 * MiB, 9 * MiB)
 APPEND = f"mode=dirty start={WINDOW[0] // MiB}M end={WINDOW[1] // MiB}M"
 SYNC_SECONDS = 4.0
 QEMU_BIOS = "/usr/share/qemu/qboot.rom"
-# "2026-12-02 19:58:01.123456" or "1234@1700000000.123456:" before the event.
-QEMU_TRACE = re.compile(r"(?:(\d+)@(\d+)\.(\d+):|(\d{4}-\d\d-\d\d) (\d\d):(\d\d):(\d\d)\.(\d+) )"
-                        r"\s*(migration_bitmap_sync_start|migration_bitmap_sync_end)")
 
 
 class RunFailed(Exception):
@@ -82,21 +79,13 @@ def start_destination(vmm, gib, uri, args):
 def qemu_sync_times(trace_path):
     """Durations in ms of every start/end pair in QEMU's trace log."""
     started, durations = None, []
-    with open(trace_path) as f:
-        for line in f:
-            m = QEMU_TRACE.search(line)
-            if not m:
-                continue
-            if m.group(2):
-                t = int(m.group(2)) + int(m.group(3)) / 1e6
-            else:
-                t = (int(m.group(5)) * 3600 + int(m.group(6)) * 60 + int(m.group(7)) +
-                     int(m.group(8)) / 10 ** len(m.group(8)))
-            if m.group(9).endswith("start"):
-                started = t
-            elif started is not None:
-                durations.append((t - started) * 1000)
-                started = None
+    for t, event, _ in qemu_trace_events(trace_path, ("migration_bitmap_sync_start",
+                                                      "migration_bitmap_sync_end")):
+        if event.endswith("start"):
+            started = t
+        elif started is not None:
+            durations.append((t - started) * 1000)
+            started = None
     return durations
 
 
