@@ -228,9 +228,14 @@ static int flush_zero(struct multifd_sender *sender, struct gw_error *err)
 {
     struct send_slot *slot;
     struct lane *lane;
+    int rc;
 
     if (!sender->zero_count)
         return 0;
+    /* The open batch is its lane's next slot, which a claim on that lane
+     * would hand out again: queue it first, or its pages are lost. */
+    if ((rc = flush_batch(sender, err)) < 0)
+        return rc;
     slot = claim_ram_slot(sender, &lane);
     if (!slot)
         return sender_error(sender, err);

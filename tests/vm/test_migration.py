@@ -12,6 +12,7 @@ from godwit_vm import (ACCEL, DIRTY, PAGE_SIZE, MigrationTestCase, QmpError,  # 
                        wait_migration)
 
 MiB = 1 << 20
+GiB = 1 << 30
 MARKER_ADDRESS = 110 * MiB + 4093      # unaligned, outside the dirty range
 MARKER = b"godwit crossed here"
 
@@ -177,6 +178,48 @@ class Content(MarkerMigration):
             self.assertTrue(f.read(len(content)) == content, "RAM differs after migration")
         with open(shm_src, "rb") as f, open(shm_dst, "rb") as g:
             self.assertTrue(f.read() == g.read(), "the whole RAM differs somewhere")
+
+    def migrate_sparse_file(self, multifd):
+        """A 4 GiB guest whose RAM file is all holes but for scattered pages
+        around the 3 GiB boundary between its two blocks, as a sparse
+        guest's is: the holes go as zero runs, the pages as data, and both
+        sides must hold the same file and the same guest memory."""
+        paths = [f"/dev/shm/godwit-test-sparse-{side}-{os.getpid()}" for side in ("src", "dst")]
+        for path in paths:
+            self.addCleanup(lambda p=path: os.path.exists(p) and os.unlink(p))
+        offsets = (2 * GiB, 3 * GiB - PAGE_SIZE, 3 * GiB, 3 * GiB + PAGE_SIZE,
+                   3 * GiB + 64 * PAGE_SIZE, 4 * GiB - PAGE_SIZE)
+        with open(paths[0], "wb") as f:
+            f.truncate(4 * GiB)
+            for offset in offsets:
+                f.seek(offset)
+                f.write(os.urandom(PAGE_SIZE))
+        source = self.start_source(memory="4G", append="mode=idle", extra=("--mem-path", paths[0]))
+        uri = f"unix:{source.path('migrate.sock')}"
+        destination = self.start_destination("defer", memory="4G",
+                                             extra=("--mem-path", paths[1]))
+        for vm in (source, destination):
+            vm.qmp.command("migrate-set-capabilities",
+                           capabilities=[{"capability": "multifd", "state": multifd}])
+        destination.qmp.command("migrate-incoming", uri=uri)
+        source.qmp.command("migrate", uri=uri)
+        info = wait_migration(source.qmp)
+        self.assertEqual(info["status"], "completed", info.get("error-desc"))
+        destination.qmp.command("stop")
+        self.assertEqual(destination.read_memory(0, 2 * MiB), source.read_memory(0, 2 * MiB),
+                         "the guest's own pages differ")
+        with open(paths[0], "rb") as f, open(paths[1], "rb") as g:
+            for offset in offsets:
+                f.seek(offset)
+                g.seek(offset)
+                self.assertEqual(f.read(PAGE_SIZE), g.read(PAGE_SIZE),
+                                 f"the page at file offset {offset:#x} differs")
+
+    def test_sparse_file_guest_main_channel(self):
+        self.migrate_sparse_file(False)
+
+    def test_sparse_file_guest_multifd(self):
+        self.migrate_sparse_file(True)
 
     def test_all_zero_guest_sends_almost_nothing(self):
         source = self.start_source(memory="512M", append="mode=idle")
