@@ -8,6 +8,7 @@
  * takes it and the vCPU is kicked out of the guest to pay, as at a
  * ring-full exit (dirty_ring_reaper.c says why half). */
 #include "dirty_limit.h"
+#include "clock.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -17,13 +18,6 @@
 
 #define MB (1ULL << 20)
 
-static uint64_t now_us(void)
-{
-    struct timespec now;
-
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (uint64_t)now.tv_sec * 1000000 + (uint64_t)now.tv_nsec / 1000;
-}
 
 static double quota_bytes_per_us(const struct vcpu_dirty_limit *vcpu)
 {
@@ -43,7 +37,7 @@ static void start_period(struct dirty_limit *limit, unsigned cpu, uint64_t now)
 static void dirty_limit_tick(void *opaque)
 {
     struct dirty_limit *limit = opaque;
-    uint64_t now = now_us();
+    uint64_t now = monotonic_us();
 
     pthread_mutex_lock(&limit->lock);
     for (unsigned cpu = 0; cpu < limit->nr_vcpus; cpu++) {
@@ -125,7 +119,7 @@ uint64_t dirty_limit_charge(struct dirty_limit *limit, unsigned cpu)
     vcpu = &limit->vcpus[cpu];
     pthread_mutex_lock(&limit->lock);
     if (vcpu->quota) {
-        uint64_t now = now_us();
+        uint64_t now = monotonic_us();
         refill(limit, vcpu, now);
         /* From its last sleep to this fill it ran free: its ring-full time. */
         if (vcpu->resumed_us)
@@ -145,7 +139,7 @@ uint64_t dirty_limit_charge(struct dirty_limit *limit, unsigned cpu)
 
 uint64_t dirty_limit_owed_us(struct dirty_limit *limit, unsigned cpu)
 {
-    uint64_t owed = 0, now = now_us();
+    uint64_t owed = 0, now = monotonic_us();
 
     if (cpu >= limit->nr_vcpus)
         return 0;
@@ -182,7 +176,7 @@ static void set_vcpu(struct dirty_limit *limit, unsigned cpu, uint64_t mb_per_s,
 /* Under lock: applies the quotas; returns whether any vCPU has one. */
 static bool apply(struct dirty_limit *limit, int cpu, uint64_t mb_per_s, uint64_t period_ms)
 {
-    uint64_t now = now_us();
+    uint64_t now = monotonic_us();
     bool any = false;
 
     for (unsigned c = 0; c < limit->nr_vcpus; c++)

@@ -5,6 +5,7 @@
  * sent are never write-protected. Without it, reading the log re-protects
  * everything at once and clear has nothing to do. */
 #include "dirty_log.h"
+#include "clock.h"
 
 #include <errno.h>
 #include <linux/kvm.h>
@@ -53,13 +54,6 @@ static int dirty_log_start(void *opaque, struct gw_error *err)
     return rc;
 }
 
-static uint64_t monotonic_us(void)
-{
-    struct timespec now;
-
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (uint64_t)now.tv_sec * 1000000 + (uint64_t)now.tv_nsec / 1000;
-}
 
 /* Most words are zero in a guest that dirties little: testing eight at a
  * time reads only the scratch for those and leaves the engine's bitmap

@@ -30,6 +30,7 @@
  * gives the guest no feature that makes KVM write guest RAM that way
  * (kvmclock, steal time, async page faults). */
 #include "dirty_ring.h"
+#include "clock.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -381,13 +382,6 @@ static int dirty_ring_start(void *opaque, struct gw_error *err)
     return dirty_ring_use(opaque, DIRTY_RING_USER_MIGRATION, true, err);
 }
 
-static uint64_t monotonic_us(void)
-{
-    struct timespec now;
-
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (uint64_t)now.tv_sec * 1000000 + (uint64_t)now.tv_nsec / 1000;
-}
 
 /* ORs pending into bitmap and empties it; a sparse pending is mostly zero
  * words, tested eight at a time so that neither side is written there. */

@@ -4,6 +4,7 @@
  * separated by another thread's change. Events go out after the lock is
  * dropped, in the order QEMU sends them. */
 #include "vm.h"
+#include "clock.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -217,10 +218,10 @@ static uint64_t wait_resumed_locked(struct vm *vm, uint64_t started_us)
  * ran again (0 for the soft CPU, which has no such moment). */
 static void time_one_stop_locked(struct vm *vm, uint64_t *stop_us, uint64_t *start_us)
 {
-    uint64_t before = vcpu_now_us();
+    uint64_t before = monotonic_us();
 
     stop_vcpus_locked(vm);
-    uint64_t stopped = vcpu_now_us();
+    uint64_t stopped = monotonic_us();
     for (unsigned i = 0; i < vm->nr_vcpus; i++)
         vcpu_resume(&vm->vcpus[i]);
     if (vm->config.accel_none)
@@ -279,7 +280,7 @@ void vm_source_completed(struct vm *vm)
 void vm_incoming_completed(struct vm *vm, bool source_running)
 {
     bool started = false;
-    uint64_t started_us = vcpu_now_us();
+    uint64_t started_us = monotonic_us();
 
     pthread_mutex_lock(&vm->state_lock);
     if (vm->run_state == RUN_STATE_INMIGRATE) {

@@ -3,6 +3,7 @@
  * thread is out of KVM_RUN and waiting, so the caller may read or change
  * guest state. */
 #include "vm.h"
+#include "clock.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -233,7 +234,7 @@ static bool handle_requests(struct vcpu *vcpu)
     }
     /* A thread resumed before it first parked enters the guest unparked. */
     if (keep_running && (vcpu->parked || !vcpu->unparked_us)) {
-        vcpu->unparked_us = vcpu_now_us();
+        vcpu->unparked_us = monotonic_us();
         pthread_cond_broadcast(&vcpu->changed);   /* vcpu_wait_unparked */
     }
     vcpu->parked = false;
@@ -388,17 +389,9 @@ void vcpu_resume(struct vcpu *vcpu)
     pthread_mutex_unlock(&vcpu->lock);
 }
 
-uint64_t vcpu_now_us(void)
-{
-    struct timespec now;
-
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (uint64_t)now.tv_sec * 1000000 + (uint64_t)now.tv_nsec / 1000;
-}
-
 uint64_t vcpu_wait_unparked(struct vcpu *vcpu, uint64_t since_us, uint64_t timeout_us)
 {
-    uint64_t deadline_us = vcpu_now_us() + timeout_us, unparked_us;
+    uint64_t deadline_us = monotonic_us() + timeout_us, unparked_us;
     struct timespec deadline = { .tv_sec = deadline_us / 1000000,
                                  .tv_nsec = (deadline_us % 1000000) * 1000 };
 

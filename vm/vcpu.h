@@ -61,7 +61,6 @@ void vcpu_resume(struct vcpu *vcpu);
  * since_us (CLOCK_MONOTONIC, us), or has ended, or timeout_us has passed.
  * Returns when it left (0 if it did not). */
 uint64_t vcpu_wait_unparked(struct vcpu *vcpu, uint64_t since_us, uint64_t timeout_us);
-uint64_t vcpu_now_us(void);
 void vcpu_inject_nmi(struct vcpu *vcpu);
 /* The cpu throttle: sleep ns out of KVM_RUN as soon as possible (kicked
  * out of it), or lengthen a sleep pending or under way (cpu_throttle.h);
