@@ -183,7 +183,22 @@ struct postcopy_preempt {
 struct postcopy_queue {
     struct postcopy_request requests[POSTCOPY_QUEUE_MAX];
     unsigned head, count;
+    /* The page after the last one served, on either channel: the
+     * background goes on from there (a guest that faulted on a page will
+     * most likely touch the next ones soon). */
+    bool follow;
+    uint32_t follow_block;
+    uint64_t follow_page;
 };
+
+/* Under the migration lock: request was served, the background follows. */
+static inline void postcopy_queue_follow(struct postcopy_queue *queue,
+                                         const struct postcopy_request *request)
+{
+    queue->follow = true;
+    queue->follow_block = request->block;
+    queue->follow_page = request->first + request->pages;
+}
 
 struct migration {
     struct migration_host host;

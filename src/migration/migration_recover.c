@@ -74,8 +74,10 @@ static void source_drop_links(struct source *source)
     preempt_close(migration);
     pthread_mutex_lock(&migration->lock);
     channel_close(&migration->channel);
-    if (migration->postcopy_queue)
+    if (migration->postcopy_queue) {
         migration->postcopy_queue->count = 0;
+        migration->postcopy_queue->follow = false;
+    }
     pthread_mutex_unlock(&migration->lock);
 }
 
@@ -142,6 +144,7 @@ static void source_take_bitmap(struct source *source)
                              __ATOMIC_RELAXED);
         source->postcopy_cursor[b] = 0;
     }
+    source->postcopy_block = 0;
     atomic_store(&migration->stats.normal_pages, migration->resume_counts[0]);
     atomic_store(&migration->stats.zero_pages, migration->resume_counts[1]);
     pthread_mutex_unlock(&migration->lock);

@@ -86,9 +86,11 @@ static bool send_preempt(struct migration *migration, const struct stream_record
     if (rc == 0)
         return false;
     pthread_mutex_lock(&migration->lock);
-    if (rc > 0)
+    if (rc > 0) {
         atomic_fetch_add(&migration->stats.postcopy_requests, 1);
-    else if (!migration->rp_error[0])
+        if (migration->postcopy_queue)
+            postcopy_queue_follow(migration->postcopy_queue, &request);
+    } else if (!migration->rp_error[0])
         snprintf(migration->rp_error, sizeof(migration->rp_error), "%s", err.msg);
     pthread_cond_broadcast(&migration->changed);
     pthread_mutex_unlock(&migration->lock);

@@ -26,6 +26,7 @@ struct source {
     bool postcopy;             /* migrate-start-postcopy: the switchover goes to postcopy */
     bool preempt;              /* postcopy-preempt, as the migration started */
     uint64_t postcopy_cursor[STREAM_BLOCKS_MAX];   /* the background's next page per block */
+    uint32_t postcopy_block;                       /* the block the background is in */
     uint64_t *postcopy_needed[STREAM_BLOCKS_MAX];  /* dirty at the switch: for recovery */
     uint64_t stop_us;          /* when the guest stopped; 0 while it runs */
     uint64_t expected_downtime_us;
