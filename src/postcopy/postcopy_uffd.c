@@ -286,9 +286,12 @@ static unsigned latency_bucket(uint64_t us)
  * it has its answer. */
 static void page_here(struct postcopy_ram *ram, uint32_t block, uint64_t page)
 {
-    uint64_t asked = atomic_exchange(&ram->asked_us[block][page], 0), now;
+    uint64_t asked, now;
 
-    test_and_set_bit(ram->received[block], page);
+    /* Here before the time is taken: a fault thread that stores its time
+     * after this takes sees the page here (handle_fault). */
+    __atomic_fetch_or(&ram->received[block][page / 64], 1ULL << (page % 64), __ATOMIC_SEQ_CST);
+    asked = atomic_exchange(&ram->asked_us[block][page], 0);
     vcpus_have(ram, block, page);
     if (!asked)
         return;
@@ -316,8 +319,16 @@ static void handle_fault(struct postcopy_ram *ram, uint64_t address, int tid)
         struct postcopy_request request = { .block = b, .pages = 1, .first = page };
         uint64_t now = now_us();
         /* Before the request leaves: its answer may come back at once. */
-        atomic_store(&ram->asked_us[b][page], now);
         wait_begins(ram, now);
+        atomic_store(&ram->asked_us[b][page], now);
+        /* Placed since the first look (page_here may have come before
+         * the time was there to take): the fault is answered, nothing to
+         * ask. Once the time is there, a placing takes it and ends the wait. */
+        if (__atomic_load_n(&ram->received[b][page / 64], __ATOMIC_SEQ_CST) >> (page % 64) & 1) {
+            if (atomic_exchange(&ram->asked_us[b][page], 0))
+                wait_ends(ram, now);
+            return;
+        }
         atomic_fetch_add(&ram->stats.requests, 1);
         if (ram->request(ram->opaque, &request, &err) < 0) {
             /* The return path is gone; the load fails on its own channel
