@@ -64,15 +64,17 @@ int preempt_send(struct migration *migration, const struct postcopy_request *req
                                   request->block, request->first, request->pages, &bytes,
                                   &normal, &zero, err);
         rc = rc < 0 ? rc : 1;
+        /* Counted before preempt_end can take the lock: END carries the
+         * counts, and the destination compares them with what it got. */
+        atomic_fetch_add(&stats->transferred, bytes);
+        atomic_fetch_add(&stats->postcopy_bytes, bytes);
+        atomic_fetch_add(&stats->preempt_bytes, bytes);
+        atomic_fetch_add(&stats->normal_pages, normal);
+        atomic_fetch_add(&stats->zero_pages, zero);
     }
     pthread_mutex_unlock(&preempt->lock);
     if (rc < 0)
         gw_error_prefix(err, "the postcopy preempt channel");
-    atomic_fetch_add(&stats->transferred, bytes);
-    atomic_fetch_add(&stats->postcopy_bytes, bytes);
-    atomic_fetch_add(&stats->preempt_bytes, bytes);
-    atomic_fetch_add(&stats->normal_pages, normal);
-    atomic_fetch_add(&stats->zero_pages, zero);
     return rc;
 }
 
