@@ -367,9 +367,11 @@ class Migrate(GodwitCliTestCase):
         self.assertNotIn("\x1b", result.stdout)
         self.assertTrue(2 <= len(lines) <= 4, lines)
         stamps = [float(re.match(r"\[\s*([0-9.]+)s\]", l).group(1)) for l in lines]
+        # Once a second: never sooner; later only by what a loaded host
+        # makes the fake VM's answers wait.
         for before, after in zip(stamps, stamps[1:]):
             self.assertGreaterEqual(after - before, 0.9, lines)
-            self.assertLessEqual(after - before, 1.4, lines)
+            self.assertLessEqual(after - before, 2.0, lines)
         active = [l for l in lines if " active " in l]
         self.assertTrue(active, lines)
         for field in ("first pass", "remaining", "link"):
@@ -381,8 +383,12 @@ class Migrate(GodwitCliTestCase):
         # mbps 4294.9 is shown as MB/s, divided by 8; what is left counts the
         # devices' state too (the system-wide "remaining").
         self.assertIn("link 537 MB/s", active[0])
-        sent = int(RAM_TOTAL * float(re.match(r"\[\s*([0-9.]+)s\]", active[0]).group(1)) / 2.0)
-        self.assertIn(f"first pass {100 * sent / RAM_TOTAL:.0f}", active[0])
+        # The fake sends half the RAM a second from when it got migrate; the
+        # line's stamp is the CLI's own clock, a few ms earlier (more under
+        # load), so the share may differ by a little.
+        stamp = float(re.match(r"\[\s*([0-9.]+)s\]", active[0]).group(1))
+        shown = float(re.search(r"first pass ([0-9.]+)%", active[0]).group(1))
+        self.assertLessEqual(abs(shown - 100 * stamp / 2.0), 5, active[0])
         # Then the pass, the rates side by side and the verdict with its ETA.
         self.assertRegex(lines[-1], r"active  pass 2  remaining \S+ \S+  dirty 12.6 MB/s  "
                                     r"link 537 MB/s  converging, ETA 3.3 s  expected downtime "
