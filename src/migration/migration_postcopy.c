@@ -19,9 +19,10 @@
 
 /* Background pages per batch between two looks at the requests: 32 KiB,
  * so that a guest which has caught up with the stream waits behind no more
- * than that for the page it touched (make bench's postcopy section: 8
- * pages kept the guest's stall and the requests' latency lower than 32
- * did, and than 2 or 4, which cost the stream its speed). */
+ * than that for the page it touched. bench/postcopy.py, 6 runs each on 2
+ * cores: the guest's median stall was 10 ms with 8 pages, 28 with 32, and
+ * 21 and 50 with 4 and 2, whose many small records slow the stream (the
+ * runs of one size differ a lot: 4 to 44 ms with 8). */
 #define BACKGROUND_BATCH 8
 /* The most background bytes left in the main channel's kernel send queue:
  * a requested page written after them waits behind no more than this (the
