@@ -46,6 +46,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -362,7 +363,6 @@ def plot(records, out_dir):
     """The godwit configurations' latency histograms (counts per log2 bucket)."""
     if not shutil.which("gnuplot"):
         return None
-    data = os.path.join(out_dir, "postcopy-latency.dat")
     png = os.path.join(out_dir, "postcopy-latency.png")
     keys = ("godwit", "godwit-preempt", "qemu-traced")
     dists = {key: merged_dist([r for r in records if r["config"] == key and r["ok"]])
@@ -370,7 +370,9 @@ def plot(records, out_dir):
     used = [i for i in range(BUCKETS) if any(dists[key][i] for key in keys)]
     if not used:
         return None
-    with open(data, "w") as f:
+    # The data lives only while gnuplot reads it: out_dir may be docs/.
+    with tempfile.NamedTemporaryFile("w", suffix=".dat", delete=False) as f:
+        data = f.name
         for i in range(min(used), max(used) + 1):
             f.write(f"\"{1 << i}\" " + " ".join(str(dists[key][i]) for key in keys) + "\n")
     script = (f"set terminal pngcairo size 960,480 font 'sans,10'; set output '{png}'; "
@@ -383,7 +385,10 @@ def plot(records, out_dir):
               f"plot '{data}' using 2:xtic(1) title 'postcopy' lc rgb '#1f77b4', "
               "'' using 3 title 'postcopy-preempt' lc rgb '#2ca02c', "
               "'' using 4 title 'QEMU 7.2 postcopy (traced)' lc rgb '#d62728'")
-    subprocess.run(["gnuplot", "-e", script], check=False, capture_output=True)
+    try:
+        subprocess.run(["gnuplot", "-e", script], check=False, capture_output=True)
+    finally:
+        os.unlink(data)
     return png if os.path.exists(png) else None
 
 
