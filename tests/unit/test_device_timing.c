@@ -1,7 +1,8 @@
 /* The engine times every device save (device_measure at start-up, then
  * each migration), and the downtime estimate adds the devices' time on
  * their stop-copy bytes at that rate: save here, load on the destination
- * taken to cost the same (vmstate_pending). */
+ * reckoned by the estimate (vmstate_pending gives the save time, by the
+ * way the state travels). */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
