@@ -198,9 +198,9 @@ uint64_t migration_estimate_downtime(struct migration *migration,
     /* Past 2^62 us (146000 years) it is "never"; a cast beyond 2^64 would be
      * undefined and the ms rounding after it would wrap. */
     estimate->parts[ESTIMATE_TRANSFER] = (uint64_t)at_most_2_62(transfer);
-    if (!avail)
-        estimate->parts[ESTIMATE_DEVICE] = device_part_us(migration, input,
-                                                          estimate->bandwidth, estimate);
+    /* reckoned whatever the bandwidth, so downtime-detail says how */
+    uint64_t device_us = device_part_us(migration, input, estimate->bandwidth, estimate);
+    estimate->parts[ESTIMATE_DEVICE] = avail ? 0 : device_us;
     estimate->parts[ESTIMATE_SYNC] = atomic_load(&stats->last_sync_us);
     estimate->parts[ESTIMATE_STOP] = input->stop_cost_us;
     uint64_t round_trip = channel_round_trip_us(&migration->channel);

@@ -218,6 +218,10 @@ static void test_avail_switchover_bandwidth_covers_the_devices(void **state)
     migration_estimate_downtime(migration, &estimate, &input);
     assert_int_equal(estimate.parts[ESTIMATE_TRANSFER], 1000 * MS);   /* 512 MiB at 512 MiB/s */
     assert_int_equal(estimate.parts[ESTIMATE_DEVICE], 0);
+    /* what a device part would have been reckoned from is still said */
+    assert_int_equal(estimate.device_lanes, 1);
+    assert_int_equal(estimate.device_save_us, 80 * MS);
+    assert_int_equal(estimate.cores, 2);
     free(migration);
 }
 
