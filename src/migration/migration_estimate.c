@@ -86,7 +86,10 @@ static double at_most_2_62(double us)
  *  - the lanes: each carries its share of the pieces at the rate one lane
  *    moved RAM at (the link's rate measured over measured_lanes lanes, a
  *    share each): one lane carries all of it at that one lane's rate, and
- *    more lanes than were measured never beat the link itself;
+ *    more lanes than were measured never beat the link itself. That is
+ *    multifd's premise, a lane held back by its own threads; on a link
+ *    that one lane alone would fill, state on fewer lanes than RAM had
+ *    crosses faster, and this errs high;
  *  - load: the destination's time, which it does not report before the
  *    switchover: taken to be the save's (the same bytes, copied once more).
  * The stages also share the CPUs (cores, and as many on the destination):
