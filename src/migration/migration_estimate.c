@@ -97,13 +97,13 @@ static double at_most_2_62(double us)
  * lanes used (on a loopback, all of them), and the save and the load add
  * their work, spread over the cores but for the first piece's save and
  * the last one's load, which nothing runs beside. The pipeline beats
- * neither bound: it takes the longer. Where the link, not the CPUs, held RAM back, the
- * second errs high by at most (save + load) / cores; on one core it is the
- * sum of the three.
+ * neither bound: it takes the longer. Where the link, not the CPUs, held
+ * RAM back, the second errs high by at most (save + load) / cores; on one
+ * core it is the sum of the three.
  * Seen on 2 cores (issue 11, docs/benchmarks.md): one lane carries 400 MiB
  * at half the rate of the two RAM lanes, whatever saves and loads beside
  * it; two lanes are held to the CPUs' share. The sum of the stages, the
- * estimate before, foretold the same for both, 1.15 to 1.3 times what two
+ * estimate before, foretold the same for both, 1.12 to 1.28 times what two
  * lanes took. */
 uint64_t device_pipeline_us(const struct device_pipeline *pipeline)
 {
