@@ -365,7 +365,9 @@ def _plots(baseline, throughput, device, results, data_dir, png_dir):
 # --- docs ---
 
 # Why the channels do not shorten the downtime here (measured with a trace of
-# the source's switchover and perf on 2026-12-01; see the note in issue 6).
+# the source's switchover and perf on 2026-12-01; see the note in issue 6),
+# and how the predicted downtime is reckoned (issue 11 item 6, measured with
+# the threads' CPU time on 2026-12-03).
 DEVICE_READING = (
     "How to read it: the device makes each 16 MiB piece while the guest is stopped "
     "(`save_piece`), and sends it on a channel while it makes the next; the destination loads "
@@ -375,19 +377,39 @@ DEVICE_READING = (
     "destination's copy into the device) shares the same two CPUs with the other side, and "
     "a trace of the source's switchover showed the device's own copies taking most of the "
     "downtime (about 0.6 s of 400 MiB, at well under memcpy speed on this PVM guest). More "
-    "channels add threads but no CPU, so (b) and (c) land where (a) is. Seed 002's halving "
-    "came from four VFIO devices whose states moved in parallel over 15 multifd channels "
-    "between two-socket Xeon hosts: that needs cores "
+    "channels add threads but no CPU: with two lanes ((b), (c) with 2) the state takes 0.8 "
+    "to 0.9 of (a)'s downtime, with one dedicated lane as long as on the main channel. Seed "
+    "002's halving came from four VFIO devices whose states moved in parallel over 15 "
+    "multifd channels between two-socket Xeon hosts: that needs cores "
     "this machine does not have. The figures that do transfer: device state on multifd "
     "channels costs no more downtime than on the main channel, and every run's state arrived "
     "whole. predicted/measured is each run's `expected-downtime-at-switchover` over its "
-    "`downtime` (median, min..max): the estimate adds to (RAM + device bytes) / RAM's "
-    "bandwidth each device's own time on its state, its save at the rate godwit timed (one "
-    "16 MiB piece when the VM started) and as long again for the destination's load (issue "
-    "11, item 6); RAM's bandwidth alone predicted 0.5 to 0.65 of the downtime. The rates are "
-    "timed before the switchover (the device's when the VM started, RAM's on the first pass): "
-    "other work that starts on the machine in between makes the downtime longer than "
-    "predicted (load 4 to 5 from other VMs brought the medians down to 0.5 to 0.9).")
+    "`downtime` (median, min..max). The estimate (issue 11, item 6; docs/qmp.md) reckons the "
+    "device state as the pipeline it is, from what the source measured before the "
+    "switchover: the device's save, timed on one 16 MiB piece when the VM started (about "
+    "78 ms for the 400 MiB here); the destination's load, taken to cost as much; the lanes, "
+    "each at the rate one RAM lane moved in the first pass (RAM's rate over its 2 "
+    "channels). It takes the longer of the slowest stage plus one piece through the others, "
+    "and the CPUs' share: the bytes at RAM's rate plus the save's and the load's work spread "
+    "over the 2 CPUs. With one lane ((a), (c) with 1) the lane decides: one channel carries "
+    "the 400 MiB at half the rate of two; with two lanes ((b), (c) with 2) the CPUs do. The "
+    "estimate before it, (RAM + device bytes) / RAM's rate + twice the save, foretold the "
+    "same downtime for all four, 1.12 to 1.28 times what two lanes took in make bench on "
+    "2026-12-03, and 1.21 and 1.27 for (c) with 2 in two runs interleaved with two of this "
+    "estimate on the same day (which gave 0.87 and 0.97). What it still misses: the "
+    "two-lane rows come out lower than the one-lane ones (medians 0.78 to 1.00 in six runs "
+    "on 2026-12-03, (b) the lowest at 0.78 to 0.87, against 0.89 to 1.14). The save "
+    "and the load cost what they were timed at (their threads' "
+    "CPU time, 84 to 96 ms and 76 to 84 ms, said so; their wall time is longer, as they wait "
+    "for a CPU), but the device state's socket copies take about a fifth more CPU per byte "
+    "than RAM's pages did: the runs' process CPU time puts the switchover's work at about "
+    "0.56 CPU-seconds where RAM's rate and the timed save and load account for 0.48. And "
+    "every rate is timed before the switchover: a first pass slowed by other work on the "
+    "machine gives a low RAM rate, which one lane's estimate doubles (one run at 1.4 GB/s "
+    "instead of 2.5 foretold 1.7 times its downtime), and other work that starts in between "
+    "makes the downtime longer than predicted (load 4 to 5 from other VMs brought the "
+    "medians down to 0.5 to 0.9 with the earlier estimate). RAM's bandwidth alone predicted "
+    "0.5 to 0.65 of the downtime.")
 
 
 def section(baseline, throughput, device, results, precopy_off, made, png_rel):

@@ -82,8 +82,9 @@ struct device {
     uint64_t saved_size;
     /* How fast it saves, as the engine last timed it (device_measure, a
      * precopy pass, a stop-copy phase): timed_bytes in timed_us; both 0
-     * until timed. The downtime estimate adds the time its stop-copy bytes
-     * take at this rate to their time on the wire. */
+     * until timed. The downtime estimate reckons the time its stop-copy
+     * bytes take at this rate, here and for the destination's load, as
+     * stages of a pipeline beside their time on the wire. */
     uint64_t timed_bytes, timed_us;
 };
 

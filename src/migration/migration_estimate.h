@@ -4,6 +4,7 @@
 #define GODWIT_MIGRATION_ESTIMATE_H
 
 #include "migration_internal.h"
+#include "vmstate/vmstate_internal.h"
 
 /* What the channels hold that the destination has not taken yet (bytes). */
 uint64_t migration_in_flight_bytes(struct migration *migration);
@@ -12,14 +13,38 @@ void migration_measure_link(struct migration_stats *stats, uint64_t written,
                             uint64_t in_flight_after, uint64_t paced_us, uint64_t sent_us);
 /* avail-switchover-bandwidth, or the link's rate; bytes/s, never 0. */
 uint64_t migration_switchover_bandwidth(struct migration *migration);
-/* Fills *estimate and returns its total in us, at most 2^62. remaining:
- * dirty RAM and device stop-copy bytes; device_us: the devices' own time
- * on theirs; stop_cost_us, start_cost_us: the VMM's stop and start of
- * the guest, timed at setup. */
+/* The CPUs this process may run on: the stages of the switchover share
+ * them (and the destination is taken to have as many). At least 1. */
+unsigned migration_host_cores(void);
+
+/* Device state that travels one way in the switchover, as a pipeline of
+ * pieces: the devices save each piece (the migration thread), lanes carry
+ * it, the destination's load thread loads it. */
+struct device_pipeline {
+    uint64_t bytes;
+    uint64_t save_us, load_us;   /* the devices' time on all of the bytes */
+    unsigned lanes;              /* lanes the pieces are spread over; the main channel: 1 */
+    unsigned measured_lanes;     /* lanes the link's rate was measured over */
+    unsigned cores;              /* CPUs the stages share */
+    uint64_t bandwidth;          /* the link's bytes/s, all lanes together */
+};
+/* How long the pipeline keeps the guest stopped (us, at most 2^62):
+ * migration_estimate.c says how it is reckoned. */
+uint64_t device_pipeline_us(const struct device_pipeline *pipeline);
+
+/* What the estimate is made of: the dirty RAM left, the devices' pending
+ * state (vmstate_pending), the VMM's stop and start of the guest timed at
+ * setup, and the CPUs the switchover's stages share. */
+struct estimate_input {
+    uint64_t ram_bytes;
+    const struct device_pending *devices;
+    uint64_t stop_cost_us, start_cost_us;
+    unsigned cores;
+};
+/* Fills *estimate and returns its total in us, at most 2^62. */
 uint64_t migration_estimate_downtime(struct migration *migration,
-                                     struct downtime_estimate *estimate, uint64_t remaining,
-                                     uint64_t device_us, uint64_t stop_cost_us,
-                                     uint64_t start_cost_us);
+                                     struct downtime_estimate *estimate,
+                                     const struct estimate_input *input);
 
 /* The part of the estimate that more passes can shrink: the bytes left
  * and the devices' time on theirs. The rest (a stop, a sync, round trips,

@@ -149,9 +149,11 @@ static json_t *expected_detail(struct migration *migration)
     pthread_mutex_lock(&migration->lock);
     estimate = migration->stats.estimate_at_switchover;
     pthread_mutex_unlock(&migration->lock);
-    json_t *expected = json_pack("{s:I,s:I,s:I}",
+    json_t *expected = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I}",
         "total", (json_int_t)atomic_load(&migration->stats.expected_downtime_at_switchover_us),
-        "bytes", (json_int_t)estimate.bytes, "bandwidth", (json_int_t)estimate.bandwidth);
+        "bytes", (json_int_t)estimate.bytes, "bandwidth", (json_int_t)estimate.bandwidth,
+        "device-save", (json_int_t)estimate.device_save_us,
+        "device-lanes", (json_int_t)estimate.device_lanes, "cores", (json_int_t)estimate.cores);
     for (int part = 0; part < ESTIMATE_PARTS; part++)
         json_object_set_new(expected, names[part], json_integer((json_int_t)estimate.parts[part]));
     return expected;

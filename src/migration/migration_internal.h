@@ -120,6 +120,12 @@ enum estimate_part {
 struct downtime_estimate {
     uint64_t bytes, bandwidth;        /* RAM and device state left; bytes/s expected */
     uint64_t parts[ESTIMATE_PARTS];   /* us */
+    /* What the device part was reckoned from: the devices' time to save
+     * their stop-copy state (us; the load is taken to cost as much), the
+     * lanes their state is spread over (0 with none to send) and the CPUs
+     * the stages share. */
+    uint64_t device_save_us;
+    unsigned device_lanes, cores;
 };
 
 struct migration_stats {

@@ -155,15 +155,12 @@ static int setup_sending(struct source *source, struct gw_error *err)
 }
 
 /* What the devices still have to send, for query-migrate and the
- * estimate; returns the stop-copy bytes, and in *device_us the devices'
- * own time on them (vmstate_pending). */
-static uint64_t device_stopcopy_bytes(struct migration *migration, uint64_t *device_us)
+ * estimate (vmstate_pending). */
+static void ask_devices(struct migration *migration, struct device_pending *pending)
 {
-    uint64_t precopy, stopcopy = vmstate_pending(migration->host.devices, &precopy, device_us);
-
-    atomic_store(&migration->stats.device_precopy_pending, precopy);
-    atomic_store(&migration->stats.device_stopcopy_pending, stopcopy);
-    return stopcopy;
+    vmstate_pending(migration->host.devices, pending);
+    atomic_store(&migration->stats.device_precopy_pending, pending->precopy);
+    atomic_store(&migration->stats.device_stopcopy_pending, pending->stopcopy);
 }
 
 static int setup(struct source *source, struct gw_error *err)
@@ -240,7 +237,8 @@ static int setup(struct source *source, struct gw_error *err)
         return rc;
     convergence_pass_begin(migration, count_dirty(migration), false);
     /* remaining counts device state from the start */
-    device_stopcopy_bytes(migration, &source->device_us);
+    ask_devices(migration, &source->devices);
+    source->cores = migration_host_cores();
     /* The estimate it feeds decides nothing in a local update, which goes
      * to the switchover after one pass: the guest is spared the stop. */
     if (migration->host.time_stop && !migration->local)
@@ -284,7 +282,7 @@ static int sync_dirty(struct source *source, bool query_devices, struct gw_error
     }
     tracked = migration_now_us();
     if (query_devices)
-        source->device_stopcopy = device_stopcopy_bytes(migration, &source->device_us);
+        ask_devices(migration, &source->devices);
     ended = migration_now_us();
     /* A tracker that cannot split its time reports none: all of it is fetch. */
     if (times.fetch_us + times.merge_us == 0)
@@ -374,7 +372,7 @@ static int run_pass(struct source *source, uint64_t pass, struct pass_figures *f
  * as of the last sync. */
 static uint64_t stopcopy_bytes(struct source *source, uint64_t dirty_pages)
 {
-    return dirty_pages * source->page_size + source->device_stopcopy;
+    return dirty_pages * source->page_size + source->devices.stopcopy;
 }
 
 static int precopy(struct source *source, struct gw_error *err)
@@ -389,9 +387,13 @@ static int precopy(struct source *source, struct gw_error *err)
         if (rc < 0)
             return rc;
         remaining = stopcopy_bytes(source, figures.dirty_pages);
-        source->expected_downtime_us = migration_estimate_downtime(
-            migration, &source->estimate, remaining, source->device_us, source->stop_cost_us,
-            source->start_cost_us);
+        struct estimate_input input = {
+            .ram_bytes = figures.dirty_pages * source->page_size, .devices = &source->devices,
+            .stop_cost_us = source->stop_cost_us, .start_cost_us = source->start_cost_us,
+            .cores = source->cores,
+        };
+        source->expected_downtime_us = migration_estimate_downtime(migration, &source->estimate,
+                                                                   &input);
         atomic_store(&migration->stats.expected_downtime_ms,
                      (source->expected_downtime_us + 999) / 1000);
         pthread_mutex_lock(&migration->lock);

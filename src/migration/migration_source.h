@@ -32,8 +32,8 @@ struct source {
     uint64_t expected_downtime_us;
     struct downtime_estimate estimate;   /* the last pass's, and its parts */
     uint64_t pass;             /* the dirty pass being sent, from 1 */
-    uint64_t device_stopcopy;  /* the devices' stop-copy bytes at the last sync */
-    uint64_t device_us;        /* and their own time on them (vmstate_pending) */
+    struct device_pending devices;   /* what the devices held at the last sync */
+    unsigned cores;            /* the CPUs the switchover's stages share */
     uint64_t stop_cost_us;     /* the VMM's time to stop the guest, timed at setup */
     uint64_t start_cost_us;    /* and to start it again, timed with it */
     struct dirty_sampler sampler;

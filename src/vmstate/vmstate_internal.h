@@ -45,16 +45,34 @@ void vmstate_record_timing(struct device *device, uint64_t bytes, uint64_t us);
 
 /* Calls every device's save_setup before the first pass. */
 int vmstate_save_setup(struct device_registry *devices, struct gw_error *err);
+/* Pieces of device state on multifd channels at once: their buffers are
+ * reused, so their memory is touched once, not per piece; so many lanes at
+ * most carry a device that saves in pieces at a time. */
+#define VMSTATE_PIECES_IN_FLIGHT 3
+
+/* Stop-copy state that travels one way: its bytes, the devices' time to
+ * save them at the rate each was last timed (0 for a device never timed),
+ * and whether every device of it saves in pieces (then at most
+ * VMSTATE_PIECES_IN_FLIGHT of them are on the lanes at once). */
+struct device_route {
+    uint64_t bytes, save_us;
+    bool pieces;
+};
+
+/* What the devices hold: precopy and stop-copy bytes, the stop-copy split
+ * by the way it travels where the migration has device lanes: the
+ * devices that take multifd, and the others (the main channel). */
+struct device_pending {
+    uint64_t precopy, stopcopy;
+    struct device_route main, multifd;
+};
+
 /* Asks every device what it still has to send, each figure bounded at
  * DEVICE_STATE_MAX: a device may report nonsense and must not make the
  * estimate overflow. Nothing else is corrected: a stop-copy figure below
  * the precopy one is taken as given, since only stop-copy bytes count in
- * the downtime estimate. Returns the stop-copy bytes; *precopy gets the
- * precopy bytes, *device_us the devices' own time on those stop-copy
- * bytes (vmstate_save.c says how it is reckoned; 0 for devices never
- * timed). */
-uint64_t vmstate_pending(struct device_registry *devices, uint64_t *precopy,
-                         uint64_t *device_us);
+ * the downtime estimate. Fills *pending and returns its stop-copy bytes. */
+uint64_t vmstate_pending(struct device_registry *devices, struct device_pending *pending);
 
 /* Where the saver's records go. write_main writes one DEVICE record on the
  * main channel before it returns. queue_multifd (NULL without multifd

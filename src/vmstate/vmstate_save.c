@@ -10,10 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Pieces of device state in flight on multifd channels at once: their
- * buffers are reused, so their memory is touched once, not per piece. */
-#define PIECES_IN_FLIGHT 3
-
 struct vmstate_saver {
     struct device_registry *devices;
     struct device_sink sink;
@@ -25,7 +21,7 @@ struct vmstate_saver {
     struct piece_buffer {
         struct gw_buffer data;
         atomic_bool sent;    /* no channel holds it */
-    } pieces[PIECES_IN_FLIGHT];
+    } pieces[VMSTATE_PIECES_IN_FLIGHT];
     unsigned nr_pieces, next_piece;
 };
 
@@ -52,30 +48,29 @@ int vmstate_save_setup(struct device_registry *devices, struct gw_error *err)
     return 0;
 }
 
-/* A device's own time on its stop-copy bytes: its save here, at the rate
- * last timed, and its load on the destination, which handles the same
- * bytes once more. The load is not timed before the switchover (the
- * destination loads nothing of a device without precopy until then): it
- * is taken to cost what the save does. Where the destination has cores to
- * spare its load overlaps the transfer of the next piece, and this errs
- * high by the load's share; on a host whose cores are all busy (this
- * 2-core machine: issue 11, docs/benchmarks.md) both copies add up. */
-static double device_stopcopy_us(const struct device *device, uint64_t stopcopy)
+/* A device's time to save its stop-copy bytes here, at the rate last
+ * timed. The destination's load is the estimate's to reckon
+ * (migration_estimate.c): how it overlaps the save and the transfer
+ * depends on the lanes. */
+static double device_save_us(const struct device *device, uint64_t stopcopy)
 {
-    double save_us;
-
     if (!device->timed_bytes)
         return 0;
-    save_us = (double)stopcopy * (double)device->timed_us / (double)device->timed_bytes;
-    return 2 * save_us;
+    return (double)stopcopy * (double)device->timed_us / (double)device->timed_bytes;
 }
 
-uint64_t vmstate_pending(struct device_registry *devices, uint64_t *precopy_out,
-                         uint64_t *device_us_out)
+/* A device timed at a byte a day must not make the cast undefined. */
+static uint64_t bounded_us(double us)
 {
-    uint64_t precopy_total = 0, stopcopy_total = 0;
-    double device_us = 0;
+    return us < 0x1p62 ? (uint64_t)us : 1ULL << 62;
+}
 
+uint64_t vmstate_pending(struct device_registry *devices, struct device_pending *pending)
+{
+    double save_us[2] = { 0, 0 };
+    struct device_route *routes[2] = { &pending->main, &pending->multifd };
+
+    *pending = (struct device_pending){ .main.pieces = true, .multifd.pieces = true };
     for (unsigned i = 0; devices && i < devices->count; i++) {
         const struct device *device = &devices->devices[i];
         uint64_t precopy = 0, stopcopy = device->saved_size;
@@ -83,14 +78,16 @@ uint64_t vmstate_pending(struct device_registry *devices, uint64_t *precopy_out,
             device->ops->query_pending(device->opaque, &precopy, &stopcopy);
         precopy = precopy > DEVICE_STATE_MAX ? DEVICE_STATE_MAX : precopy;
         stopcopy = stopcopy > DEVICE_STATE_MAX ? DEVICE_STATE_MAX : stopcopy;
-        precopy_total += precopy;
-        stopcopy_total += stopcopy;
-        device_us += device_stopcopy_us(device, stopcopy);
+        pending->precopy += precopy;
+        pending->stopcopy += stopcopy;
+        unsigned route = device->ops->multifd ? 1 : 0;
+        routes[route]->bytes += stopcopy;
+        routes[route]->pieces &= device->ops->save_piece != NULL;
+        save_us[route] += device_save_us(device, stopcopy);
     }
-    *precopy_out = precopy_total;
-    /* A device timed at a byte a day must not make the cast undefined. */
-    *device_us_out = device_us < 0x1p62 ? (uint64_t)device_us : 1ULL << 62;
-    return stopcopy_total;
+    pending->main.save_us = bounded_us(save_us[0]);
+    pending->multifd.save_us = bounded_us(save_us[1]);
+    return pending->stopcopy;
 }
 
 /* Seed 002: a device that takes multifd has its state sent by the multifd
@@ -104,7 +101,7 @@ static bool on_multifd(const struct vmstate_saver *saver, const struct device *d
 /* Devices that save in pieces fill the piece buffers while the guest is
  * stopped: touch them now, not in the downtime. The main channel writes a
  * piece before the next is made and needs one; multifd channels keep up to
- * PIECES_IN_FLIGHT on the wire. */
+ * VMSTATE_PIECES_IN_FLIGHT on the wire. */
 struct vmstate_saver *vmstate_saver_new(struct device_registry *devices,
                                         const struct device_sink *sink, struct gw_error *err)
 {
@@ -116,11 +113,11 @@ struct vmstate_saver *vmstate_saver_new(struct device_registry *devices,
     }
     saver->devices = devices;
     saver->sink = *sink;
-    for (unsigned i = 0; i < PIECES_IN_FLIGHT; i++)
+    for (unsigned i = 0; i < VMSTATE_PIECES_IN_FLIGHT; i++)
         atomic_init(&saver->pieces[i].sent, true);
     for (unsigned i = 0; devices && i < devices->count; i++) {
         const struct device *device = &devices->devices[i];
-        unsigned needed = on_multifd(saver, device) ? PIECES_IN_FLIGHT : 1;
+        unsigned needed = on_multifd(saver, device) ? VMSTATE_PIECES_IN_FLIGHT : 1;
         if (device->ops->save_piece && needed > saver->nr_pieces)
             saver->nr_pieces = needed;
     }
@@ -141,7 +138,7 @@ void vmstate_saver_free(struct vmstate_saver *saver)
     for (unsigned i = 0; i < saver->nr_kept; i++)
         gw_buffer_free(&saver->kept[i]);
     free(saver->kept);
-    for (unsigned i = 0; i < PIECES_IN_FLIGHT; i++)
+    for (unsigned i = 0; i < VMSTATE_PIECES_IN_FLIGHT; i++)
         gw_buffer_free(&saver->pieces[i].data);
     free(saver);
 }

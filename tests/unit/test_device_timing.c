@@ -1,7 +1,8 @@
 /* The engine times every device save (device_measure at start-up, then
  * each migration), and the downtime estimate adds the devices' time on
  * their stop-copy bytes at that rate: save here, load on the destination
- * taken to cost the same (vmstate_pending). */
+ * reckoned by the estimate (vmstate_pending gives the save time, by the
+ * way the state travels). */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -151,30 +152,47 @@ static void test_a_piece_device_without_save_setup_is_not_timed(void **state)
     struct fake fake = { .stopcopy = 100u << 20 };
     struct device *device = registered(&registry, &ops, &fake);
     struct gw_error err = { 0 };
-    uint64_t precopy, device_us;
+    struct device_pending pending;
 
     (void)state;
     assert_int_equal(device_measure(&registry, &err), 0);
     assert_int_equal(fake.saves + fake.pieces, 0);
     assert_int_equal(device->timed_bytes, 0);
-    assert_int_equal(vmstate_pending(&registry, &precopy, &device_us), 100u << 20);
-    assert_int_equal(device_us, 0);
+    assert_int_equal(vmstate_pending(&registry, &pending), 100u << 20);
+    assert_int_equal(pending.main.save_us + pending.multifd.save_us, 0);
 }
 
-/* Save and load of the stop-copy bytes at the rate timed. */
-static void test_estimate_counts_save_and_load_at_the_timed_rate(void **state)
+/* The stop-copy bytes' save time at the rate timed, by the way they
+ * travel: a device that takes multifd, and one that does not. */
+static void test_pending_save_time_at_the_timed_rate_by_route(void **state)
 {
     static const struct device_ops ops = { .save = save, .load = load, .query_pending = pending };
+    static const struct device_ops multifd_ops = {
+        .save = save, .load = load, .query_pending = pending, .multifd = true,
+        .save_piece = save_piece, .load_piece = load_piece, .load_finish = load_finish,
+    };
     struct device_registry registry = { .count = 0 };
-    struct fake fake = { .stopcopy = 64u << 20 };
+    struct fake fake = { .stopcopy = 64u << 20 }, multifd_fake = { .stopcopy = 32u << 20 };
     struct device *device = registered(&registry, &ops, &fake);
-    uint64_t precopy, device_us;
+    struct device *multifd = NULL;
+    struct gw_error err = { 0 };
+    struct device_pending pending;
 
     (void)state;
-    device->timed_bytes = 16u << 20;
+    assert_int_equal(device_register(&registry, "multifd", 0, 1, &multifd_ops, &multifd_fake,
+                                     &err), 0);
+    multifd = device_find(&registry, "multifd", 0);
+    device->timed_bytes = multifd->timed_bytes = 16u << 20;
     device->timed_us = 4000;                 /* 4 ms per 16 MiB */
-    assert_int_equal(vmstate_pending(&registry, &precopy, &device_us), 64u << 20);
-    assert_int_equal(device_us, 2 * 16000);  /* 16 ms to save, as long to load */
+    multifd->timed_us = 2000;
+    assert_int_equal(vmstate_pending(&registry, &pending), 96u << 20);
+    assert_int_equal(pending.stopcopy, 96u << 20);
+    assert_int_equal(pending.main.bytes, 64u << 20);
+    assert_int_equal(pending.main.save_us, 16000);
+    assert_false(pending.main.pieces);       /* it saves whole */
+    assert_int_equal(pending.multifd.bytes, 32u << 20);
+    assert_int_equal(pending.multifd.save_us, 4000);
+    assert_true(pending.multifd.pieces);
 }
 
 /* A timing of a few bytes (a call's cost, not a rate) does not replace one
@@ -201,7 +219,7 @@ int main(void)
         cmocka_unit_test(test_measure_times_a_whole_save),
         cmocka_unit_test(test_measure_times_one_piece_of_a_device_that_reports_its_size),
         cmocka_unit_test(test_a_piece_device_without_save_setup_is_not_timed),
-        cmocka_unit_test(test_estimate_counts_save_and_load_at_the_timed_rate),
+        cmocka_unit_test(test_pending_save_time_at_the_timed_rate_by_route),
         cmocka_unit_test(test_small_timings_do_not_replace_a_rate),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

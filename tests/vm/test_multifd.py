@@ -427,10 +427,18 @@ class AccelOnMultifd(MultifdTestCase):
         self.assertEqual(len([d for c in carriers for d in c.devices("nic1", precopy=False)]),
                          1)
 
+    def check_estimated_lanes(self, info, lanes):
+        """The downtime estimate spread gpu0's state over the lanes that
+        carried it (downtime-detail.expected, ours)."""
+        expected = info["downtime-detail"]["expected"]
+        self.assertEqual(expected["device-lanes"], lanes, expected)
+        self.assertGreaterEqual(expected["cores"], 1, expected)
+
     def test_mixed_into_ram_channels(self):
         proxy, info = self.migrate_device(0)
         self.assertEqual(proxy.of_kind("device"), [])
         self.check_placement(proxy, proxy.of_kind("ram"))
+        self.check_estimated_lanes(info, 2)
 
     def test_dedicated_channel(self):
         proxy, info = self.migrate_device(1)
@@ -440,6 +448,7 @@ class AccelOnMultifd(MultifdTestCase):
             self.assertEqual(channel.devices(), [], f"device state on {channel}")
         self.assertEqual({r[0] for r in channels[0].records}, {REC_DEVICE, REC_CHANNEL_END})
         self.check_placement(proxy, channels)
+        self.check_estimated_lanes(info, 1)
 
 
 class MixedDeviceKinds(MultifdTestCase):
