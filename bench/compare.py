@@ -412,18 +412,12 @@ def main():
     elif not args.no_convergence_map:
         map_lines = ["### The convergence map (bench/convergence_map.py)", "",
                      f"Not measured: {map_skip}.", ""]
-    postcopy_lines = []
+    pc_records = None
     if not args.no_postcopy:
         pc_args = argparse.Namespace(vm=args.vm, guest=args.guest, qemu=args.qemu,
                                      repeat=postcopy_bench.REPEAT)
         with open(os.path.join(run_dir, "postcopy.jsonl"), "w") as pc_jsonl:
             pc_records = postcopy_bench.run(pc_args, log, pc_jsonl)
-        pc_dir = os.path.join(os.path.dirname(args.docs) if args.docs else run_dir,
-                              "benchmarks")
-        os.makedirs(pc_dir, exist_ok=True)
-        pc_png = postcopy_bench.plot(pc_records, pc_dir)
-        postcopy_lines = postcopy_bench.section(
-            pc_records, pc_png, f"benchmarks/{os.path.basename(pc_png)}" if pc_png else None)
     rdma_lines = []
     if not args.no_rdma:
         rdma_args = argparse.Namespace(vm=args.vm, guest=args.guest, repeat=1)
@@ -441,7 +435,15 @@ def main():
     extra["findings"] = findings(scenarios, results)
     extra["reading"] = READING
     png_dir = os.path.join(os.path.dirname(args.docs) if args.docs else run_dir, "benchmarks")
+    # report.plots empties png_dir of PNGs first: every other plot comes after it.
     made = report.plots(scenarios, results, run_dir, png_dir) if shutil.which("gnuplot") else {}
+    postcopy_lines = []
+    if pc_records is not None:
+        pc_png = postcopy_bench.plot(pc_records, png_dir) if made else None
+        if pc_png:
+            made["postcopy-latency"] = os.path.basename(pc_png)
+        postcopy_lines = postcopy_bench.section(
+            pc_records, pc_png, f"benchmarks/{os.path.basename(pc_png)}" if pc_png else None)
     by_key = {s.key: s for s in scenarios}
     baseline = by_key.get("filled-1g")
     throughput = [s for s in scenarios if s.key.startswith("multifd-")]
