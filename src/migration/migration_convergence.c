@@ -13,6 +13,8 @@
 
 #include <godwit/size.h>
 
+#include "util/capped_us.h"
+
 /* The dirty-rate sample: how long it watches the guest, and how often. A
  * pass's own count cannot give the rate: a guest that rewrites the same
  * 39 MiB ten times a second shows 39 MiB dirty after a one-second pass,
@@ -203,9 +205,7 @@ static uint64_t device_floor(struct migration *migration)
 
 static uint64_t downtime_us(uint64_t bytes, uint64_t bandwidth)
 {
-    double us = (double)bytes * 1e6 / (double)(bandwidth ? bandwidth : 1);
-
-    return us >= 0x1p62 ? 1ULL << 62 : (uint64_t)us;
+    return capped_us((double)bytes * 1e6 / (double)(bandwidth ? bandwidth : 1));
 }
 
 /* A guest that dirties pages faster than the link sends them keeps what it

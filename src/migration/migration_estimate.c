@@ -5,6 +5,8 @@
  * parameters are read under the migration's lock. */
 #include "migration_estimate.h"
 
+#include "util/capped_us.h"
+
 #include <sched.h>
 #include <unistd.h>
 
@@ -69,11 +71,6 @@ unsigned migration_host_cores(void)
     return online > 0 ? (unsigned)online : 1;
 }
 
-static double at_most_2_62(double us)
-{
-    return us >= 0x1p62 ? 0x1p62 : us;
-}
-
 /* Device state in the switchover is a pipeline of pieces (16 MiB at most:
  * save_piece's, or a whole state cut into buffers): the migration thread
  * saves a piece and hands it to a lane (the main channel, or a multifd
@@ -124,7 +121,7 @@ uint64_t device_pipeline_us(const struct device_pipeline *pipeline)
     /* the first piece's save and the last one's load run alone */
     double alone = (save + load) * piece;
     double shared = alone + (save + load - alone) / cores + wire;
-    return (uint64_t)at_most_2_62(slowest + fill > shared ? slowest + fill : shared);
+    return capped_us(slowest + fill > shared ? slowest + fill : shared);
 }
 
 /* The lanes device state takes (seed 002): with multifd and its channel
@@ -163,7 +160,7 @@ static uint64_t device_part_us(const struct migration *migration,
     estimate->device_lanes = multifd.bytes ? lanes : main.bytes ? 1 : 0;
     estimate->cores = input->cores;
     double us = (double)device_pipeline_us(&on_lanes) + (double)device_pipeline_us(&on_main);
-    return (uint64_t)at_most_2_62(us);
+    return capped_us(us);
 }
 
 /* Seed 004's estimate, (dirty RAM + device stop-copy bytes) over the
@@ -198,9 +195,7 @@ uint64_t migration_estimate_downtime(struct migration *migration,
     estimate->bandwidth = migration_switchover_bandwidth(migration);
     uint64_t sent_at_bandwidth = avail ? estimate->bytes : input->ram_bytes;
     double transfer = (double)sent_at_bandwidth * 1e6 / (double)estimate->bandwidth;
-    /* Past 2^62 us (146000 years) it is "never"; a cast beyond 2^64 would be
-     * undefined and the ms rounding after it would wrap. */
-    estimate->parts[ESTIMATE_TRANSFER] = (uint64_t)at_most_2_62(transfer);
+    estimate->parts[ESTIMATE_TRANSFER] = capped_us(transfer);
     /* reckoned whatever the bandwidth, so downtime-detail says how */
     uint64_t device_us = device_part_us(migration, input, estimate->bandwidth, estimate);
     estimate->parts[ESTIMATE_DEVICE] = avail ? 0 : device_us;
@@ -213,5 +208,5 @@ uint64_t migration_estimate_downtime(struct migration *migration,
     uint64_t us = 0;
     for (int part = 0; part < ESTIMATE_PARTS; part++)
         us = us + estimate->parts[part] < us ? UINT64_MAX : us + estimate->parts[part];
-    return us > 1ULL << 62 ? 1ULL << 62 : us;
+    return us > CAPPED_US_MAX ? CAPPED_US_MAX : us;
 }

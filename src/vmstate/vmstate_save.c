@@ -5,6 +5,8 @@
  * before that channel is done with it. Runs on the migration thread. */
 #include "vmstate_internal.h"
 
+#include "util/capped_us.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
@@ -59,12 +61,6 @@ static double device_save_us(const struct device *device, uint64_t stopcopy)
     return (double)stopcopy * (double)device->timed_us / (double)device->timed_bytes;
 }
 
-/* A device timed at a byte a day must not make the cast undefined. */
-static uint64_t bounded_us(double us)
-{
-    return us < 0x1p62 ? (uint64_t)us : 1ULL << 62;
-}
-
 uint64_t vmstate_pending(struct device_registry *devices, struct device_pending *pending)
 {
     double save_us[2] = { 0, 0 };
@@ -85,8 +81,8 @@ uint64_t vmstate_pending(struct device_registry *devices, struct device_pending 
         routes[route]->pieces &= device->ops->save_piece != NULL;
         save_us[route] += device_save_us(device, stopcopy);
     }
-    pending->main.save_us = bounded_us(save_us[0]);
-    pending->multifd.save_us = bounded_us(save_us[1]);
+    pending->main.save_us = capped_us(save_us[0]);
+    pending->multifd.save_us = capped_us(save_us[1]);
     return pending->stopcopy;
 }
 
