@@ -11,23 +11,9 @@
 #include "migration/migration_internal.h"
 #include "vmstate/vmstate_internal.h"
 
+#include "fuzz_common.h"
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-struct input {
-    const uint8_t *data;
-    size_t size, pos;
-};
-
-static int read_input(void *opaque, void *buf, size_t len, struct gw_error *err)
-{
-    struct input *input = opaque;
-
-    if (len > input->size - input->pos)
-        return gw_error_set(err, -ENODATA, "end of input");
-    memcpy(buf, input->data + input->pos, len);
-    input->pos += len;
-    return 0;
-}
 
 /* The loaded state must be what was sent: its size is bounded by the
  * assembly, and every byte is readable. */
@@ -80,8 +66,8 @@ static void fuzz_device_buffers(const uint8_t *data, size_t size)
 {
     static struct device_registry devices;
     static uint8_t sink[1];
-    struct input input = { data, size, 0 };
-    struct stream_reader reader = { .io = { .read = read_input, .opaque = &input },
+    struct fuzz_input input = { data, size, 0 };
+    struct stream_reader reader = { .io = { .read = fuzz_read_input, .opaque = &input },
                                     .page_size = 4096 };
     struct stream_record record;
     struct device_loader *loader;

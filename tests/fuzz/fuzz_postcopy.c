@@ -14,28 +14,14 @@
 
 #include "postcopy/postcopy.h"
 
+#include "fuzz_common.h"
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define PAGE 4096
 #define GUARD PAGE
 #define BLOCK0_PAGES 64
 #define BLOCK1_PAGES 3
-
-struct input {
-    const uint8_t *data;
-    size_t size, pos;
-};
-
-static int read_input(void *opaque, void *buf, size_t len, struct gw_error *err)
-{
-    struct input *input = opaque;
-
-    if (len > input->size - input->pos)
-        return gw_error_set(err, -ENODATA, "end of input");
-    memcpy(buf, input->data + input->pos, len);
-    input->pos += len;
-    return 0;
-}
 
 static uint8_t *memory;
 /* The source's recovery bitmaps, one word per 64 pages, exactly sized:
@@ -83,8 +69,8 @@ static void setup(void)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    struct input input = { data, size, 0 };
-    struct stream_reader reader = { .io = { .read = read_input, .opaque = &input },
+    struct fuzz_input input = { data, size, 0 };
+    struct stream_reader reader = { .io = { .read = fuzz_read_input, .opaque = &input },
                                     .page_size = PAGE };
     struct stream_record record;
     struct gw_error err;

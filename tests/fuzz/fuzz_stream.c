@@ -9,29 +9,12 @@
 
 #include "migration/migration_load.h"
 
+#include "fuzz_common.h"
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* Must match the saved seeds: a 32 MiB godwit-vm guest. */
 #define RAM_SIZE (32u << 20)
-#define GUARD 4096
-
-struct input {
-    const uint8_t *data;
-    size_t size, pos;
-};
-
-static int read_input(void *opaque, void *buf, size_t len, struct gw_error *err)
-{
-    struct input *input = opaque;
-
-    if (input->pos == input->size && len)
-        return gw_error_set(err, -ENODATA, "end of input");
-    if (len > input->size - input->pos)
-        return gw_error_set(err, -ENODATA, "end of input mid-record");
-    memcpy(buf, input->data + input->pos, len);
-    input->pos += len;
-    return 0;
-}
 
 static int load_any(void *opaque, const uint8_t *state, size_t len, uint32_t version,
                     struct gw_error *err)
@@ -62,8 +45,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static uint8_t *memory;
     static uint8_t sink[65536];
     static struct device_registry devices;
-    struct input input = { data, size, 0 };
-    struct stream_reader reader = { .io = { .read = read_input, .opaque = &input } };
+    struct fuzz_input input = { data, size, 0 };
+    struct stream_reader reader = { .io = { .read = fuzz_read_input, .opaque = &input } };
     struct ram_block block = { "ram-below-4g", NULL, RAM_SIZE, 4096, 0, -1, 0 };
     struct load_state state;
     uint64_t written_words[RAM_SIZE / 4096 / 64] = { 0 };
@@ -72,24 +55,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct page_landing landing = ram_direct_landing(&direct);
 
     if (!memory) {
-        memory = malloc(GUARD + RAM_SIZE + GUARD);
+        memory = malloc(FUZZ_GUARD + RAM_SIZE + FUZZ_GUARD);
         for (size_t i = 0; i < sizeof(device_ids) / sizeof(device_ids[0]); i++)
             if (device_register(&devices, device_ids[i], 0, 1, &fake_ops, sink, NULL) < 0)
                 abort();
     }
     if (load_state_init(&state, &block, 1, &landing, &devices, NULL, NULL, NULL) < 0)
         abort();
-    memset(memory, 0x5a, GUARD);
-    memset(memory + GUARD + RAM_SIZE, 0x5a, GUARD);
-    block.host = memory + GUARD;
+    fuzz_guards_set(memory, RAM_SIZE);
+    block.host = memory + FUZZ_GUARD;
     /* Half the inputs take the fresh-RAM path (written bitmaps). */
     if (size && (data[size - 1] & 1))
         direct.written = written;
     migration_load_stream(&reader, &state, NULL);
     load_state_free(&state);
     stream_reader_free(&reader);
-    for (size_t i = 0; i < GUARD; i++)
-        if (memory[i] != 0x5a || memory[GUARD + RAM_SIZE + i] != 0x5a)
-            abort();
+    fuzz_guards_check(memory, RAM_SIZE);
     return 0;
 }
