@@ -206,6 +206,7 @@ int migration_launch(struct migration *migration, const struct uri *uri, bool de
     migration->error[0] = '\0';
     migration->rp_error[0] = '\0';
     migration->rp_ready = migration->rp_running_seen = migration->rp_closed = false;
+    migration->source_finishing = false;
     migration->go_sent_us = migration->rp_running_us = 0;
     migration->rp_refused = migration->ready_sent = false;
     migration->rp_error_sent = false;

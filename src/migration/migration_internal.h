@@ -262,6 +262,9 @@ struct migration {
     pthread_t rp_thread;
     bool rp_running;
     bool rp_ready, rp_running_seen, rp_closed;
+    /* The migration thread reached its end (finish()): a return path that
+     * closes no longer needs to wake it. */
+    bool source_finishing;
     uint64_t go_sent_us;      /* the migration thread's, when GO went out */
     uint64_t rp_running_us;   /* when the destination's guest ran (RP_RUNNING less its delay) */
     bool rp_refused;                 /* an RP_ERROR record came: it never runs the guest */

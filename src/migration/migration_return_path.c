@@ -112,6 +112,33 @@ static void record_running(struct migration *migration, const struct stream_reco
     migration->rp_running_seen = true;
 }
 
+static bool sender_may_be_blocked(struct migration *migration)
+{
+    return !migration->source_finishing && !migration_cancelled(migration) &&
+           !migration_in_postcopy(migration->status);
+}
+
+/* The destination went away without an RP_ERROR (a TLS destination whose
+ * session broke cannot send one): the migration thread sees rp_closed
+ * wherever it waits, but not inside a write to a peer that stopped
+ * reading, with the socket's buffers full. Give it a second to end on
+ * its own, so that the first error it meets (an RDMA WRITE's failure, the
+ * destination's reason) is the one reported, then shut the channels down
+ * under it. Postcopy pauses instead, and shuts down what it must. */
+static void wake_a_blocked_sender(struct migration *migration)
+{
+    uint64_t deadline = migration_now_us() + 1000000;
+
+    pthread_mutex_lock(&migration->lock);
+    while (sender_may_be_blocked(migration) && migration_now_us() < deadline)
+        migration_wait_changed(migration);
+    if (sender_may_be_blocked(migration)) {
+        channel_shutdown(&migration->channel);
+        migration_shutdown_multifd_locked(migration);
+    }
+    pthread_mutex_unlock(&migration->lock);
+}
+
 void *migration_return_path_thread(void *opaque)
 {
     struct migration *migration = opaque;
@@ -175,6 +202,8 @@ void *migration_return_path_thread(void *opaque)
     migration->rp_closed = true;
     pthread_cond_broadcast(&migration->changed);
     pthread_mutex_unlock(&migration->lock);
+    if (rc != 0)
+        wake_a_blocked_sender(migration);
     stream_reader_free(&reader);
     return NULL;
 }

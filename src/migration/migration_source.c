@@ -602,6 +602,10 @@ static void finish(struct source *source, int rc, struct gw_error *err)
     struct migration *migration = source->migration;
     struct migration_stats *stats = &migration->stats;
 
+    pthread_mutex_lock(&migration->lock);
+    migration->source_finishing = true;
+    pthread_cond_broadcast(&migration->changed);
+    pthread_mutex_unlock(&migration->lock);
     if (source->tracking)
         source->dirty->stop(source->dirty_opaque);
     /* Before a rollback runs the guest again: at its full speed. */

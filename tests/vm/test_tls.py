@@ -92,12 +92,14 @@ class CuttingProxy:
 class FlippingProxy:
     """Forwards one connection both ways, and flips one bit of the source's
     bytes once `after` of them have passed: a TLS record that no longer
-    authenticates."""
+    authenticates. With stall, once the destination has gone the source
+    reads the end of the connection but its writes are never read nor
+    refused: its socket's buffers fill and a write blocks, until close()."""
 
-    def __init__(self, port, after=2 << 20):
+    def __init__(self, port, after=2 << 20, stall=False):
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.uri = f"tcp:127.0.0.1:{self.listener.getsockname()[1]}"
-        self.port, self.after = port, after
+        self.port, self.after, self.stall = port, after, stall
         self.threads = [threading.Thread(target=self._serve, daemon=True)]
         self.threads[0].start()
 
@@ -119,13 +121,12 @@ class FlippingProxy:
         except OSError:
             pass   # the destination gave up: its answer still comes back
 
-    @staticmethod
-    def _back(destination, source):
+    def _back(self, destination, source):
         """The destination's answers; once it has closed, the source sees
         the connection end, as it would without a proxy."""
         CuttingProxy._pipe(destination, source)
         try:
-            source.shutdown(socket.SHUT_RDWR)
+            source.shutdown(socket.SHUT_WR if self.stall else socket.SHUT_RDWR)
         except OSError:
             pass
 
@@ -370,6 +371,20 @@ class Refusals(TlsTestCase):
         self.addCleanup(flipping.close)
         self.configure(source, None, {"tls-hostname": "localhost"})
         self.assert_refused(source, flipping.uri, "closed the connection")
+        self.assert_gave_up(destination, "TLS record error")
+
+    def test_source_blocked_in_a_write_learns_the_destination_left(self):
+        """As above, but the source's writes are neither read nor refused
+        once the destination has gone, so its migration thread blocks in a
+        write with the buffers full: the return path's end must wake it
+        (it has no RP_ERROR to act on)."""
+        destination, uri = self.incoming(None, {"tls-creds": "tls0"},
+                                         extra=x509("tls0", self.server, "server"))
+        source = self.start_source(extra=x509("tls0", self.client, "client"))
+        self.configure(source, None, {"tls-creds": "tls0", "tls-hostname": "localhost"})
+        stalling = FlippingProxy(int(uri.rsplit(":", 1)[1]), stall=True)
+        self.addCleanup(stalling.close)
+        self.assert_refused(source, stalling.uri, "closed the connection")
         self.assert_gave_up(destination, "TLS record error")
 
     def test_wrong_psk_and_tls_to_a_plaintext_destination(self):
