@@ -39,6 +39,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "lib"))
+from runs import cpu_ticks, steal_share  # noqa: E402
 from godwit_vm import (QemuVm, Vm, check_increment_pattern, check_pass_count,  # noqa: E402
                        free_tcp_port, kvm_skip_reason)
 
@@ -163,20 +164,6 @@ def check_guest(vm, earlier=()):
     data = vm.read_memory(WINDOW[0], WINDOW[1] - WINDOW[0])
     check_increment_pattern(data)
     check_pass_count(data, sum(v.serial.text().count("B") for v in (vm, *earlier)))
-
-
-def cpu_ticks():
-    """This machine's steal and total CPU time so far (/proc/stat, ticks):
-    steal is time the hypervisor under this machine ran something else
-    while this machine had work to run."""
-    with open("/proc/stat") as f:
-        fields = [int(v) for v in f.readline().split()[1:9]]
-    return fields[7], sum(fields)
-
-
-def steal_share(before, after):
-    total = after[1] - before[1]
-    return 100.0 * (after[0] - before[0]) / total if total > 0 else 0.0
 
 
 def run_once(config, rate, limit_ms, args):

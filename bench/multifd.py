@@ -222,7 +222,8 @@ def device_table(scenarios, results):
     ref_runs = report.ok_runs(results, ref, "godwit") if ref else []
     lines = ["| configuration | runs | downtime ms (godwit's) | STOP → RESUME ms | "
              "predicted ms | predicted/measured | sent while stopped, MiB | total ms | "
-             "downtime ÷ (a) |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "downtime ÷ (a) | CPU steal % |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for s in scenarios:
         runs = report.ok_runs(results, s, "godwit")
         down = report.median(runs, "downtime")
@@ -230,13 +231,14 @@ def device_table(scenarios, results):
                  report.spread(runs, "downtime"), report.spread(runs, "stop_to_resume"),
                  report.spread(runs, "predicted"), ratio_spread(runs),
                  report.spread(runs, "stopped_mib"), report.spread(runs, "total"),
-                 report.ratio(down, report.median(ref_runs, "downtime"))]
+                 report.ratio(down, report.median(ref_runs, "downtime")),
+                 report.spread(runs, "steal")]
         lines.append("| " + " | ".join(cells) + " |")
     for s in scenarios:
         for r in report.all_runs(results, s, "godwit"):
             if not r["ok"]:
                 lines.append(f"| **failed** {s.title} run {r['rep'] + 1} | "
-                             f"{report.escape(r['failure'])} | | | | | | | |")
+                             f"{report.escape(r['failure'])} | | | | | | | | |")
     return lines
 
 
@@ -409,7 +411,10 @@ DEVICE_READING = (
     "instead of 2.5 foretold 1.7 times its downtime), and other work that starts in between "
     "makes the downtime longer than predicted (load 4 to 5 from other VMs brought the "
     "medians down to 0.5 to 0.9 with the earlier estimate). RAM's bandwidth alone predicted "
-    "0.5 to 0.65 of the downtime.")
+    "0.5 to 0.65 of the downtime. CPU steal is the share of this machine's CPU time that "
+    "the hypervisor under it (this machine is a VM) gave to others during the migration "
+    "(/proc/stat): 1% when idle, 4 to 28% in the runs of 2026-12-03; a run with more of it "
+    "is slower than its rates foretold.")
 
 
 def section(baseline, throughput, device, results, precopy_off, made, png_rel):

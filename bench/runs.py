@@ -435,6 +435,20 @@ def process_note(vm):
     return f" ({os.path.basename(vm.args[0])} exited with {vm.process.returncode}: {tail})"
 
 
+def cpu_ticks():
+    """This machine's steal and total CPU time so far (/proc/stat, ticks):
+    steal is time the hypervisor under this machine ran something else
+    while this machine had work to run."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:9]]
+    return fields[7], sum(fields)
+
+
+def steal_share(before, after):
+    total = after[1] - before[1]
+    return 100.0 * (after[0] - before[0]) / total if total > 0 else 0.0
+
+
 def run_once(vmm, scenario, rep, ctx):
     """One migration; a record dict with ok, failure, info, samples, ..."""
     record = {"vmm": vmm, "scenario": scenario.key, "rep": rep, "ok": False,
@@ -477,8 +491,9 @@ def run_once(vmm, scenario, rep, ctx):
         record["capabilities"] = [c["capability"] for c in caps]
         before = device_digests(source, scenario)
         cpu = [cpu_seconds(vm.process.pid) for vm in (source, destination)]
+        ticks = cpu_ticks()
         info, samples, timed_out = drive_migration(source, uri, ctx.migration_timeout)
-        record.update(info=info, samples=samples)
+        record.update(info=info, samples=samples, steal=steal_share(ticks, cpu_ticks()))
         # what the migration cost each side, before the check reads memory
         record["cpu_s"] = {role: cpu_seconds(vm.process.pid) - was for role, vm, was in
                            (("source", source, cpu[0]), ("destination", destination, cpu[1]))}
@@ -526,6 +541,7 @@ def figures(record):
             "stopped_kib": (ram["downtime-bytes"] / 1024 if "downtime-bytes" in ram else None),
             "transferred_mib": ram["transferred"] / MiB,
             "stop_to_resume": record.get("stop_to_resume_ms"),
+            "steal": record.get("steal"),
             "source_file_mib": record.get("source_file_mib"),
             "predicted": info.get("expected-downtime-at-switchover"),
             "predicted_ratio": (info["expected-downtime-at-switchover"] / info["downtime"]
