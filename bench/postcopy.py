@@ -54,7 +54,8 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "lib"))
 from godwit_vm import (QemuVm, Vm, check_increment_pattern,  # noqa: E402
                        check_pass_count, free_tcp_port)
-from runs import QEMU_ACCEL, QEMU_BIOS, MiB, qemu_trace_events  # noqa: E402
+from runs import (QEMU_ACCEL, QEMU_BIOS, MiB, cpu_ticks, qemu_trace_events,  # noqa: E402
+                  steal_share)
 
 ISSUE = "issue 15"
 MEMORY = "1024M"
@@ -180,6 +181,7 @@ def run_once(key, vmm, preempt, args):
         uri = f"tcp:127.0.0.1:{free_tcp_port()}"
         destination.qmp.command("migrate-incoming", uri=uri)
         started = time.monotonic()
+        ticks = cpu_ticks()
         source.qmp.command("migrate", uri=uri)
         time.sleep(SWITCH_AFTER_S)
         info = source.qmp.command("query-migrate")
@@ -198,7 +200,8 @@ def run_once(key, vmm, preempt, args):
                       requests=info["ram"].get("postcopy-requests"),
                       blocktime_ms=dest.get("postcopy-blocktime"),
                       latency_dist=dest.get("postcopy-latency-dist"),
-                      mean_latency_us=dest.get("postcopy-latency"))
+                      mean_latency_us=dest.get("postcopy-latency"),
+                      steal=steal_share(ticks, cpu_ticks()))
         record["edges"] = check_destination(destination, source)
         if trace_path:
             latencies = qemu_request_latencies(trace_path)
@@ -280,8 +283,8 @@ def pooled_latencies(runs):
 def table(records):
     out = ["| configuration | runs ok | total time (ms) | downtime (ms) | postcopy (s) | "
            "requests | blocktime (ms) | stall per request (us) | latency median | "
-           "latency p99 |",
-           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+           "latency p99 | CPU steal % |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for key, title, vmm, _ in CONFIGS:
         runs = [r for r in records if r["config"] == key]
         if not runs:
@@ -306,11 +309,11 @@ def table(records):
                    f"{spread([r['postcopy_s'] for r in ok], 2)} | "
                    f"{spread([r['requests'] for r in ok])} | "
                    f"{spread([r['blocktime_ms'] for r in ok])} | {spread(stall)} | "
-                   f"{median_text} | {p99_text} |")
+                   f"{median_text} | {p99_text} | {spread([r.get('steal') for r in ok])} |")
     for r in records:
         if not r["ok"]:
             out.append(f"| {r['config']} run {r['rep'] + 1} FAILED | | | | | | | | | "
-                       f"{r['error']} |")
+                       f"{r['error']} | |")
     return out
 
 
@@ -410,7 +413,8 @@ def section(records, png=None, png_rel=None):
            "microseconds, one that has to cross to the source and back in tens; the median "
            "says which kind most requests were, and runs of the same configuration differ "
            "in that (the requests column), so the guest's stall says more about what the "
-           "guest felt.", ""]
+           "guest felt. CPU steal: the share of this machine's CPU time the hypervisor "
+           "under it gave to others during the run (/proc/stat; this machine is a VM).", ""]
     out += table(records) + [""] + targets(records) + [""]
     if png_rel:
         out += [f"![page-request latency]({png_rel})", ""]
