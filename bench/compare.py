@@ -37,7 +37,9 @@ leaves it out). Full set (make
 bench-full): also 2 GiB and 4 GiB filled guests.
 
 Writes docs/benchmarks.md and its PNGs (docs/benchmarks/), prints the
-tables, and keeps every run as a JSON line in bench/results/RUN/runs.jsonl."""
+tables, and keeps every run as a JSON line in bench/results/RUN/runs.jsonl
+(the convergence map's in convergence-map.jsonl, postcopy's in
+postcopy.jsonl)."""
 import argparse
 import json
 import os
@@ -409,6 +411,12 @@ def main():
             limits=list(convergence_map.DOWNTIME_LIMITS),
             configs=list(convergence_map.CONFIGS))
         map_results = convergence_map.measure(map_args, log)
+        # every run whole (downtime-detail's parts beside the estimate's),
+        # so that a miss can be read part by part afterwards
+        with open(os.path.join(run_dir, "convergence-map.jsonl"), "w") as f:
+            for (config, rate, limit), record in sorted(map_results.items()):
+                f.write(json.dumps({"config": config, "rate": rate, "limit": limit,
+                                    "record": record}) + "\n")
     elif not args.no_convergence_map:
         map_lines = ["### The convergence map (bench/convergence_map.py)", "",
                      f"Not measured: {map_skip}.", ""]
