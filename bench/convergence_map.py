@@ -498,7 +498,11 @@ READING = (
     "of its CPU time during those runs (1% idle). The tbf link and the veth pair are "
     "software on the same 2 CPUs, so a stall holds the link too, which a real link "
     "between hosts would not; at this point the wait is most of a 12 ms downtime, so a "
-    "few ms of stall is 20 to 50%. The estimate cannot foresee a stall; the line "
+    "few ms of stall is 20 to 50%. It is not that point's alone: at D = 32 on the same "
+    "day, 8 of 20 runs of godwit and godwit auto-converge alone were outside, each with "
+    "one step of the switchover milliseconds longer than it ever takes otherwise (the "
+    "stop 7 ms where it takes 0.1, the resume 5 ms, the device step 2 ms, the wait for "
+    "the link 2 to 9 ms over). The estimate cannot foresee a stall; the line "
     "\"outside\" gives each such run's steal share. "
     "QEMU 7.2 reports the limit as its expected downtime until a pass has measured "
     "anything, so its ratios at small D say nothing.")
