@@ -322,18 +322,22 @@ static void handle_fault(struct postcopy_ram *ram, uint64_t address, int tid)
             return;   /* asked for already */
         struct postcopy_request request = { .block = b, .pages = 1, .first = page };
         uint64_t now = now_us();
-        /* Before the request leaves: its answer may come back at once. */
+        /* Before the request leaves: its answer may come back at once.
+         * Counted before its time is there, as a placing that takes the
+         * time counts the request's latency. */
         wait_begins(ram, now);
+        atomic_fetch_add(&ram->stats.requests, 1);
         atomic_store(&ram->asked_us[b][page], now);
-        /* Placed since the first look (page_here may have come before
-         * the time was there to take): the fault is answered, nothing to
-         * ask. Once the time is there, a placing takes it and ends the wait. */
-        if (test_bit(ram->received[b], page)) {
-            if (atomic_exchange(&ram->asked_us[b][page], 0))
-                wait_ends(ram, now);
+        /* Placed since the first look (page_here may have come before the
+         * time was there to take): the fault is answered, nothing to ask,
+         * nothing counted. A placing that took the time meanwhile counted
+         * its latency: the request goes out, so that every request counted
+         * was made (its page comes twice, and is placed once). */
+        if (test_bit(ram->received[b], page) && atomic_exchange(&ram->asked_us[b][page], 0)) {
+            atomic_fetch_sub(&ram->stats.requests, 1);
+            wait_ends(ram, now);
             return;
         }
-        atomic_fetch_add(&ram->stats.requests, 1);
         if (ram->request(ram->opaque, &request, &err) < 0) {
             /* The return path is gone; the load fails on its own channel
              * and reports it. The thread stays asleep: nothing can wake
