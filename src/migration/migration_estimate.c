@@ -203,7 +203,7 @@ uint64_t migration_estimate_downtime(struct migration *migration,
     estimate->parts[ESTIMATE_STOP] = input->stop_cost_us;
     uint64_t round_trip = channel_round_trip_us(&migration->channel);
     double drain = (double)migration_in_flight_bytes(migration) * 1e6 / (double)estimate->bandwidth;
-    estimate->parts[ESTIMATE_READY] = (drain >= 0x1p61 ? 1ULL << 61 : (uint64_t)drain) + round_trip;
+    estimate->parts[ESTIMATE_READY] = capped_us(drain) + round_trip;
     estimate->parts[ESTIMATE_RUNNING] = round_trip + input->start_cost_us;
     uint64_t us = 0;
     for (int part = 0; part < ESTIMATE_PARTS; part++)
